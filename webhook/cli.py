@@ -1,0 +1,82 @@
+"""The `kubefence` command line: a table of subcommands, each a module whose `run(args)` returns the exit code.
+
+Exit codes: 0 success, 1 a finding or denial where the command says so, 2 bad input (one line on
+stderr naming the file and field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Protocol
+
+from webhook import __version__
+from webhook.errors import InputError
+
+EXIT_OK = 0
+EXIT_FINDING = 1
+EXIT_BAD_INPUT = 2
+
+
+class Command(Protocol):
+    HELP: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+# Subcommand name -> module under webhook.commands; imported only when chosen, so `kubefence
+# audit-level` does not pay for aiohttp and the kubernetes client.
+COMMANDS: dict[str, str] = {
+    "serve": "serve",
+    "demo": "demo",
+    "review": "review",
+    "audit-level": "audit_level",
+    "scan": "scan",
+    "correlate": "correlate",
+    "certs": "certs",
+}
+
+
+def _load(name: str) -> Command:
+    module = importlib.import_module(f"webhook.commands.{COMMANDS[name]}")
+    return module  # type: ignore[return-value]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse's own exit code for usage errors is 2 already; keep its one-line form.
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = _Parser(prog="kubefence", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"kubefence {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    # Only the chosen command's module is imported; the others get a bare entry for --help.
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name in COMMANDS:
+        if name == chosen:
+            command = _load(name)
+            command.add_arguments(sub.add_parser(name, help=command.HELP, description=command.HELP))
+        else:
+            sub.add_parser(name, help=f"see `kubefence {name} --help`")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
+    command = _load(args.command)
+    try:
+        return command.run(args)
+    except InputError as exc:
+        print(f"kubefence {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
