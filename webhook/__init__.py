@@ -1,3 +1,3 @@
-"""kubefence: a validating admission webhook that keeps workloads inside network fences and audited scope."""
+"""kubefence: an admission webhook keeping workloads inside network fences and audited scope."""
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""The `kubefence` command line: a table of subcommands, each a module whose `run(args)` returns the exit code.
+"""The `kubefence` command line: a table of subcommands, each a module whose `run` is the exit code.
 
 Exit codes: 0 success, 1 a finding or denial where the command says so, 2 bad input (one line on
 stderr naming the file and field).
@@ -42,8 +42,7 @@ COMMANDS: dict[str, str] = {
 
 
 def _load(name: str) -> Command:
-    module = importlib.import_module(f"webhook.commands.{COMMANDS[name]}")
-    return module  # type: ignore[return-value]
+    return importlib.import_module(f"webhook.commands.{COMMANDS[name]}")  # type: ignore[no-any-return]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,10 +1,10 @@
 """The error tree: every bad input becomes one of these, with a one-line message naming where it is.
 
-    InputError                 bad input from a user or a client (CLI exit 2, HTTP 400)
-    +-- ConfigError            a config or audit policy file ("file: field.path: reason")
-    +-- ManifestError          a cluster manifest in a --state directory
-    +-- ReviewError            an AdmissionReview body (HTTP 400)
-        +-- BodyTooLarge       over server.maxBodyBytes (HTTP 413)
+InputError                 bad input from a user or a client (CLI exit 2, HTTP 400)
++-- ConfigError            a config or audit policy file ("file: field.path: reason")
++-- ManifestError          a cluster manifest in a --state directory
++-- ReviewError            an AdmissionReview body (HTTP 400)
+    +-- BodyTooLarge       over server.maxBodyBytes (HTTP 413)
 """
 
 from __future__ import annotations

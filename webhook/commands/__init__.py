@@ -1,1 +1,1 @@
-"""One module per `kubefence` subcommand; each has HELP, add_arguments(parser) and run(args) -> int."""
+"""One module per `kubefence` subcommand: HELP, add_arguments(parser) and run(args) -> int."""

@@ -1,0 +1,73 @@
+"""Fixtures of the end-to-end tests: a cluster to test against, and a client for it.
+
+The cluster is, in order of preference:
+- the one named by ``KUBEFENCE_E2E_KUBECONFIG`` (kind, or any cluster; its audit log is read
+  from ``KUBEFENCE_E2E_AUDIT_LOG`` when that is set, else tests that need it skip);
+- a local etcd + kube-apiserver (tests/e2e/controlplane.py) built by
+  hack/build-control-plane.sh. Without those binaries the tests skip, or fail when
+  ``KUBEFENCE_E2E=1`` (CI sets it, so a missing build cannot pass silently).
+
+Every test under tests/e2e gets the ``e2e`` marker: ``pytest -m "not e2e"`` leaves them out.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from controlplane import ControlPlane, ExternalCluster, bin_dir, missing_binaries
+from kubernetes import client, config
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane | ExternalCluster]:
+    external = os.environ.get("KUBEFENCE_E2E_KUBECONFIG")
+    if external:
+        audit = os.environ.get("KUBEFENCE_E2E_AUDIT_LOG")
+        yield ExternalCluster(Path(external), Path(audit) if audit else None)
+        return
+    missing = missing_binaries()
+    if missing:
+        message = (
+            f"no local control plane in {bin_dir()} (missing"
+            f" {', '.join(p.name for p in missing)}): run hack/build-control-plane.sh,"
+            " or set KUBEFENCE_E2E_KUBECONFIG"
+        )
+        if os.environ.get("KUBEFENCE_E2E") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    cp = ControlPlane()
+    try:
+        cp.start()
+    except BaseException:
+        print(f"control plane logs kept in {cp.log_dir}", file=sys.stderr)
+        cp.stop()
+        raise
+    try:
+        yield cp
+    finally:
+        cp.stop()
+        if request.session.testsfailed or os.environ.get("KUBEFENCE_E2E_KEEP") == "1":
+            print(f"\ncontrol plane logs kept in {cp.log_dir}", file=sys.stderr)
+        else:
+            cp.cleanup()
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: ControlPlane | ExternalCluster) -> Iterator[client.ApiClient]:
+    api = config.new_client_from_config(config_file=str(control_plane.kubeconfig_path))
+    try:
+        yield api
+    finally:
+        api.close()

@@ -1,0 +1,1 @@
+"""Cluster state for decisions: the ClusterView protocol (pure) and its sources (files, live)."""

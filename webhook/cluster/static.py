@@ -1,0 +1,97 @@
+"""A cluster given as manifests (`--state DIR`): Namespaces, NetworkPolicies and Pods from YAML.
+
+Every `*.yaml`/`*.yml`/`*.json` file below the folder is read (multi-document, `kind: List` too);
+objects of other kinds are ignored. The folder is the whole cluster: a namespace with no Pod in it
+has no running Pods.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from webhook.cluster.view import NamespaceFacts, StaticView, namespace_facts
+from webhook.errors import ManifestError
+from webhook.labels import NAMESPACE_NAME_LABEL
+from webhook.netpol import PolicyFacts, analyse_policy
+
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def load_state(directory: str | Path) -> StaticView:
+    """Read a state folder into a StaticView; ManifestError names the file and document."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ManifestError(f"{root}: not a directory")
+    return StaticView(build_facts(_objects(root)))
+
+
+def build_facts(objects: Iterator[tuple[str, Mapping[str, Any]]]) -> list[NamespaceFacts]:
+    """Reduce (source, object) pairs to namespace facts."""
+    namespaces: dict[str, Mapping[str, Any]] = {}
+    policies: dict[str, list[PolicyFacts]] = defaultdict(list)
+    running: dict[str, int] = defaultdict(int)
+    for source, obj in objects:
+        kind, meta = obj.get("kind"), obj.get("metadata")
+        if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str):
+            if kind in ("Namespace", "NetworkPolicy", "Pod"):
+                raise ManifestError(f"{source}: {kind} without metadata.name")
+            continue
+        if kind == "Namespace":
+            namespaces[meta["name"]] = obj
+        elif kind == "NetworkPolicy":
+            policy = analyse_policy(obj)
+            policies[policy.namespace or "default"].append(policy)
+        elif kind == "Pod":
+            phase = (obj.get("status") or {}).get("phase", "Running")
+            if phase not in ("Succeeded", "Failed"):
+                running[str(meta.get("namespace") or "default")] += 1
+    names = set(namespaces) | set(policies) | set(running)
+    return [_facts(n, namespaces.get(n), policies[n], running[n]) for n in sorted(names)]
+
+
+def _facts(
+    name: str, obj: Mapping[str, Any] | None, policies: list[PolicyFacts], running: int
+) -> NamespaceFacts:
+    meta = (obj or {}).get("metadata") or {}
+    labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+    labels[NAMESPACE_NAME_LABEL] = name
+    phase = ((obj or {}).get("status") or {}).get("phase")
+    terminating = phase == "Terminating" or bool(meta.get("deletionTimestamp"))
+    return namespace_facts(
+        name, policies, labels=labels, terminating=terminating, running_pods=running
+    )
+
+
+def _objects(root: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    for path in sorted(p for p in root.rglob("*") if p.suffix in _SUFFIXES and p.is_file()):
+        try:
+            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ManifestError(f"{path}: cannot read: {_reason(exc)}") from None
+        for index, doc in enumerate(documents):
+            source = f"{path}: document {index + 1}"
+            if doc is None:
+                continue
+            if not isinstance(doc, Mapping):
+                raise ManifestError(f"{source}: not a Kubernetes object")
+            if doc.get("kind") == "List" or str(doc.get("kind", "")).endswith("List"):
+                items = doc.get("items") or []
+                if not isinstance(items, list):
+                    raise ManifestError(f"{source}: items must be a list")
+                for item_index, item in enumerate(items):
+                    if isinstance(item, Mapping):
+                        yield f"{source}: items[{item_index}]", item
+                continue
+            yield source, doc
+
+
+def _reason(exc: Exception) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return f"invalid YAML at line {mark.line + 1}"
+    return exc.__class__.__name__

@@ -1,0 +1,95 @@
+"""What decisions may know of the cluster: per-namespace facts behind one small lookup Protocol.
+
+Facts are reduced and precomputed when the cluster state changes (fences for both definitions), so
+a decision is a dictionary lookup. `StaticView` is the plain-dict implementation used by
+`--state DIR` and by tests; the live informer keeps the same facts up to date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from webhook.netpol import DIRECTIONS, Direction, DirectionFence, PolicyFacts, fence_for
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceFacts:
+    """One namespace: its labels, phase, NetworkPolicies and their fences, precomputed."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    terminating: bool = False
+    policies: tuple[PolicyFacts, ...] = ()
+    running_pods: int | None = None  # None: not known (the live view reads it on demand)
+    _fences: Mapping[tuple[Direction, bool], DirectionFence] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def fence(self, direction: Direction, strict: bool) -> DirectionFence:
+        cached = self._fences.get((direction, strict))
+        return cached if cached is not None else fence_for(self.policies, direction, strict=strict)
+
+
+def namespace_facts(
+    name: str,
+    policies: Iterable[PolicyFacts] = (),
+    *,
+    labels: Mapping[str, str] | None = None,
+    terminating: bool = False,
+    running_pods: int | None = None,
+) -> NamespaceFacts:
+    """Build a namespace's facts with both fence definitions computed once."""
+    ordered = tuple(sorted(policies, key=lambda p: p.age_key))
+    fences = {
+        (d, strict): fence_for(ordered, d, strict=strict)
+        for d in DIRECTIONS
+        for strict in (False, True)
+    }
+    return NamespaceFacts(
+        name=name,
+        labels=dict(labels or {}),
+        terminating=terminating,
+        policies=ordered,
+        running_pods=running_pods,
+        _fences=fences,
+    )
+
+
+class ClusterView(Protocol):
+    """Read-only cluster facts for the decision core; implementations never block."""
+
+    def namespace(self, name: str) -> NamespaceFacts | None:
+        """The facts of a namespace, or None when it is not known."""
+        ...
+
+    @property
+    def synced(self) -> bool:
+        """True once the view has been filled completely at least once."""
+        ...
+
+    def staleness(self) -> float:
+        """Seconds the view has been out of touch with its source (0 when in sync)."""
+        ...
+
+
+class StaticView:
+    """A ClusterView over a fixed dict of facts: manifests on disk, tests, the demo."""
+
+    def __init__(self, namespaces: Mapping[str, NamespaceFacts] | Iterable[NamespaceFacts]) -> None:
+        items = namespaces.values() if isinstance(namespaces, Mapping) else namespaces
+        self._namespaces = {ns.name: ns for ns in items}
+
+    def namespace(self, name: str) -> NamespaceFacts | None:
+        return self._namespaces.get(name)
+
+    @property
+    def synced(self) -> bool:
+        return True
+
+    def staleness(self) -> float:
+        return 0.0
+
+    def names(self) -> list[str]:
+        return sorted(self._namespaces)

@@ -1,0 +1,219 @@
+"""`kubefence audit-level`: the audit level an audit Policy gives one request, or each of many.
+
+Every request is read and checked before anything is printed, so output is all-or-nothing: one
+result per request, in input order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from webhook.auditpolicy import STAGES, Evaluation, Policy, RequestAttributes, load_policy
+from webhook.errors import InputError
+
+HELP = "evaluate an audit Policy for one request (flags) or many (--requests FILE.jsonl)"
+
+# String keys of a --requests line -> RequestAttributes field (also the single-request flags).
+_STRING_KEYS = {
+    "verb": "verb",
+    "apiGroup": "api_group",
+    "apiVersion": "api_version",
+    "resource": "resource",
+    "subresource": "subresource",
+    "namespace": "namespace",
+    "name": "name",
+    "path": "path",
+}
+_LINE_KEYS = frozenset(_STRING_KEYS) | {"user", "groups", "resourceRequest"}
+_REQUEST_FLAGS = ("user", "groups", *_STRING_KEYS.values())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", required=True, metavar="FILE", help="the audit Policy file")
+    parser.add_argument(
+        "--requests",
+        metavar="FILE.jsonl",
+        help="one JSON request per line ('-' = stdin); instead of the request flags",
+    )
+    parser.add_argument("--format", choices=("json", "table"), default="json")
+    one = parser.add_argument_group("one request")
+    one.add_argument("--user", help="user name (absent: unauthenticated)")
+    one.add_argument("--group", dest="groups", action="append", metavar="GROUP", default=None)
+    one.add_argument("--verb", help="e.g. get, list, create, update, patch, delete")
+    one.add_argument("--api-group", help='"" (default) is the core group')
+    one.add_argument("--api-version")
+    one.add_argument("--resource")
+    one.add_argument("--subresource")
+    one.add_argument("--namespace")
+    one.add_argument("--name")
+    one.add_argument("--path", help="request path; alone, a non-resource request")
+
+
+def run(args: argparse.Namespace) -> int:
+    policy = _read_policy(args.policy)
+    requests = _requests_from(args)
+    results = [policy.evaluate(attrs) for attrs in requests]
+    if args.format == "table":
+        _print_table(requests, results)
+    else:
+        out = sys.stdout
+        for result in results:
+            out.write(orjson.dumps(_as_json(result)).decode() + "\n")
+    return 0
+
+
+def _read_policy(path: str) -> Policy:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    return load_policy(text, path)
+
+
+def _requests_from(args: argparse.Namespace) -> list[RequestAttributes]:
+    flags = [f"--{f.replace('_', '-')}" for f in _REQUEST_FLAGS if getattr(args, f) is not None]
+    if args.requests is None:
+        return [_from_flags(args)]
+    if flags:
+        raise InputError(f"--requests cannot be combined with {', '.join(flags)}")
+    if args.requests == "-":
+        return list(_from_lines(sys.stdin, "<stdin>"))
+    try:
+        with Path(args.requests).open(encoding="utf-8") as stream:
+            return list(_from_lines(stream, args.requests))
+    except OSError as exc:
+        raise InputError(f"{args.requests}: cannot read: {exc.strerror or exc}") from None
+
+
+def _from_flags(args: argparse.Namespace) -> RequestAttributes:
+    strings = {attr: getattr(args, attr) or "" for attr in _STRING_KEYS.values()}
+    resource_request = args.path is None or args.resource is not None
+    return _attributes(args.user, tuple(args.groups or ()), resource_request, strings)
+
+
+def _attributes(
+    user: str | None, groups: tuple[str, ...], resource_request: bool, strings: Mapping[str, str]
+) -> RequestAttributes:
+    return RequestAttributes(
+        user=user,
+        groups=groups,
+        verb=strings["verb"],
+        resource_request=resource_request,
+        api_group=strings["api_group"],
+        api_version=strings["api_version"],
+        resource=strings["resource"],
+        subresource=strings["subresource"],
+        namespace=strings["namespace"],
+        name=strings["name"],
+        path=strings["path"],
+    )
+
+
+def _from_lines(stream: IO[str], source: str) -> Iterator[RequestAttributes]:
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield _from_line(line)
+        except _LineError as exc:
+            where = f"{source}:{number}: {exc.field}: " if exc.field else f"{source}:{number}: "
+            raise InputError(where + exc.reason) from None
+
+
+class _LineError(Exception):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(field, reason)
+        self.field = field
+        self.reason = reason
+
+
+def _from_line(line: str) -> RequestAttributes:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise _LineError("", f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise _LineError("", "must be a JSON object")
+    for key in obj:
+        if key not in _LINE_KEYS:
+            raise _LineError(key, "unknown key")
+    strings = {attr: _string(obj, key) for key, attr in _STRING_KEYS.items()}
+    user = obj.get("user")
+    if user is not None and not isinstance(user, str):
+        raise _LineError("user", "must be a string or null")
+    return _attributes(user, _groups(obj), _resource_request(obj), strings)
+
+
+def _string(obj: Mapping[str, object], key: str) -> str:
+    value = obj.get(key, "")
+    if not isinstance(value, str):
+        raise _LineError(key, "must be a string")
+    return value
+
+
+def _groups(obj: Mapping[str, object]) -> tuple[str, ...]:
+    value = obj.get("groups", [])
+    if not isinstance(value, list) or not all(isinstance(g, str) for g in value):
+        raise _LineError("groups", "must be a list of strings")
+    return tuple(value)
+
+
+def _resource_request(obj: Mapping[str, object]) -> bool:
+    if "resourceRequest" not in obj:
+        return "path" not in obj or "resource" in obj
+    value = obj["resourceRequest"]
+    if not isinstance(value, bool):
+        raise _LineError("resourceRequest", "must be true or false")
+    return value
+
+
+def _as_json(result: Evaluation) -> dict[str, object]:
+    return {
+        "level": result.level.wire,
+        "rule": result.rule,
+        "omitStages": [stage for stage in STAGES if stage in result.omit_stages],
+        "omitManagedFields": result.omit_managed_fields,
+    }
+
+
+def _target(attrs: RequestAttributes) -> str:
+    if not attrs.resource_request:
+        return attrs.path
+    parts = [attrs.api_group or "core", attrs.resource]
+    if attrs.subresource:
+        parts.append(attrs.subresource)
+    where = "/".join(parts)
+    if attrs.namespace or attrs.name:
+        where += f" {attrs.namespace or '-'}/{attrs.name or '-'}"
+    return where
+
+
+def _print_table(requests: Iterable[RequestAttributes], results: Iterable[Evaluation]) -> None:
+    header = ("#", "USER", "VERB", "TARGET", "LEVEL", "RULE", "OMIT STAGES", "OMIT MANAGED FIELDS")
+    rows = [header]
+    for number, (attrs, result) in enumerate(zip(requests, results, strict=True), start=1):
+        stages = [stage for stage in STAGES if stage in result.omit_stages]
+        rows.append(
+            (
+                str(number),
+                attrs.user if attrs.user is not None else "(unauthenticated)",
+                attrs.verb or "-",
+                _target(attrs) or "-",
+                result.level.wire,
+                "-" if result.rule is None else str(result.rule),
+                ",".join(stages) or "-",
+                "yes" if result.omit_managed_fields else "no",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        sys.stdout.write(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        )
+        sys.stdout.write("\n")

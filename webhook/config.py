@@ -1,0 +1,349 @@
+"""The kubefence config file (DESIGN.md §2): parsed and validated into one frozen `Settings`.
+
+Every key is optional; unknown keys and wrong types raise ConfigError naming the file and the field
+path (`config.yaml: defaultDeny.require[1]: must be Ingress or Egress`). Paths inside the file are
+relative to its folder. File reading is injected, so parsing stays testable without a disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from webhook.auditpolicy import Level, Policy, load_policy
+from webhook.errors import ConfigError
+from webhook.labels import LabelSelector, SelectorError, parse_selector
+from webhook.netpol import Direction
+
+
+class Mode(StrEnum):
+    ENFORCE = "enforce"
+    WARN = "warn"
+    AUDIT = "audit"
+    OFF = "off"
+
+
+# The per-rule mode knobs a namespace override may set, and where each lives in the file.
+MODE_KEYS = ("defaultDeny", "allowAll", "allowAllSelected", "hostNetwork", "hostPort", "auditScope")
+
+DEFAULT_WEBHOOK_NAME = "validate.kubefence.io"
+DEFAULT_EXEMPT_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+@dataclass(frozen=True, slots=True)
+class Exemptions:
+    namespaces: frozenset[str] = frozenset(DEFAULT_EXEMPT_NAMESPACES)
+    users: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    webhook_names: tuple[str, ...] = (DEFAULT_WEBHOOK_NAME,)
+    # Modes by MODE_KEYS name, before per-namespace overrides.
+    modes: Mapping[str, Mode] = field(
+        default_factory=lambda: {
+            "defaultDeny": Mode.ENFORCE,
+            "allowAll": Mode.ENFORCE,
+            "allowAllSelected": Mode.WARN,
+            "hostNetwork": Mode.ENFORCE,
+            "hostPort": Mode.WARN,
+            "auditScope": Mode.ENFORCE,
+        }
+    )
+    require: tuple[Direction, ...] = (Direction.INGRESS, Direction.EGRESS)
+    strict: bool = False  # defaultDeny.definition: strict
+    audit_policy: Policy | None = None
+    audit_policy_file: str | None = None
+    min_level: Level = Level.METADATA
+    audit_namespace_selector: LabelSelector | None = None
+    exemptions: Exemptions = Exemptions()
+    overrides: Mapping[str, Mapping[str, Mode]] = field(default_factory=dict)
+    max_staleness: float = 60.0
+    deny_on_stale: bool = True
+    max_body_bytes: int = 7 * 1024 * 1024
+    revision: str = "default"
+
+    @property
+    def webhook_name(self) -> str:
+        return self.webhook_names[0]
+
+    def mode(self, key: str, namespace: str) -> Mode:
+        """The mode of a rule knob in a namespace: the first override naming it, else the global."""
+        override = self.overrides.get(namespace)
+        if override is not None and key in override:
+            return override[key]
+        if key == "auditScope" and self.audit_policy is None:
+            return Mode.OFF
+        return self.modes[key]
+
+
+DEFAULT_SETTINGS = Settings()
+
+
+def load_settings(path: str | Path | None) -> Settings:
+    """Read and parse a config file; None gives the defaults."""
+    if path is None:
+        return parse_settings("", "(defaults)", Path())
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc.__class__.__name__}") from None
+    return parse_settings(text, str(path), path.parent, _read_text)
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def parse_settings(
+    text: str, source: str, base_dir: Path, read_text: Callable[[Path], str] = _read_text
+) -> Settings:
+    """Parse the YAML text of a config file; `read_text` reads the audit policy file it names."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(source, where, "not valid YAML") from None
+    if doc is None:
+        doc = {}
+    reader = _Reader(source)
+    root = reader.mapping(doc, "", _TOP_KEYS)
+    modes = dict(DEFAULT_SETTINGS.modes)
+    require = DEFAULT_SETTINGS.require
+    strict = False
+    deny = reader.mapping(root.get("defaultDeny"), "defaultDeny", _DEFAULT_DENY_KEYS)
+    modes["defaultDeny"] = reader.mode(deny, "defaultDeny", "mode", modes["defaultDeny"])
+    modes["allowAll"] = reader.mode(deny, "defaultDeny", "allowAll", modes["allowAll"])
+    modes["allowAllSelected"] = reader.mode(
+        deny, "defaultDeny", "allowAllSelected", modes["allowAllSelected"]
+    )
+    if "require" in deny:
+        require = reader.directions(deny["require"], "defaultDeny.require")
+    if "definition" in deny:
+        definition = reader.choice(
+            deny["definition"], "defaultDeny.definition", ("isolating", "strict")
+        )
+        strict = definition == "strict"
+    host = reader.mapping(root.get("hostNetwork"), "hostNetwork", ("mode", "hostPort"))
+    modes["hostNetwork"] = reader.mode(host, "hostNetwork", "mode", modes["hostNetwork"])
+    modes["hostPort"] = reader.mode(host, "hostNetwork", "hostPort", modes["hostPort"])
+    scope = reader.mapping(root.get("auditScope"), "auditScope", _AUDIT_SCOPE_KEYS)
+    modes["auditScope"] = reader.mode(scope, "auditScope", "mode", modes["auditScope"])
+    policy, policy_file, policy_text = _audit_policy(reader, scope, base_dir, read_text)
+    min_level = Level.METADATA
+    if scope.get("minLevel") is not None:
+        min_level = reader.level(scope["minLevel"], "auditScope.minLevel")
+    selector = None
+    if scope.get("namespaceSelector") is not None:
+        selector = reader.selector(scope["namespaceSelector"], "auditScope.namespaceSelector")
+    cache = reader.mapping(root.get("cache"), "cache", ("maxStaleness", "onStale"))
+    server = reader.mapping(root.get("server"), "server", ("maxBodyBytes",))
+    settings = Settings(
+        webhook_names=_webhook_names(reader, root),
+        modes=modes,
+        require=require,
+        strict=strict,
+        audit_policy=policy,
+        audit_policy_file=policy_file,
+        min_level=min_level,
+        audit_namespace_selector=selector,
+        exemptions=_exemptions(reader, root.get("exemptions")),
+        overrides=_overrides(reader, root.get("overrides")),
+        max_staleness=reader.duration(cache.get("maxStaleness", "60s"), "cache.maxStaleness"),
+        deny_on_stale=reader.choice(
+            cache.get("onStale", "deny"), "cache.onStale", ("deny", "allow")
+        )
+        == "deny",
+        max_body_bytes=reader.positive_int(
+            server.get("maxBodyBytes", DEFAULT_SETTINGS.max_body_bytes), "server.maxBodyBytes"
+        ),
+    )
+    digest = hashlib.sha256(text.encode())
+    digest.update(b"\0" + policy_text.encode())
+    return _with_revision(settings, digest.hexdigest()[:12])
+
+
+def _with_revision(settings: Settings, revision: str) -> Settings:
+    return replace(settings, revision=revision)
+
+
+_TOP_KEYS = (
+    "webhookName",
+    "webhookNames",
+    "defaultDeny",
+    "hostNetwork",
+    "auditScope",
+    "exemptions",
+    "overrides",
+    "cache",
+    "server",
+)
+_DEFAULT_DENY_KEYS = ("mode", "require", "definition", "allowAll", "allowAllSelected")
+_AUDIT_SCOPE_KEYS = ("mode", "policyFile", "minLevel", "namespaceSelector")
+
+
+def _webhook_names(reader: _Reader, root: Mapping[str, Any]) -> tuple[str, ...]:
+    if "webhookName" in root and "webhookNames" in root:
+        raise ConfigError(
+            reader.source, "webhookNames", "give webhookName or webhookNames, not both"
+        )
+    if "webhookNames" in root:
+        names = reader.string_list(root["webhookNames"], "webhookNames")
+        if not names:
+            raise ConfigError(reader.source, "webhookNames", "must name at least one webhook")
+        path = "webhookNames"
+    else:
+        names = (reader.string(root.get("webhookName", DEFAULT_WEBHOOK_NAME), "webhookName"),)
+        path = "webhookName"
+    for i, name in enumerate(names):
+        where = path if path == "webhookName" else f"{path}[{i}]"
+        if not is_qualified_webhook_name(name):
+            raise ConfigError(
+                reader.source,
+                where,
+                "must be a fully qualified name of three or more DNS labels "
+                "(the API server refuses others), e.g. validate.kubefence.io",
+            )
+    return names
+
+
+def is_qualified_webhook_name(name: str) -> bool:
+    """A ValidatingWebhookConfiguration webhook name: a DNS-1123 subdomain of ≥ 3 labels."""
+    labels = name.split(".")
+    return len(name) <= 253 and len(labels) >= 3 and all(_DNS_LABEL.match(x) for x in labels)
+
+
+def _audit_policy(
+    reader: _Reader, scope: Mapping[str, Any], base_dir: Path, read_text: Callable[[Path], str]
+) -> tuple[Policy | None, str | None, str]:
+    raw = scope.get("policyFile")
+    if raw is None:
+        return None, None, ""
+    relative = reader.string(raw, "auditScope.policyFile")
+    path = base_dir / relative
+    try:
+        text = read_text(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            reader.source, "auditScope.policyFile", f"cannot read {path}: {exc.__class__.__name__}"
+        ) from None
+    return load_policy(text, str(path)), str(path), text
+
+
+def _exemptions(reader: _Reader, raw: object) -> Exemptions:
+    doc = reader.mapping(raw, "exemptions", ("namespaces", "users", "groups"))
+    defaults = Exemptions()
+    return Exemptions(
+        namespaces=frozenset(reader.string_list(doc["namespaces"], "exemptions.namespaces"))
+        if "namespaces" in doc
+        else defaults.namespaces,
+        users=frozenset(reader.string_list(doc.get("users", []), "exemptions.users")),
+        groups=frozenset(reader.string_list(doc.get("groups", []), "exemptions.groups")),
+    )
+
+
+def _overrides(reader: _Reader, raw: object) -> dict[str, dict[str, Mode]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, list):
+        raise ConfigError(reader.source, "overrides", "must be a list")
+    result: dict[str, dict[str, Mode]] = {}
+    for i, entry in enumerate(raw):
+        path = f"overrides[{i}]"
+        doc = reader.mapping(entry, path, ("namespaces", *MODE_KEYS))
+        if "namespaces" not in doc:
+            raise ConfigError(reader.source, f"{path}.namespaces", "is required")
+        namespaces = reader.string_list(doc["namespaces"], f"{path}.namespaces")
+        modes = {k: reader.mode(doc, path, k, Mode.OFF) for k in MODE_KEYS if k in doc}
+        for namespace in namespaces:
+            result.setdefault(namespace, modes)  # the first entry naming a namespace wins
+    return result
+
+
+class _Reader:
+    """Typed field access that reports `source: path: reason` on the first wrong value."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, path: str, reason: str) -> ConfigError:
+        return ConfigError(self.source, path, reason)
+
+    def mapping(self, raw: object, path: str, keys: tuple[str, ...]) -> Mapping[str, Any]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise self.fail(path or "(top level)", "must be a mapping")
+        for key in raw:
+            if key not in keys:
+                where = f"{path}.{key}" if path else str(key)
+                raise self.fail(where, f"unknown key (expected one of: {', '.join(keys)})")
+        return raw
+
+    def string(self, raw: object, path: str) -> str:
+        if not isinstance(raw, str) or not raw:
+            raise self.fail(path, "must be a non-empty string")
+        return raw
+
+    def string_list(self, raw: object, path: str) -> tuple[str, ...]:
+        if not isinstance(raw, list):
+            raise self.fail(path, "must be a list of strings")
+        return tuple(self.string(v, f"{path}[{i}]") for i, v in enumerate(raw))
+
+    def choice(self, raw: object, path: str, allowed: tuple[str, ...]) -> str:
+        if raw not in allowed:
+            raise self.fail(path, f"must be one of {', '.join(allowed)}")
+        return str(raw)
+
+    def mode(self, doc: Mapping[str, Any], base: str, key: str, default: Mode) -> Mode:
+        if key not in doc:
+            return default
+        values = tuple(m.value for m in Mode)
+        return Mode(self.choice(doc[key], f"{base}.{key}", values))
+
+    def directions(self, raw: object, path: str) -> tuple[Direction, ...]:
+        if not isinstance(raw, list):
+            raise self.fail(path, "must be a list of Ingress, Egress")
+        values = [
+            Direction(self.choice(v, f"{path}[{i}]", ("Ingress", "Egress")))
+            for i, v in enumerate(raw)
+        ]
+        return tuple(d for d in Direction if d in values)
+
+    def level(self, raw: object, path: str) -> Level:
+        names = tuple(level.wire for level in Level)
+        return Level.parse(self.choice(raw, path, names))
+
+    def selector(self, raw: object, path: str) -> LabelSelector:
+        try:
+            return parse_selector(raw)
+        except SelectorError as exc:
+            raise self.fail(f"{path}.{exc.path}".rstrip("."), exc.reason) from None
+
+    def duration(self, raw: object, path: str) -> float:
+        """A Go-style duration (`60s`, `1m30s`, `500ms`) or a number of seconds."""
+        if isinstance(raw, int | float) and not isinstance(raw, bool) and raw > 0:
+            return float(raw)
+        if isinstance(raw, str) and raw and _DURATION.sub("", raw) == "":
+            factor = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+            seconds = sum(float(n) * factor[u] for n, u in _DURATION.findall(raw))
+            if seconds > 0:
+                return seconds
+        raise self.fail(path, "must be a positive duration such as 60s, 2m or 1m30s")
+
+    def positive_int(self, raw: object, path: str) -> int:
+        if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0:
+            raise self.fail(path, "must be a positive integer")
+        return raw

@@ -1,0 +1,111 @@
+"""Kubernetes label selectors (`metav1.LabelSelector`): parsed once, matched many times.
+
+Semantics follow apimachinery `pkg/apis/meta/v1/helpers.go` (LabelSelectorAsSelector) and
+`pkg/labels/selector.go`: requirements are ANDed; an empty selector matches everything; `NotIn`
+and `DoesNotExist` match objects that lack the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+OPERATORS = frozenset({"In", "NotIn", "Exists", "DoesNotExist"})
+
+# The label every namespace carries, set by the API server and immutable (KEP-2161).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+class SelectorError(ValueError):
+    """A selector is malformed; args[0] is (field path relative to the selector, reason)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, reason)
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    key: str
+    operator: str
+    values: frozenset[str]
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator == "In":
+            return self.key in labels and labels[self.key] in self.values
+        if self.operator == "NotIn":
+            return self.key not in labels or labels[self.key] not in self.values
+        if self.operator == "Exists":
+            return self.key in labels
+        return self.key not in labels  # DoesNotExist
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSelector:
+    requirements: tuple[Requirement, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        """True for `{}`: selects every object."""
+        return not self.requirements
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(r.matches(labels) for r in self.requirements)
+
+
+EVERYTHING = LabelSelector()
+
+
+def parse_selector(raw: object) -> LabelSelector:
+    """Parse a LabelSelector from its JSON form; `None` or `{}` is the empty selector."""
+    if raw is None:
+        return EVERYTHING
+    if not isinstance(raw, Mapping):
+        raise SelectorError("", "must be an object with matchLabels and/or matchExpressions")
+    unknown = set(raw) - {"matchLabels", "matchExpressions"}
+    if unknown:
+        raise SelectorError(sorted(unknown)[0], "unknown field")
+    requirements: list[Requirement] = []
+    match_labels = raw.get("matchLabels") or {}
+    if not isinstance(match_labels, Mapping):
+        raise SelectorError("matchLabels", "must be a map of strings")
+    for key, value in match_labels.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise SelectorError(f"matchLabels.{key}", "must be a string")
+        requirements.append(Requirement(key, "In", frozenset({value})))
+    expressions = raw.get("matchExpressions") or []
+    if not isinstance(expressions, list):
+        raise SelectorError("matchExpressions", "must be a list")
+    for i, expr in enumerate(expressions):
+        requirements.append(_parse_expression(expr, f"matchExpressions[{i}]"))
+    return LabelSelector(tuple(requirements))
+
+
+def _parse_expression(expr: object, path: str) -> Requirement:
+    if not isinstance(expr, Mapping):
+        raise SelectorError(path, "must be an object with key, operator and values")
+    key, operator, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+    if not isinstance(key, str) or not key:
+        raise SelectorError(f"{path}.key", "must be a non-empty string")
+    if operator not in OPERATORS:
+        raise SelectorError(f"{path}.operator", "must be one of In, NotIn, Exists, DoesNotExist")
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise SelectorError(f"{path}.values", "must be a list of strings")
+    if operator in ("In", "NotIn") and not values:
+        raise SelectorError(f"{path}.values", f"must be non-empty for operator {operator}")
+    if operator in ("Exists", "DoesNotExist") and values:
+        raise SelectorError(f"{path}.values", f"must be empty for operator {operator}")
+    return Requirement(key, str(operator), frozenset(values))
+
+
+def is_empty_selector(raw: object) -> bool:
+    """True when a selector in an object selects everything, without validating the rest.
+
+    An absent selector, `{}`, or one whose matchLabels and matchExpressions are both empty.
+    """
+    if raw is None:
+        return True
+    if not isinstance(raw, Mapping):
+        return False
+    return not raw.get("matchLabels") and not raw.get("matchExpressions")

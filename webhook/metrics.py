@@ -1,0 +1,95 @@
+"""Prometheus metrics of one webhook process, in a registry of its own (tests and workers apart)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.decisions = Counter(
+            "kubefence_decisions_total",
+            "Admission decisions by verdict and operation.",
+            ["decision", "operation"],
+            registry=r,
+        )
+        self.rule_failures = Counter(
+            "kubefence_rule_failures_total",
+            "Rules that did not pass, by rule id and mode.",
+            ["rule", "mode"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "kubefence_admission_duration_seconds",
+            "Time from request body read to response, as kubefence measures it.",
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.bad_requests = Counter(
+            "kubefence_bad_requests_total",
+            "Requests answered 400/413 because the body was not a valid AdmissionReview.",
+            ["code"],
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            "kubefence_internal_errors_total",
+            "Decisions that failed inside kubefence and were answered with a denial.",
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "kubefence_config_reloads_total",
+            "Config and audit policy reloads by result (applied, rejected).",
+            ["result"],
+            registry=r,
+        )
+        self.cert_reloads = Counter(
+            "kubefence_certificate_reloads_total",
+            "Serving certificate reloads by result (applied, rejected).",
+            ["result"],
+            registry=r,
+        )
+        self.cert_not_after = Gauge(
+            "kubefence_certificate_not_after_timestamp_seconds",
+            "Expiry of the serving certificate in use (Unix time).",
+            registry=r,
+        )
+        self.cache_synced = Gauge(
+            "kubefence_cache_synced", "1 once the cluster view has synced.", registry=r
+        )
+        self.cache_staleness = Gauge(
+            "kubefence_cache_staleness_seconds",
+            "Seconds the cluster view has been out of touch with the API server.",
+            registry=r,
+        )
+        self.live_reads = Counter(
+            "kubefence_live_reads_total",
+            "Live reads of a namespace before a denial or a fence removal, by result.",
+            ["result"],
+            registry=r,
+        )
+        self.fence_transitions = Counter(
+            "kubefence_fence_transitions_total",
+            "Namespaces that lost or regained a fence as the informer saw it.",
+            ["event", "direction"],
+            registry=r,
+        )
+        self.policy_revision = Gauge(
+            "kubefence_policy_revision_info",
+            "The settings and audit policy revision in force.",
+            ["revision"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

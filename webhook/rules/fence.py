@@ -1,0 +1,131 @@
+"""Rule `default-deny` for workloads: a workload may only be created where its namespace is fenced.
+
+Reads the namespace's precomputed fences (`defaultDeny.require`, `defaultDeny.definition`), the
+workload's pod template (UPDATE ratchet, see `webhook.workloads`) and, for a Namespace CREATE, only
+the mode: the new namespace is allowed with a one-line warning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from webhook.admission import AdmissionRequest
+from webhook.cluster.view import ClusterView, NamespaceFacts
+from webhook.config import Mode, Settings
+from webhook.netpol import Direction
+from webhook.rules import DEFAULT_DENY, RuleResult, passed
+from webhook.workloads import is_judged, is_namespace, is_workload
+
+
+def check(
+    request: AdmissionRequest, cluster: ClusterView, settings: Settings
+) -> tuple[RuleResult, ...]:
+    if is_namespace(request) and request.operation == "CREATE" and not request.sub_resource:
+        return _namespace_created(request, settings)
+    if not is_workload(request):
+        return ()
+    mode = settings.mode("defaultDeny", request.namespace)
+    if mode is Mode.OFF:
+        return ()
+    judged, why_not = is_judged(request)
+    if not judged:
+        return (passed(DEFAULT_DENY, mode, why_not),)
+    if cluster.staleness() > settings.max_staleness:
+        return (_stale(request, cluster, settings, mode),)
+    facts = cluster.namespace(request.namespace)
+    missing, neutralised = unfenced_directions(facts, settings)
+    if not missing:
+        return (passed(DEFAULT_DENY, mode, f'namespace "{request.namespace}" is fenced'),)
+    return (
+        RuleResult(
+            DEFAULT_DENY,
+            mode,
+            False,
+            unfenced_message(request.namespace, missing, neutralised),
+            warning=(
+                f'namespace "{request.namespace}" has no default-deny NetworkPolicy for '
+                f"{', '.join(missing)}"
+            ),
+            confirm=request.namespace,
+        ),
+    )
+
+
+def unfenced_directions(
+    facts: NamespaceFacts | None, settings: Settings
+) -> tuple[tuple[Direction, ...], dict[Direction, tuple[str, ...]]]:
+    """The required directions a namespace is not fenced for, and who neutralises each fence."""
+    if facts is None:
+        return settings.require, {}
+    missing: list[Direction] = []
+    neutralised: dict[Direction, tuple[str, ...]] = {}
+    for direction in settings.require:
+        fence = facts.fence(direction, settings.strict)
+        if not fence.fenced:
+            missing.append(direction)
+            if fence.fencing and fence.neutralised:
+                neutralised[direction] = fence.neutralised_by
+    return tuple(missing), neutralised
+
+
+def unfenced_message(
+    namespace: str, missing: Sequence[Direction], neutralised: dict[Direction, tuple[str, ...]]
+) -> str:
+    lines = [
+        f'namespace "{namespace}" is not fenced for {" and ".join(missing)}: workloads need a '
+        "default-deny NetworkPolicy (an empty podSelector isolating every pod) first."
+    ]
+    for direction, names in neutralised.items():
+        lines.append(
+            f"Its {direction} default-deny is neutralised: NetworkPolicy "
+            f"{', '.join(names)} allows every peer."
+        )
+    lines.append("Apply this NetworkPolicy (then allow the traffic the workload needs):")
+    lines.append(fix_manifest(namespace, missing))
+    return "\n".join(lines)
+
+
+def fix_manifest(namespace: str, directions: Sequence[Direction]) -> str:
+    """The minimal default-deny NetworkPolicy that fences `directions`, as YAML."""
+    types = ", ".join(d.value for d in directions)
+    return (
+        "apiVersion: networking.k8s.io/v1\n"
+        "kind: NetworkPolicy\n"
+        "metadata:\n"
+        "  name: default-deny\n"
+        f"  namespace: {namespace}\n"
+        "spec:\n"
+        "  podSelector: {}\n"
+        f"  policyTypes: [{types}]"
+    )
+
+
+def _namespace_created(request: AdmissionRequest, settings: Settings) -> tuple[RuleResult, ...]:
+    name = request.name or _object_name(request)
+    if settings.mode("defaultDeny", name) is Mode.OFF or name in settings.exemptions.namespaces:
+        return ()
+    text = (
+        f'namespace "{name}": workloads will be denied until it has a default-deny '
+        f"NetworkPolicy for {', '.join(settings.require)}"
+    )
+    # Always a warning, never a denial: the namespace must exist before its policy can.
+    return (RuleResult(DEFAULT_DENY, Mode.WARN, False, text, warning=text),)
+
+
+def _object_name(request: AdmissionRequest) -> str:
+    meta = (request.object or {}).get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def _stale(
+    request: AdmissionRequest, cluster: ClusterView, settings: Settings, mode: Mode
+) -> RuleResult:
+    age = f"{cluster.staleness():.0f}s"
+    if not settings.deny_on_stale:
+        return passed(DEFAULT_DENY, mode, f"cluster cache stale ({age}); cache.onStale: allow")
+    text = (
+        f'kubefence cannot confirm that namespace "{request.namespace}" is fenced: its view of '
+        f"the cluster is stale ({age} without the API server; cache.onStale: deny)"
+    )
+    return RuleResult(DEFAULT_DENY, mode, False, text, warning=text, confirm=request.namespace)

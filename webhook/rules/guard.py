@@ -1,0 +1,89 @@
+"""Rule `default-deny`, evasion guard: a fence may not be deleted or weakened while Pods rely on it.
+
+Removing or weakening a NetworkPolicy P that fences a required direction is allowed only while
+another policy fencing that direction, older than P (creationTimestamp, then name), remains. Two
+removals decided at once therefore never both pass: of any two fences, only the newer may go. The
+oldest fence goes only by teardown (the namespace has no running Pods, or is terminating); an
+UPDATE that keeps P fencing is always allowed. A deletecollection item arrives with an empty
+`name`: the policy is the one in `oldObject`.
+"""
+
+from __future__ import annotations
+
+from webhook.admission import AdmissionRequest
+from webhook.cluster.view import ClusterView
+from webhook.config import Mode, Settings
+from webhook.netpol import Direction, PolicyFacts, analyse_policy, fence_for
+from webhook.rules import DEFAULT_DENY, RuleResult, passed
+from webhook.workloads import is_network_policy
+
+
+def check(
+    request: AdmissionRequest, cluster: ClusterView, settings: Settings
+) -> tuple[RuleResult, ...]:
+    if not is_network_policy(request) or request.operation not in ("DELETE", "UPDATE"):
+        return ()
+    mode = settings.mode("defaultDeny", request.namespace)
+    old_object = request.old_object
+    if mode is Mode.OFF or old_object is None:
+        return ()
+    removed = analyse_policy(old_object)
+    new_object = request.object if request.operation == "UPDATE" else None
+    replacement = analyse_policy(new_object) if new_object is not None else None
+    verb = "deleting" if replacement is None else "this update of"
+    facts = cluster.namespace(request.namespace)
+    others = tuple(p for p in (facts.policies if facts else ()) if not _same(p, removed))
+    current = (*others, removed)
+    losing = [
+        d
+        for d in settings.require
+        if removed.fences(d, settings.strict)
+        and not (replacement is not None and replacement.fences(d, settings.strict))
+        and _fenced(current, d, settings.strict)
+    ]
+    if not losing:
+        return (passed(DEFAULT_DENY, mode, "no fence is lost"),)
+    if facts is not None and facts.running_pods == 0:
+        return (passed(DEFAULT_DENY, mode, "teardown: the namespace has no running Pods"),)
+    blocked = [d for d in losing if not _older_fence(others, removed, d, settings.strict)]
+    if not blocked:
+        return (passed(DEFAULT_DENY, mode, "an older policy keeps the namespace fenced"),)
+    newer = sorted({p.name for p in others for d in blocked if p.fences(d, settings.strict)})
+    text = (
+        f'{verb} NetworkPolicy "{removed.name}" would leave namespace "{request.namespace}" '
+        f"unfenced for {' and '.join(blocked)}: it is the oldest policy fencing "
+        f"{'them' if len(blocked) > 1 else 'it'}."
+    )
+    if newer:
+        text += (
+            f" Newer fences ({', '.join(newer)}) may go instead; the oldest goes last, "
+            "so that two removals decided at once cannot both pass."
+        )
+    text += (
+        " To replace it, edit it in place (an update that keeps it fencing is allowed); to remove "
+        "it, delete the namespace's workloads first (a namespace with no running Pods may drop "
+        "its fence) or delete the namespace."
+    )
+    warning = (
+        f'NetworkPolicy "{removed.name}" is the last fence of namespace "{request.namespace}" '
+        f"for {', '.join(blocked)}"
+    )
+    return (
+        RuleResult(DEFAULT_DENY, mode, False, text, warning=warning, confirm=request.namespace),
+    )
+
+
+def _same(a: PolicyFacts, b: PolicyFacts) -> bool:
+    if a.uid and b.uid:
+        return a.uid == b.uid
+    return a.name == b.name
+
+
+def _fenced(policies: tuple[PolicyFacts, ...], direction: Direction, strict: bool) -> bool:
+    return fence_for(policies, direction, strict=strict).fenced
+
+
+def _older_fence(
+    others: tuple[PolicyFacts, ...], removed: PolicyFacts, direction: Direction, strict: bool
+) -> bool:
+    return any(p.fences(direction, strict) and p.age_key < removed.age_key for p in others)

@@ -1,0 +1,77 @@
+"""Rule `host-network`: pods on the node's network walk around every NetworkPolicy.
+
+A workload whose pod template sets `hostNetwork: true` is judged by `hostNetwork.mode`; a
+container or init container with a non-zero `hostPort` by `hostNetwork.hostPort` (default warn).
+The UPDATE ratchet of `webhook.workloads` applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from webhook.admission import AdmissionRequest
+from webhook.cluster.view import ClusterView
+from webhook.config import Mode, Settings
+from webhook.rules import HOST_NETWORK, RuleResult, passed
+from webhook.workloads import is_judged, is_workload, pod_spec
+
+
+def check(
+    request: AdmissionRequest, cluster: ClusterView, settings: Settings
+) -> tuple[RuleResult, ...]:
+    if not is_workload(request):
+        return ()
+    network_mode = settings.mode("hostNetwork", request.namespace)
+    port_mode = settings.mode("hostPort", request.namespace)
+    if network_mode is Mode.OFF and port_mode is Mode.OFF:
+        return ()
+    judged, why_not = is_judged(request)
+    if not judged:
+        mode = network_mode if network_mode is not Mode.OFF else port_mode
+        return (passed(HOST_NETWORK, mode, why_not),)
+    spec = pod_spec(request, request.object)
+    results: list[RuleResult] = []
+    what = f'{request.kind.kind} "{request.name or _generated_name(request)}"'
+    if network_mode is not Mode.OFF:
+        if spec.get("hostNetwork") is True:
+            text = (
+                f"{what} uses hostNetwork: its pods share the node's network and no "
+                "NetworkPolicy applies to them"
+            )
+            results.append(RuleResult(HOST_NETWORK, network_mode, False, text, warning=text))
+        else:
+            results.append(passed(HOST_NETWORK, network_mode, "no hostNetwork"))
+    if port_mode is not Mode.OFF:
+        ports = _host_ports(spec)
+        if ports:
+            listed = ", ".join(f"{c}:{p}" for c, p in ports)
+            text = (
+                f"{what} binds hostPort {listed}: traffic to the node's port reaches the pod "
+                "around NetworkPolicies on some network plugins"
+            )
+            results.append(RuleResult(HOST_NETWORK, port_mode, False, text, warning=text))
+    return tuple(results)
+
+
+def _host_ports(spec: Mapping[str, object]) -> list[tuple[str, int]]:
+    found: list[tuple[str, int]] = []
+    for key in ("initContainers", "containers"):
+        containers = spec.get(key)
+        for container in containers if isinstance(containers, list) else []:
+            if not isinstance(container, Mapping):
+                continue
+            ports = container.get("ports")
+            for port in ports if isinstance(ports, list) else []:
+                host_port = port.get("hostPort") if isinstance(port, Mapping) else None
+                if isinstance(host_port, int) and not isinstance(host_port, bool) and host_port:
+                    found.append((str(container.get("name", "?")), host_port))
+    return found
+
+
+def _generated_name(request: AdmissionRequest) -> str:
+    meta = (request.object or {}).get("metadata")
+    if isinstance(meta, Mapping):
+        name = meta.get("name") or meta.get("generateName")
+        if isinstance(name, str):
+            return name
+    return ""

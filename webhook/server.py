@@ -1,0 +1,226 @@
+"""The aiohttp layer: read, parse, decide, answer, log one line. Nothing else happens per request.
+
+`POST /validate` answers every well-formed AdmissionReview with 200 (allowed or not), malformed
+bodies with 400 (413 when too large) and a one-line JSON reason; a failure inside kubefence is
+answered with a denial, never a 500 or a dropped connection. `/healthz`, `/readyz`, `/metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+
+from webhook.admission import AdmissionRequest, parse_review, render_response
+from webhook.cluster.view import ClusterView
+from webhook.config import Mode, Settings
+from webhook.decide import Decision, decide
+from webhook.decisionlog import DECISION_EVENT, decision_fields, get_logger
+from webhook.errors import BodyTooLarge, ReviewError
+from webhook.metrics import CONTENT_TYPE, Metrics
+from webhook.rules import RuleResult
+
+BODY_READ_TIMEOUT = 10.0  # seconds a client may take to send one request body
+CONFIRM_TIMEOUT = 2.0  # upper bound of a live read before a denial
+
+
+class Confirmer(Protocol):
+    """A cluster source that can re-read one namespace live (the informer); `--state` cannot."""
+
+    async def confirm(self, namespace: str, timeout: float) -> ClusterView | None:
+        """A view with the namespace read live, or None when the read failed or timed out."""
+        ...
+
+
+@dataclass
+class Runtime:
+    """Everything a request handler reads; `settings` is swapped whole on reload."""
+
+    settings: Settings
+    cluster: ClusterView
+    metrics: Metrics = field(default_factory=Metrics)
+    confirmer: Confirmer | None = None
+    certificates_loaded: bool = True
+    shutting_down: bool = False
+    log: Any = field(default_factory=get_logger)
+
+    @property
+    def ready(self) -> bool:
+        return self.certificates_loaded and self.cluster.synced and not self.shutting_down
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def build_app(runtime: Runtime) -> web.Application:
+    app = web.Application(middlewares=[_json_errors])
+    app[RUNTIME] = runtime
+    runtime.metrics.policy_revision.labels(runtime.settings.revision).set(1)
+    app.router.add_post("/validate", validate)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def validate(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    started = time.perf_counter()
+    settings = runtime.settings
+    try:
+        body = await _read_body(request, settings.max_body_bytes)
+        review = parse_review(body)
+    except ReviewError as exc:
+        runtime.metrics.bad_requests.labels(str(exc.status)).inc()
+        runtime.log.warning("admission.bad_request", status=exc.status, reason=str(exc))
+        return _error(exc.status, str(exc))
+    decision = await _decide(runtime, review, settings, _deadline(request))
+    payload = render_response(decision.response(), review.api_version)
+    latency = time.perf_counter() - started
+    _record(runtime, request, review, decision, latency)
+    return web.Response(body=payload, content_type="application/json")
+
+
+async def _decide(
+    runtime: Runtime, review: AdmissionRequest, settings: Settings, deadline: float
+) -> Decision:
+    try:
+        decision = decide(review, runtime.cluster, settings)
+        if decision.confirm and runtime.confirmer is not None:
+            fresh = await runtime.confirmer.confirm(
+                decision.confirm, min(CONFIRM_TIMEOUT, deadline)
+            )
+            runtime.metrics.live_reads.labels("ok" if fresh is not None else "failed").inc()
+            if fresh is not None:
+                decision = decide(review, fresh, settings)
+    except Exception:
+        runtime.metrics.internal_errors.inc()
+        runtime.log.exception("admission.internal_error", decision_id=review.uid)
+        return _internal_error(review, settings)
+    return decision
+
+
+def _internal_error(review: AdmissionRequest, settings: Settings) -> Decision:
+    failure = RuleResult(
+        "internal-error",
+        Mode.ENFORCE,
+        False,
+        "kubefence could not decide this request (internal error)",
+    )
+    annotations = {
+        "decision": "deny",
+        "rules": "internal-error",
+        "decision-id": review.uid,
+        "policy-revision": settings.revision,
+    }
+    return Decision(review.uid, "deny", (failure,), annotations, review.namespace)
+
+
+def _record(
+    runtime: Runtime,
+    request: web.Request,
+    review: AdmissionRequest,
+    decision: Decision,
+    latency: float,
+) -> None:
+    metrics = runtime.metrics
+    metrics.duration.observe(latency)
+    metrics.decisions.labels(decision.verdict, review.operation).inc()
+    for result in decision.failed:
+        metrics.rule_failures.labels(result.rule, result.mode.value).inc()
+    fields = decision_fields(
+        review,
+        decision,
+        cache_synced=runtime.cluster.synced,
+        latency_ms=latency * 1000,
+        client=_client_subject(request),
+    )
+    runtime.log.info(DECISION_EVENT, **fields)
+
+
+def _client_subject(request: web.Request) -> str | None:
+    transport = request.transport
+    peer = transport.get_extra_info("peercert") if transport is not None else None
+    if not peer:
+        return None
+    parts = [f"{k}={v}" for rdn in peer.get("subject", ()) for k, v in rdn]
+    return ",".join(parts) or None
+
+
+def _deadline(request: web.Request) -> float:
+    """The API server's remaining budget from `?timeout=10s`, less a margin for the answer."""
+    raw = request.query.get("timeout", "")
+    try:
+        seconds = float(raw[:-1]) if raw.endswith("s") else float(raw or CONFIRM_TIMEOUT * 2)
+    except ValueError:
+        seconds = CONFIRM_TIMEOUT * 2
+    return max(0.1, seconds / 2)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(f"body exceeds server.maxBodyBytes ({limit} bytes)")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(BODY_READ_TIMEOUT):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"body exceeds server.maxBodyBytes ({limit} bytes)")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ReviewError(f"body not received within {BODY_READ_TIMEOUT:.0f}s") from None
+    return b"".join(chunks)
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps({"error": reason}) + b"\n", content_type="application/json"
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Router errors (404, 405) as one-line JSON like every other error."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    if runtime.ready:
+        return web.Response(text="ok\n")
+    reasons = []
+    if runtime.shutting_down:
+        reasons.append("shutting down")
+    if not runtime.certificates_loaded:
+        reasons.append("certificates not loaded")
+    if not runtime.cluster.synced:
+        reasons.append("cluster cache not synced")
+    return web.Response(status=503, text="; ".join(reasons) + "\n")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    runtime.metrics.cache_synced.set(1 if runtime.cluster.synced else 0)
+    runtime.metrics.cache_staleness.set(runtime.cluster.staleness())
+    response = web.Response(body=runtime.metrics.render())
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response

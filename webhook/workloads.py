@@ -1,0 +1,82 @@
+"""Workload kinds and their pod templates, and the Pod-Security-style UPDATE ratchet.
+
+A workload is judged on CREATE, and on UPDATE only when the request has no subresource, the old
+object is not being deleted, and the pod template changed: metadata, status, scale and finalizer
+updates pass, so controllers keep working where the rules would deny new Pods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from webhook.admission import AdmissionRequest
+
+# (API group, resource) -> path to the pod template's spec holder within the object.
+WORKLOAD_TEMPLATES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("", "pods"): (),
+    ("", "replicationcontrollers"): ("spec", "template"),
+    ("apps", "deployments"): ("spec", "template"),
+    ("apps", "replicasets"): ("spec", "template"),
+    ("apps", "statefulsets"): ("spec", "template"),
+    ("apps", "daemonsets"): ("spec", "template"),
+    ("batch", "jobs"): ("spec", "template"),
+    ("batch", "cronjobs"): ("spec", "jobTemplate", "spec", "template"),
+}
+
+POD_CONNECT_SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
+
+
+def is_namespace(request: AdmissionRequest) -> bool:
+    return request.resource.group == "" and request.resource.resource == "namespaces"
+
+
+def is_network_policy(request: AdmissionRequest) -> bool:
+    return (
+        request.resource.group == "networking.k8s.io"
+        and request.resource.resource == "networkpolicies"
+        and not request.sub_resource
+    )
+
+
+def is_workload(request: AdmissionRequest) -> bool:
+    return (request.resource.group, request.resource.resource) in WORKLOAD_TEMPLATES
+
+
+def pod_template(request: AdmissionRequest, obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The pod template of a workload object; {} when absent.
+
+    A Pod's "template" is its spec alone: label and annotation edits of a running Pod start nothing.
+    """
+    kind = (request.resource.group, request.resource.resource)
+    path = WORKLOAD_TEMPLATES.get(kind)
+    if kind == ("", "pods"):
+        spec = obj.get("spec") if isinstance(obj, Mapping) else None
+        return {"spec": spec} if isinstance(spec, Mapping) else {}
+    node: object = obj
+    for key in path or ():
+        node = node.get(key) if isinstance(node, Mapping) else None
+    return node if isinstance(node, Mapping) else {}
+
+
+def pod_spec(request: AdmissionRequest, obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    spec = pod_template(request, obj).get("spec")
+    return spec if isinstance(spec, Mapping) else {}
+
+
+def is_judged(request: AdmissionRequest) -> tuple[bool, str]:
+    """Whether a workload request is judged by the fence rules, and why not when it is not."""
+    if request.operation == "CREATE":
+        if request.sub_resource:
+            return False, f"{request.sub_resource} subresource"
+        return True, ""
+    if request.operation != "UPDATE":
+        return False, f"{request.operation} is not judged"
+    if request.sub_resource:
+        return False, "no pod template change (subresource update)"
+    old_meta = (request.old_object or {}).get("metadata")
+    if isinstance(old_meta, Mapping) and old_meta.get("deletionTimestamp"):
+        return False, "no pod template change (object is being deleted)"
+    if pod_template(request, request.object) == pod_template(request, request.old_object):
+        return False, "no pod template change"
+    return True, ""
