@@ -1,0 +1,89 @@
+"""What kube-apiserver sends kubefence: the webhook rules, one source for chart, e2e and correlate.
+
+The chart's `values.yaml` renders these rules into the ValidatingWebhookConfiguration (a test keeps
+the two equal), the e2e suite registers them, and `correlate` treats exactly this set as "should
+have been decided": controllers' `status` and `scale` writes never reach the webhook, so they are
+not bypasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRule:
+    """One `rules[]` entry of a ValidatingWebhookConfiguration webhook."""
+
+    operations: tuple[str, ...]
+    api_groups: tuple[str, ...]
+    resources: tuple[str, ...]  # "resource" or "resource/subresource"
+    scope: str = "*"
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {
+            "operations": list(self.operations),
+            "apiGroups": list(self.api_groups),
+            "apiVersions": ["*"],
+            "resources": list(self.resources),
+            "scope": self.scope,
+        }
+
+    def matches(self, operation: str, group: str, resource: str, subresource: str) -> bool:
+        """As the API server matches a rule (admission/plugin/webhook/predicates/rules)."""
+        if "*" not in self.operations and operation not in self.operations:
+            return False
+        if "*" not in self.api_groups and group not in self.api_groups:
+            return False
+        wanted = f"{resource}/{subresource}" if subresource else resource
+        for pattern in self.resources:
+            if pattern in ("*/*", wanted):
+                return True
+            head, _, tail = pattern.partition("/")
+            if not subresource and pattern == "*":
+                return True
+            if subresource and (
+                (head == "*" and tail == subresource) or (head == resource and tail == "*")
+            ):
+                return True
+        return False
+
+
+DEFAULT_RULES: tuple[WebhookRule, ...] = (
+    WebhookRule(("CREATE", "UPDATE"), ("",), ("pods", "replicationcontrollers"), "Namespaced"),
+    WebhookRule(
+        ("CREATE", "UPDATE"),
+        ("apps",),
+        ("deployments", "replicasets", "statefulsets", "daemonsets"),
+        "Namespaced",
+    ),
+    WebhookRule(("CREATE", "UPDATE"), ("batch",), ("jobs", "cronjobs"), "Namespaced"),
+    WebhookRule(
+        ("CREATE", "UPDATE", "DELETE"), ("networking.k8s.io",), ("networkpolicies",), "Namespaced"
+    ),
+    WebhookRule(("CREATE",), ("",), ("namespaces",), "Cluster"),
+    WebhookRule(
+        ("CONNECT",), ("",), ("pods/exec", "pods/attach", "pods/portforward"), "Namespaced"
+    ),
+)
+
+
+def rules_from_manifest(raw: Iterable[Mapping[str, Any]]) -> tuple[WebhookRule, ...]:
+    """Rules as written in a webhook configuration (the chart's rendering)."""
+    return tuple(
+        WebhookRule(
+            tuple(r.get("operations", ())),
+            tuple(r.get("apiGroups", ())),
+            tuple(r.get("resources", ())),
+            str(r.get("scope", "*")),
+        )
+        for r in raw
+    )
+
+
+def is_registered(
+    rules: Sequence[WebhookRule], operation: str, group: str, resource: str, subresource: str
+) -> bool:
+    return any(r.matches(operation, group, resource, subresource) for r in rules)
