@@ -310,6 +310,8 @@ class _Reader:
     def mode(self, doc: Mapping[str, Any], base: str, key: str, default: Mode) -> Mode:
         if key not in doc:
             return default
+        if doc[key] is False:  # YAML 1.1 reads a bare `off` as false
+            return Mode.OFF
         values = tuple(m.value for m in Mode)
         return Mode(self.choice(doc[key], f"{base}.{key}", values))
 

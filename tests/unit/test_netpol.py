@@ -1,0 +1,362 @@
+"""NetworkPolicy analysis: API defaulting, what fences a namespace, what neutralises a fence."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from objects import netpol
+
+from webhook.netpol import (
+    Direction,
+    analyse_policy,
+    effective_policy_types,
+    fence_for,
+    missing_directions,
+    parse_cidr_sloppy,
+)
+
+IN, EG = Direction.INGRESS, Direction.EGRESS
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({}, {IN}),
+        ({"egress": []}, {IN}),
+        ({"egress": [{}]}, {IN, EG}),
+        ({"ingress": [{}], "egress": [{"to": []}]}, {IN, EG}),
+        ({"policyTypes": []}, {IN}),  # empty is defaulted like absent
+        ({"policyTypes": ["Egress"]}, {EG}),
+        ({"policyTypes": ["Egress"], "ingress": [{}]}, {EG}),
+        ({"policyTypes": ["Ingress", "Egress"]}, {IN, EG}),
+    ],
+)
+def test_policy_types_are_defaulted_as_the_api_server_does(
+    spec: dict[str, Any], expected: set[Direction]
+) -> None:
+    assert effective_policy_types(spec) == expected
+
+
+@pytest.mark.parametrize(
+    ("selector", "selects_all"),
+    [
+        (None, True),
+        ({}, True),
+        ({"matchLabels": {}}, True),
+        ({"matchExpressions": []}, True),
+        ({"matchLabels": {}, "matchExpressions": []}, True),
+        ({"matchLabels": {"app": "web"}}, False),
+        ({"matchExpressions": [{"key": "app", "operator": "Exists"}]}, False),
+    ],
+)
+def test_empty_pod_selector(selector: dict[str, Any] | None, selects_all: bool) -> None:
+    policy = netpol(types=["Ingress"])
+    if selector is None:
+        del policy["spec"]["podSelector"]
+    else:
+        policy["spec"]["podSelector"] = selector
+    assert analyse_policy(policy).selects_all is selects_all
+
+
+def missing(*policies: dict[str, Any], strict: bool = False) -> tuple[Direction, ...]:
+    return missing_directions([analyse_policy(p) for p in policies], (IN, EG), strict=strict)
+
+
+DNS_ONLY = [
+    {
+        "to": [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                },
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+]
+
+
+@pytest.mark.parametrize(
+    ("policies", "unfenced"),
+    [
+        pytest.param([], (IN, EG), id="no policy"),
+        pytest.param([netpol(types=["Ingress", "Egress"])], (), id="deny all"),
+        pytest.param([netpol()], (EG,), id="policyTypes absent: Ingress only"),
+        pytest.param(
+            [netpol(egress=[])], (EG,), id="absent types, empty egress list: Ingress only"
+        ),
+        pytest.param(
+            [netpol(types=["Ingress"]), netpol("e", types=["Egress"])], (), id="one per direction"
+        ),
+        pytest.param(
+            [netpol(types=["Ingress", "Egress"], egress=DNS_ONLY)],
+            (),
+            id="deny all but DNS fences Egress",
+        ),
+        pytest.param([netpol(egress=DNS_ONLY)], (), id="absent types + DNS egress: both isolated"),
+        pytest.param(
+            [
+                netpol(
+                    types=["Ingress"],
+                    ingress=[{"from": [{"podSelector": {"matchLabels": {"app": "lb"}}}]}],
+                ),
+                netpol("e", types=["Egress"]),
+            ],
+            (),
+            id="isolating policy with narrow from rules fences",
+        ),
+        pytest.param(
+            [netpol(types=["Ingress", "Egress"], selector={"matchLabels": {"app": "web"}})],
+            (IN, EG),
+            id="non-empty selector isolates only some pods",
+        ),
+    ],
+)
+def test_fenced_is_networkpolicy_default_deny(
+    policies: list[dict[str, Any]], unfenced: tuple[Direction, ...]
+) -> None:
+    assert missing(*policies) == unfenced
+
+
+def test_strict_definition_requires_a_policy_with_no_rule_for_the_direction() -> None:
+    dns = netpol(types=["Ingress", "Egress"], egress=DNS_ONLY)
+    assert missing(dns, strict=True) == (EG,)
+    assert missing(dns, netpol("pure", types=["Egress"]), strict=True) == ()
+
+
+EVERYONE_PEERS = [
+    pytest.param([{}], id="rule without peers"),
+    pytest.param([{"from": []}], id="empty from list"),
+    pytest.param([{"from": [{"namespaceSelector": {}}]}], id="namespaceSelector {}"),
+    pytest.param(
+        [{"from": [{"namespaceSelector": {}, "podSelector": {}}]}],
+        id="namespaceSelector {} podSelector {}",
+    ),
+    pytest.param(
+        [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchExpressions": [
+                                {"key": "team", "operator": "NotIn", "values": ["x"]}
+                            ]
+                        }
+                    }
+                ]
+            }
+        ],
+        id="NotIn: all but a few",
+    ),
+    pytest.param(
+        [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchExpressions": [{"key": "quarantine", "operator": "DoesNotExist"}]
+                        }
+                    }
+                ]
+            }
+        ],
+        id="DoesNotExist",
+    ),
+    pytest.param(
+        [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchExpressions": [
+                                {"key": "kubernetes.io/metadata.name", "operator": "Exists"}
+                            ]
+                        }
+                    }
+                ]
+            }
+        ],
+        id="metadata.name Exists",
+    ),
+    pytest.param([{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}], id="0.0.0.0/0"),
+    pytest.param([{"from": [{"ipBlock": {"cidr": "::/0"}}]}], id="::/0"),
+    pytest.param([{"from": [{"ipBlock": {"cidr": "::0/0"}}]}], id="::0/0"),
+    pytest.param([{"from": [{"ipBlock": {"cidr": "10.1.2.3/0"}}]}], id="host bits set (sloppy)"),
+    pytest.param(
+        [{"from": [{"ipBlock": {"cidr": "::ffff:0.0.0.0/96"}}]}],
+        id="IPv4-mapped prefix covers IPv4",
+    ),
+    pytest.param(
+        [{"from": [{"ipBlock": {"cidr": "0.0.0.0/1"}}, {"ipBlock": {"cidr": "128.0.0.0/1"}}]}],
+        id="two halves",
+    ),
+    pytest.param(
+        [
+            {
+                "from": [
+                    {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}},
+                    {"ipBlock": {"cidr": "10.0.0.0/8"}},
+                ]
+            }
+        ],
+        id="except filled by another block",
+    ),
+    pytest.param([{"ports": [{"protocol": "UDP"}]}], id="every UDP port"),
+    pytest.param([{"ports": [{"port": 1, "endPort": 65535}]}], id="1-65535 range"),
+    pytest.param(
+        [{"ports": [{"port": 1, "endPort": 30000}, {"port": 30001, "endPort": 65535}]}],
+        id="ranges that join",
+    ),
+    pytest.param([{"ports": []}], id="empty ports list"),
+]
+
+
+@pytest.mark.parametrize("rules", EVERYONE_PEERS)
+def test_neutralised_fence_is_not_a_fence(rules: list[dict[str, Any]]) -> None:
+    opener = netpol("open", types=["Ingress"], ingress=rules)
+    deny = netpol(types=["Ingress", "Egress"])
+    fence = fence_for([analyse_policy(deny), analyse_policy(opener)], IN)
+    assert fence.neutralised_by == ("open",)
+    assert not fence.fenced
+    assert missing(deny, opener) == (IN,)
+
+
+RESTRICTED = [
+    pytest.param([{"ports": [{"port": 443}]}], id="one port"),
+    pytest.param([{"ports": [{"port": "https"}]}], id="named port"),
+    pytest.param([{"ports": [{"protocol": "SCTP"}]}], id="SCTP only"),
+    pytest.param([{"ports": [{"port": 1, "endPort": 65534}]}], id="one port short"),
+    pytest.param(
+        [
+            {
+                "ports": [
+                    {"protocol": "UDP", "port": 1, "endPort": 40000},
+                    {"protocol": "TCP", "port": 40001, "endPort": 65535},
+                ]
+            }
+        ],
+        id="split across protocols",
+    ),
+    pytest.param([{"from": [{"podSelector": {}}]}], id="same-namespace pods"),
+    pytest.param(
+        [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"a": "b"}}}]}],
+        id="some pods everywhere",
+    ),
+    pytest.param(
+        [{"from": [{"namespaceSelector": {"matchLabels": {"team": "x"}}}]}],
+        id="matchLabels namespace",
+    ),
+    pytest.param(
+        [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchExpressions": [{"key": "team", "operator": "In", "values": ["x"]}]
+                        }
+                    }
+                ]
+            }
+        ],
+        id="In namespace",
+    ),
+    pytest.param(
+        [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchExpressions": [{"key": "team", "operator": "Exists"}]
+                        }
+                    }
+                ]
+            }
+        ],
+        id="Exists on another key",
+    ),
+    pytest.param(
+        [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}]}],
+        id="except leaves a hole",
+    ),
+    pytest.param([{"from": [{"ipBlock": {"cidr": "0.0.0.0/1"}}]}], id="half the space"),
+    pytest.param([{"from": [{"ipBlock": {"cidr": "not-a-cidr"}}]}], id="unparseable CIDR"),
+]
+
+
+@pytest.mark.parametrize("rules", RESTRICTED)
+def test_restricted_rules_keep_the_fence(rules: list[dict[str, Any]]) -> None:
+    allow = netpol("allow", types=["Ingress"], ingress=rules)
+    assert missing(netpol(types=["Ingress", "Egress"]), allow) == ()
+
+
+def test_halves_in_two_policies_neutralise_together() -> None:
+    low = netpol("low", types=["Egress"], egress=[{"to": [{"ipBlock": {"cidr": "0.0.0.0/1"}}]}])
+    high = netpol("high", types=["Egress"], egress=[{"to": [{"ipBlock": {"cidr": "128.0.0.0/1"}}]}])
+    deny = netpol(types=["Ingress", "Egress"])
+    assert missing(deny, low) == ()
+    assert missing(deny, low, high) == (EG,)
+    assert fence_for([analyse_policy(p) for p in (deny, low, high)], EG).neutralised_by == (
+        "high",
+        "low",
+    )
+
+
+def test_rules_of_a_direction_not_in_policy_types_are_ignored() -> None:
+    # policyTypes [Egress] with ingress rules: the ingress rules have no effect, open nothing.
+    odd = netpol("odd", types=["Egress"], ingress=[{}])
+    assert missing(netpol(types=["Ingress", "Egress"]), odd) == ()
+
+
+def test_selected_pods_opened_to_everyone_do_not_neutralise_the_namespace() -> None:
+    web = netpol("web", selector={"matchLabels": {"app": "web"}}, types=["Ingress"], ingress=[{}])
+    assert missing(netpol(types=["Ingress", "Egress"]), web) == ()
+    assert analyse_policy(web).opens_to_everyone(IN)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("10.0.0.0/8", "10.0.0.0/8"),
+        ("010.000.0.0/8", "10.0.0.0/8"),  # leading zeros are decimal
+        ("10.1.2.3/8", "10.0.0.0/8"),  # host bits ignored
+        ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
+        ("::ffff:010.0.0.0/104", "10.0.0.0/8"),
+        ("2001:db8::/32", "2001:db8::/32"),
+        ("::0/0", "::/0"),
+        ("300.0.0.0/8", None),
+        ("10.0.0.0", None),
+        ("10.0.0.0/33", None),
+        (42, None),
+    ],
+)
+def test_cidrs_are_parsed_sloppily_like_the_api_server(raw: object, expected: str | None) -> None:
+    network = parse_cidr_sloppy(raw)
+    assert (str(network) if network else None) == expected
+
+
+def test_malformed_policies_never_raise_and_open_nothing() -> None:
+    for spec in (
+        {"podSelector": "x"},
+        {"ingress": "x"},
+        {"ingress": [1, None]},
+        {"egress": {"to": 1}},
+        {"policyTypes": ["Bogus"]},
+    ):
+        facts = analyse_policy({"metadata": {"name": "m"}, "spec": spec})
+        assert not facts.opens_to_everyone(IN)
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 32)), max_size=6))
+def test_ip_blocks_open_everything_exactly_when_they_collapse_to_slash_zero(
+    blocks: list[tuple[int, int]],
+) -> None:
+    nets = [ipaddress.IPv4Network((addr, plen), strict=False) for addr, plen in blocks]
+    peers = [{"ipBlock": {"cidr": str(n)}} for n in nets] or [{"podSelector": {}}]
+    facts = analyse_policy(netpol(types=["Ingress"], ingress=[{"from": peers}]))
+    expected = list(ipaddress.collapse_addresses(nets)) == [ipaddress.IPv4Network("0.0.0.0/0")]
+    assert facts.opens_to_everyone(IN) is expected
