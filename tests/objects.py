@@ -175,3 +175,59 @@ def netpol_review(
 
 def parse(doc: dict[str, Any]) -> AdmissionRequest:
     return parse_review(orjson.dumps(doc))
+
+
+def review_body(mutate: Any = None, **top: Any) -> bytes:
+    doc = workload_review("Pod")
+    doc.update(top)
+    if mutate:
+        mutate(doc["request"])
+    return orjson.dumps(doc)
+
+
+def test_a_review_as_the_api_server_sends_it_parses() -> None:
+    request = parse_review(review_body())
+    assert request.operation == "CREATE"
+    assert request.kind.kind == "Pod"
+    assert request.resource.resource == "pods"
+    assert request.user.groups == ("system:authenticated",)
+
+
+def nest(depth: int) -> bytes:
+    return (
+        b'{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":'
+        + b"[" * depth
+        + b"]" * depth
+        + b"}"
+    )
+
+
+# Malformed bodies and the one-line reason each is refused with (HTTP 400).
+BAD_REVIEWS = [
+    (b"not json", "body is not valid JSON"),
+    (b"", "body is not valid JSON"),
+    (b"[]", "body must be a JSON object"),
+    (
+        b'{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":"\xff\xfe"}',
+        "body is not valid JSON",
+    ),
+    (nest(5000), "body is not valid JSON"),
+    (review_body(kind="Pod"), "kind must be AdmissionReview"),
+    (review_body(apiVersion="admission.k8s.io/v2"), "apiVersion must be"),
+    (review_body(request=None), "request must be an object"),
+    (review_body(lambda r: r.pop("uid")), "request.uid must be a non-empty string"),
+    (review_body(lambda r: r.update(uid=7)), "request.uid must be a non-empty string"),
+    (review_body(lambda r: r.update(operation="PATCH")), "request.operation must be one of"),
+    (review_body(lambda r: r.update(kind="Pod")), "request.kind must be an object"),
+    (
+        review_body(lambda r: r.update(resource={"group": 1})),
+        "request.resource.group must be a string",
+    ),
+    (
+        review_body(lambda r: r.update(userInfo={"username": "a", "groups": "g"})),
+        "request.userInfo.groups must be a list of strings",
+    ),
+    (review_body(lambda r: r.update(namespace=["x"])), "request.namespace must be a string"),
+    (review_body(lambda r: r.update(object="pod")), "request.object must be an object or null"),
+    (review_body(lambda r: r.update(dryRun="yes")), "request.dryRun must be a boolean"),
+]
