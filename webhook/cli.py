@@ -42,7 +42,7 @@ COMMANDS: dict[str, str] = {
 
 
 def _load(name: str) -> Command:
-    return importlib.import_module(f"webhook.commands.{COMMANDS[name]}")  # type: ignore[no-any-return]
+    return importlib.import_module(f"webhook.commands.{COMMANDS[name]}")
 
 
 class _Parser(argparse.ArgumentParser):

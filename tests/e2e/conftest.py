@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from controlplane import ControlPlane, ExternalCluster, bin_dir, missing_binaries
+from kubefence_process import AUDIT_POLICY, RunningWebhook
 from kubernetes import client, config
 
 HERE = Path(__file__).parent
@@ -71,3 +72,26 @@ def kube(control_plane: ControlPlane | ExternalCluster) -> Iterator[client.ApiCl
         yield api
     finally:
         api.close()
+
+
+@pytest.fixture(scope="session")
+def webhook(
+    control_plane: ControlPlane | ExternalCluster,
+    kube: client.ApiClient,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RunningWebhook]:
+    """kubefence serving the cluster live, registered with a real ValidatingWebhookConfiguration."""
+    if not getattr(control_plane, "local", False):
+        pytest.skip(
+            "the registered-webhook suite runs kubefence on loopback: local control plane only"
+        )
+    work = tmp_path_factory.mktemp("kubefence")
+    hook = RunningWebhook.start(work, control_plane.kubeconfig_path, AUDIT_POLICY)
+    try:
+        hook.register(kube)
+        yield hook
+    finally:
+        hook.unregister(kube)
+        hook.stop()
+        if hook.returncode != 0:
+            print(f"\nkubefence exited {hook.returncode}; logs in {hook.work}", file=sys.stderr)
