@@ -239,7 +239,9 @@ def _audit_policy(
         raise ConfigError(
             reader.source, "auditScope.policyFile", f"cannot read {path}: {exc.__class__.__name__}"
         ) from None
-    return load_policy(text, str(path)), str(path), text
+    # As kube-apiserver reads it: unknown fields are dropped with a warning, not refused
+    # (apiserver pkg/audit/policy/reader.go falls back from a strict to a lenient decode).
+    return load_policy(text, str(path), strict=False), str(path), text
 
 
 def _exemptions(reader: _Reader, raw: object) -> Exemptions:

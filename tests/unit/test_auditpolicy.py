@@ -655,6 +655,8 @@ def test_policy_is_immutable() -> None:
         policy.rules = ()
     with pytest.raises(AttributeError):
         policy.omit_managed_fields = True
+    with pytest.raises(AttributeError):
+        del policy.omit_stages
 
 
 def test_level_wire_names_and_order() -> None:
@@ -794,7 +796,7 @@ API_GROUPS = ["", "apps", "*"]
 PATTERNS = ["pods", "pods/log", "pods/*", "*", "*/log", "*/scale", "deployments", "/*", "*/*"]
 NAMES = ["", "a", "b"]
 NAMESPACES = ["", "default", "kube-system"]
-URLS = ["*", "/healthz*", "/api", "/api/*", "/"]
+URLS = ["*", "/healthz*", "/api", "/api/*", "/", "/*", "/h*", "/healthz"]
 VERBS = ["get", "list", "create"]
 USERS = ["tim", "bob"]
 GROUPS = ["dev", "ops"]
@@ -824,7 +826,7 @@ rules = st.builds(
 )
 policies = st.builds(
     Policy,
-    rules=st.lists(rules, max_size=8),
+    rules=st.lists(rules, max_size=12),
     omit_stages=subset(list(STAGES)),
     omit_managed_fields=st.booleans(),
 )
@@ -929,5 +931,9 @@ def test_rules_after_the_first_match_change_nothing(
 ) -> None:
     result = policy.evaluate(attrs)
     if result.rule is not None:
-        longer = Policy((*policy.rules[: result.rule + 1], *extra), policy.omit_stages)
+        longer = Policy(
+            (*policy.rules[: result.rule + 1], *extra),
+            policy.omit_stages,
+            policy.omit_managed_fields,
+        )
         assert longer.evaluate(attrs) == result

@@ -1,0 +1,196 @@
+"""Benchmark: kubefence over TLS with keep-alive against the ceiling of a trivial aiohttp TLS server.
+
+Run: `python tests/bench/bench_server.py [--seconds 10] [--connections 16]` (needs wrk). The
+server is pinned to CPU 0 and wrk to CPU 1 where there are two; the report gives requests/s, the
+ratio to the ceiling, p50/p99 latency, and the cost of parse + `decide` alone in microseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+from webhook import certs
+from webhook.admission import parse_review
+from webhook.commands.demo import demo_cluster, sample_review
+from webhook.config import load_settings
+from webhook.decide import decide
+
+CEILING = """
+import ssl, sys
+from aiohttp import web
+BODY = b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"x","allowed":true}}'
+async def validate(request):
+    await request.read()
+    return web.Response(body=BODY, content_type="application/json")
+app = web.Application()
+app.router.add_post("/validate", validate)
+app.router.add_get("/readyz", lambda r: web.Response(text="ok"))
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), ssl_context=ctx, access_log=None, print=None)
+"""
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("{body}", "rb")
+wrk.body = f:read("*a")
+f:close()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pin(cpu: int) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", str(cpu)]
+    return []
+
+
+def wait_ready(port: int, ca: Path) -> None:
+    context = ssl.create_default_context(cafile=str(ca))
+    for _ in range(200):
+        try:
+            with urllib.request.urlopen(
+                f"https://127.0.0.1:{port}/readyz", context=context, timeout=1
+            ):  # noqa: S310
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("server did not become ready")
+
+
+def run_wrk(port: int, lua: Path, seconds: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        [*pin(1), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), f"https://127.0.0.1:{port}/validate"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result = {"rps": rps, "non2xx": float(non2xx.group(1)) if non2xx else 0.0}
+    for pct in ("50", "99"):
+        value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        result[f"p{pct}_ms"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return result
+
+
+def measure(
+    args: list[str], port: int, ca: Path, lua: Path, seconds: int, connections: int
+) -> dict[str, float]:
+    proc = subprocess.Popen([*pin(0), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(port, ca)
+        run_wrk(port, lua, 2, connections)  # warm-up
+        return run_wrk(port, lua, seconds, connections)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+
+
+def decide_cost() -> tuple[float, float]:
+    cluster, settings = demo_cluster(), load_settings(None)
+    body = orjson.dumps(sample_review("bench", "shop", "web"))
+    request = parse_review(body)
+    n = 20000
+    decide_us = (
+        min(timeit.repeat(lambda: decide(request, cluster, settings), number=n, repeat=5)) / n * 1e6
+    )
+    full_us = (
+        min(
+            timeit.repeat(lambda: decide(parse_review(body), cluster, settings), number=n, repeat=5)
+        )
+        / n
+        * 1e6
+    )
+    return decide_us, full_us
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    opts = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk not found (apt-get install wrk)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="kubefence-bench-"))
+    paths = certs.ensure_dev_certs(work / "certs")
+    state = work / "state"
+    state.mkdir()
+    demo = Path(__file__).resolve().parents[2] / "webhook" / "demo" / "cluster.yaml"
+    shutil.copy(demo, state / "cluster.yaml")
+    body = work / "review.json"
+    body.write_bytes(orjson.dumps(sample_review("bench", "shop", "web")))
+    lua = work / "post.lua"
+    lua.write_text(LUA.replace("{body}", str(body)))
+    ceiling_script = work / "ceiling.py"
+    ceiling_script.write_text(CEILING)
+
+    port = free_port()
+    ceiling = measure(
+        [sys.executable, str(ceiling_script), str(port), str(paths.cert), str(paths.key)],
+        port,
+        paths.ca_cert,
+        lua,
+        opts.seconds,
+        opts.connections,
+    )
+    port = free_port()
+    serve = [
+        sys.executable,
+        "-m",
+        "webhook",
+        "serve",
+        "--state",
+        str(state),
+        "--cert",
+        str(paths.cert),
+        "--key",
+        str(paths.key),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--drain-seconds",
+        "0",
+    ]
+    kubefence = measure(serve, port, paths.ca_cert, lua, opts.seconds, opts.connections)
+    decide_us, full_us = decide_cost()
+
+    print(
+        f"wrk: 1 thread, {opts.connections} keep-alive TLS connections, {opts.seconds}s; server on one core"
+    )
+    print(f"{'':22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
+    for name, r in (("aiohttp ceiling", ceiling), ("kubefence", kubefence)):
+        print(
+            f"{name:22}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['non2xx']:>10.0f}"
+        )
+    print(f"ratio kubefence / ceiling: {kubefence['rps'] / ceiling['rps']:.2f}")
+    print(
+        f"decide() alone: {decide_us:.1f} us; parse_review + decide: {full_us:.1f} us (Deployment CREATE, fenced namespace)"
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
