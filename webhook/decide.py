@@ -13,11 +13,21 @@ from dataclasses import dataclass
 from webhook.admission import AdmissionRequest, AdmissionResponse
 from webhook.cluster.view import ClusterView
 from webhook.config import Mode, Settings
-from webhook.rules import RuleResult, registry
+from webhook.rules import Check, RuleResult, registry
 from webhook.workloads import is_namespace
 
 WARNING_LIMIT = 120
-_RULES = registry()
+
+
+def _index() -> dict[tuple[str, str], tuple[Check, ...]]:
+    index: dict[tuple[str, str], list[Check]] = {}
+    for _, check, resources in registry():
+        for resource in resources:
+            index.setdefault(resource, []).append(check)
+    return {resource: tuple(checks) for resource, checks in index.items()}
+
+
+_RULES_BY_RESOURCE = _index()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +84,9 @@ def decide(request: AdmissionRequest, cluster: ClusterView, settings: Settings) 
     exempt = _exemption(request, namespace, cluster, settings)
     if exempt:
         return _decision(request, namespace, (), settings, exempt)
+    checks = _RULES_BY_RESOURCE.get((request.resource.group, request.resource.resource), ())
     results: list[RuleResult] = []
-    for _, check in _RULES:
+    for check in checks:
         results.extend(check(request, cluster, settings))
     return _decision(request, namespace, tuple(results), settings, "")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -58,13 +57,17 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 
 def build_app(runtime: Runtime) -> web.Application:
-    app = web.Application(middlewares=[_json_errors])
+    app = web.Application()
     app[RUNTIME] = runtime
     runtime.metrics.policy_revision.labels(runtime.settings.revision).set(1)
     app.router.add_post("/validate", validate)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    # Wrong method or path: one-line JSON like every other error, without a middleware on the
+    # hot path (a middleware wraps every request).
+    app.router.add_route("*", "/validate", _method_not_allowed)
+    app.router.add_route("*", "/{path:.*}", _not_found)
     return app
 
 
@@ -185,18 +188,14 @@ def _error(status: int, reason: str) -> web.Response:
     )
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+async def _method_not_allowed(request: web.Request) -> web.Response:
+    response = _error(405, f"method {request.method} not allowed; POST an AdmissionReview")
+    response.headers["Allow"] = "POST"
+    return response
 
 
-@web.middleware
-async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Router errors (404, 405) as one-line JSON like every other error."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _error(exc.status, exc.reason)
+async def _not_found(request: web.Request) -> web.Response:
+    return _error(404, "not found; the webhook serves POST /validate")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -39,14 +39,21 @@ def passed(rule: str, mode: Mode, message: str) -> RuleResult:
 Check = Callable[[AdmissionRequest, ClusterView, Settings], tuple[RuleResult, ...]]
 
 
-def registry() -> tuple[tuple[str, Check], ...]:
-    """The rules in evaluation order (imported late: rule modules import this one)."""
-    from webhook.rules import allow_all, audit_scope, fence, guard, host_network
+def registry() -> tuple[tuple[str, Check, frozenset[tuple[str, str]]], ...]:
+    """The rules in evaluation order, each with the (group, resource) pairs it may judge.
 
+    `decide` indexes them by resource once, so a request only meets the rules that concern it.
+    (Imported late: rule modules import this one.)
+    """
+    from webhook.rules import allow_all, audit_scope, fence, guard, host_network
+    from webhook.workloads import WORKLOAD_TEMPLATES
+
+    workloads = frozenset(WORKLOAD_TEMPLATES)
+    netpols = frozenset({("networking.k8s.io", "networkpolicies")})
     return (
-        (DEFAULT_DENY, fence.check),
-        (DEFAULT_DENY, guard.check),
-        (ALLOW_ALL, allow_all.check),
-        (HOST_NETWORK, host_network.check),
-        (AUDIT_SCOPE, audit_scope.check),
+        (DEFAULT_DENY, fence.check, workloads | {("", "namespaces")}),
+        (DEFAULT_DENY, guard.check, netpols),
+        (ALLOW_ALL, allow_all.check, netpols),
+        (HOST_NETWORK, host_network.check, workloads),
+        (AUDIT_SCOPE, audit_scope.check, workloads),
     )
