@@ -64,10 +64,14 @@ class Decision:
 
     @property
     def confirm(self) -> str:
-        """A namespace to re-read live before this denial stands ("" when none)."""
-        if self.allowed:
-            return ""
-        return next((r.confirm for r in self.failed if r.mode is Mode.ENFORCE and r.confirm), "")
+        """A namespace to re-read live before this answer stands ("" when none).
+
+        A denial that rests on cached state (no fence seen) is re-checked so a late watch event
+        does not refuse a valid request; an allowed removal of a fence is re-checked so a stale
+        cache never lets the last fence go.
+        """
+        candidates = self.failed if not self.allowed else self.results
+        return next((r.confirm for r in candidates if r.mode is Mode.ENFORCE and r.confirm), "")
 
     def response(self) -> AdmissionResponse:
         return AdmissionResponse(

@@ -16,13 +16,16 @@ import orjson
 from aiohttp import web
 
 from webhook.admission import AdmissionRequest, parse_review, render_response
+from webhook.cluster.approvals import RecentApprovals
 from webhook.cluster.view import ClusterView
 from webhook.config import Mode, Settings
 from webhook.decide import Decision, decide
 from webhook.decisionlog import DECISION_EVENT, decision_fields, get_logger
 from webhook.errors import BodyTooLarge, ReviewError
 from webhook.metrics import CONTENT_TYPE, Metrics
-from webhook.rules import RuleResult
+from webhook.netpol import analyse_policy
+from webhook.rules import DEFAULT_DENY, RuleResult
+from webhook.workloads import is_network_policy
 
 BODY_READ_TIMEOUT = 10.0  # seconds a client may take to send one request body
 CONFIRM_TIMEOUT = 2.0  # upper bound of a live read before a denial
@@ -44,6 +47,7 @@ class Runtime:
     cluster: ClusterView
     metrics: Metrics = field(default_factory=Metrics)
     confirmer: Confirmer | None = None
+    approvals: RecentApprovals = field(default_factory=RecentApprovals)
     certificates_loaded: bool = True
     shutting_down: bool = False
     log: Any = field(default_factory=get_logger)
@@ -83,6 +87,8 @@ async def validate(request: web.Request) -> web.Response:
         runtime.log.warning("admission.bad_request", status=exc.status, reason=str(exc))
         return _error(exc.status, str(exc))
     decision = await _decide(runtime, review, settings, _deadline(request))
+    if decision.allowed and not review.dry_run and is_network_policy(review):
+        _remember_removal(runtime, review)
     payload = render_response(decision.response(), review.api_version)
     latency = time.perf_counter() - started
     _record(runtime, request, review, decision, latency)
@@ -93,14 +99,16 @@ async def _decide(
     runtime: Runtime, review: AdmissionRequest, settings: Settings, deadline: float
 ) -> Decision:
     try:
-        decision = decide(review, runtime.cluster, settings)
+        decision = decide(review, runtime.approvals.view(runtime.cluster), settings)
         if decision.confirm and runtime.confirmer is not None:
             fresh = await runtime.confirmer.confirm(
                 decision.confirm, min(CONFIRM_TIMEOUT, deadline)
             )
             runtime.metrics.live_reads.labels("ok" if fresh is not None else "failed").inc()
             if fresh is not None:
-                decision = decide(review, fresh, settings)
+                decision = decide(review, runtime.approvals.view(fresh), settings)
+            elif decision.allowed:
+                return _unconfirmed(review, settings, decision.confirm)
     except Exception:
         runtime.metrics.internal_errors.inc()
         runtime.log.exception("admission.internal_error", decision_id=review.uid)
@@ -108,16 +116,34 @@ async def _decide(
     return decision
 
 
-def _internal_error(review: AdmissionRequest, settings: Settings) -> Decision:
-    failure = RuleResult(
-        "internal-error",
-        Mode.ENFORCE,
-        False,
-        "kubefence could not decide this request (internal error)",
+def _remember_removal(runtime: Runtime, review: AdmissionRequest) -> None:
+    """Count an approved DELETE or UPDATE of a policy as done until the informer sees it."""
+    if review.operation not in ("DELETE", "UPDATE") or review.old_object is None:
+        return
+    replacement = (
+        analyse_policy(review.object) if review.operation == "UPDATE" and review.object else None
     )
+    runtime.approvals.record(analyse_policy(review.old_object), replacement)
+
+
+def _internal_error(review: AdmissionRequest, settings: Settings) -> Decision:
+    message = "kubefence could not decide this request (internal error)"
+    return _denial(review, settings, "internal-error", message)
+
+
+def _unconfirmed(review: AdmissionRequest, settings: Settings, namespace: str) -> Decision:
+    message = (
+        f'kubefence could not read the NetworkPolicies of namespace "{namespace}" from the API '
+        "server in time, and does not let a fence go on cached state alone; retry"
+    )
+    return _denial(review, settings, DEFAULT_DENY, message)
+
+
+def _denial(review: AdmissionRequest, settings: Settings, rule: str, message: str) -> Decision:
+    failure = RuleResult(rule, Mode.ENFORCE, False, message)
     annotations = {
         "decision": "deny",
-        "rules": "internal-error",
+        "rules": rule,
         "decision-id": review.uid,
         "policy-revision": settings.revision,
     }

@@ -13,7 +13,7 @@ import orjson
 import pytest
 import structlog
 from aiohttp import web
-from objects import BAD_REVIEWS, deny_all, pod_spec, workload_review
+from objects import BAD_REVIEWS, deny_all, netpol_review, pod_spec, workload_review
 
 from webhook import certs, server
 from webhook.cluster.view import StaticView, namespace_facts
@@ -235,3 +235,48 @@ async def test_malformed_http_is_answered_not_dropped(
     head = await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)
     assert head.split()[1] == b"400"  # aiohttp answers an unparsable request as HTTP/1.0
     writer.close()
+
+
+async def test_an_approved_teardown_is_counted_before_the_informer_sees_it(
+    webhook: Webhook,
+) -> None:
+    """Pods created right after the last fence's removal was approved are denied (tombstone)."""
+    fence_policy = deny_all(namespace="quiet")
+    webhook.runtime.cluster = StaticView(
+        [namespace_facts("quiet", [analyse_policy(fence_policy)], running_pods=0)]
+    )
+    pod = workload_review("Pod", namespace="quiet")
+    _, dry = await webhook.post(netpol_review("DELETE", old=fence_policy, dry_run=True))
+    assert dry["response"]["allowed"] is True
+    _, out = await webhook.post(pod)
+    assert out["response"]["allowed"] is True  # a dry run approves nothing
+    _, out = await webhook.post(netpol_review("DELETE", old=fence_policy))
+    assert out["response"]["allowed"] is True  # teardown: no running Pods
+    _, out = await webhook.post(pod)
+    assert out["response"]["allowed"] is False
+    assert 'namespace "quiet" is not fenced' in out["response"]["status"]["message"]
+
+
+class _FailingReads:
+    """A live source whose reads time out: the fault a stopped API server shows."""
+
+    async def confirm(self, namespace: str, timeout: float) -> None:
+        return None
+
+
+async def test_a_fence_is_not_let_go_when_the_live_read_fails(webhook: Webhook) -> None:
+    older, newer = (
+        deny_all("a", "team", "2026-01-01T00:00:00Z"),
+        deny_all("b", "team", "2026-02-01T00:00:00Z"),
+    )
+    webhook.runtime.cluster = StaticView(
+        [namespace_facts("team", [analyse_policy(older), analyse_policy(newer)])]
+    )
+    _, out = await webhook.post(netpol_review("DELETE", old=newer, dry_run=True))
+    assert out["response"]["allowed"] is True  # no live source: the view is authoritative
+    webhook.runtime.confirmer = _FailingReads()
+    _, out = await webhook.post(netpol_review("DELETE", old=newer, dry_run=True))
+    assert out["response"]["allowed"] is False
+    assert "does not let a fence go on cached state alone" in out["response"]["status"]["message"]
+    _, out = await webhook.post(workload_review("Pod", namespace="team"))
+    assert out["response"]["allowed"] is True  # an allowed workload needs no live read
