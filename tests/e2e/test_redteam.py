@@ -1,0 +1,172 @@
+"""The fence under attack, through the real API server: races on the guard, other verbs, teardown.
+
+Every attack ends with the same check a defender cares about: the namespace is still fenced.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from controlplane import ControlPlane
+from kubefence_process import RunningWebhook, denial, kubectl, marker_pod
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from test_webhook import deny_all, new_namespace
+
+FENCES = ("a-first", "b-second", "c-third")  # created in this order; names break same-second ties
+
+
+def fenced_namespace(kube: client.ApiClient, running_pod: bool = True) -> str:
+    namespace = new_namespace(kube, "redteam")
+    net = client.NetworkingV1Api(kube)
+    for name in FENCES:
+        net.create_namespaced_network_policy(namespace, deny_all(namespace, name))
+    if running_pod:
+        core = client.CoreV1Api(kube)
+        core.create_namespaced_pod(namespace, marker_pod("app"))
+        pod = core.read_namespaced_pod("app", namespace)
+        pod.status.phase = "Running"  # no kubelet here: report the Pod running by hand
+        core.replace_namespaced_pod_status("app", namespace, pod)
+    return namespace
+
+
+def remaining(kube: client.ApiClient, namespace: str) -> list[str]:
+    items = client.NetworkingV1Api(kube).list_namespaced_network_policy(namespace).items
+    return sorted(p.metadata.name for p in items)
+
+
+def try_delete(kube: client.ApiClient, namespace: str, name: str, out: dict[str, Any]) -> None:
+    try:
+        client.NetworkingV1Api(kube).delete_namespaced_network_policy(name, namespace)
+        out[name] = "deleted"
+    except ApiException as exc:
+        out[name] = denial(exc)
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_concurrent_deletes_leave_the_oldest_fence(
+    kube: client.ApiClient, webhook: RunningWebhook, round_: int
+) -> None:
+    namespace = fenced_namespace(kube)
+    results: dict[str, Any] = {}
+    threads = [
+        threading.Thread(target=try_delete, args=(kube, namespace, n, results))
+        for n in reversed(FENCES)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert remaining(kube, namespace) == ["a-first"]
+    assert results["b-second"] == results["c-third"] == "deleted"
+    assert 'deleting NetworkPolicy "a-first" would leave namespace' in results["a-first"]
+    assert "it is the oldest policy fencing them" in results["a-first"]
+
+
+def test_kubectl_delete_all_back_to_back(
+    control_plane: ControlPlane, kube: client.ApiClient, webhook: RunningWebhook
+) -> None:
+    namespace = fenced_namespace(kube)
+    result = kubectl(
+        control_plane.kubeconfig_path, "delete", "networkpolicy", "--all", "-n", namespace
+    )
+    assert result.returncode != 0
+    assert 'NetworkPolicy "a-first" would leave namespace' in result.stderr
+    assert remaining(kube, namespace) == ["a-first"]
+
+
+def test_a_real_deletecollection_leaves_the_oldest_fence(
+    kube: client.ApiClient, webhook: RunningWebhook
+) -> None:
+    namespace = fenced_namespace(kube)
+    with pytest.raises(ApiException) as caught:
+        client.NetworkingV1Api(kube).delete_collection_namespaced_network_policy(namespace)
+    assert caught.value.status == 403
+    # The API server stops a deletecollection at the first refused item; the others may or may not
+    # be gone by then. The oldest fence is never one of them.
+    assert "a-first" in remaining(kube, namespace)
+    decided = [
+        d for d in webhook.decisions() if d["namespace"] == namespace and d["operation"] == "DELETE"
+    ]
+    assert decided, "deletecollection items reach the webhook"
+    assert all(d["name"] in FENCES for d in decided)
+
+
+def test_teardown_without_running_pods_may_remove_every_fence(
+    kube: client.ApiClient, webhook: RunningWebhook
+) -> None:
+    namespace = fenced_namespace(kube, running_pod=False)
+    net = client.NetworkingV1Api(kube)
+    for name in reversed(FENCES):
+        net.delete_namespaced_network_policy(name, namespace)
+    assert remaining(kube, namespace) == []
+
+
+def test_a_patch_that_drops_egress_is_an_update_and_is_denied(
+    kube: client.ApiClient, webhook: RunningWebhook
+) -> None:
+    namespace = fenced_namespace(kube)
+    net = client.NetworkingV1Api(kube)
+    for name in ("c-third", "b-second"):
+        net.delete_namespaced_network_policy(name, namespace)
+    with pytest.raises(ApiException) as caught:
+        net.patch_namespaced_network_policy(
+            "a-first", namespace, {"spec": {"policyTypes": ["Ingress"]}}
+        )
+    assert "this update of NetworkPolicy" in denial(caught.value)
+    assert "unfenced for Egress" in denial(caught.value)
+
+
+def test_two_halves_of_the_address_space_cannot_open_the_fence(
+    kube: client.ApiClient, webhook: RunningWebhook
+) -> None:
+    namespace = fenced_namespace(kube)
+    net = client.NetworkingV1Api(kube)
+
+    def half(name: str, cidr: str) -> dict[str, Any]:
+        body = deny_all(namespace, name)
+        body["spec"] = {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": {"cidr": cidr}}]}],
+        }
+        return body
+
+    net.create_namespaced_network_policy(namespace, half("egress-low", "0.0.0.0/1"))
+    with pytest.raises(ApiException) as caught:
+        net.create_namespaced_network_policy(namespace, half("egress-high", "128.0.0.0/1"))
+    assert "would neutralise the default-deny" in denial(caught.value)
+
+
+def test_host_network_pod_is_denied_in_a_fenced_namespace(
+    kube: client.ApiClient, webhook: RunningWebhook
+) -> None:
+    namespace = fenced_namespace(kube)
+    pod = marker_pod("hostnet")
+    pod["spec"]["hostNetwork"] = True
+    with pytest.raises(ApiException) as caught:
+        client.CoreV1Api(kube).create_namespaced_pod(namespace, pod)
+    assert "uses hostNetwork" in denial(caught.value)
+
+
+def test_server_side_apply_is_decided_like_a_create(
+    control_plane: ControlPlane, kube: client.ApiClient, webhook: RunningWebhook
+) -> None:
+    namespace = new_namespace(kube, "ssa")
+    manifest = f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {namespace}}}
+spec:
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec: {{containers: [{{name: web, image: registry.example/web:1}}]}}
+"""
+    result = kubectl(
+        control_plane.kubeconfig_path, "apply", "--server-side", "-f", "-", stdin=manifest
+    )
+    assert result.returncode != 0
+    assert "is not fenced" in result.stderr
