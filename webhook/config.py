@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from webhook.auditpolicy import Level, Policy, load_policy
+from webhook.drift import DriftSpec
 from webhook.errors import ConfigError
 from webhook.labels import LabelSelector, SelectorError, parse_selector
 from webhook.netpol import Direction
@@ -71,6 +72,7 @@ class Settings:
     max_staleness: float = 60.0
     deny_on_stale: bool = True
     max_body_bytes: int = 7 * 1024 * 1024
+    drift: DriftSpec | None = None
     revision: str = "default"
 
     @property
@@ -166,6 +168,7 @@ def parse_settings(
             cache.get("onStale", "deny"), "cache.onStale", ("deny", "allow")
         )
         == "deny",
+        drift=_drift(reader, root.get("drift")),
         max_body_bytes=reader.positive_int(
             server.get("maxBodyBytes", DEFAULT_SETTINGS.max_body_bytes), "server.maxBodyBytes"
         ),
@@ -189,6 +192,7 @@ _TOP_KEYS = (
     "overrides",
     "cache",
     "server",
+    "drift",
 )
 _DEFAULT_DENY_KEYS = ("mode", "require", "definition", "allowAll", "allowAllSelected")
 _AUDIT_SCOPE_KEYS = ("mode", "policyFile", "minLevel", "namespaceSelector")
@@ -242,6 +246,35 @@ def _audit_policy(
     # As kube-apiserver reads it: unknown fields are dropped with a warning, not refused
     # (apiserver pkg/audit/policy/reader.go falls back from a strict to a lenient decode).
     return load_policy(text, str(path), strict=False), str(path), text
+
+
+def _drift(reader: _Reader, raw: object) -> DriftSpec | None:
+    """What the chart installed; kubefence watches the cluster for changes to it."""
+    if raw is None:
+        return None
+    keys = ("webhookConfiguration", "admissionPolicy", "binding", "caBundleInjected", "expected")
+    doc = reader.mapping(raw, "drift", keys)
+    if "webhookConfiguration" not in doc:
+        raise ConfigError(reader.source, "drift.webhookConfiguration", "is required")
+    expected = doc.get("expected", [])
+    if not isinstance(expected, list) or not all(
+        isinstance(w, dict) and w.get("name") for w in expected
+    ):
+        raise ConfigError(reader.source, "drift.expected", "must be a list of webhooks with names")
+    injected = doc.get("caBundleInjected", False)
+    if not isinstance(injected, bool):
+        raise ConfigError(reader.source, "drift.caBundleInjected", "must be true or false")
+    return DriftSpec(
+        webhook_configuration=reader.string(
+            doc["webhookConfiguration"], "drift.webhookConfiguration"
+        ),
+        expected=tuple(expected),
+        admission_policy=reader.string(doc["admissionPolicy"], "drift.admissionPolicy")
+        if doc.get("admissionPolicy")
+        else "",
+        binding=reader.string(doc["binding"], "drift.binding") if doc.get("binding") else "",
+        ca_bundle_injected=injected,
+    )
 
 
 def _exemptions(reader: _Reader, raw: object) -> Exemptions:
