@@ -107,6 +107,6 @@ def test_drift_config_section() -> None:
     assert settings.drift.webhook_configuration == "kubefence"
     assert settings.drift.ca_bundle_injected
     with pytest.raises(
-        ConfigError, match="config.yaml: drift.expected: must be a list of webhooks"
+        ConfigError, match=r"config\.yaml: drift\.expected: must be a list of webhooks"
     ):
         parse_settings("drift: {webhookConfiguration: k, expected: [{}]}", "config.yaml", Path())
