@@ -38,14 +38,11 @@ class Decision:
     annotations: Mapping[str, str]
     namespace: str
     exempt: str = ""  # why no rule ran, when none did
+    failed: tuple[RuleResult, ...] = ()  # the results that did not pass
 
     @property
     def allowed(self) -> bool:
         return self.verdict != "deny"
-
-    @property
-    def failed(self) -> tuple[RuleResult, ...]:
-        return tuple(r for r in self.results if not r.passed)
 
     @property
     def mode(self) -> str:
@@ -128,7 +125,7 @@ def _decision(
     settings: Settings,
     exempt: str,
 ) -> Decision:
-    failed = [r for r in results if not r.passed]
+    failed = tuple(r for r in results if not r.passed)
     modes = {r.mode for r in failed}
     if Mode.ENFORCE in modes:
         verdict = "deny"
@@ -144,7 +141,7 @@ def _decision(
         "decision-id": request.uid,
         "policy-revision": settings.revision,
     }
-    return Decision(request.uid, verdict, results, annotations, namespace, exempt)
+    return Decision(request.uid, verdict, results, annotations, namespace, exempt, failed)
 
 
 def _one_line(text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -17,6 +18,7 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
+        self._children: dict[int, dict[tuple[str, str], Any]] = {}
         r = self.registry
         self.decisions = Counter(
             "kubefence_decisions_total",
@@ -90,6 +92,19 @@ class Metrics:
             ["revision"],
             registry=r,
         )
+
+    def count_decision(self, verdict: str, operation: str, failures: list[tuple[str, str]]) -> None:
+        """Count one decision; label children are looked up once (`labels()` locks each call)."""
+        self._inc(self.decisions, (verdict, operation))
+        for rule, mode in failures:
+            self._inc(self.rule_failures, (rule, mode))
+
+    def _inc(self, counter: Counter, labels: tuple[str, str]) -> None:
+        children = self._children.setdefault(id(counter), {})
+        child = children.get(labels)
+        if child is None:
+            child = children[labels] = counter.labels(*labels)
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

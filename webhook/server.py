@@ -147,7 +147,9 @@ def _denial(review: AdmissionRequest, settings: Settings, rule: str, message: st
         "decision-id": review.uid,
         "policy-revision": settings.revision,
     }
-    return Decision(review.uid, "deny", (failure,), annotations, review.namespace)
+    return Decision(
+        review.uid, "deny", (failure,), annotations, review.namespace, failed=(failure,)
+    )
 
 
 def _record(
@@ -159,9 +161,9 @@ def _record(
 ) -> None:
     metrics = runtime.metrics
     metrics.duration.observe(latency)
-    metrics.decisions.labels(decision.verdict, review.operation).inc()
-    for result in decision.failed:
-        metrics.rule_failures.labels(result.rule, result.mode.value).inc()
+    metrics.count_decision(
+        decision.verdict, review.operation, [(r.rule, r.mode.value) for r in decision.failed]
+    )
     fields = decision_fields(
         review,
         decision,
@@ -192,8 +194,12 @@ def _deadline(request: web.Request) -> float:
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length
+    if length is not None and length > limit:
         raise BodyTooLarge(f"body exceeds server.maxBodyBytes ({limit} bytes)")
+    if length is not None and request.content.is_eof():
+        # The common case: the API server's whole body arrived with the headers; no timer needed.
+        return await request.content.read()
     chunks: list[bytes] = []
     size = 0
     try:

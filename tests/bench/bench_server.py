@@ -93,6 +93,12 @@ def run_wrk(port: int, lua: Path, seconds: int, connections: int) -> dict[str, f
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process: robust to other load on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(
     args: list[str], port: int, ca: Path, lua: Path, seconds: int, connections: int
 ) -> dict[str, float]:
@@ -100,7 +106,10 @@ def measure(
     try:
         wait_ready(port, ca)
         run_wrk(port, lua, 2, connections)  # warm-up
-        return run_wrk(port, lua, seconds, connections)
+        cpu = cpu_seconds(proc.pid)
+        result = run_wrk(port, lua, seconds, connections)
+        result["cpu_us"] = (cpu_seconds(proc.pid) - cpu) / (result["rps"] * seconds) * 1e6
+        return result
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(10)
@@ -179,12 +188,16 @@ def main() -> int:
     print(
         f"wrk: 1 thread, {opts.connections} keep-alive TLS connections, {opts.seconds}s; server on one core"
     )
-    print(f"{'':22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
+    print(f"{'':22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU us/req':>12}{'non-2xx':>10}")
     for name, r in (("aiohttp ceiling", ceiling), ("kubefence", kubefence)):
         print(
-            f"{name:22}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['non2xx']:>10.0f}"
+            f"{name:22}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}"
+            f"{r['cpu_us']:>12.1f}{r['non2xx']:>10.0f}"
         )
-    print(f"ratio kubefence / ceiling: {kubefence['rps'] / ceiling['rps']:.2f}")
+    print(
+        f"ratio kubefence / ceiling: {kubefence['rps'] / ceiling['rps']:.2f} (req/s), "
+        f"{ceiling['cpu_us'] / kubefence['cpu_us']:.2f} (CPU time per request)"
+    )
     print(
         f"decide() alone: {decide_us:.1f} us; parse_review + decide: {full_us:.1f} us (Deployment CREATE, fenced namespace)"
     )
