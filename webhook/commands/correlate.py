@@ -1,0 +1,203 @@
+"""`kubefence correlate`: join decision logs with kube-apiserver audit logs and report what slipped.
+
+The I/O shell around `webhook.correlate`: opens every file (plain or gzip, told by content, `-` for
+stdin), streams them into the core and writes the report. Exit 1 when there are bypasses, 0
+otherwise, 2 for unreadable input (naming file and line) or bad flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import io
+import re
+import sys
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, cast
+
+from webhook.config import load_settings
+from webhook.correlate import CorrelateOptions, Correlation, parse_time
+from webhook.correlate_report import render_html, render_json, render_text
+from webhook.errors import InputError
+
+HELP = (
+    "join decision logs with kube-apiserver audit logs; report bypasses (fail-open or dodged), "
+    "audit gaps, retried decisions, denials, probing and sensitive access"
+)
+
+_BUFFER = 1 << 20
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--audit-log",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="kube-apiserver audit log (JSON lines, plain or gzip, - for stdin); repeatable",
+    )
+    parser.add_argument(
+        "--decision-log",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="kubefence decision log (plain or gzip, - for stdin); repeatable",
+    )
+    parser.add_argument(
+        "--webhook-name",
+        action="append",
+        metavar="NAME",
+        help="the webhook's name in the ValidatingWebhookConfiguration (repeatable; default: the "
+        "config's webhookName or webhookNames)",
+    )
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="kubefence config file (exemptions, names)"
+    )
+    parser.add_argument(
+        "--since", type=_rfc3339, metavar="TIME", help="report from this time (RFC 3339)"
+    )
+    parser.add_argument(
+        "--until", type=_rfc3339, metavar="TIME", help="report up to this time (RFC 3339)"
+    )
+    parser.add_argument("--format", choices=("text", "json", "html"), default="text")
+    parser.add_argument("--out", type=Path, metavar="FILE", help="write the report here")
+    parser.add_argument(
+        "--probe-threshold",
+        type=_positive_int,
+        metavar="N",
+        default=10,
+        help="denials of one user within --probe-window that count as probing (default 10)",
+    )
+    parser.add_argument(
+        "--probe-window",
+        type=_duration,
+        default=600.0,
+        metavar="DURATION",
+        help="sliding window (default 10m)",
+    )
+    parser.add_argument(
+        "--join-window",
+        type=_duration,
+        metavar="DURATION",
+        default=120.0,
+        help="how long after a decision its audit event may be written (default 2m); memory "
+        "grows with the decisions in one window",
+    )
+    parser.add_argument(
+        "--clock-skew",
+        type=_duration,
+        metavar="DURATION",
+        default=1.0,
+        help="tolerated clock difference between webhook and API server (default 1s)",
+    )
+    parser.add_argument(
+        "--max-items",
+        type=_positive_int,
+        metavar="N",
+        default=1000,
+        help="list at most this many of each finding; counts stay exact (default 1000)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    if args.since is not None and args.until is not None and args.since > args.until:
+        raise InputError("--since is after --until")
+    paths = [*args.audit_log, *args.decision_log]
+    if paths.count("-") > 1:
+        raise InputError("stdin (-) can be given only once")
+    options = CorrelateOptions(
+        webhook_names=tuple(dict.fromkeys(args.webhook_name or settings.webhook_names)),
+        exempt_namespaces=settings.exemptions.namespaces,
+        since=args.since,
+        until=args.until,
+        join_window=args.join_window,
+        clock_skew=args.clock_skew,
+        probe_threshold=args.probe_threshold,
+        probe_window=args.probe_window,
+        max_items=args.max_items,
+    )
+    with contextlib.ExitStack() as stack:
+        audit = [(p, open_lines(p, stack)) for p in args.audit_log]
+        decisions = [(p, open_lines(p, stack)) for p in args.decision_log]
+        correlation = Correlation(audit, decisions, options)
+        try:
+            report = correlation.run()
+        except (OSError, EOFError, zlib.error) as exc:
+            source = correlation.failed_source()
+            where = f"{source.name}: line {source.error_line}" if source else "input"
+            raise InputError(f"{where}: cannot read: {_reason(exc)}") from None
+    if args.format == "json":
+        data = render_json(report)
+    elif args.format == "html":
+        data = render_html(report).encode()
+    else:
+        data = render_text(report).encode()
+    if args.out is not None:
+        try:
+            args.out.write_bytes(data)
+        except OSError as exc:
+            raise InputError(f"{args.out}: cannot write: {_reason(exc)}") from None
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    return 1 if report.summary.bypasses else 0
+
+
+def open_lines(path: str, stack: contextlib.ExitStack) -> Iterable[bytes]:
+    """The lines of a file or stdin (`-`), gunzipped when the content is gzip."""
+    raw: IO[bytes]
+    if path == "-":
+        raw = sys.stdin.buffer
+    else:
+        try:
+            raw = stack.enter_context(open(path, "rb", buffering=_BUFFER))  # noqa: SIM115
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read: {_reason(exc)}") from None
+    buffered = (
+        raw
+        if isinstance(raw, io.BufferedReader)
+        else io.BufferedReader(cast(io.RawIOBase, raw), _BUFFER)
+    )
+    if buffered.peek(2)[:2] == b"\x1f\x8b":
+        unzipped = stack.enter_context(gzip.GzipFile(fileobj=buffered, mode="rb"))
+        return io.BufferedReader(cast(io.RawIOBase, unzipped), _BUFFER)
+    return buffered
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or exc.__class__.__name__
+
+
+def _rfc3339(text: str) -> float:
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an RFC 3339 time with a zone, e.g. 2024-05-01T00:00:00Z"
+        ) from None
+
+
+def _duration(text: str) -> float:
+    if text and _DURATION.sub("", text) == "":
+        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(text))
+        if seconds > 0:
+            return seconds
+    raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 10m or 1h30m")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value

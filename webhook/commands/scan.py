@@ -1,0 +1,180 @@
+"""`kubefence scan`: the preflight. What the webhook would object to in a live cluster or manifests.
+
+The I/O shell around `webhook.scan`: reads the cluster once (a paginated LIST of Namespaces,
+NetworkPolicies and running Pods' metadata, raw JSON through orjson, and the served API groups)
+or a `--state` folder, and prints a table, JSON, or with `--fix` the YAML that fences every
+unfenced namespace. Exit 1 when there are findings, 0 when there are none, 2 for bad input or an
+unreachable cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from webhook.cluster.static import build_facts, load_state
+from webhook.cluster.view import StaticView
+from webhook.config import load_settings
+from webhook.errors import InputError
+from webhook.scan import POLICY_CRD_GROUPS, fix_manifests, render_table, scan, to_json
+
+HELP = (
+    "list namespaces that are not fenced, policies that neutralise fences and workloads outside "
+    "the audited scope; --fix prints the NetworkPolicies that fence them"
+)
+
+PAGE = 500
+RUNNING = "status.phase!=Succeeded,status.phase!=Failed"
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--state", type=Path, metavar="DIR", help="folder of cluster manifests instead of a cluster"
+    )
+    source.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="FILE",
+        help="kubeconfig of the cluster (default: in-cluster, else $KUBECONFIG or ~/.kube/config)",
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="kubefence config file")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--fix",
+        action="store_true",
+        help="print the default-deny NetworkPolicies that fence every unfenced namespace (YAML)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    if args.state is not None:
+        view = load_state(args.state)
+        groups = policy_groups_in(args.state)
+    else:
+        view, groups = read_cluster(args.kubeconfig)
+    facts = [f for f in (view.namespace(n) for n in view.names()) if f is not None]
+    report = scan(facts, view, settings, groups)
+    out = sys.stdout
+    if args.fix:
+        out.write(fix_manifests(report))
+    elif args.format == "json":
+        out.write(orjson.dumps(to_json(report), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        out.write(render_table(report))
+    out.flush()
+    return 1 if report.findings else 0
+
+
+# --- a live cluster -----------------------------------------------------------------------------
+
+
+def read_cluster(kubeconfig: Path | None) -> tuple[StaticView, tuple[str, ...]]:
+    """One consistent-enough read of the cluster: namespaces, policies, running pods, API groups."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    where = str(kubeconfig) if kubeconfig is not None else "kubeconfig"
+    try:
+        if kubeconfig is not None:
+            api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+        elif "KUBERNETES_SERVICE_HOST" in os.environ:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            api = client.ApiClient()
+        else:
+            api = config.new_client_from_config()  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as exc:
+        raise InputError(f"{where}: cannot load: {exc}") from None
+    server = api.configuration.host
+    with api:
+        core = client.CoreV1Api(api)
+        networking = client.NetworkingV1Api(api)
+        try:
+            objects = [
+                *_listed(core.list_namespace, "Namespace"),
+                *_listed(networking.list_network_policy_for_all_namespaces, "NetworkPolicy"),
+                *_listed(
+                    core.list_pod_for_all_namespaces,
+                    "Pod",
+                    field_selector=RUNNING,
+                    _headers={"Accept": METADATA_ONLY},
+                ),
+            ]
+            groups = served_groups(client.ApisApi(api).get_api_versions(_preload_content=False))
+        except ApiException as exc:
+            raise InputError(f"{server}: {exc.status} {exc.reason}: {_message(exc.body)}") from None
+        except HTTPError as exc:
+            raise InputError(f"{server}: cannot reach the API server: {exc}") from None
+    return StaticView(build_facts(iter(objects))), groups
+
+
+def _listed(
+    call: Callable[..., Any], kind: str, **params: Any
+) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Every item of a paginated LIST, raw JSON parsed with orjson, tagged with its kind."""
+    token: str | None = None
+    while True:
+        extra = {"_continue": token} if token else {}
+        response = call(limit=PAGE, _preload_content=False, **params, **extra)
+        body = orjson.loads(response.data)
+        for item in body.get("items") or ():
+            meta = item.get("metadata") or {}
+            yield (
+                f"{kind} {meta.get('namespace', '')}/{meta.get('name', '')}",
+                {**item, "kind": kind},
+            )
+        token = (body.get("metadata") or {}).get("continue")
+        if not token:
+            return
+
+
+def served_groups(response: Any) -> tuple[str, ...]:
+    """The names of the API groups in an APIGroupList response (`GET /apis`)."""
+    body = orjson.loads(response.data)
+    return tuple(g["name"] for g in body.get("groups") or () if isinstance(g.get("name"), str))
+
+
+def _message(body: object) -> str:
+    if isinstance(body, bytes | str):
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return str(body)[:200]
+        if isinstance(doc, dict) and isinstance(doc.get("message"), str):
+            return str(doc["message"])
+    return ""
+
+
+# --- manifests ----------------------------------------------------------------------------------
+
+
+def policy_groups_in(directory: Path) -> tuple[str, ...]:
+    """Policy-CRD API groups a manifest folder uses: their CRDs, or objects of their kinds."""
+    found: set[str] = set()
+    for path in sorted(p for p in directory.rglob("*") if p.suffix in _SUFFIXES and p.is_file()):
+        try:
+            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # load_state has read it already and reported what is wrong with it
+        for doc in documents:
+            items = doc.get("items") if isinstance(doc, dict) else None
+            for obj in items if isinstance(items, list) else [doc]:
+                if not isinstance(obj, dict):
+                    continue
+                group = str(obj.get("apiVersion", "")).rpartition("/")[0]
+                if obj.get("kind") == "CustomResourceDefinition":
+                    group = str((obj.get("spec") or {}).get("group", ""))
+                if group in POLICY_CRD_GROUPS:
+                    found.add(group)
+    return tuple(sorted(found))
