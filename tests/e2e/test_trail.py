@@ -1,0 +1,87 @@
+"""`kubefence correlate` over the real audit log and decision log of this suite's API server.
+
+A request made while kubefence is registered with failurePolicy Ignore and down is a fail-open
+bypass; one made while its configuration is deleted is a dodged bypass; decided requests join.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from controlplane import ControlPlane, free_port
+from kubefence_process import CONFIGURATION, WEBHOOK_NAME, RunningWebhook, webhook_configuration
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from test_webhook import create_deployment, fence, new_namespace
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def reconfigure(kube: client.ApiClient, manifest: dict[str, Any] | None) -> None:
+    api = client.AdmissionregistrationV1Api(kube)
+    try:
+        api.delete_validating_webhook_configuration(CONFIGURATION)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    if manifest is not None:
+        api.create_validating_webhook_configuration(manifest)
+
+
+def eventually_created(kube: client.ApiClient, namespace: str, timeout: float = 30.0) -> None:
+    """Retry a Deployment create until the API server lets it through without kubefence."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            create_deployment(kube, namespace)
+            return
+        except ApiException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_correlate_reports_fail_open_and_dodged_bypasses(
+    control_plane: ControlPlane, kube: client.ApiClient, webhook: RunningWebhook
+) -> None:
+    since = now()
+    joined_ns = new_namespace(kube, "trail")
+    fence(kube, joined_ns)
+    open_ns = new_namespace(kube, "trail-open")  # not fenced: anything created here is a bypass
+    down_ns = new_namespace(kube, "trail-down")
+    try:
+        dead = f"https://127.0.0.1:{free_port()}/validate"
+        reconfigure(
+            kube,
+            webhook_configuration(
+                CONFIGURATION, WEBHOOK_NAME, dead, webhook.ca_pem, failure_policy="Ignore"
+            ),
+        )
+        eventually_created(kube, open_ns)  # kubefence is "down": the API server fails open
+        reconfigure(kube, None)
+        eventually_created(kube, down_ns)  # no configuration at all: dodged
+        until = now()
+    finally:
+        webhook.register(kube)
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook", "correlate",
+         "--audit-log", str(control_plane.audit_log_path), "--decision-log", str(webhook.decision_log),
+         "--config", str(webhook.config_path), "--since", since, "--until", until, "--format", "json"],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr.decode()  # exit 1: there are bypasses
+    report = orjson.loads(result.stdout)
+    by_namespace = {(b["namespace"], b["resource"]): b for b in report["bypasses"]}
+    fail_open = by_namespace[(open_ns, "apps/deployments")]
+    assert fail_open["cause"] == "fail-open"
+    assert fail_open["webhook"] == WEBHOOK_NAME
+    assert by_namespace[(down_ns, "apps/deployments")]["cause"] == "dodged"
+    assert report["summary"]["joined"] >= 2  # the namespace and the policy of joined_ns
+    assert report["summary"]["auditGaps"] == 0
