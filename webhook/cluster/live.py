@@ -1,0 +1,318 @@
+"""The live cluster: the informer's facts for each decision, and a live read before a denial stands.
+
+Invariants:
+- `LiveView` answers from the informer's state, without I/O or locks.
+- `confirm` reads one namespace consistently from the API server (the Namespace, its
+  NetworkPolicies with resourceVersion unset, and whether any Pod in it still runs) within the
+  caller's time; concurrent callers for a namespace share one read, and an answer is reused for
+  about a second. A failed or late read yields None, so the denial it was to confirm stands.
+- `serve_live` owns the API client: opened before serving, closed after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+from kubernetes.aio.client import ApiClient, Configuration
+from kubernetes.aio.config import ConfigException, load_incluster_config, load_kube_config
+from kubernetes.aio.config.kube_config import refresh_token
+
+from webhook import serving
+from webhook.cluster.informer import (
+    JSON,
+    ApiError,
+    Backoff,
+    Informer,
+    Lines,
+    NamespaceRecord,
+    Transport,
+    namespace_record,
+)
+from webhook.cluster.view import ClusterView, NamespaceFacts, namespace_facts
+from webhook.config import Settings
+from webhook.decisionlog import get_logger
+from webhook.errors import InputError
+from webhook.labels import NAMESPACE_NAME_LABEL
+from webhook.netpol import PolicyFacts, analyse_policy
+from webhook.server import Runtime
+
+REMEMBER_SECONDS = 1.0  # an answer is reused this long after its read started
+READ_TIMEOUT = 5.0  # a shared read gives up after this, whoever still waits for it
+USER_AGENT = "kubefence"
+RUNNING_PODS = "status.phase!=Succeeded,status.phase!=Failed"
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+
+
+class KubeTransport:
+    """The API server through the `kubernetes.aio` client: its auth, TLS and connection pool.
+
+    Answers are taken raw and parsed with orjson: no per-object model deserialisation.
+    """
+
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+
+    async def get(
+        self,
+        path: str,
+        query: Sequence[tuple[str, str]] = (),
+        *,
+        timeout: float,
+        accept: str = JSON,
+    ) -> dict[str, Any]:
+        async with await self._open(path, query, timeout=timeout, accept=accept) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise ApiError(response.status, _reason(body, response.reason))
+        parsed = orjson.loads(body)
+        if not isinstance(parsed, dict):
+            raise ApiError(500, "the answer is not a JSON object")
+        return parsed
+
+    @contextlib.asynccontextmanager
+    async def watch(
+        self, path: str, query: Sequence[tuple[str, str]], *, timeout: float
+    ) -> AsyncIterator[Lines]:
+        response = await self._open(path, query, timeout=timeout, accept=JSON)
+        try:
+            if response.status != 200:
+                raise ApiError(response.status, _reason(await response.read(), response.reason))
+            yield response.content
+        finally:
+            response.close()  # mid-stream: drop the connection rather than drain it
+
+    async def _open(
+        self, path: str, query: Sequence[tuple[str, str]], *, timeout: float, accept: str
+    ) -> aiohttp.ClientResponse:
+        method, url, headers, body, post = await self.api.param_serialize(
+            method="GET",
+            resource_path=path,
+            query_params=list(query),
+            header_params={"Accept": accept},
+            auth_settings=["BearerToken"],
+        )
+        result = await self.api.call_api(
+            method, url, headers, body, post, _request_timeout=timeout, _preload_content=False
+        )
+        response: aiohttp.ClientResponse = result.response
+        return response
+
+
+def _reason(body: bytes, fallback: str | None) -> str:
+    """The message of a Status answer, else the HTTP reason."""
+    try:
+        status = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return fallback or "no reason given"
+    message = status.get("message") if isinstance(status, dict) else None
+    return str(message or fallback or "no reason given")
+
+
+class NamespaceReader:
+    """Consistent live reads of one namespace: one in flight per namespace, remembered briefly."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        remember: float = REMEMBER_SECONDS,
+        read_timeout: float = READ_TIMEOUT,
+        page_size: int = 500,
+    ) -> None:
+        self.reads = 0  # reads sent to the API server
+        self._transport = transport
+        self._remember = remember
+        self._read_timeout = read_timeout
+        self._page_size = page_size
+        self._inflight: dict[str, asyncio.Task[NamespaceFacts]] = {}
+        self._recent: dict[str, tuple[float, NamespaceFacts]] = {}
+
+    async def read(self, namespace: str, timeout: float) -> NamespaceFacts:
+        """The namespace as the API server has it now; raises when the read fails or is late."""
+        now = time.monotonic()
+        hit = self._recent.get(namespace)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        task = self._inflight.get(namespace)
+        if task is None:
+            self.reads += 1
+            task = asyncio.create_task(self._fetch(namespace))
+            self._inflight[namespace] = task
+            task.add_done_callback(functools.partial(self._done, namespace, now))
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(task)
+
+    def _done(self, namespace: str, started: float, task: asyncio.Task[NamespaceFacts]) -> None:
+        self._inflight.pop(namespace, None)
+        if task.cancelled() or task.exception() is not None:  # retrieved: nobody may be waiting
+            return
+        now = time.monotonic()
+        self._recent = {k: v for k, v in self._recent.items() if v[0] > now}
+        self._recent[namespace] = (started + self._remember, task.result())
+
+    async def _fetch(self, namespace: str) -> NamespaceFacts:
+        async with asyncio.timeout(self._read_timeout), asyncio.TaskGroup() as group:
+            record = group.create_task(self._namespace(namespace))
+            policies = group.create_task(self._policies(namespace))
+            running = group.create_task(self._running_pods(namespace))
+        found = record.result()
+        return namespace_facts(
+            namespace,
+            policies.result(),
+            labels=found.labels if found else {NAMESPACE_NAME_LABEL: namespace},
+            terminating=found.terminating if found else False,
+            running_pods=running.result(),
+        )
+
+    async def _namespace(self, namespace: str) -> NamespaceRecord | None:
+        try:
+            obj = await self._transport.get(
+                f"/api/v1/namespaces/{_segment(namespace)}", timeout=self._read_timeout
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return namespace_record(obj)
+
+    async def _policies(self, namespace: str) -> list[PolicyFacts]:
+        path = f"/apis/networking.k8s.io/v1/namespaces/{_segment(namespace)}/networkpolicies"
+        found: list[PolicyFacts] = []
+        token = ""
+        while True:
+            query = [("limit", str(self._page_size))]  # resourceVersion unset: a consistent read
+            if token:
+                query.append(("continue", token))
+            page = await self._transport.get(path, query, timeout=self._read_timeout)
+            found.extend(analyse_policy(item) for item in page.get("items") or ())
+            token = str((page.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return found
+
+    async def _running_pods(self, namespace: str) -> int:
+        """0 when no Pod in the namespace may still run, else at least 1 (a one-item list)."""
+        page = await self._transport.get(
+            f"/api/v1/namespaces/{_segment(namespace)}/pods",
+            [("limit", "1"), ("fieldSelector", RUNNING_PODS)],
+            timeout=self._read_timeout,
+            accept=METADATA_ONLY,
+        )
+        items = page.get("items") or ()
+        remaining = (page.get("metadata") or {}).get("remainingItemCount")
+        return len(items) + (remaining if isinstance(remaining, int) else 0)
+
+
+def _segment(name: str) -> str:
+    return quote(name, safe="")
+
+
+class ConfirmedView:
+    """The cached view, but one namespace as just read from the API server."""
+
+    def __init__(self, base: ClusterView, facts: NamespaceFacts) -> None:
+        self._base = base
+        self._facts = facts
+
+    def namespace(self, name: str) -> NamespaceFacts | None:
+        return self._facts if name == self._facts.name else self._base.namespace(name)
+
+    @property
+    def synced(self) -> bool:
+        return True
+
+    def staleness(self) -> float:
+        return 0.0  # the namespace in question was read just now
+
+
+class LiveView:
+    """A ClusterView over the informer, and the Confirmer that re-reads a namespace live."""
+
+    def __init__(self, informer: Informer, reader: NamespaceReader) -> None:
+        self.informer = informer
+        self.reader = reader
+        self._log = get_logger()
+
+    def namespace(self, name: str) -> NamespaceFacts | None:
+        return self.informer.state.get(name)
+
+    @property
+    def synced(self) -> bool:
+        return self.informer.synced
+
+    def staleness(self) -> float:
+        return self.informer.staleness()
+
+    async def confirm(self, namespace: str, timeout: float) -> ClusterView | None:
+        try:
+            facts = await self.reader.read(namespace, timeout)
+        except Exception as exc:
+            while isinstance(exc, ExceptionGroup):  # the TaskGroup's: name the first cause
+                exc = exc.exceptions[0]
+            reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            self._log.warning("live_read.failed", namespace=namespace, reason=reason)
+            return None
+        return ConfirmedView(self, facts)
+
+
+async def connect(kubeconfig: Path | None) -> tuple[ApiClient, Any]:
+    """An API client from a kubeconfig file, or from the Pod's service account when None.
+
+    Returns the client and the kubeconfig loader (None in-cluster) for credential refreshes.
+    """
+    configuration = Configuration()
+    loader: Any = None
+    try:
+        if kubeconfig is None:
+            load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            loader = await load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(kubeconfig),
+                client_configuration=configuration,
+                persist_config=False,
+            )
+    except (ConfigException, OSError, ValueError) as exc:
+        where = str(kubeconfig) if kubeconfig is not None else "in-cluster config"
+        raise InputError(f"{where}: cannot load cluster credentials: {exc}") from None
+    api = ApiClient(configuration)
+    api.user_agent = USER_AGENT
+    return api, loader
+
+
+def build(api: ApiClient, *, backoff: Backoff | None = None) -> LiveView:
+    """An informer and a reader over one client, behind one view."""
+    transport = KubeTransport(api)
+    return LiveView(Informer(transport, backoff=backoff), NamespaceReader(transport))
+
+
+async def serve_live(
+    options: serving.ServeOptions, settings: Settings, kubeconfig: Path | None
+) -> int:
+    """Serve with the live cluster view; the informer runs beside the server in its loop."""
+    api, loader = await connect(kubeconfig)
+    try:
+        view = build(api)
+        background: list[Callable[[Runtime], Coroutine[Any, Any, None]]] = [view.informer.run]
+        if loader is not None:
+            background.append(_refresh(loader, api))
+        return await serving.serve(options, settings, view, background=background, confirmer=view)
+    finally:
+        with contextlib.suppress(Exception):
+            await api.close()  # type: ignore[no-untyped-call]
+
+
+def _refresh(loader: Any, api: ApiClient) -> Callable[[Runtime], Coroutine[Any, Any, None]]:
+    """Keep exec-plugin and GCP credentials of a kubeconfig fresh (returns at once otherwise)."""
+
+    async def job(runtime: Runtime) -> None:
+        await refresh_token(loader, api.configuration)  # type: ignore[no-untyped-call]
+
+    return job
