@@ -72,7 +72,7 @@ def wait_ready(port: int, ca: Path) -> None:
         try:
             with urllib.request.urlopen(
                 f"https://127.0.0.1:{port}/readyz", context=context, timeout=1
-            ):  # noqa: S310
+            ):
                 return
         except OSError:
             time.sleep(0.05)
