@@ -252,7 +252,7 @@ def _drift(reader: _Reader, raw: object) -> DriftSpec | None:
     """What the chart installed; kubefence watches the cluster for changes to it."""
     if raw is None:
         return None
-    keys = ("webhookConfiguration", "admissionPolicy", "binding", "caBundleInjected", "expected")
+    keys = ("webhookConfiguration", "admissionPolicy", "binding", "ignoreCABundle", "expected")
     doc = reader.mapping(raw, "drift", keys)
     if "webhookConfiguration" not in doc:
         raise ConfigError(reader.source, "drift.webhookConfiguration", "is required")
@@ -261,9 +261,9 @@ def _drift(reader: _Reader, raw: object) -> DriftSpec | None:
         isinstance(w, dict) and w.get("name") for w in expected
     ):
         raise ConfigError(reader.source, "drift.expected", "must be a list of webhooks with names")
-    injected = doc.get("caBundleInjected", False)
+    injected = doc.get("ignoreCABundle", False)
     if not isinstance(injected, bool):
-        raise ConfigError(reader.source, "drift.caBundleInjected", "must be true or false")
+        raise ConfigError(reader.source, "drift.ignoreCABundle", "must be true or false")
     return DriftSpec(
         webhook_configuration=reader.string(
             doc["webhookConfiguration"], "drift.webhookConfiguration"

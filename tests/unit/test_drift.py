@@ -99,7 +99,7 @@ def test_injected_ca_bundle_is_not_drift() -> None:
 
 def test_drift_config_section() -> None:
     settings = parse_settings(
-        "drift: {webhookConfiguration: kubefence, admissionPolicy: kubefence-protect, caBundleInjected: true, expected: [{name: validate.kubefence.io}]}",
+        "drift: {webhookConfiguration: kubefence, admissionPolicy: kubefence-protect, ignoreCABundle: true, expected: [{name: validate.kubefence.io}]}",
         "config.yaml",
         Path(),
     )
