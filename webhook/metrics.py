@@ -92,6 +92,18 @@ class Metrics:
             ["revision"],
             registry=r,
         )
+        self.webhook_drift = Gauge(
+            "kubefence_webhook_drift",
+            "1 while a watched admission object (webhook configuration, policy, binding) drifts.",
+            ["object", "name"],
+            registry=r,
+        )
+        self.webhook_drift_events = Counter(
+            "kubefence_webhook_drift_events_total",
+            "Drift of kubefence's admission objects appearing or changing (drift), or resolved.",
+            ["object", "event"],
+            registry=r,
+        )
 
     def count_decision(self, verdict: str, operation: str, failures: list[tuple[str, str]]) -> None:
         """Count one decision; label children are looked up once (`labels()` locks each call)."""

@@ -27,6 +27,7 @@ from kubernetes.aio.config import ConfigException, load_incluster_config, load_k
 from kubernetes.aio.config.kube_config import refresh_token
 
 from webhook import serving
+from webhook.cluster.driftwatch import DriftWatch
 from webhook.cluster.informer import (
     JSON,
     ApiError,
@@ -300,7 +301,10 @@ async def serve_live(
     api, loader = await connect(kubeconfig)
     try:
         view = build(api)
-        background: list[Callable[[Runtime], Coroutine[Any, Any, None]]] = [view.informer.run]
+        background: list[Callable[[Runtime], Coroutine[Any, Any, None]]] = [
+            view.informer.run,
+            DriftWatch(KubeTransport(api)).run,
+        ]
         if loader is not None:
             background.append(_refresh(loader, api))
         return await serving.serve(options, settings, view, background=background, confirmer=view)
