@@ -24,15 +24,13 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def reconfigure(kube: client.ApiClient, manifest: dict[str, Any] | None) -> None:
-    api = client.AdmissionregistrationV1Api(kube)
-    try:
-        api.delete_validating_webhook_configuration(CONFIGURATION)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+def reconfigure(
+    kube: client.ApiClient, hook: RunningWebhook, manifest: dict[str, Any] | None
+) -> None:
+    """Replace kubefence's webhook configuration with `manifest` (None: leave it deleted)."""
+    hook.unregister(kube)
     if manifest is not None:
-        api.create_validating_webhook_configuration(manifest)
+        client.AdmissionregistrationV1Api(kube).create_validating_webhook_configuration(manifest)
 
 
 def eventually_created(kube: client.ApiClient, namespace: str, timeout: float = 30.0) -> None:
@@ -60,12 +58,13 @@ def test_correlate_reports_fail_open_and_dodged_bypasses(
         dead = f"https://127.0.0.1:{free_port()}/validate"
         reconfigure(
             kube,
+            webhook,
             webhook_configuration(
                 CONFIGURATION, WEBHOOK_NAME, dead, webhook.ca_pem, failure_policy="Ignore"
             ),
         )
         eventually_created(kube, open_ns)  # kubefence is "down": the API server fails open
-        reconfigure(kube, None)
+        reconfigure(kube, webhook, None)
         eventually_created(kube, down_ns)  # no configuration at all: dodged
         until = now()
     finally:

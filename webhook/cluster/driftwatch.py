@@ -202,16 +202,7 @@ class DriftWatch:
                     await self._list(target, spec, host)
                 await self._watch(target, spec, host)
             except Exception as exc:
-                stream.connected = False
-                expired = isinstance(exc, ApiError) and exc.expired
-                if expired:
-                    stream.resource_version = ""
-                    stream.expired += 1
-                else:
-                    stream.errors += 1
-                at_once = expired and not stream.failures
-                delay = 0.0 if at_once else self._backoff.delay(stream.failures)
-                stream.failures += 1
+                expired, delay = stream.failed(exc, self._backoff)
                 host.log.warning(
                     "drift_watch.relist" if expired else "drift_watch.retry",
                     object=target.kind.value,

@@ -378,6 +378,22 @@ class Stream:
     expired: int = 0  # 410 Gone answers that forced a re-list
     errors: int = 0
 
+    def failed(self, exc: BaseException, backoff: Backoff) -> tuple[bool, float]:
+        """Record a failed list or watch: (410 Gone, so re-list; seconds to wait first).
+
+        A first 410 re-lists at once; anything else, and repeated failures, back off.
+        """
+        self.connected = False
+        expired = isinstance(exc, ApiError) and exc.expired
+        if expired:
+            self.resource_version = ""
+            self.expired += 1
+        else:
+            self.errors += 1
+        delay = 0.0 if expired and not self.failures else backoff.delay(self.failures)
+        self.failures += 1
+        return expired, delay
+
 
 class ShortWatch(Exception):
     """The server ended a watch at once; re-watching at once would spin."""
@@ -425,16 +441,7 @@ class Informer:
                     await self._list(resource, host)
                 await self._watch(resource, host)
             except Exception as exc:
-                stream.connected = False
-                expired = isinstance(exc, ApiError) and exc.expired
-                if expired:
-                    stream.resource_version = ""
-                    stream.expired += 1
-                else:
-                    stream.errors += 1
-                at_once = expired and not stream.failures
-                delay = 0.0 if at_once else self._backoff.delay(stream.failures)
-                stream.failures += 1
+                expired, delay = stream.failed(exc, self._backoff)
                 self._log.warning(
                     "informer.relist" if expired else "informer.retry",
                     resource=resource.value,
