@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509 import Certificate
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -202,18 +203,6 @@ def _key_pem(key: PrivateKey) -> bytes:
     )
 
 
-def _public_der(key: PrivateKey) -> bytes:
-    return key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def _key_matches(key: PrivateKey, cert: Certificate) -> bool:
-    return _public_der(key) == cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 def write_bundle(
     out_dir: StrPath,
     ca_cert: Certificate,
@@ -250,27 +239,47 @@ def _read(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: no such {what} file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a {what} file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def _load_cert(path: Path) -> Certificate:
+def load_certificates(path: StrPath) -> list[Certificate]:
+    """Every certificate of a PEM file, leaf first; InputError naming the file if there is none."""
+    file = Path(path)
     try:
-        return x509.load_pem_x509_certificate(_read(path, "certificate"))
+        return x509.load_pem_x509_certificates(_read(file, "certificate"))
     except ValueError:
-        raise InputError(f"{path}: not a PEM certificate") from None
+        raise InputError(f"{file}: not a PEM certificate") from None
+
+
+def _load_cert(path: Path) -> Certificate:
+    return load_certificates(path)[0]
+
+
+def load_private_key(path: StrPath) -> PrivateKeyTypes:
+    """An unencrypted PEM private key of any type; InputError naming the file if it will not do."""
+    file = Path(path)
+    try:
+        return serialization.load_pem_private_key(_read(file, "key"), password=None)
+    except TypeError:
+        raise InputError(f"{file}: encrypted keys are not supported") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise InputError(f"{file}: not a PEM private key") from None
 
 
 def _load_key(path: Path) -> PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(_read(path, "key"), password=None)
-    except TypeError:
-        raise InputError(f"{path}: encrypted keys are not supported") from None
-    except ValueError:
-        raise InputError(f"{path}: not a PEM private key") from None
+    key = load_private_key(path)
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise InputError(f"{path}: key must be ECDSA or RSA, not {type(key).__name__}")
     return key
+
+
+def key_matches(key: PrivateKeyTypes, cert: Certificate) -> bool:
+    """True when the certificate carries the public half of the key."""
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
 
 
 def load_ca(cert_path: StrPath, key_path: StrPath) -> tuple[Certificate, PrivateKey]:
@@ -290,7 +299,7 @@ def load_ca(cert_path: StrPath, key_path: StrPath) -> tuple[Certificate, Private
     if cert.not_valid_after_utc <= _now():
         raise InputError(f"{cert_file}: CA certificate expired on {cert.not_valid_after_utc:%F}")
     key = _load_key(key_file)
-    if not _key_matches(key, cert):
+    if not key_matches(key, cert):
         raise InputError(f"{key_file}: key does not match the certificate in {cert_file}")
     return cert, key
 
@@ -309,7 +318,7 @@ def _serving_cert_fits(
     have_dns = set(sans.get_values_for_type(x509.DNSName))
     have_ips = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
     return (
-        _key_matches(key, cert)
+        key_matches(key, cert)
         and cert.not_valid_after_utc - _now() > RENEW_BEFORE
         and set(dns) <= have_dns
         and set(ips) <= have_ips

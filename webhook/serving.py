@@ -1,31 +1,41 @@
-"""Running the webhook: TLS listener, config and certificate reloads, graceful shutdown.
+"""Running the webhook: TLS listener, certificate and config reloads, graceful shutdown.
 
-Start-up and shutdown live here, around the thin request layer of `webhook.server`. On SIGTERM
-`/readyz` turns 503 at once, the listener keeps serving for the drain period (the Service needs
-time to drop the endpoint), in-flight requests complete, then the process exits 0.
+Start-up and shutdown live here, around the thin request layer of `webhook.server`. Invariants:
+start-up either serves or fails with an InputError naming the file or address at fault; on
+SIGTERM `/readyz` turns 503 at once and every response carries `Connection: close` (keep-alive
+clients move to other endpoints), the listener keeps accepting for the drain period, then stops
+accepting, requests in flight complete, and the process exits 0 no later than `grace_seconds`
+after the signal.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import datetime as dt
+import os
 import signal
 import socket
-import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
+from webhook import tls
 from webhook.cluster.view import ClusterView
 from webhook.config import Settings, load_settings
 from webhook.errors import InputError
-from webhook.server import Confirmer, Runtime, build_app
-from webhook.tls import CertificateReloader, file_signature, not_after, server_context
+from webhook.server import RUNTIME, Confirmer, Runtime, build_app, healthz, metrics, readyz
 
-RELOAD_INTERVAL = 2.0
+RELOAD_INTERVAL = 2.0  # config file polling
+KEEPALIVE_SECONDS = 30.0  # idle keep-alive connections are closed after this
+HANDSHAKE_TIMEOUT = 10.0
+SETTLE_SECONDS = 1.0  # after the listener closes, time for just-accepted clients to send
+
+Job = Callable[[Runtime], Coroutine[Any, Any, None]]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
@@ -36,9 +46,12 @@ class ServeOptions:
     port: int = 8443
     client_ca: Path | None = None
     config: Path | None = None
-    drain_seconds: float = 5.0
-    grace_seconds: float = 25.0
-    reuse_port: bool = False
+    drain_seconds: float = 5.0  # after SIGTERM: keep serving with /readyz failing
+    grace_seconds: float = 25.0  # from SIGTERM to exit, drain included
+    reuse_port: bool = False  # SO_REUSEPORT: several workers share the port
+    probe_port: int | None = None  # plain HTTP /healthz, /readyz, /metrics (no client cert)
+    parent_pid: int | None = None  # a worker: stop when this parent goes away
+    cert_poll_seconds: float = tls.POLL_INTERVAL
 
 
 async def serve(
@@ -46,84 +59,217 @@ async def serve(
     settings: Settings,
     cluster: ClusterView,
     *,
-    background: list[Callable[[Runtime], Coroutine[Any, Any, None]]] | None = None,
+    background: list[Job] | None = None,
     confirmer: Confirmer | None = None,
     started: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit code.
+    """Serve until SIGTERM/SIGINT (or `stop` is set); returns the exit code.
 
     `background` jobs (an informer, say) run beside the server and are cancelled at shutdown;
-    `confirmer` re-reads a namespace live before a denial that relied on cached state.
+    `confirmer` re-reads a namespace live before a denial that relied on cached state; `started`
+    is told the port once the listener accepts.
     """
-    context = server_context(options.cert, options.key, options.client_ca)
+    reloader = tls.CertificateReloader(
+        options.cert, options.key, options.client_ca, interval=options.cert_poll_seconds
+    )
     runtime = Runtime(settings=settings, cluster=cluster, confirmer=confirmer)
-    runtime.metrics.cert_not_after.set(not_after(options.cert))
+    reloader.on_result = partial(_report_reload, runtime, options.cert)
+    runtime.metrics.cert_not_after.set(reloader.pair.not_after)
+    for result in ("applied", "rejected"):
+        runtime.metrics.cert_reloads.labels(result)
     app = build_app(runtime)
+    app.on_response_prepare.append(_close_while_draining)
+    sock = _listen(options.host, options.port, options.reuse_port)
+    try:
+        probe_sock = (
+            _listen(options.host, options.probe_port, options.reuse_port)
+            if options.probe_port is not None
+            else None
+        )
+    except InputError:
+        sock.close()
+        raise
     runner = web.AppRunner(
         app,
         access_log=None,
         handle_signals=False,
-        keepalive_timeout=30.0,
-        shutdown_timeout=options.grace_seconds,
+        keepalive_timeout=KEEPALIVE_SECONDS,
+        shutdown_timeout=0.5,  # connections are closed by _shut_down, within the grace period
     )
     await runner.setup()
-    loop = asyncio.get_running_loop()
-    sock = _listen(options.host, options.port, options.reuse_port)
     assert runner.server is not None  # set by setup()
+    in_flight = _InFlight(runner.server.request_handler)
+    runner.server.request_handler = in_flight
+    loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        runner.server, sock=sock, ssl=context, ssl_handshake_timeout=10.0, backlog=1024
+        runner.server,
+        sock=sock,
+        ssl=reloader.context,
+        ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+        backlog=1024,
     )
+    probes = await _start_probes(runtime, probe_sock) if probe_sock is not None else None
     port = sock.getsockname()[1]
-    runtime.log.info("server.started", port=port, revision=settings.revision)
+    runtime.log.info(
+        "server.started",
+        port=port,
+        probe_port=probe_sock.getsockname()[1] if probe_sock is not None else None,
+        pid=os.getpid(),
+        revision=settings.revision,
+        cert_serial=reloader.pair.serial,
+        client_ca=str(options.client_ca) if options.client_ca else None,
+    )
     if started is not None:
         started(port)
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    if stop is None:
+        stop = asyncio.Event()
+    signals = (signal.SIGTERM,) if options.parent_pid else (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
         loop.add_signal_handler(signum, stop.set)
-    tasks = [
-        asyncio.create_task(_watch_certificates(runtime, context, options)),
-        asyncio.create_task(_watch_config(runtime, options.config)),
-        *(asyncio.create_task(job(runtime)) for job in background or ()),
+    jobs = [
+        reloader.run(),
+        _watch_config(runtime, options.config),
+        *(job(runtime) for job in background or ()),
     ]
-    await stop.wait()
-    runtime.shutting_down = True
-    runtime.log.info("server.draining", seconds=options.drain_seconds)
-    await asyncio.sleep(options.drain_seconds)
-    server.close()  # stop accepting; open connections go on
-    await runner.cleanup()  # closes idle connections, waits for in-flight handlers
-    await server.wait_closed()
+    if options.parent_pid is not None:
+        jobs.append(_watch_parent(runtime, options.parent_pid, stop))
+    tasks = [asyncio.create_task(job) for job in jobs]
     for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        task.add_done_callback(partial(_job_ended, runtime))
+    try:
+        await stop.wait()
+        await _shut_down(runtime, server, runner, in_flight, options)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if probes is not None:
+            await probes.cleanup()
     runtime.log.info("server.stopped")
     return 0
+
+
+def _job_ended(runtime: Runtime, task: asyncio.Task[None]) -> None:
+    """A background job that fails is logged with its traceback; serving goes on.
+
+    Stopping would turn a broken side job into an outage of every replica at once; a broken
+    informer shows as cache staleness, which `cache.onStale` already answers.
+    """
+    if not task.cancelled() and task.exception() is not None:
+        job = getattr(task.get_coro(), "__qualname__", task.get_name())
+        runtime.log.error("server.job_failed", job=job, exc_info=task.exception())
+
+
+async def _shut_down(
+    runtime: Runtime,
+    server: asyncio.Server,
+    runner: web.AppRunner,
+    in_flight: _InFlight,
+    options: ServeOptions,
+) -> None:
+    """Drain, stop accepting, let requests in flight finish; all within the grace period."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + options.grace_seconds
+    runtime.shutting_down = True
+    runtime.log.info("server.draining", seconds=options.drain_seconds)
+    await asyncio.sleep(max(0.0, min(options.drain_seconds, options.grace_seconds)))
+    server.close()  # stop accepting; connections already made go on
+    web_server = runner.server
+    assert web_server is not None
+    # A connection accepted just before the close may still be in its TLS handshake (aiohttp does
+    # not know it yet) or not have sent its request; a request whose body is still arriving would
+    # lose the rest once aiohttp starts closing. Give the first a moment, the second its time.
+    settle = loop.time() + SETTLE_SECONDS
+    while loop.time() < deadline and (in_flight.count or loop.time() < settle):
+        await asyncio.sleep(0.05)
+    runtime.log.info(
+        "server.closing", connections=len(web_server.connections), in_flight=in_flight.count
+    )
+    web_server.pre_shutdown()  # idle connections close now, busy ones after their response
+    remaining = max(0.05, deadline - loop.time())  # aiohttp reads 0 as "no limit"
+    try:
+        async with asyncio.timeout(remaining):  # aiohttp may wait twice its timeout
+            await web_server.shutdown(remaining)
+    except TimeoutError:
+        for connection in web_server.connections:
+            connection.force_close()
+    await runner.cleanup()
+    await server.wait_closed()
+
+
+class _InFlight:
+    """Wraps the request handler to count requests between their headers and their answer."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.count = 0
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        self.count += 1
+        try:
+            return await self.handler(request)
+        finally:
+            self.count -= 1
+
+
+async def _close_while_draining(request: web.Request, response: web.StreamResponse) -> None:
+    """While draining, no connection is kept alive: its client reconnects, to another endpoint."""
+    if request.app[RUNTIME].shutting_down:
+        response.force_close()
+        response.headers[hdrs.CONNECTION] = "close"
 
 
 def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.setblocking(False)
     return sock
 
 
-async def _watch_certificates(
-    runtime: Runtime, context: ssl.SSLContext, options: ServeOptions
-) -> None:
-    def report(result: str, expiry: float | None, reason: str) -> None:
-        runtime.metrics.cert_reloads.labels(result).inc()
-        if expiry is not None:
-            runtime.metrics.cert_not_after.set(expiry)
-            runtime.log.info("certificate.reloaded", cert=str(options.cert))
-        else:
-            runtime.log.error("certificate.rejected", cert=str(options.cert), reason=reason)
+async def _start_probes(runtime: Runtime, sock: socket.socket) -> web.AppRunner:
+    """Plain-HTTP health, readiness and metrics for kubelet and Prometheus, which have no client
+    certificate to show a `--client-ca` listener."""
+    app = web.Application()
+    app[RUNTIME] = runtime
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    return runner
 
-    await CertificateReloader(context, options.cert, options.key, report).run()
+
+def _report_reload(
+    runtime: Runtime, cert: Path, result: str, pair: tls.KeyPair | None, reason: str
+) -> None:
+    runtime.metrics.cert_reloads.labels(result).inc()
+    if pair is None:
+        runtime.log.error("certificate.rejected", cert=str(cert), reason=reason)
+        return
+    runtime.metrics.cert_not_after.set(pair.not_after)
+    expiry = dt.datetime.fromtimestamp(pair.not_after, dt.UTC).isoformat()
+    runtime.log.info("certificate.reloaded", cert=str(cert), serial=pair.serial, not_after=expiry)
+
+
+async def _watch_parent(runtime: Runtime, parent: int, stop: asyncio.Event) -> None:
+    """A worker whose supervisor is gone (killed outright) stops like on SIGTERM."""
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    runtime.log.warning("server.orphaned", parent=parent)
+    stop.set()
 
 
 async def _watch_config(runtime: Runtime, path: Path | None) -> None:
@@ -133,7 +279,7 @@ async def _watch_config(runtime: Runtime, path: Path | None) -> None:
 
     def watched() -> tuple[object, ...]:
         policy = runtime.settings.audit_policy_file
-        return file_signature(path, *([policy] if policy else []))
+        return tls.file_signature(path, *([policy] if policy else []))
 
     signature = watched()
     while True:

@@ -1,46 +1,136 @@
 """Serving TLS: a hardened server context whose certificate follows its files without a restart.
 
-The certificate and key are polled (inode, mtime, size of the resolved path), which also sees a
-mounted Secret's `..data` symlink swap that inotify on the file misses. A new pair is loaded into a
-scratch context first: a broken pair is refused and the old one stays in service.
+Invariants: TLS 1.2 is the floor and TLS 1.2 offers only forward-secret AEAD suites (TLS 1.3
+suites are all AEAD). The context in service always holds a matching, unexpired certificate and
+key: a new pair is read once, checked completely, and only then installed from that same copy, so
+a broken or half-written pair is refused and the old one stays in service. Connections already
+open keep the certificate they were made with; new handshakes get the new one.
+
+The files are polled (inode, mtime, size after following symlinks), which also sees the `..data`
+symlink swap of a mounted Secret that inotify on the file misses. A change is applied once it has
+stood still for one poll, so a pair copied file by file is not caught half-way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import os
 import ssl
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from webhook import certs
+from webhook.errors import InputError
 
 # TLS 1.2 suites with forward secrecy and AEAD only; TLS 1.3 suites are OpenSSL's (all AEAD).
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+POLL_INTERVAL = 1.0  # seconds; a change is applied within two polls
 
 Signature = tuple[tuple[int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A certificate chain and its key as read from disk once, checked to belong together."""
+
+    cert_file: Path
+    key_file: Path
+    chain_pem: bytes
+    key_pem: bytes
+    leaf: x509.Certificate
+
+    @property
+    def not_after(self) -> float:
+        return self.leaf.not_valid_after_utc.timestamp()
+
+    @property
+    def serial(self) -> str:
+        return f"{self.leaf.serial_number:x}"
+
+
+def load_pair(cert: str | Path, key: str | Path) -> KeyPair:
+    """Read and check a serving pair; InputError naming the file that will not do."""
+    cert_file, key_file = Path(cert), Path(key)
+    chain = certs.load_certificates(cert_file)
+    private = certs.load_private_key(key_file)
+    leaf = chain[0]
+    if not certs.key_matches(private, leaf):
+        raise InputError(f"{key_file}: key does not match the certificate in {cert_file}")
+    if leaf.not_valid_after_utc <= dt.datetime.now(dt.UTC):
+        raise InputError(f"{cert_file}: certificate expired on {leaf.not_valid_after_utc:%F %T}Z")
+    chain_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+    key_pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    pair = KeyPair(cert_file, key_file, chain_pem, key_pem, leaf)
+    install(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), pair)  # what OpenSSL refuses, refuse now
+    return pair
+
+
+def hardened_context(pair: KeyPair, client_ca: str | Path | None = None) -> ssl.SSLContext:
+    """A TLS 1.2+ server context; with `client_ca`, clients must present a certificate it signed."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= (
+        ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
+    )
+    install(context, pair)
+    if client_ca is not None:
+        authorities = certs.load_certificates(client_ca)
+        pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in authorities)
+        context.load_verify_locations(cadata=pem.decode("ascii"))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def server_context(
     cert: str | Path, key: str | Path, client_ca: str | Path | None = None
 ) -> ssl.SSLContext:
-    """A TLS 1.2+ server context; with `client_ca`, clients must present a certificate it signed."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers(TLS12_CIPHERS)
-    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    context.load_cert_chain(str(cert), str(key))
-    if client_ca is not None:
-        context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(cafile=str(client_ca))
-    return context
+    """`hardened_context` over the pair in the files."""
+    return hardened_context(load_pair(cert, key), client_ca)
+
+
+def install(context: ssl.SSLContext, pair: KeyPair) -> None:
+    """Put the pair into the context for the handshakes that start from now on."""
+    try:
+        with _private_file(pair.chain_pem + pair.key_pem) as path:
+            context.load_cert_chain(path)
+    except ssl.SSLError as exc:
+        raise InputError(f"{pair.cert_file}: refused by OpenSSL: {exc.reason or exc}") from None
+
+
+@contextlib.contextmanager
+def _private_file(data: bytes) -> Iterator[str]:
+    """A path to `data` that only this process can open; in memory where Linux allows."""
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fd = os.memfd_create("kubefence-tls", os.MFD_CLOEXEC)
+        try:
+            with open(fd, "wb", closefd=False) as f:
+                f.write(data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="kubefence-tls-") as tmp:
+        path = Path(tmp, "pair.pem")
+        path.touch(mode=0o600)
+        path.write_bytes(data)
+        yield str(path)
 
 
 def not_after(cert: str | Path) -> float:
     """The certificate's expiry as a Unix timestamp."""
-    data = Path(cert).read_bytes()
-    return x509.load_pem_x509_certificate(data).not_valid_after_utc.timestamp()
+    return certs.load_certificates(cert)[0].not_valid_after_utc.timestamp()
 
 
 def file_signature(*paths: str | Path) -> Signature:
@@ -56,35 +146,53 @@ def file_signature(*paths: str | Path) -> Signature:
     return tuple(out)
 
 
-@dataclass
+# (result "applied" | "rejected", the pair now in service when applied, reason when rejected)
+ReloadReport = Callable[[str, KeyPair | None, str], None]
+
+
 class CertificateReloader:
-    """Keeps a live SSLContext's certificate in step with the files it came from."""
+    """Owns the serving context: loads the pair at start, then keeps it in step with its files."""
 
-    context: ssl.SSLContext
-    cert: Path
-    key: Path
-    on_result: Callable[[str, float | None, str], None]  # (applied|rejected, not_after, reason)
-    interval: float = 2.0
-
-    def __post_init__(self) -> None:
-        self._signature = file_signature(self.cert, self.key)
+    def __init__(
+        self,
+        cert: str | Path,
+        key: str | Path,
+        client_ca: str | Path | None = None,
+        *,
+        on_result: ReloadReport | None = None,
+        interval: float = POLL_INTERVAL,
+    ) -> None:
+        self.cert, self.key = Path(cert), Path(key)
+        self.on_result = on_result
+        self.interval = interval
+        self._seen = file_signature(self.cert, self.key)  # before reading: a change is not lost
+        self.pair = load_pair(self.cert, self.key)
+        self.context = hardened_context(self.pair, client_ca)
+        self._pending: Signature | None = None
 
     def check(self) -> str | None:
-        """Reload when the files changed; return the result, or None when nothing changed."""
+        """Reload a change that has stood still since the last check; the result, or None."""
         signature = file_signature(self.cert, self.key)
-        if signature == self._signature:
+        if signature == self._seen:
+            self._pending = None
             return None
-        self._signature = signature
+        if signature != self._pending:
+            self._pending = signature
+            return None
+        self._seen, self._pending = signature, None
         try:
-            scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            scratch.load_cert_chain(str(self.cert), str(self.key))
-            expiry = not_after(self.cert)
-            self.context.load_cert_chain(str(self.cert), str(self.key))
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            self.on_result("rejected", None, f"{exc.__class__.__name__}: {exc}")
+            pair = load_pair(self.cert, self.key)
+            install(self.context, pair)
+        except InputError as exc:
+            self._report("rejected", None, str(exc))
             return "rejected"
-        self.on_result("applied", expiry, "")
+        self.pair = pair
+        self._report("applied", pair, "")
         return "applied"
+
+    def _report(self, result: str, pair: KeyPair | None, reason: str) -> None:
+        if self.on_result is not None:
+            self.on_result(result, pair, reason)
 
     async def run(self) -> None:
         while True:

@@ -100,7 +100,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(
-    args: list[str], port: int, ca: Path, lua: Path, seconds: int, connections: int
+    args: list[str], port: int, ca: Path, lua: Path, *, seconds: int, connections: int
 ) -> dict[str, float]:
     proc = subprocess.Popen([*pin(0), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -182,7 +182,9 @@ def main() -> int:
         "--drain-seconds",
         "0",
     ]
-    kubefence = measure(serve, port, paths.ca_cert, lua, opts.seconds, opts.connections)
+    kubefence = measure(
+        serve, port, paths.ca_cert, lua, seconds=opts.seconds, connections=opts.connections
+    )
     decide_us, full_us = decide_cost()
 
     print(

@@ -1,4 +1,8 @@
-"""`kubefence serve`: run the webhook over TLS against a live cluster or a folder of manifests."""
+"""`kubefence serve`: run the webhook over TLS against a live cluster or a folder of manifests.
+
+Everything a start needs (TLS pair, client CA, config, state folder, the port) is checked before
+serving; what will not do is one line naming the file or address, exit 2, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,19 @@ import asyncio
 import os
 from pathlib import Path
 
-from webhook import decisionlog
+from webhook import decisionlog, tls
 from webhook.cluster.static import load_state
 from webhook.config import load_settings
 from webhook.errors import InputError
 from webhook.serving import ServeOptions, serve
 
 HELP = "run the webhook (TLS) against a live cluster (--kubeconfig, in-cluster) or --state DIR"
+
+
+def _count(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of workers")
+    return int(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,19 +35,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--kubeconfig", type=Path, help="kubeconfig of the cluster (default: in-cluster)"
     )
+    parser.add_argument(
+        "--workers",
+        type=_count,
+        default=1,
+        help="serving processes sharing the port (SO_REUSEPORT), each with its own cluster view"
+        " and metrics (default 1)",
+    )
+    # Set by the supervisor of --workers in each worker: share the port, stop with the parent.
+    parser.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=Path, help="kubefence config file (re-read when it changes)"
     )
-    parser.add_argument("--cert", type=Path, required=True, help="serving certificate (PEM)")
-    parser.add_argument("--key", type=Path, required=True, help="serving key (PEM)")
+    parser.add_argument(
+        "--cert", type=Path, required=True, help="serving certificate chain (PEM, re-read)"
+    )
+    parser.add_argument("--key", type=Path, required=True, help="serving key (PEM, re-read)")
     parser.add_argument(
         "--client-ca", type=Path, help="require client certificates signed by this CA"
     )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104
     parser.add_argument("--port", type=int, default=8443, help="port to listen on (default 8443)")
+    parser.add_argument(
+        "--probe-port",
+        type=int,
+        help="also serve /healthz, /readyz, /metrics over plain HTTP on this port (for probes"
+        " and scrapers that cannot show a --client-ca certificate)",
+    )
     parser.add_argument(
         "--drain-seconds",
         type=float,
@@ -48,15 +75,19 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--grace-seconds",
         type=float,
         default=25.0,
-        help="then wait at most this long for requests in flight (default 25)",
+        help="exit at most this long after SIGTERM, drain included; requests still in flight"
+        " then are cut (default 25; keep it below the Pod's terminationGracePeriodSeconds)",
     )
 
 
 def options_from(args: argparse.Namespace) -> ServeOptions:
-    for flag in ("cert", "key", "client_ca", "config"):
-        path = getattr(args, flag, None)
-        if path is not None and not Path(path).is_file():
-            raise InputError(f"{path}: --{flag.replace('_', '-')} file not found")
+    """The serving options; InputError (naming the file) for TLS material that will not serve."""
+    if args.config is not None and not Path(args.config).is_file():
+        raise InputError(f"{args.config}: --config file not found")
+    if not 0 <= args.drain_seconds < args.grace_seconds:
+        raise InputError("--drain-seconds must be at least 0 and less than --grace-seconds")
+    tls.server_context(args.cert, args.key, args.client_ca)  # fail now, not after a cache sync
+    worker_of = getattr(args, "worker_of", None)
     return ServeOptions(
         cert=args.cert,
         key=args.key,
@@ -66,18 +97,28 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
         config=args.config,
         drain_seconds=args.drain_seconds,
         grace_seconds=args.grace_seconds,
+        probe_port=args.probe_port,
+        reuse_port=worker_of is not None,
+        parent_pid=worker_of,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     options = options_from(args)
     settings = load_settings(args.config)
-    decisionlog.configure()
     if args.state is not None:
         cluster = load_state(args.state)
-        return asyncio.run(serve(options, settings, cluster))
-    if args.kubeconfig is None and "KUBERNETES_SERVICE_HOST" not in os.environ:
+    elif args.kubeconfig is None and "KUBERNETES_SERVICE_HOST" not in os.environ:
         raise InputError("no cluster: give --state DIR or --kubeconfig FILE, or run in a cluster")
+    elif args.kubeconfig is not None and not Path(args.kubeconfig).is_file():
+        raise InputError(f"{args.kubeconfig}: --kubeconfig file not found")
+    decisionlog.configure()
+    if args.workers > 1:
+        from webhook import workers
+
+        return workers.supervise(args)
+    if args.state is not None:
+        return asyncio.run(serve(options, settings, cluster))
     from webhook.cluster.live import serve_live
 
     return asyncio.run(serve_live(options, settings, args.kubeconfig))
