@@ -160,8 +160,8 @@ def main() -> int:
         port,
         paths.ca_cert,
         lua,
-        opts.seconds,
-        opts.connections,
+        seconds=opts.seconds,
+        connections=opts.connections,
     )
     port = free_port()
     serve = [
