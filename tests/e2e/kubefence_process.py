@@ -56,7 +56,12 @@ class RunningWebhook:
 
     @classmethod
     def start(
-        cls, work: Path, kubeconfig: Path, audit_policy: Path, config_extra: str = ""
+        cls,
+        work: Path,
+        kubeconfig: Path,
+        audit_policy: Path,
+        config_extra: str = "",
+        extra_args: tuple[str, ...] = (),
     ) -> RunningWebhook:
         ca_cert, ca_key = certs.generate_ca()
         cert, key = certs.issue_serving_cert(ca_cert, ca_key, ["localhost"], ["127.0.0.1"])
@@ -74,6 +79,7 @@ class RunningWebhook:
             "--config", str(config),
             "--host", "127.0.0.1", "--port", str(port),
             "--drain-seconds", "0",
+            *extra_args,
         ]  # fmt: skip
         with log.open("wb") as out, (work / "stderr.log").open("wb") as err:
             process = subprocess.Popen(args, stdout=out, stderr=err)

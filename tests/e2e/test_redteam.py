@@ -6,11 +6,12 @@ Every attack ends with the same check a defender cares about: the namespace is s
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 from controlplane import ControlPlane
-from kubefence_process import RunningWebhook, denial, kubectl, marker_pod
+from kubefence_process import AUDIT_POLICY, RunningWebhook, denial, kubectl, marker_pod
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from test_webhook import deny_all, new_namespace
@@ -170,3 +171,30 @@ spec:
     )
     assert result.returncode != 0
     assert "is not fenced" in result.stderr
+
+
+def test_concurrent_deletes_against_two_workers(
+    control_plane: ControlPlane, kube: client.ApiClient, webhook: RunningWebhook, tmp_path: Path
+) -> None:
+    """Two processes deciding at once (each with its own cache) still leave the oldest fence."""
+    workers = RunningWebhook.start(
+        tmp_path, control_plane.kubeconfig_path, AUDIT_POLICY, extra_args=("--workers", "2")
+    )
+    try:
+        workers.register(kube)
+        for _ in range(3):
+            namespace = fenced_namespace(kube)
+            results: dict[str, Any] = {}
+            threads = [
+                threading.Thread(target=try_delete, args=(kube, namespace, n, results))
+                for n in reversed(FENCES)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert remaining(kube, namespace) == ["a-first"], results
+        assert workers.decisions(), "the two-worker process decided the deletes"
+    finally:
+        webhook.register(kube)  # back to the suite's webhook
+        workers.stop()
