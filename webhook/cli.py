@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from webhook import __version__
@@ -39,6 +39,17 @@ COMMANDS: dict[str, str] = {
     "correlate": "correlate",
     "certs": "certs",
 }
+
+
+def positive_int(what: str) -> Callable[[str], int]:
+    """An argparse type for a whole number of at least 1; the error names `what` it counts."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of {what}")
+        return int(text)
+
+    return parse
 
 
 def _load(name: str) -> Command:

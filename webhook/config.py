@@ -223,6 +223,15 @@ def _webhook_names(reader: _Reader, root: Mapping[str, Any]) -> tuple[str, ...]:
     return names
 
 
+def parse_duration(text: str) -> float | None:
+    """Seconds in a positive Go-style duration (`60s`, `1m30s`, `500ms`, `1h`); None if not one."""
+    if not text or _DURATION.sub("", text) != "":
+        return None
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    seconds = sum(float(n) * units[u] for n, u in _DURATION.findall(text))
+    return seconds if seconds > 0 else None
+
+
 def is_qualified_webhook_name(name: str) -> bool:
     """A ValidatingWebhookConfiguration webhook name: a DNS-1123 subdomain of ≥ 3 labels."""
     labels = name.split(".")
@@ -373,12 +382,10 @@ class _Reader:
         """A Go-style duration (`60s`, `1m30s`, `500ms`) or a number of seconds."""
         if isinstance(raw, int | float) and not isinstance(raw, bool) and raw > 0:
             return float(raw)
-        if isinstance(raw, str) and raw and _DURATION.sub("", raw) == "":
-            factor = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-            seconds = sum(float(n) * factor[u] for n, u in _DURATION.findall(raw))
-            if seconds > 0:
-                return seconds
-        raise self.fail(path, "must be a positive duration such as 60s, 2m or 1m30s")
+        seconds = parse_duration(raw) if isinstance(raw, str) else None
+        if seconds is None:
+            raise self.fail(path, "must be a positive duration such as 60s, 2m or 1m30s")
+        return seconds
 
     def positive_int(self, raw: object, path: str) -> int:
         if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0:

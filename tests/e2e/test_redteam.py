@@ -46,11 +46,8 @@ def try_delete(kube: client.ApiClient, namespace: str, name: str, out: dict[str,
         out[name] = denial(exc)
 
 
-@pytest.mark.parametrize("round_", range(3))
-def test_concurrent_deletes_leave_the_oldest_fence(
-    kube: client.ApiClient, webhook: RunningWebhook, round_: int
-) -> None:
-    namespace = fenced_namespace(kube)
+def delete_concurrently(kube: client.ApiClient, namespace: str) -> dict[str, Any]:
+    """Delete every fence at once, one thread each; the outcome per policy."""
     results: dict[str, Any] = {}
     threads = [
         threading.Thread(target=try_delete, args=(kube, namespace, n, results))
@@ -60,6 +57,15 @@ def test_concurrent_deletes_leave_the_oldest_fence(
         t.start()
     for t in threads:
         t.join()
+    return results
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_concurrent_deletes_leave_the_oldest_fence(
+    kube: client.ApiClient, webhook: RunningWebhook, round_: int
+) -> None:
+    namespace = fenced_namespace(kube)
+    results = delete_concurrently(kube, namespace)
     assert remaining(kube, namespace) == ["a-first"]
     assert results["b-second"] == results["c-third"] == "deleted"
     assert 'deleting NetworkPolicy "a-first" would leave namespace' in results["a-first"]
@@ -184,15 +190,7 @@ def test_concurrent_deletes_against_two_workers(
         workers.register(kube)
         for _ in range(3):
             namespace = fenced_namespace(kube)
-            results: dict[str, Any] = {}
-            threads = [
-                threading.Thread(target=try_delete, args=(kube, namespace, n, results))
-                for n in reversed(FENCES)
-            ]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            results = delete_concurrently(kube, namespace)
             assert remaining(kube, namespace) == ["a-first"], results
         assert workers.decisions(), "the two-worker process decided the deletes"
     finally:

@@ -11,21 +11,12 @@ import sys
 from pathlib import Path
 
 from webhook import certs
+from webhook.cli import positive_int
 from webhook.errors import InputError
 
 HELP = "make a CA and a serving certificate for the webhook Service, print the caBundle"
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-
-
-def _days(value: str) -> int:
-    try:
-        days = int(value)
-    except ValueError:
-        days = 0
-    if days < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of days")
-    return days
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--service", required=True, help="the webhook's Service name")
     gen.add_argument("--namespace", required=True, help="the Service's namespace")
     gen.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
-    gen.add_argument("--days", type=_days, default=365, help="serving cert validity (365)")
+    gen.add_argument(
+        "--days", type=positive_int("days"), default=365, help="serving cert validity (365)"
+    )
     gen.add_argument(
         "--san",
         action="append",

@@ -11,14 +11,14 @@ import argparse
 import contextlib
 import gzip
 import io
-import re
 import sys
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, cast
 
-from webhook.config import load_settings
+from webhook.cli import positive_int
+from webhook.config import load_settings, parse_duration
 from webhook.correlate import CorrelateOptions, Correlation, parse_time
 from webhook.correlate_report import render_html, render_json, render_text
 from webhook.errors import InputError
@@ -29,8 +29,6 @@ HELP = (
 )
 
 _BUFFER = 1 << 20
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, metavar="FILE", help="write the report here")
     parser.add_argument(
         "--probe-threshold",
-        type=_positive_int,
+        type=positive_int("denials"),
         metavar="N",
         default=10,
         help="denials of one user within --probe-window that count as probing (default 10)",
@@ -97,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-items",
-        type=_positive_int,
+        type=positive_int("items"),
         metavar="N",
         default=1000,
         help="list at most this many of each finding; counts stay exact (default 1000)",
@@ -186,18 +184,7 @@ def _rfc3339(text: str) -> float:
 
 
 def _duration(text: str) -> float:
-    if text and _DURATION.sub("", text) == "":
-        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(text))
-        if seconds > 0:
-            return seconds
-    raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 10m or 1h30m")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
+    seconds = parse_duration(text)
+    if seconds is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 10m or 1h30m")
+    return seconds

@@ -12,18 +12,13 @@ import os
 from pathlib import Path
 
 from webhook import decisionlog, tls
+from webhook.cli import positive_int
 from webhook.cluster.static import load_state
 from webhook.config import load_settings
 from webhook.errors import InputError
 from webhook.serving import ServeOptions, serve
 
 HELP = "run the webhook (TLS) against a live cluster (--kubeconfig, in-cluster) or --state DIR"
-
-
-def _count(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of workers")
-    return int(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=_count,
+        type=positive_int("workers"),
         default=1,
         help="serving processes sharing the port (SO_REUSEPORT), each with its own cluster view"
         " and metrics (default 1)",
