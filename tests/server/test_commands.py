@@ -1,0 +1,99 @@
+"""`kubefence review` and `kubefence demo` as a newcomer runs them (the README's first command)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+from objects import deny_all, workload_review
+
+from webhook.cli import main
+
+DEMO_CLUSTER = Path(__file__).resolve().parents[2] / "webhook" / "demo" / "cluster.yaml"
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    folder = tmp_path / "state"
+    folder.mkdir()
+    (folder / "fence.json").write_bytes(
+        orjson.dumps({"kind": "List", "items": [deny_all(namespace="team")]})
+    )
+    return folder
+
+
+def test_review_allows_exit_0_and_denies_exit_1(
+    tmp_path: Path, state: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    for namespace, code, allowed in (("team", 0, True), ("open", 1, False)):
+        doc = tmp_path / f"{namespace}.json"
+        doc.write_bytes(
+            orjson.dumps(workload_review("Deployment", namespace=namespace, uid=f"r-{namespace}"))
+        )
+        assert main(["review", str(doc), "--state", str(state)]) == code
+        out = orjson.loads(capsysbinary.readouterr().out)
+        assert out["response"]["uid"] == f"r-{namespace}"
+        assert out["response"]["allowed"] is allowed
+
+
+def test_review_bad_input_exits_2_naming_the_file(
+    tmp_path: Path, state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = tmp_path / "broken.json"
+    doc.write_text('{"kind": "AdmissionReview"}')
+    assert main(["review", str(doc), "--state", str(state)]) == 2
+    assert f"{doc}: apiVersion must be" in capsys.readouterr().err
+    (state / "bad.yaml").write_text("kind: [")
+    assert main(["review", str(doc), "--state", str(state)]) == 2
+    assert f"{state / 'bad.yaml'}: cannot read: invalid YAML at line 1" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_demo_serves_and_its_curl_lines_show_one_allowed_and_one_denied(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "webhook", "demo", "--out", str(tmp_path / "certs"), "--port", str(port)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        banner = b""
+        deadline = time.monotonic() + 30
+        while b"Ctrl-C stops" not in banner and time.monotonic() < deadline:
+            assert proc.stderr is not None
+            banner += proc.stderr.readline()
+        text = banner.decode()
+        curls = re.findall(
+            r"curl -sS --cacert (\S+) -H 'Content-Type: application/json' --data @(\S+) (\S+)", text
+        )
+        assert len(curls) == 2, text
+        answers = []
+        for ca, body, url in curls:
+            context = ssl.create_default_context(cafile=str(tmp_path / ca))
+            request = urllib.request.Request(
+                url,
+                data=(tmp_path / body).read_bytes(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, context=context, timeout=5) as r:
+                answers.append(orjson.loads(r.read())["response"]["allowed"])
+        assert answers == [True, False]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    decisions = [orjson.loads(line) for line in out.splitlines() if b"admission.decision" in line]
+    assert [d["decision"] for d in decisions] == ["allow", "deny"]
