@@ -11,8 +11,8 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 import pytest
+from scripted_api import ScriptedWatches
 
 from webhook.cluster.driftwatch import (
     DELETED,
@@ -194,16 +194,11 @@ class Host:
         ]
 
 
-class ScriptedApi:
+class ScriptedApi(ScriptedWatches):
     """Lists what `objects` holds (by name, as a fieldSelector asks); watches are fed by the test."""
 
     def __init__(self) -> None:
-        self.version = 10
-        self.objects: dict[str, list[dict[str, Any]]] = {k.path: [] for k in Kind}
-        self.gets: list[tuple[str, dict[str, str]]] = []
-        self.watches: list[tuple[str, dict[str, str]]] = []
-        self.refuse: list[ApiError] = []  # the next watches answer these
-        self.streams: dict[str, asyncio.Queue[bytes]] = {}
+        super().__init__(k.path for k in Kind)
 
     async def get(
         self, path: str, query: Any = (), *, timeout: float, accept: str = "application/json"
@@ -214,25 +209,11 @@ class ScriptedApi:
         items = [o for o in self.objects[path] if o["metadata"]["name"] == name]
         return {"metadata": {"resourceVersion": str(self.version)}, "items": items}
 
-    @contextlib.asynccontextmanager
-    async def watch(self, path: str, query: Any, *, timeout: float) -> AsyncIterator[Any]:
-        self.watches.append((path, dict(query)))
-        if self.refuse:
-            raise self.refuse.pop(0)
-        stream: asyncio.Queue[bytes] = asyncio.Queue()
-        self.streams[path] = stream
-
-        class Lines:
-            async def readline(self) -> bytes:
-                return await stream.get()
-
-        yield Lines()
-
     def send(self, kind: Kind, event: str, obj: dict[str, Any]) -> None:
-        self.streams[kind.path].put_nowait(orjson.dumps({"type": event, "object": obj}) + b"\n")
+        self.send_to(kind.path, event, obj)
 
     def watched(self, kind: Kind) -> list[dict[str, str]]:
-        return [q for p, q in self.watches if p == kind.path]
+        return self.watched_at(kind.path)
 
     def listed(self, kind: Kind) -> list[dict[str, str]]:
         return [q for p, q in self.gets if p == kind.path]

@@ -9,9 +9,9 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 import pytest
 from objects import deny_all, netpol
+from scripted_api import ScriptedWatches
 
 from webhook.cluster.informer import (
     PATHS,
@@ -272,16 +272,11 @@ class Host:
     metrics: Metrics = dataclasses.field(default_factory=Metrics)
 
 
-class ScriptedApi:
+class ScriptedApi(ScriptedWatches):
     """Lists what `objects` holds, page by page; watch streams are fed by the test."""
 
     def __init__(self) -> None:
-        self.version = 10
-        self.objects: dict[str, list[dict[str, Any]]] = {path: [] for path in PATHS.values()}
-        self.gets: list[tuple[str, dict[str, str]]] = []
-        self.watches: list[tuple[str, dict[str, str]]] = []
-        self.refuse: list[ApiError] = []  # the next watches answer these
-        self.streams: dict[str, asyncio.Queue[bytes]] = {}
+        super().__init__(PATHS.values())
 
     async def get(
         self, path: str, query: Any = (), *, timeout: float, accept: str = "application/json"
@@ -296,27 +291,11 @@ class ScriptedApi:
             meta["continue"] = str(end)
         return {"metadata": meta, "items": items[start:end]}
 
-    @contextlib.asynccontextmanager
-    async def watch(self, path: str, query: Any, *, timeout: float) -> AsyncIterator[Any]:
-        self.watches.append((path, dict(query)))
-        if self.refuse:
-            raise self.refuse.pop(0)
-        stream: asyncio.Queue[bytes] = asyncio.Queue()
-        self.streams[path] = stream
-
-        class Lines:
-            async def readline(self) -> bytes:
-                return await stream.get()
-
-        yield Lines()
-
     def send(self, resource: Resource, kind: str, obj: dict[str, Any]) -> None:
-        self.streams[PATHS[resource]].put_nowait(
-            orjson.dumps({"type": kind, "object": obj}) + b"\n"
-        )
+        self.send_to(PATHS[resource], kind, obj)
 
     def watched(self, resource: Resource) -> list[dict[str, str]]:
-        return [q for p, q in self.watches if p == PATHS[resource]]
+        return self.watched_at(PATHS[resource])
 
 
 async def until(check: Any, what: str, within: float = 2.0) -> None:
