@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from webhook.correlate import Bucket, Report, format_time
+from webhook.correlate.model import Bucket, Report
+from webhook.correlate.timestamps import format_time
 
 
 def to_json(report: Report) -> dict[str, Any]:

@@ -25,7 +25,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from webhook.correlate import CorrelateOptions, Correlation
+from webhook.correlate.correlation import Correlation
+from webhook.correlate.model import CorrelateOptions
 
 WEBHOOK = "validate.kubefence.io"
 BLOCK_EVENTS = 2000  # one block is one second of cluster time

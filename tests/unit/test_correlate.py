@@ -19,19 +19,13 @@ import orjson
 import pytest
 
 from webhook.cli import main
-from webhook.correlate import (
-    AuditReader,
-    CorrelateOptions,
-    Correlation,
-    Correlator,
-    DecisionRecord,
-    Report,
-    SourceStats,
-    correlate,
-    decision_records,
-    format_time,
-    parse_time,
-)
+from webhook.correlate.audit_reader import AuditReader
+from webhook.correlate.correlation import Correlation, correlate
+from webhook.correlate.decision_reader import decision_records
+from webhook.correlate.join import Correlator
+from webhook.correlate.model import CorrelateOptions, Report
+from webhook.correlate.records import DecisionRecord, SourceStats
+from webhook.correlate.timestamps import format_time, parse_time
 from webhook.correlate_report import render_text, to_json
 
 FIXTURES = Path(__file__).parent / "fixtures" / "correlate"

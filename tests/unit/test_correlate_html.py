@@ -19,7 +19,9 @@ from typing import Any
 import orjson
 import pytest
 
-from webhook.correlate import CorrelateOptions, Report, correlate, format_time, parse_time
+from webhook.correlate.correlation import correlate
+from webhook.correlate.model import CorrelateOptions, Report
+from webhook.correlate.timestamps import format_time, parse_time
 from webhook.correlate_report import render_html, timeline_svg
 
 FIXTURES = Path(__file__).parent / "fixtures" / "correlate"

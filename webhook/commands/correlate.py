@@ -19,7 +19,9 @@ from typing import IO, cast
 
 from webhook.cli import positive_int
 from webhook.config import load_settings, parse_duration
-from webhook.correlate import CorrelateOptions, Correlation, parse_time
+from webhook.correlate.correlation import Correlation
+from webhook.correlate.model import CorrelateOptions
+from webhook.correlate.timestamps import parse_time
 from webhook.correlate_report import render_html, render_json, render_text
 from webhook.errors import InputError
 

@@ -1,0 +1,293 @@
+"""The join and the findings it makes: audit records and decisions in (roughly) time order.
+
+Invariants:
+- The join key is the `<webhook name>/decision-id` audit annotation, never the auditID (a client
+  may choose its own Audit-ID). Stages of one request are folded on auditID *and* the request's
+  received time, authenticated user, verb and URI.
+- Memory is bounded by the join window, not by the length of the logs: a decision waits for its
+  audit event at most `join_window` of audit time; joined events are remembered for retry pairing
+  for two windows; a ResponseStarted waits for its ResponseComplete (long-running CONNECTs only).
+- Only the request's final stage (or the last one held when reading ends) is judged for bypass
+  and sensitive access; what is found is counted in one `Tally`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from webhook.correlate.audit_reader import operations
+from webhook.correlate.model import CorrelateOptions, Report
+from webhook.correlate.records import AuditRecord, DecisionRecord, SourceStats
+from webhook.correlate.tally import Tally
+
+FINAL_STAGES = frozenset({"ResponseComplete", "Panic"})
+FAILED_OPEN_PREFIX = "failed-open.validating.webhook.admission.k8s.io/"
+# Controllers that empty a Terminating namespace with deletecollection; an empty collection
+# calls no webhook, so their deletecollection without a trace is not a dodge.
+NAMESPACE_CLEANERS = frozenset(
+    {"system:serviceaccount:kube-system:namespace-controller", "system:kube-controller-manager"}
+)
+
+_Key = tuple[str, str, str, str, str]  # user, resource, subresource, namespace, name
+
+
+@dataclass(slots=True)
+class _Seen:
+    """A recorded request remembered for pairing unjoined decisions with it."""
+
+    received: float
+    stage_time: float
+    audit_id: str
+    decision_id: str  # "" for a fail-open bypass
+    operations: tuple[str, ...]  # what the request's verb may reach the webhook as
+    collection: bool
+    first: float | None = None  # when the recorded decision was made (None: not seen yet)
+
+
+@dataclass(slots=True)
+class _Open:
+    record: AuditRecord
+    joined: bool
+
+
+class Correlator:
+    """The join state machine; feed it records in (roughly) time order, `finish` for the Report."""
+
+    def __init__(self, options: CorrelateOptions) -> None:
+        self.options = options
+        self.audit_start: float | None = None  # the audit logs' time span, when known
+        self.audit_end: float | None = None
+        self.audit_done = False
+        self._audit_clock = float("-inf")
+        self._last_expiry = float("-inf")
+        self._decision_clock = float("-inf")
+        self._decision_span: list[float] = []
+        # decisions waiting for their audit event, and audit events waiting for their decision
+        self._pending: dict[str, DecisionRecord] = {}
+        self._pending_q: deque[DecisionRecord] = deque()
+        self._early: dict[str, tuple[float, _Seen | None]] = {}
+        self._early_q: deque[tuple[float, str]] = deque()
+        # recorded requests by object, for pairing retried decisions; ResponseStarted in flight
+        self._seen: dict[_Key, list[_Seen]] = {}
+        self._seen_q: deque[tuple[float, _Key]] = deque()
+        self._open: dict[tuple[str, str, str, str, str], _Open] = {}
+        self._tally = Tally(options)
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def audit(self, record: AuditRecord) -> None:
+        key = record.request_key
+        if record.stage in FINAL_STAGES:
+            held = self._open.pop(key, None)
+            if held is None or not held.joined:
+                self._join(record)
+            elif not record.decision_ids:
+                record.decision_ids = held.record.decision_ids
+            self._judge(record)
+        else:
+            held = self._open.get(key)
+            if held is None:
+                held = self._open[key] = _Open(record, False)
+                if len(self._open) > self.options.max_open_requests:
+                    oldest = next(iter(self._open))
+                    self._judge(self._open.pop(oldest).record)
+            else:
+                held.record = record
+            if record.decision_ids and not held.joined:
+                self._join(record)
+                held.joined = True
+        if record.stage_time > self._audit_clock:
+            self._audit_clock = record.stage_time
+            if record.stage_time - self._last_expiry >= 1.0:
+                self._expire()
+
+    def decision(self, record: DecisionRecord) -> None:
+        span = self._decision_span
+        if span:
+            span[0], span[1] = min(span[0], record.time), max(span[1], record.time)
+        else:
+            span[:] = [record.time, record.time]
+        in_window = self._in_window(record.time)
+        if in_window:
+            self._tally.count("decisions")
+            self._tally.decision(record)
+        if record.time > self._decision_clock:
+            self._decision_clock = record.time
+            self._expire_early(record.time - self.options.join_window)
+        early = self._early.pop(record.decision_id, None)
+        if early is not None:
+            if early[1] is not None:
+                early[1].first = record.time
+            if in_window:
+                self._tally.count("joined")
+        elif self.audit_done:
+            self._resolve(record, final=True)  # no audit event can come any more
+        else:
+            self._pending[record.decision_id] = record
+            self._pending_q.append(record)
+
+    def audit_finished(self, end: float | None) -> None:
+        """No more audit records: the audit logs end at `end` (their last line's time)."""
+        if self.audit_done:
+            return
+        self.audit_done = True
+        for held in self._open.values():
+            self._judge(held.record)
+        self._open.clear()
+        if end is not None and end > self._audit_clock:
+            self._audit_clock = end
+        self.audit_end = end if end is not None else self._audit_clock
+        self._expire()
+        for record in self._pending_q:
+            if self._pending.pop(record.decision_id, None) is record:
+                self._resolve(record, final=True)
+        self._pending_q.clear()
+
+    def finish(self, audit: Sequence[SourceStats], decisions: Sequence[SourceStats]) -> Report:
+        self.audit_finished(None)
+        self._expire_early(float("inf"))
+        span = self._decision_span
+        return self._tally.report(
+            audit,
+            decisions,
+            audit_span=(self.audit_start, self.audit_end),
+            decision_span=(span[0], span[1]) if span else (None, None),
+        )
+
+    # -- the join ---------------------------------------------------------------------------------
+
+    def _join(self, record: AuditRecord) -> None:
+        if not record.decision_ids:
+            return
+        seen = self._remember(record, record.decision_ids[0])
+        for decision_id in record.decision_ids:
+            found = self._pending.pop(decision_id, None)
+            if found is not None:
+                if self._in_window(found.time):
+                    self._tally.count("joined")
+                if decision_id == seen.decision_id:
+                    seen.first = found.time
+            else:
+                recorded = seen if decision_id == seen.decision_id else None
+                self._early[decision_id] = (record.stage_time, recorded)
+                self._early_q.append((record.stage_time, decision_id))
+
+    def _remember(self, record: AuditRecord, decision_id: str) -> _Seen:
+        key = (record.user, record.resource_key, record.subresource, record.namespace, record.name)
+        seen = _Seen(
+            record.received,
+            record.stage_time,
+            record.audit_id,
+            decision_id,
+            operations(record.verb, record.subresource),
+            record.verb == "deletecollection",
+        )
+        self._seen.setdefault(key, []).append(seen)
+        self._seen_q.append((record.stage_time, key))
+        return seen
+
+    def _judge(self, record: AuditRecord) -> None:
+        """Bypass and sensitive-access findings of a request's last stage."""
+        if not self._in_window(record.received):
+            return
+        ok = record.code is None or record.code < 400
+        exempt = record.namespace in self.options.exempt_namespaces
+        if record.registered and ok and not exempt and not record.decision_ids:
+            self._bypass(record)
+        if record.sensitive and record.code is not None and record.code < 400 and not exempt:
+            self._tally.access(record)
+
+    def _bypass(self, record: AuditRecord) -> None:
+        if record.failed_open:
+            cause = "fail-open"
+            self._remember(record, "")
+        elif record.verb == "deletecollection" and record.auth_user in NAMESPACE_CLEANERS:
+            return
+        else:
+            cause = "dodged"
+        self._tally.bypass(record, cause)
+
+    def _resolve(self, d: DecisionRecord, *, final: bool) -> None:
+        """An unjoined decision whose audit event can no longer come: retried, gap or uncovered."""
+        if not self._in_window(d.time):
+            return
+        paired = self._pair(d)
+        if paired is not None and paired.decision_id:
+            self._tally.retried(d, paired.audit_id, paired.decision_id, paired.collection)
+            return
+        # At the end of the audit logs a decision counts only if they run past it by more than
+        # the clock skew: after admission a request ends within milliseconds, so an event still
+        # missing then is missing (a request slower than that shows as a gap).
+        skew = self.options.clock_skew
+        start, end = self.audit_start, self.audit_end
+        if (start is None or d.time < start - skew) or (
+            final and (end is None or d.time + skew >= end)
+        ):
+            self._tally.count("uncovered")
+            return
+        self._tally.gap(d, paired.audit_id if paired is not None else "")
+
+    def _pair(self, d: DecisionRecord) -> _Seen | None:
+        """The recorded request this decision was one more webhook call of, if any.
+
+        Same user, resource, namespace and name (or the collection, for a deletecollection
+        item), an operation the request's verb may reach the webhook as, and the decision made
+        while the request was in flight; best first: inside the request's own time span rather
+        than only within the clock skew of it, and joined rather than failed open. The decision the
+        event recorded must not be younger: only the first call's decision-id is kept.
+        """
+        skew = self.options.clock_skew
+        best: tuple[int, _Seen] | None = None
+        for name in dict.fromkeys((d.name, "")):
+            for seen in self._seen.get((d.user, d.resource, d.subresource, d.namespace, name), ()):
+                if d.operation not in seen.operations:
+                    continue
+                if seen.first is not None and seen.first > d.time:
+                    continue  # only the first call's decision-id lands: this one came before it
+                if not seen.received - skew <= d.time <= seen.stage_time + skew:
+                    continue
+                inside = seen.received <= d.time <= seen.stage_time
+                rank = 2 * inside + bool(seen.decision_id)
+                if best is None or rank > best[0]:
+                    best = (rank, seen)
+        return best[1] if best is not None else None
+
+    # -- expiry -----------------------------------------------------------------------------------
+
+    def _expire(self) -> None:
+        clock = self._audit_clock
+        self._last_expiry = clock
+        cutoff = clock - self.options.join_window
+        queue, pending = self._pending_q, self._pending
+        while queue and queue[0].time <= cutoff:
+            d = queue.popleft()
+            if pending.get(d.decision_id) is d:
+                del pending[d.decision_id]
+                self._resolve(d, final=False)
+        forget = clock - 2 * self.options.join_window - self.options.clock_skew
+        seen_q = self._seen_q
+        while seen_q and seen_q[0][0] <= forget:
+            _, key = seen_q.popleft()
+            entries = self._seen.get(key)
+            if entries:
+                entries[:] = [e for e in entries if e.stage_time > forget]
+                if not entries:
+                    del self._seen[key]
+
+    def _expire_early(self, cutoff: float) -> None:
+        queue = self._early_q
+        span = self._decision_span
+        skew = self.options.clock_skew
+        while queue and queue[0][0] <= cutoff:
+            stage_time, decision_id = queue.popleft()
+            if self._early.pop(decision_id, None) is None:
+                continue
+            covered = span and span[0] - skew <= stage_time <= span[1] + self.options.join_window
+            if covered and self._in_window(stage_time):
+                self._tally.count("audit_without_decision")
+
+    def _in_window(self, t: float) -> bool:
+        o = self.options
+        return (o.since is None or t >= o.since) and (o.until is None or t <= o.until)

@@ -1,0 +1,142 @@
+"""The report model: the options of one run and the frozen findings and counts it reports.
+
+Listed findings (bypasses, gaps, retries, sensitive access) stop at `max_items`; the `Summary`
+counts stay exact. Renderings live in `webhook.correlate_report`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from webhook.correlate.records import SourceStats
+from webhook.registration import DEFAULT_RULES, WebhookRule
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelateOptions:
+    webhook_names: tuple[str, ...]
+    exempt_namespaces: frozenset[str] = frozenset()
+    rules: tuple[WebhookRule, ...] = DEFAULT_RULES
+    since: float | None = None
+    until: float | None = None
+    join_window: float = 120.0  # how long after a decision its audit event may be written
+    clock_skew: float = 1.0  # between the webhook's clock and the API server's
+    probe_threshold: int = 10
+    probe_window: float = 600.0
+    max_items: int = 1000  # per listed finding; counts stay exact
+    max_open_requests: int = 100_000  # ResponseStarted events waiting for ResponseComplete
+
+
+@dataclass(frozen=True, slots=True)
+class Bypass:
+    time: str
+    audit_id: str
+    cause: str  # "fail-open" (the webhook was down or slow) | "dodged" (no trace of it)
+    user: str
+    verb: str
+    resource: str
+    subresource: str
+    namespace: str
+    name: str
+    code: int | None
+    dry_run: bool
+    webhook: str  # the webhook that failed open ("" when dodged)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditGap:
+    time: str
+    decision_id: str
+    decision: str
+    operation: str
+    resource: str
+    subresource: str
+    namespace: str
+    name: str
+    user: str
+    dry_run: bool
+    failed_open_audit_id: str = ""  # the API server failed open for it: answered too late
+
+
+@dataclass(frozen=True, slots=True)
+class Retried:
+    time: str
+    decision_id: str
+    operation: str
+    resource: str
+    namespace: str
+    name: str
+    user: str
+    audit_id: str  # the audit event that recorded the request
+    recorded_decision_id: str  # the decision-id that event carries (the first call's)
+    collection: bool  # one item of a deletecollection rather than a conflict retry
+
+
+@dataclass(frozen=True, slots=True)
+class Prober:
+    user: str
+    denials: int  # denials within the densest --probe-window
+    window_start: str
+    window_end: str
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    time: str
+    audit_id: str
+    user: str
+    verb: str
+    resource: str
+    subresource: str
+    namespace: str
+    name: str
+    code: int | None
+    decision_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    start: float
+    seconds: float
+    allowed: int
+    denied: int
+    bypasses: int
+    gaps: int
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    audit_events: int
+    decisions: int
+    joined: int
+    retried: int
+    bypasses: int
+    fail_open: int
+    dodged: int
+    audit_gaps: int
+    uncovered: int  # decisions outside the audit logs' time span: neither joined nor gaps
+    audit_without_decision: int  # joined audit events whose decision no given log holds
+    denials: int
+    probers: int
+    sensitive_access: int
+    malformed_lines: int
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    summary: Summary
+    bypasses: tuple[Bypass, ...]
+    audit_gaps: tuple[AuditGap, ...]
+    retried: tuple[Retried, ...]
+    probers: tuple[Prober, ...]
+    sensitive_access: tuple[Access, ...]
+    sensitive_by_user: dict[str, int]
+    denials_by_rule: dict[str, int]
+    denials_by_namespace: dict[str, int]
+    denials_by_user: dict[str, int]
+    timeline: tuple[Bucket, ...]
+    options: CorrelateOptions
+    audit_span: tuple[float | None, float | None]
+    decision_span: tuple[float | None, float | None]
+    audit_sources: tuple[SourceStats, ...] = ()
+    decision_sources: tuple[SourceStats, ...] = ()

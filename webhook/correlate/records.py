@@ -1,0 +1,77 @@
+"""What the readers yield: one record per audit Event stage or decision line, and per-file stats.
+
+Records are plain mutable data with only the fields correlate reads; they hold no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class AuditRecord:
+    """The fields of one audit Event that correlate reads (one stage of one request)."""
+
+    audit_id: str
+    stage: str
+    verb: str
+    user: str  # the user the webhook saw: the impersonated one when there is one
+    auth_user: str  # the authenticated user (the audit policy's and the request key's)
+    group: str
+    resource: str
+    subresource: str
+    namespace: str  # the subject namespace: a Namespace object's own name
+    name: str
+    code: int | None
+    received: float
+    received_text: str
+    stage_time: float
+    uri: str
+    decision_ids: tuple[str, ...]  # ours, one per configured webhook name present
+    failed_open: str  # the first of our webhook names that failed open, or ""
+    registered: bool
+    sensitive: bool
+
+    @property
+    def resource_key(self) -> str:
+        return f"{self.group}/{self.resource}" if self.group else self.resource
+
+    @property
+    def request_key(self) -> tuple[str, str, str, str, str]:
+        return (self.audit_id, self.received_text, self.auth_user, self.verb, self.uri)
+
+    @property
+    def dry_run(self) -> bool:
+        return "dryRun=" in self.uri
+
+
+@dataclass(slots=True)
+class DecisionRecord:
+    """The fields of one `admission.decision` line that correlate reads."""
+
+    decision_id: str
+    time: float
+    time_text: str
+    decision: str
+    allowed: bool
+    denied_by: tuple[str, ...]
+    operation: str
+    resource: str  # "group/resource" or "resource", as the decision log writes it
+    subresource: str
+    namespace: str
+    name: str
+    user: str
+    dry_run: bool
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """What reading one file gave: line and event counts, its time span, where it failed."""
+
+    name: str
+    lines: int = 0
+    events: int = 0  # audit: Events (one per stage) in the report window; else decision lines
+    malformed: int = 0
+    first: float | None = None
+    last: float | None = None
+    error_line: int = 0  # the line being read when the source raised (0: it did not)

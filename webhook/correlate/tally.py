@@ -1,0 +1,230 @@
+"""What one correlate run found: exact counts, listed findings, aggregates, and the Report of them.
+
+Invariants: counts are exact; each listed finding stops at `max_items`. Aggregates grow with
+users, namespaces, rules and minutes, never with the number of requests. Denials are counted per
+minute for the timeline and per user in a sliding `probe_window` for probers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+from webhook.correlate.model import (
+    Access,
+    AuditGap,
+    Bucket,
+    Bypass,
+    CorrelateOptions,
+    Prober,
+    Report,
+    Retried,
+    Summary,
+)
+from webhook.correlate.records import AuditRecord, DecisionRecord, SourceStats
+from webhook.correlate.timestamps import format_time
+
+
+class Tally:
+    """The counters and findings the join reports into; `report` turns them into the Report."""
+
+    def __init__(self, options: CorrelateOptions) -> None:
+        self.options = options
+        self._counts: dict[str, int] = {}
+        self._bypasses: list[Bypass] = []
+        self._gaps: list[AuditGap] = []
+        self._retried: list[Retried] = []
+        self._access: list[Access] = []
+        self._access_by_user: dict[str, int] = {}
+        self._by_rule: dict[str, int] = {}
+        self._by_namespace: dict[str, int] = {}
+        self._by_user: dict[str, int] = {}
+        self._recent_denials: dict[str, deque[float]] = {}
+        self._peaks: dict[str, tuple[int, float, float]] = {}
+        self._minutes: dict[int, list[int]] = {}
+
+    def decision(self, d: DecisionRecord) -> None:
+        """A decision: allowed or denied per minute; denials by rule, namespace, user and prober."""
+        bucket = self.bucket(d.time)
+        if d.allowed:
+            bucket[0] += 1
+            return
+        bucket[1] += 1
+        self.count("denials")
+        for rule in d.denied_by:
+            self._by_rule[rule] = self._by_rule.get(rule, 0) + 1
+        self._by_namespace[d.namespace] = self._by_namespace.get(d.namespace, 0) + 1
+        self._by_user[d.user] = self._by_user.get(d.user, 0) + 1
+        recent = self._recent_denials.setdefault(d.user, deque())
+        recent.append(d.time)
+        while recent and recent[0] < d.time - self.options.probe_window:
+            recent.popleft()
+        peak = self._peaks.get(d.user)
+        if len(recent) >= self.options.probe_threshold and (peak is None or len(recent) > peak[0]):
+            self._peaks[d.user] = (len(recent), recent[0], recent[-1])
+
+    def bucket(self, t: float) -> list[int]:
+        minute = int(t // 60)
+        bucket = self._minutes.get(minute)
+        if bucket is None:
+            bucket = self._minutes[minute] = [0, 0, 0, 0]
+        return bucket
+
+    def count(self, name: str) -> None:
+        self._counts[name] = self._counts.get(name, 0) + 1
+
+    def access(self, record: AuditRecord) -> None:
+        """A sensitive request (exec, attach, port-forward, proxy) that succeeded."""
+        self.count("sensitive_access")
+        self._access_by_user[record.user] = self._access_by_user.get(record.user, 0) + 1
+        if len(self._access) < self.options.max_items:
+            self._access.append(
+                Access(
+                    record.received_text,
+                    record.audit_id,
+                    record.user,
+                    record.verb,
+                    record.resource_key,
+                    record.subresource,
+                    record.namespace,
+                    record.name,
+                    record.code,
+                    record.decision_ids[0] if record.decision_ids else "",
+                )
+            )
+
+    def bypass(self, record: AuditRecord, cause: str) -> None:
+        """A registered write that was admitted without a decision of ours."""
+        self.count("bypasses")
+        self.count("fail_open" if record.failed_open else "dodged")
+        self.bucket(record.received)[2] += 1
+        if len(self._bypasses) < self.options.max_items:
+            self._bypasses.append(
+                Bypass(
+                    record.received_text,
+                    record.audit_id,
+                    cause,
+                    record.user,
+                    record.verb,
+                    record.resource_key,
+                    record.subresource,
+                    record.namespace,
+                    record.name,
+                    record.code,
+                    record.dry_run,
+                    record.failed_open,
+                )
+            )
+
+    def retried(
+        self, d: DecisionRecord, audit_id: str, recorded_decision_id: str, collection: bool
+    ) -> None:
+        """A decision that was one more webhook call of a request recorded with another one."""
+        self.count("retried")
+        if len(self._retried) < self.options.max_items:
+            self._retried.append(
+                Retried(
+                    d.time_text,
+                    d.decision_id,
+                    d.operation,
+                    d.resource,
+                    d.namespace,
+                    d.name,
+                    d.user,
+                    audit_id,
+                    recorded_decision_id,
+                    collection,
+                )
+            )
+
+    def gap(self, d: DecisionRecord, failed_open_audit_id: str) -> None:
+        """A decision whose request the audit logs should hold but do not."""
+        self.count("audit_gaps")
+        self.bucket(d.time)[3] += 1
+        if len(self._gaps) < self.options.max_items:
+            self._gaps.append(
+                AuditGap(
+                    d.time_text,
+                    d.decision_id,
+                    d.decision,
+                    d.operation,
+                    d.resource,
+                    d.subresource,
+                    d.namespace,
+                    d.name,
+                    d.user,
+                    d.dry_run,
+                    failed_open_audit_id,
+                )
+            )
+
+    def report(
+        self,
+        audit: Sequence[SourceStats],
+        decisions: Sequence[SourceStats],
+        *,
+        audit_span: tuple[float | None, float | None],
+        decision_span: tuple[float | None, float | None],
+    ) -> Report:
+        """The Report of everything counted, with the sources' stats and time spans."""
+        c = self._counts.get
+        probers = tuple(
+            Prober(user, n, format_time(start), format_time(end))
+            for user, (n, start, end) in sorted(self._peaks.items(), key=lambda kv: -kv[1][0])
+        )
+        summary = Summary(
+            audit_events=sum(s.events for s in audit),
+            decisions=c("decisions", 0),
+            joined=c("joined", 0),
+            retried=c("retried", 0),
+            bypasses=c("bypasses", 0),
+            fail_open=c("fail_open", 0),
+            dodged=c("dodged", 0),
+            audit_gaps=c("audit_gaps", 0),
+            uncovered=c("uncovered", 0),
+            audit_without_decision=c("audit_without_decision", 0),
+            denials=c("denials", 0),
+            probers=len(probers),
+            sensitive_access=c("sensitive_access", 0),
+            malformed_lines=sum(s.malformed for s in audit),
+        )
+        return Report(
+            summary=summary,
+            bypasses=tuple(self._bypasses),
+            audit_gaps=tuple(self._gaps),
+            retried=tuple(self._retried),
+            probers=probers,
+            sensitive_access=tuple(self._access),
+            sensitive_by_user=_ranked(self._access_by_user),
+            denials_by_rule=_ranked(self._by_rule),
+            denials_by_namespace=_ranked(self._by_namespace),
+            denials_by_user=_ranked(self._by_user),
+            timeline=timeline(self._minutes),
+            options=self.options,
+            audit_span=audit_span,
+            decision_span=decision_span,
+            audit_sources=tuple(audit),
+            decision_sources=tuple(decisions),
+        )
+
+
+def _ranked(counts: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def timeline(minutes: dict[int, list[int]], bars: int = 120) -> tuple[Bucket, ...]:
+    """Per-minute counts merged into at most `bars` equal buckets, first to last minute."""
+    if not minutes:
+        return ()
+    first, last = min(minutes), max(minutes)
+    width = max(1, -(-(last - first + 1) // bars))
+    merged: dict[int, list[int]] = {}
+    for minute, counts in minutes.items():
+        slot = merged.setdefault((minute - first) // width, [0, 0, 0, 0])
+        for i, n in enumerate(counts):
+            slot[i] += n
+    count = (last - first) // width + 1
+    return tuple(
+        Bucket(float((first + i * width) * 60), float(width * 60), *merged.get(i, [0, 0, 0, 0]))
+        for i in range(count)
+    )
