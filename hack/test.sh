@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 hack/setup.sh
-export KUBEFENCE_E2E="${KUBEFENCE_E2E:-1}"
+# .ci/run sets KUBEFENCE_E2E=1 (a missing control plane fails); locally it skips with a hint.
 
 echo "== ruff";         ruff check . && ruff format --check .
 echo "== mypy";         mypy
