@@ -15,8 +15,6 @@ from typing import Protocol
 from webhook import __version__
 from webhook.errors import InputError
 
-EXIT_OK = 0
-EXIT_FINDING = 1
 EXIT_BAD_INPUT = 2
 
 

@@ -45,11 +45,6 @@ class Requirement:
 class LabelSelector:
     requirements: tuple[Requirement, ...] = ()
 
-    @property
-    def is_empty(self) -> bool:
-        """True for `{}`: selects every object."""
-        return not self.requirements
-
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(r.matches(labels) for r in self.requirements)
 

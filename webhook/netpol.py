@@ -78,6 +78,12 @@ class PolicyFacts:
     rule_count: Mapping[Direction, int] = field(default_factory=dict)
     reach: Mapping[Direction, Reach] = field(default_factory=dict)  # of unrestricted rules only
 
+    def same_object(self, other: PolicyFacts) -> bool:
+        """The same NetworkPolicy, perhaps another version: by uid when both have one, else name."""
+        if self.uid and other.uid:
+            return self.uid == other.uid
+        return self.name == other.name
+
     @property
     def age_key(self) -> tuple[str, str]:
         """Older first: creationTimestamp, then name (the guard's tie-break)."""
@@ -175,16 +181,6 @@ def fence_for(
     fencing.sort(key=lambda p: p.age_key)
     neutralised_by = tuple(sorted(contributors)) if pooled.covers_all else ()
     return DirectionFence(tuple(p.name for p in fencing), neutralised_by)
-
-
-def missing_directions(
-    policies: Sequence[PolicyFacts], required: Iterable[Direction], *, strict: bool = False
-) -> tuple[Direction, ...]:
-    """The required directions the namespace is not fenced for, in canonical order."""
-    wanted = set(required)
-    return tuple(
-        d for d in DIRECTIONS if d in wanted and not fence_for(policies, d, strict=strict).fenced
-    )
 
 
 # --- rules and peers -------------------------------------------------------------------------

@@ -10,12 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from objects import netpol
 
+from webhook.cluster.view import namespace_facts
 from webhook.netpol import (
     Direction,
     analyse_policy,
     effective_policy_types,
     fence_for,
-    missing_directions,
     parse_cidr_sloppy,
 )
 
@@ -63,7 +63,9 @@ def test_empty_pod_selector(selector: dict[str, Any] | None, selects_all: bool) 
 
 
 def missing(*policies: dict[str, Any], strict: bool = False) -> tuple[Direction, ...]:
-    return missing_directions([analyse_policy(p) for p in policies], (IN, EG), strict=strict)
+    """The unfenced directions, through the namespace facts the webhook decides on."""
+    facts = namespace_facts("team", [analyse_policy(p) for p in policies])
+    return tuple(d for d in (IN, EG) if not facts.fence(d, strict).fenced)
 
 
 DNS_ONLY = [

@@ -50,7 +50,7 @@ class RecentApprovals:
             return facts
         policies = list(facts.policies)
         for approval in approvals:
-            policies = [p for p in policies if not _same(p, approval.removed)]
+            policies = [p for p in policies if not p.same_object(approval.removed)]
             if approval.replacement is not None:
                 policies.append(approval.replacement)
         return namespace_facts(
@@ -69,10 +69,6 @@ class RecentApprovals:
                 self._by_namespace[namespace] = alive
             else:
                 del self._by_namespace[namespace]
-
-
-def _same(a: PolicyFacts, b: PolicyFacts) -> bool:
-    return a.uid == b.uid if a.uid and b.uid else a.name == b.name
 
 
 class _Applied:

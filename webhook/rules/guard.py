@@ -32,7 +32,7 @@ def check(
     replacement = analyse_policy(new_object) if new_object is not None else None
     verb = "deleting" if replacement is None else "this update of"
     facts = cluster.namespace(request.namespace)
-    others = tuple(p for p in (facts.policies if facts else ()) if not _same(p, removed))
+    others = tuple(p for p in (facts.policies if facts else ()) if not p.same_object(removed))
     current = (*others, removed)
     losing = [
         d
@@ -77,12 +77,6 @@ def check(
 
 def _confirmed_pass(mode: Mode, message: str, request: AdmissionRequest) -> RuleResult:
     return RuleResult(DEFAULT_DENY, mode, True, message, confirm=request.namespace)
-
-
-def _same(a: PolicyFacts, b: PolicyFacts) -> bool:
-    if a.uid and b.uid:
-        return a.uid == b.uid
-    return a.name == b.name
 
 
 def _fenced(policies: tuple[PolicyFacts, ...], direction: Direction, strict: bool) -> bool:
