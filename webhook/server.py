@@ -86,7 +86,7 @@ async def validate(request: web.Request) -> web.Response:
         runtime.metrics.bad_requests.labels(str(exc.status)).inc()
         runtime.log.warning("admission.bad_request", status=exc.status, reason=str(exc))
         return _error(exc.status, str(exc))
-    decision = await _decide(runtime, review, settings, _deadline(request))
+    decision = await _decide(runtime, review, settings, request)
     if decision.allowed and not review.dry_run and is_network_policy(review):
         _remember_removal(runtime, review)
     payload = render_response(decision.response(), review.api_version)
@@ -96,13 +96,14 @@ async def validate(request: web.Request) -> web.Response:
 
 
 async def _decide(
-    runtime: Runtime, review: AdmissionRequest, settings: Settings, deadline: float
+    runtime: Runtime, review: AdmissionRequest, settings: Settings, request: web.Request
 ) -> Decision:
     try:
         decision = decide(review, runtime.approvals.view(runtime.cluster), settings)
         if decision.confirm and runtime.confirmer is not None:
             fresh = await runtime.confirmer.confirm(
-                decision.confirm, min(CONFIRM_TIMEOUT, deadline)
+                decision.confirm,
+                min(CONFIRM_TIMEOUT, _deadline(request)),  # the query is parsed only here
             )
             runtime.metrics.live_reads.labels("ok" if fresh is not None else "failed").inc()
             if fresh is not None:
