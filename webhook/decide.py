@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from webhook.admission import AdmissionRequest, AdmissionResponse
 from webhook.cluster.view import ClusterView
-from webhook.config import Mode, Settings
 from webhook.rules import Check, RuleResult, registry
+from webhook.settings import Mode, Settings
 from webhook.workloads import is_namespace
 
 WARNING_LIMIT = 120

@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 
 from webhook.admission import AdmissionRequest, GroupVersionKind, GroupVersionResource, UserInfo
 from webhook.cluster.view import ClusterView, NamespaceFacts
-from webhook.config import Mode, Settings
 from webhook.netpol import DIRECTIONS, Direction
 from webhook.rules import audit_scope
 from webhook.rules.fence import fix_manifest, unfenced_directions
+from webhook.settings import Mode, Settings
 
 # API groups whose policies can allow traffic that a namespace's NetworkPolicies deny.
 POLICY_CRD_GROUPS: dict[str, tuple[str, str]] = {

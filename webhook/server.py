@@ -18,13 +18,13 @@ from aiohttp import web
 from webhook.admission import AdmissionRequest, parse_review, render_response
 from webhook.cluster.approvals import RecentApprovals
 from webhook.cluster.view import ClusterView
-from webhook.config import Mode, Settings
 from webhook.decide import Decision, decide
 from webhook.decisionlog import DECISION_EVENT, decision_fields, get_logger
 from webhook.errors import BodyTooLarge, ReviewError
 from webhook.metrics import CONTENT_TYPE, Metrics
 from webhook.netpol import analyse_policy
 from webhook.rules import DEFAULT_DENY, RuleResult
+from webhook.settings import Mode, Settings
 from webhook.workloads import is_network_policy
 
 BODY_READ_TIMEOUT = 10.0  # seconds a client may take to send one request body

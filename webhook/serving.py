@@ -25,9 +25,10 @@ from aiohttp import hdrs, web
 
 from webhook import tls
 from webhook.cluster.view import ClusterView
-from webhook.config import Settings, load_settings
+from webhook.config import load_settings
 from webhook.errors import InputError
 from webhook.server import RUNTIME, Confirmer, Runtime, build_app, healthz, metrics, readyz
+from webhook.settings import Settings
 
 RELOAD_INTERVAL = 2.0  # config file polling
 KEEPALIVE_SECONDS = 30.0  # idle keep-alive connections are closed after this

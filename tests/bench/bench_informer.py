@@ -233,9 +233,9 @@ async def measure(kubeconfig: Path, namespaces: int) -> dict[str, Any]:
     from webhook.cluster.informer import Resource
     from webhook.cluster.live import build, connect
     from webhook.cluster.view import StaticView
-    from webhook.config import DEFAULT_SETTINGS
     from webhook.decide import decide
     from webhook.server import Runtime
+    from webhook.settings import DEFAULT_SETTINGS
 
     imported = rss_mb()[0]
     api, _ = await connect(kubeconfig)

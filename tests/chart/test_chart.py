@@ -33,15 +33,10 @@ from helmchart import (
 )
 
 from webhook.cli import build_parser
-from webhook.config import (
-    DEFAULT_EXEMPT_NAMESPACES,
-    Mode,
-    Settings,
-    load_settings,
-    parse_settings,
-)
+from webhook.config import load_settings, parse_settings
 from webhook.netpol import DIRECTIONS, Direction, analyse_policy, fence_for
 from webhook.registration import DEFAULT_RULES, rules_from_manifest
+from webhook.settings import DEFAULT_EXEMPT_NAMESPACES, Mode, Settings
 
 FULLNAME = f"{RELEASE}-kubefence"
 

@@ -25,10 +25,10 @@ from objects import deny_all, netpol, parse, workload_review
 from webhook.cluster.informer import Backoff, Resource
 from webhook.cluster.live import KubeTransport, LiveView, NamespaceReader, build, connect
 from webhook.cluster.view import NamespaceFacts
-from webhook.config import DEFAULT_SETTINGS, Settings
 from webhook.decide import decide
 from webhook.netpol import Direction
 from webhook.server import Runtime
+from webhook.settings import DEFAULT_SETTINGS, Settings
 
 Cluster = ControlPlane | ExternalCluster
 WITHIN = 1.0  # seconds a change may take to reach the view (the bound)

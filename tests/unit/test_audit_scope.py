@@ -9,9 +9,10 @@ import pytest
 from objects import parse, review, workload_review
 
 from webhook.cluster.view import StaticView, namespace_facts
-from webhook.config import Settings, parse_settings
+from webhook.config import parse_settings
 from webhook.decide import decide
 from webhook.netpol import analyse_policy
+from webhook.settings import Settings
 
 FENCE = {
     "apiVersion": "networking.k8s.io/v1",

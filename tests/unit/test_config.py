@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from webhook.cli import main
-from webhook.config import Mode, load_settings, parse_settings
+from webhook.config import load_settings, parse_settings
 from webhook.errors import ConfigError
 from webhook.netpol import Direction
+from webhook.settings import Mode
 
 POLICY = """
 apiVersion: audit.k8s.io/v1

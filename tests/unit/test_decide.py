@@ -18,9 +18,10 @@ from objects import (
 )
 
 from webhook.cluster.view import StaticView, namespace_facts
-from webhook.config import Settings, parse_settings
+from webhook.config import parse_settings
 from webhook.decide import decide
 from webhook.netpol import analyse_policy
+from webhook.settings import Settings
 
 
 def cluster(

@@ -26,9 +26,9 @@ from webhook.cluster.driftwatch import (
     targets,
 )
 from webhook.cluster.informer import ApiError, Backoff
-from webhook.config import DEFAULT_SETTINGS, Settings
 from webhook.drift import DriftSpec
 from webhook.metrics import Metrics
+from webhook.settings import DEFAULT_SETTINGS, Settings
 
 VWC, VAP, BINDING = Kind.WEBHOOK_CONFIGURATION, Kind.ADMISSION_POLICY, Kind.BINDING
 HOOK = "validate.kubefence.io"

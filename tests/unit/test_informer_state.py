@@ -24,10 +24,10 @@ from webhook.cluster.informer import (
     namespace_record,
 )
 from webhook.cluster.view import NamespaceFacts
-from webhook.config import DEFAULT_SETTINGS, Settings
 from webhook.labels import NAMESPACE_NAME_LABEL
 from webhook.metrics import Metrics
 from webhook.netpol import Direction, analyse_policy
+from webhook.settings import DEFAULT_SETTINGS, Settings
 
 INGRESS, EGRESS = Direction.INGRESS, Direction.EGRESS
 EVERYONE = [{}]  # one rule with no peers: every peer

@@ -45,9 +45,9 @@ from webhook.cluster.informer import (
     Stream,
     Transport,
 )
-from webhook.config import Settings
 from webhook.drift import DriftSpec, webhook_drift
 from webhook.metrics import Metrics
+from webhook.settings import Settings
 
 DRIFT, RESOLVED = "webhook.drift", "webhook.drift_resolved"
 MISSING, DELETED = "(missing)", "(deleted)"

@@ -29,11 +29,11 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from webhook.cluster.view import NamespaceFacts, namespace_facts
-from webhook.config import Settings
 from webhook.decisionlog import get_logger
 from webhook.labels import NAMESPACE_NAME_LABEL
 from webhook.metrics import Metrics
 from webhook.netpol import Direction, PolicyFacts, analyse_policy
+from webhook.settings import Settings
 
 PAGE_SIZE = 500
 LIST_TIMEOUT = 60.0  # seconds for one page

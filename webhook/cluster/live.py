@@ -39,12 +39,12 @@ from webhook.cluster.informer import (
     namespace_record,
 )
 from webhook.cluster.view import ClusterView, NamespaceFacts, namespace_facts
-from webhook.config import Settings
 from webhook.decisionlog import get_logger
 from webhook.errors import InputError
 from webhook.labels import NAMESPACE_NAME_LABEL
 from webhook.netpol import PolicyFacts, analyse_policy
 from webhook.server import Runtime
+from webhook.settings import Settings
 
 REMEMBER_SECONDS = 1.0  # an answer is reused this long after its read started
 READ_TIMEOUT = 5.0  # a shared read gives up after this, whoever still waits for it

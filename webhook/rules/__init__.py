@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from webhook.admission import AdmissionRequest
 from webhook.cluster.view import ClusterView
-from webhook.config import Mode, Settings
+from webhook.settings import Mode, Settings
 
 DEFAULT_DENY = "default-deny"
 ALLOW_ALL = "allow-all"

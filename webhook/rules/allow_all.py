@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from webhook.admission import AdmissionRequest
 from webhook.cluster.view import ClusterView
-from webhook.config import Mode, Settings
 from webhook.netpol import DIRECTIONS, analyse_policy, fence_for
 from webhook.rules import ALLOW_ALL, RuleResult, passed
+from webhook.settings import Mode, Settings
 from webhook.workloads import is_network_policy
 
 

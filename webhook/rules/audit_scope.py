@@ -14,8 +14,8 @@ from __future__ import annotations
 from webhook.admission import AdmissionRequest
 from webhook.auditpolicy import Evaluation, Level, Policy, RequestAttributes, describe_rule
 from webhook.cluster.view import ClusterView
-from webhook.config import Mode, Settings
 from webhook.rules import AUDIT_SCOPE, RuleResult, passed
+from webhook.settings import Mode, Settings
 from webhook.workloads import POD_CONNECT_SUBRESOURCES, is_workload
 
 # Operation -> (verb, whether the URL carries the object's name). From apiserver

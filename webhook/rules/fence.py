@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 from webhook.admission import AdmissionRequest
 from webhook.cluster.view import ClusterView, NamespaceFacts
-from webhook.config import Mode, Settings
 from webhook.netpol import Direction
 from webhook.rules import DEFAULT_DENY, RuleResult, passed
+from webhook.settings import Mode, Settings
 from webhook.workloads import is_judged, is_namespace, is_workload
 
 

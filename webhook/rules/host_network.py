@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 from webhook.admission import AdmissionRequest
 from webhook.cluster.view import ClusterView
-from webhook.config import Mode, Settings
 from webhook.rules import HOST_NETWORK, RuleResult, passed
+from webhook.settings import Mode, Settings
 from webhook.workloads import is_judged, is_workload, pod_spec
 
 
