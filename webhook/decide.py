@@ -1,8 +1,12 @@
 """`decide(request, cluster, settings) -> Decision`: exemptions, then every rule, then one verdict.
 
-Verdict: `deny` when an enforce-mode rule failed, else `warn` when a warn-mode rule failed, else
-`audit` when only audit-mode rules failed, else `allow`. Every decision carries the audit
-annotations that join it with the API server's audit log. Pure: no I/O, no clock.
+The request's subject (pod template and UPDATE ratchet, or the NetworkPolicy change analysed) is
+built once, and each rule that concerns the request's resource judges it. Verdict: `deny` when an
+enforce-mode rule failed, else `warn` when a warn-mode rule failed, else `audit` when only
+audit-mode rules failed, else `allow`. A `Decision` carries everything the shell needs: the
+response (with the audit annotations that join it with the API server's audit log), the namespace
+to confirm live, and the policy change to remember if the answer stands. `reconsider` re-runs, on
+one fresh cluster snapshot, only the rules that read the cluster. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -12,22 +16,35 @@ from dataclasses import dataclass
 
 from webhook.admission import AdmissionRequest, AdmissionResponse
 from webhook.cluster.view import ClusterView
-from webhook.rules import Check, RuleResult, registry
+from webhook.netpol import PolicyFacts
+from webhook.rules import RULES, Rule
+from webhook.rules.result import DEFAULT_DENY, RuleResult
 from webhook.settings import Mode, Settings
-from webhook.workloads import is_namespace
+from webhook.subject import Subject, object_name, policy_change, subject_namespace, subject_of
+from webhook.workloads import is_network_policy
 
 WARNING_LIMIT = 120
+INTERNAL_ERROR = "internal-error"
 
 
-def _index() -> dict[tuple[str, str], tuple[Check, ...]]:
-    index: dict[tuple[str, str], list[Check]] = {}
-    for _, check, resources in registry():
-        for resource in resources:
-            index.setdefault(resource, []).append(check)
-    return {resource: tuple(checks) for resource, checks in index.items()}
+def _index() -> dict[tuple[str, str], tuple[Rule, ...]]:
+    index: dict[tuple[str, str], list[Rule]] = {}
+    for rule in RULES:
+        for resource in rule.resources:
+            index.setdefault(resource, []).append(rule)
+    return {resource: tuple(rules) for resource, rules in index.items()}
 
 
+# A request only meets the rules that concern its resource.
 _RULES_BY_RESOURCE = _index()
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A NetworkPolicy removal (DELETE) or rewrite (UPDATE) this answer lets through."""
+
+    removed: PolicyFacts
+    replacement: PolicyFacts | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +56,11 @@ class Decision:
     namespace: str
     exempt: str = ""  # why no rule ran, when none did
     failed: tuple[RuleResult, ...] = ()  # the results that did not pass
+    name: str = ""  # the object's name, for the decision log
+    approval: Approval | None = None  # to remember until the cluster view shows it
+    # What `reconsider` needs: the subject, and the results of each rule that judged it.
+    subject: Subject | None = None
+    by_rule: tuple[tuple[Rule, tuple[RuleResult, ...]], ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -84,21 +106,57 @@ def decide(request: AdmissionRequest, cluster: ClusterView, settings: Settings) 
     namespace = subject_namespace(request)
     exempt = _exemption(request, namespace, cluster, settings)
     if exempt:
-        return _decision(request, namespace, (), settings, exempt)
-    checks = _RULES_BY_RESOURCE.get((request.resource.group, request.resource.resource), ())
-    results: list[RuleResult] = []
-    for check in checks:
-        results.extend(check(request, cluster, settings))
-    return _decision(request, namespace, tuple(results), settings, "")
+        return _decision(request, namespace, None, (), settings, exempt=exempt)
+    subject = subject_of(request)
+    rules = _RULES_BY_RESOURCE.get((request.resource.group, request.resource.resource), ())
+    by_rule = tuple((rule, rule.check(subject, cluster, settings)) for rule in rules)
+    return _decision(request, namespace, subject, by_rule, settings)
 
 
-def subject_namespace(request: AdmissionRequest) -> str:
-    """The namespace a request is about; a Namespace object is about itself."""
-    if is_namespace(request) and not request.namespace:
-        meta = (request.target or {}).get("metadata")
-        name = meta.get("name") if isinstance(meta, Mapping) else None
-        return request.name or (name if isinstance(name, str) else "")
-    return request.namespace
+def reconsider(decision: Decision, cluster: ClusterView, settings: Settings) -> Decision:
+    """The decision again on a fresh snapshot: exemptions and the rules that read the cluster
+    re-run on `cluster`, every other rule's results kept (the audit Policy is not re-evaluated)."""
+    subject = decision.subject
+    if subject is None:  # exempt or failed: no rule ran, none asked for a live read
+        return decision
+    request = subject.request
+    exempt = _exemption(request, subject.namespace, cluster, settings)
+    if exempt:
+        return _decision(request, subject.namespace, None, (), settings, exempt=exempt)
+    by_rule = tuple(
+        (rule, rule.check(subject, cluster, settings) if rule.reads_cluster else results)
+        for rule, results in decision.by_rule
+    )
+    return _decision(request, subject.namespace, subject, by_rule, settings)
+
+
+def internal_error(request: AdmissionRequest, settings: Settings) -> Decision:
+    """The answer when kubefence itself failed: a denial, never a 500."""
+    message = "kubefence could not decide this request (internal error)"
+    return _denial(request, settings, INTERNAL_ERROR, message)
+
+
+def unconfirmed(request: AdmissionRequest, settings: Settings, namespace: str) -> Decision:
+    """The answer when the live read that had to confirm a fence removal failed or was late."""
+    message = (
+        f'kubefence could not read the NetworkPolicies of namespace "{namespace}" from the API '
+        "server in time, and does not let a fence go on cached state alone; retry"
+    )
+    return _denial(request, settings, DEFAULT_DENY, message)
+
+
+def _denial(request: AdmissionRequest, settings: Settings, rule: str, message: str) -> Decision:
+    failure = RuleResult(rule, Mode.ENFORCE, False, message)
+    annotations = _annotations(request, "deny", (failure,), settings)
+    return Decision(
+        request.uid,
+        "deny",
+        (failure,),
+        annotations,
+        request.namespace,
+        failed=(failure,),
+        name=object_name(request),
+    )
 
 
 def _exemption(
@@ -121,10 +179,13 @@ def _exemption(
 def _decision(
     request: AdmissionRequest,
     namespace: str,
-    results: tuple[RuleResult, ...],
+    subject: Subject | None,
+    by_rule: tuple[tuple[Rule, tuple[RuleResult, ...]], ...],
     settings: Settings,
-    exempt: str,
+    *,
+    exempt: str = "",
 ) -> Decision:
+    results = tuple(r for _, rule_results in by_rule for r in rule_results)
     failed = tuple(r for r in results if not r.passed)
     modes = {r.mode for r in failed}
     if Mode.ENFORCE in modes:
@@ -135,13 +196,48 @@ def _decision(
         verdict = "audit"
     else:
         verdict = "allow"
-    annotations = {
+    return Decision(
+        request.uid,
+        verdict,
+        results,
+        _annotations(request, verdict, failed, settings),
+        namespace,
+        exempt,
+        failed,
+        name=subject.name if subject is not None else object_name(request),
+        approval=_approval(request, subject) if verdict != "deny" else None,
+        subject=subject,
+        by_rule=by_rule,
+    )
+
+
+def _annotations(
+    request: AdmissionRequest, verdict: str, failed: tuple[RuleResult, ...], settings: Settings
+) -> dict[str, str]:
+    return {
         "decision": verdict,
         "rules": ",".join(dict.fromkeys(r.rule for r in failed)),
         "decision-id": request.uid,
         "policy-revision": settings.revision,
     }
-    return Decision(request.uid, verdict, results, annotations, namespace, exempt, failed)
+
+
+def _approval(request: AdmissionRequest, subject: Subject | None) -> Approval | None:
+    """An allowed NetworkPolicy DELETE or UPDATE to count as done until the view shows it.
+
+    Dry runs change nothing. Exempt requests have no subject: their policies are analysed here.
+    """
+    if request.dry_run or not is_network_policy(request):
+        return None
+    if request.operation not in ("DELETE", "UPDATE") or request.old_object is None:
+        return None
+    change = subject.policy if subject is not None else None
+    if change is None:
+        change = policy_change(request)
+    if change.old is None:
+        return None
+    rewritten = request.operation == "UPDATE" and request.object
+    return Approval(change.old, change.new if rewritten else None)
 
 
 def _one_line(text: str) -> str:

@@ -7,7 +7,6 @@ Other events (`config.rejected`, `fence.lost`, ...) go through the same logger.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 import orjson
@@ -67,7 +66,7 @@ def decision_fields(
         "resource": _resource(request),
         "subresource": request.sub_resource,
         "namespace": decision.namespace,
-        "name": request.name or _object_name(request),
+        "name": decision.name,
         "user": request.user.username,
         "groups": list(request.user.groups),
         "audit_annotations": dict(decision.annotations),
@@ -85,13 +84,3 @@ def decision_fields(
 def _resource(request: AdmissionRequest) -> str:
     group = request.resource.group
     return f"{group}/{request.resource.resource}" if group else request.resource.resource
-
-
-def _object_name(request: AdmissionRequest) -> str:
-    target = request.target
-    meta = target.get("metadata") if isinstance(target, Mapping) else None
-    if isinstance(meta, Mapping):
-        name = meta.get("name") or meta.get("generateName")
-        if isinstance(name, str):
-            return name
-    return ""

@@ -2,7 +2,7 @@
 
 Findings, per namespace that is not exempt, not Terminating and whose rule is not `off`:
 - unfenced: a direction of `defaultDeny.require` the namespace is not fenced for, exactly as the
-  `default-deny` rule judges it (`rules.fence.unfenced_directions`);
+  `default-deny` rule judges it (`rules.default_deny.unfenced_directions`);
 - neutralising: the policies whose pooled rules let every peer in (`allow-all`); a new
   default-deny cannot fix those directions, the policies must change;
 - outside the audited scope (with an audit policy configured): the `audit-scope` rule itself,
@@ -22,8 +22,9 @@ from webhook.admission import AdmissionRequest, GroupVersionKind, GroupVersionRe
 from webhook.cluster.view import ClusterView, NamespaceFacts
 from webhook.netpol import DIRECTIONS, Direction
 from webhook.rules import audit_scope
-from webhook.rules.fence import fix_manifest, unfenced_directions
+from webhook.rules.default_deny import fix_manifest, unfenced_directions
 from webhook.settings import Mode, Settings
+from webhook.subject import subject_of
 
 # API groups whose policies can allow traffic that a namespace's NetworkPolicies deny.
 POLICY_CRD_GROUPS: dict[str, tuple[str, str]] = {
@@ -245,7 +246,7 @@ def audit_scope_preflight(
         if override.get("auditScope") is Mode.OFF:
             continue
         for request, resource, writer in _requests(ns.name, settings):
-            for result in audit_scope.check(request, cluster, forced):
+            for result in audit_scope.check(subject_of(request), cluster, forced):
                 if result.passed:
                     continue
                 shape = result.message.replace(f'namespace "{ns.name}"', "namespace *")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,14 +19,11 @@ from aiohttp import web
 from webhook.admission import AdmissionRequest, parse_review, render_response
 from webhook.cluster.approvals import RecentApprovals
 from webhook.cluster.view import ClusterView
-from webhook.decide import Decision, decide
+from webhook.decide import Decision, decide, internal_error, reconsider, unconfirmed
 from webhook.decisionlog import DECISION_EVENT, decision_fields, get_logger
 from webhook.errors import BodyTooLarge, ReviewError
 from webhook.metrics import CONTENT_TYPE, Metrics
-from webhook.netpol import analyse_policy
-from webhook.rules import DEFAULT_DENY, RuleResult
-from webhook.settings import Mode, Settings
-from webhook.workloads import is_network_policy
+from webhook.settings import Settings
 
 BODY_READ_TIMEOUT = 10.0  # seconds a client may take to send one request body
 CONFIRM_TIMEOUT = 2.0  # upper bound of a live read before a denial
@@ -87,8 +85,8 @@ async def validate(request: web.Request) -> web.Response:
         runtime.log.warning("admission.bad_request", status=exc.status, reason=str(exc))
         return _error(exc.status, str(exc))
     decision = await _decide(runtime, review, settings, request)
-    if decision.allowed and not review.dry_run and is_network_policy(review):
-        _remember_removal(runtime, review)
+    if decision.approval is not None:
+        runtime.approvals.record(decision.approval.removed, decision.approval.replacement)
     payload = render_response(decision.response(), review.api_version)
     latency = time.perf_counter() - started
     _record(runtime, request, review, decision, latency)
@@ -107,50 +105,14 @@ async def _decide(
             )
             runtime.metrics.live_reads.labels("ok" if fresh is not None else "failed").inc()
             if fresh is not None:
-                decision = decide(review, runtime.approvals.view(fresh), settings)
+                decision = reconsider(decision, runtime.approvals.view(fresh), settings)
             elif decision.allowed:
-                return _unconfirmed(review, settings, decision.confirm)
+                return unconfirmed(review, settings, decision.confirm)
     except Exception:
         runtime.metrics.internal_errors.inc()
         runtime.log.exception("admission.internal_error", decision_id=review.uid)
-        return _internal_error(review, settings)
+        return internal_error(review, settings)
     return decision
-
-
-def _remember_removal(runtime: Runtime, review: AdmissionRequest) -> None:
-    """Count an approved DELETE or UPDATE of a policy as done until the informer sees it."""
-    if review.operation not in ("DELETE", "UPDATE") or review.old_object is None:
-        return
-    replacement = (
-        analyse_policy(review.object) if review.operation == "UPDATE" and review.object else None
-    )
-    runtime.approvals.record(analyse_policy(review.old_object), replacement)
-
-
-def _internal_error(review: AdmissionRequest, settings: Settings) -> Decision:
-    message = "kubefence could not decide this request (internal error)"
-    return _denial(review, settings, "internal-error", message)
-
-
-def _unconfirmed(review: AdmissionRequest, settings: Settings, namespace: str) -> Decision:
-    message = (
-        f'kubefence could not read the NetworkPolicies of namespace "{namespace}" from the API '
-        "server in time, and does not let a fence go on cached state alone; retry"
-    )
-    return _denial(review, settings, DEFAULT_DENY, message)
-
-
-def _denial(review: AdmissionRequest, settings: Settings, rule: str, message: str) -> Decision:
-    failure = RuleResult(rule, Mode.ENFORCE, False, message)
-    annotations = {
-        "decision": "deny",
-        "rules": rule,
-        "decision-id": review.uid,
-        "policy-revision": settings.revision,
-    }
-    return Decision(
-        review.uid, "deny", (failure,), annotations, review.namespace, failed=(failure,)
-    )
 
 
 def _record(
@@ -175,13 +137,25 @@ def _record(
     runtime.log.info(DECISION_EVENT, **fields)
 
 
+# The client certificate is fixed for a connection: its subject is rendered once per connection.
+_SUBJECTS: weakref.WeakKeyDictionary[asyncio.BaseTransport, str | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _client_subject(request: web.Request) -> str | None:
     transport = request.transport
-    peer = transport.get_extra_info("peercert") if transport is not None else None
-    if not peer:
+    if transport is None:
         return None
-    parts = [f"{k}={v}" for rdn in peer.get("subject", ()) for k, v in rdn]
-    return ",".join(parts) or None
+    try:
+        return _SUBJECTS[transport]
+    except KeyError:
+        pass
+    peer = transport.get_extra_info("peercert")
+    parts = [f"{k}={v}" for rdn in (peer or {}).get("subject", ()) for k, v in rdn]
+    subject = ",".join(parts) or None
+    _SUBJECTS[transport] = subject
+    return subject
 
 
 def _deadline(request: web.Request) -> float:

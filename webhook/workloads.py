@@ -59,13 +59,22 @@ def pod_template(request: AdmissionRequest, obj: Mapping[str, Any] | None) -> Ma
     return node if isinstance(node, Mapping) else {}
 
 
-def pod_spec(request: AdmissionRequest, obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    spec = pod_template(request, obj).get("spec")
+def pod_spec(template: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The pod spec inside a pod template; {} when absent."""
+    spec = template.get("spec")
     return spec if isinstance(spec, Mapping) else {}
 
 
-def is_judged(request: AdmissionRequest) -> tuple[bool, str]:
-    """Whether a workload request is judged by the fence rules, and why not when it is not."""
+def ratchet(
+    request: AdmissionRequest,
+    template: Mapping[str, Any],
+    old_template: Mapping[str, Any] | None,
+) -> tuple[bool, str]:
+    """Whether a workload request is judged by the fence rules, and why not when it is not.
+
+    `template` and `old_template` are the pod templates of `object` and `oldObject`, walked once
+    by the caller (`old_template` is only read on UPDATE).
+    """
     if request.operation == "CREATE":
         if request.sub_resource:
             return False, f"{request.sub_resource} subresource"
@@ -77,6 +86,6 @@ def is_judged(request: AdmissionRequest) -> tuple[bool, str]:
     old_meta = (request.old_object or {}).get("metadata")
     if isinstance(old_meta, Mapping) and old_meta.get("deletionTimestamp"):
         return False, "no pod template change (object is being deleted)"
-    if pod_template(request, request.object) == pod_template(request, request.old_object):
+    if template == old_template:
         return False, "no pod template change"
     return True, ""

@@ -9,22 +9,23 @@ whoever creates a pod chooses its labels.
 
 from __future__ import annotations
 
-from webhook.admission import AdmissionRequest
 from webhook.cluster.view import ClusterView
-from webhook.netpol import DIRECTIONS, analyse_policy, fence_for
-from webhook.rules import ALLOW_ALL, RuleResult, passed
+from webhook.netpol import DIRECTIONS, fence_for
+from webhook.rules.result import ALLOW_ALL, RuleResult, passed
 from webhook.settings import Mode, Settings
-from webhook.workloads import is_network_policy
+from webhook.subject import Subject
+
+RULE = ALLOW_ALL
 
 
-def check(
-    request: AdmissionRequest, cluster: ClusterView, settings: Settings
-) -> tuple[RuleResult, ...]:
-    if not is_network_policy(request) or request.operation not in ("CREATE", "UPDATE"):
+def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[RuleResult, ...]:
+    request = subject.request
+    change = subject.policy
+    if change is None or request.operation not in ("CREATE", "UPDATE"):
         return ()
-    if request.object is None:
+    new = change.new
+    if new is None:
         return ()
-    new = analyse_policy(request.object)
     name = new.name or request.name
     if not new.selects_all:
         mode = settings.mode("allowAllSelected", request.namespace)
@@ -40,7 +41,7 @@ def check(
     if mode is Mode.OFF:
         return ()
     facts = cluster.namespace(request.namespace)
-    old = analyse_policy(request.old_object) if request.old_object is not None else None
+    old = change.old
     before = tuple(facts.policies) if facts else ()
     others = tuple(
         p for p in before if not (p.name == name or (old and p.uid and p.uid == old.uid))

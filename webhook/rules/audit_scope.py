@@ -14,9 +14,13 @@ from __future__ import annotations
 from webhook.admission import AdmissionRequest
 from webhook.auditpolicy import Evaluation, Level, Policy, RequestAttributes, describe_rule
 from webhook.cluster.view import ClusterView
-from webhook.rules import AUDIT_SCOPE, RuleResult, passed
+from webhook.rules.result import AUDIT_SCOPE, RuleResult, passed
 from webhook.settings import Mode, Settings
+from webhook.subject import Subject
 from webhook.workloads import POD_CONNECT_SUBRESOURCES, is_workload
+
+RULE = AUDIT_SCOPE
+Shortfall = tuple[str, Evaluation, str]  # verb, its evaluation, why it falls short
 
 # Operation -> (verb, whether the URL carries the object's name). From apiserver
 # endpoints/handlers: create POSTs to the collection; patch (incl. server-side apply, which may
@@ -41,9 +45,8 @@ def in_scope(request: AdmissionRequest) -> bool:
     )
 
 
-def check(
-    request: AdmissionRequest, cluster: ClusterView, settings: Settings
-) -> tuple[RuleResult, ...]:
+def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[RuleResult, ...]:
+    request = subject.request
     mode = settings.mode("auditScope", request.namespace)
     policy = settings.audit_policy
     if mode is Mode.OFF or policy is None or not in_scope(request):
@@ -53,16 +56,24 @@ def check(
         facts = cluster.namespace(request.namespace)
         if facts is None or not selector.matches(facts.labels):
             return ()
-    shortfalls = []
-    for verb, named in VERBS[request.operation]:
-        attrs = attributes(request, verb, named)
-        evaluation = policy.evaluate(attrs)
-        reason = _shortfall(evaluation, settings.min_level, request.operation == "CONNECT")
-        if reason:
-            shortfalls.append((verb, evaluation, reason))
+    # The namespace selector above reads the cluster; the audit Policy's verdict does not, so a
+    # re-decision on a live read reuses it.
+    key = (AUDIT_SCOPE, id(policy), settings.min_level)
+    shortfalls = subject.once(key, lambda: _shortfalls(request, policy, settings.min_level))
     if not shortfalls:
         return (passed(AUDIT_SCOPE, mode, "inside the audited scope"),)
     return (_finding(request, policy, mode, shortfalls, settings.min_level),)
+
+
+def _shortfalls(request: AdmissionRequest, policy: Policy, minimum: Level) -> list[Shortfall]:
+    """The verbs the request may stand for whose audit level or stages fall short."""
+    shortfalls = []
+    for verb, named in VERBS[request.operation]:
+        evaluation = policy.evaluate(attributes(request, verb, named))
+        reason = _shortfall(evaluation, minimum, request.operation == "CONNECT")
+        if reason:
+            shortfalls.append((verb, evaluation, reason))
+    return shortfalls
 
 
 def attributes(request: AdmissionRequest, verb: str, named: bool) -> RequestAttributes:
@@ -96,7 +107,7 @@ def _finding(
     request: AdmissionRequest,
     policy: Policy,
     mode: Mode,
-    shortfalls: list[tuple[str, Evaluation, str]],
+    shortfalls: list[Shortfall],
     minimum: Level,
 ) -> RuleResult:
     resource = request.url_resource

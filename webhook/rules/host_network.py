@@ -9,29 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from webhook.admission import AdmissionRequest
 from webhook.cluster.view import ClusterView
-from webhook.rules import HOST_NETWORK, RuleResult, passed
+from webhook.rules.result import HOST_NETWORK, RuleResult, passed
 from webhook.settings import Mode, Settings
-from webhook.workloads import is_judged, is_workload, pod_spec
+from webhook.subject import Subject
+
+RULE = HOST_NETWORK
 
 
-def check(
-    request: AdmissionRequest, cluster: ClusterView, settings: Settings
-) -> tuple[RuleResult, ...]:
-    if not is_workload(request):
+def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[RuleResult, ...]:
+    request = subject.request
+    workload = subject.workload
+    if workload is None:
         return ()
     network_mode = settings.mode("hostNetwork", request.namespace)
     port_mode = settings.mode("hostPort", request.namespace)
     if network_mode is Mode.OFF and port_mode is Mode.OFF:
         return ()
-    judged, why_not = is_judged(request)
-    if not judged:
+    if not workload.judged:
         mode = network_mode if network_mode is not Mode.OFF else port_mode
-        return (passed(HOST_NETWORK, mode, why_not),)
-    spec = pod_spec(request, request.object)
+        return (passed(HOST_NETWORK, mode, workload.why_not),)
+    spec = workload.spec
     results: list[RuleResult] = []
-    what = f'{request.kind.kind} "{request.name or _generated_name(request)}"'
+    what = f'{request.kind.kind} "{subject.name}"'
     if network_mode is not Mode.OFF:
         if spec.get("hostNetwork") is True:
             text = (
@@ -66,12 +66,3 @@ def _host_ports(spec: Mapping[str, object]) -> list[tuple[str, int]]:
                 if isinstance(host_port, int) and not isinstance(host_port, bool) and host_port:
                     found.append((str(container.get("name", "?")), host_port))
     return found
-
-
-def _generated_name(request: AdmissionRequest) -> str:
-    meta = (request.object or {}).get("metadata")
-    if isinstance(meta, Mapping):
-        name = meta.get("name") or meta.get("generateName")
-        if isinstance(name, str):
-            return name
-    return ""

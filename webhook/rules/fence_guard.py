@@ -10,26 +10,25 @@ UPDATE that keeps P fencing is always allowed. A deletecollection item arrives w
 
 from __future__ import annotations
 
-from webhook.admission import AdmissionRequest
 from webhook.cluster.view import ClusterView
-from webhook.netpol import Direction, PolicyFacts, analyse_policy, fence_for
-from webhook.rules import DEFAULT_DENY, RuleResult, passed
+from webhook.netpol import Direction, PolicyFacts, fence_for
+from webhook.rules.result import DEFAULT_DENY, RuleResult, passed
 from webhook.settings import Mode, Settings
-from webhook.workloads import is_network_policy
+from webhook.subject import Subject
+
+RULE = DEFAULT_DENY
 
 
-def check(
-    request: AdmissionRequest, cluster: ClusterView, settings: Settings
-) -> tuple[RuleResult, ...]:
-    if not is_network_policy(request) or request.operation not in ("DELETE", "UPDATE"):
+def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[RuleResult, ...]:
+    request = subject.request
+    change = subject.policy
+    if change is None or request.operation not in ("DELETE", "UPDATE"):
         return ()
     mode = settings.mode("defaultDeny", request.namespace)
-    old_object = request.old_object
-    if mode is Mode.OFF or old_object is None:
+    removed = change.old
+    if mode is Mode.OFF or removed is None:
         return ()
-    removed = analyse_policy(old_object)
-    new_object = request.object if request.operation == "UPDATE" else None
-    replacement = analyse_policy(new_object) if new_object is not None else None
+    replacement = change.new if request.operation == "UPDATE" else None
     verb = "deleting" if replacement is None else "this update of"
     facts = cluster.namespace(request.namespace)
     others = tuple(p for p in (facts.policies if facts else ()) if not p.same_object(removed))
@@ -46,10 +45,14 @@ def check(
     # From here the answer rests on the cached policies and Pods: the shell re-reads them live
     # before it lets a fence go (a stale cache must never let the last fence go).
     if facts is not None and facts.running_pods == 0:
-        return (_confirmed_pass(mode, "teardown: the namespace has no running Pods", request),)
+        return (
+            _confirmed_pass(mode, "teardown: the namespace has no running Pods", request.namespace),
+        )
     blocked = [d for d in losing if not _older_fence(others, removed, d, settings.strict)]
     if not blocked:
-        return (_confirmed_pass(mode, "an older policy keeps the namespace fenced", request),)
+        return (
+            _confirmed_pass(mode, "an older policy keeps the namespace fenced", request.namespace),
+        )
     newer = sorted({p.name for p in others for d in blocked if p.fences(d, settings.strict)})
     text = (
         f'{verb} NetworkPolicy "{removed.name}" would leave namespace "{request.namespace}" '
@@ -75,8 +78,8 @@ def check(
     )
 
 
-def _confirmed_pass(mode: Mode, message: str, request: AdmissionRequest) -> RuleResult:
-    return RuleResult(DEFAULT_DENY, mode, True, message, confirm=request.namespace)
+def _confirmed_pass(mode: Mode, message: str, namespace: str) -> RuleResult:
+    return RuleResult(DEFAULT_DENY, mode, True, message, confirm=namespace)
 
 
 def _fenced(policies: tuple[PolicyFacts, ...], direction: Direction, strict: bool) -> bool:

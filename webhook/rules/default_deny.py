@@ -12,26 +12,28 @@ from collections.abc import Sequence
 from webhook.admission import AdmissionRequest
 from webhook.cluster.view import ClusterView, NamespaceFacts
 from webhook.netpol import Direction
-from webhook.rules import DEFAULT_DENY, RuleResult, passed
+from webhook.rules.result import DEFAULT_DENY, RuleResult, passed
 from webhook.settings import Mode, Settings
-from webhook.workloads import is_judged, is_namespace, is_workload
+from webhook.subject import Subject
+from webhook.workloads import is_namespace
+
+RULE = DEFAULT_DENY
 
 
-def check(
-    request: AdmissionRequest, cluster: ClusterView, settings: Settings
-) -> tuple[RuleResult, ...]:
+def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[RuleResult, ...]:
+    request = subject.request
     if is_namespace(request) and request.operation == "CREATE" and not request.sub_resource:
-        return _namespace_created(request, settings)
-    if not is_workload(request):
+        return _namespace_created(request.name or _object_name(request), settings)
+    workload = subject.workload
+    if workload is None:
         return ()
     mode = settings.mode("defaultDeny", request.namespace)
     if mode is Mode.OFF:
         return ()
-    judged, why_not = is_judged(request)
-    if not judged:
-        return (passed(DEFAULT_DENY, mode, why_not),)
+    if not workload.judged:
+        return (passed(DEFAULT_DENY, mode, workload.why_not),)
     if cluster.staleness() > settings.max_staleness:
-        return (_stale(request, cluster, settings, mode),)
+        return (_stale(request.namespace, cluster, settings, mode),)
     facts = cluster.namespace(request.namespace)
     missing, neutralised = unfenced_directions(facts, settings)
     if not missing:
@@ -100,8 +102,7 @@ def fix_manifest(namespace: str, directions: Sequence[Direction]) -> str:
     )
 
 
-def _namespace_created(request: AdmissionRequest, settings: Settings) -> tuple[RuleResult, ...]:
-    name = request.name or _object_name(request)
+def _namespace_created(name: str, settings: Settings) -> tuple[RuleResult, ...]:
     if settings.mode("defaultDeny", name) is Mode.OFF or name in settings.exemptions.namespaces:
         return ()
     text = (
@@ -118,14 +119,12 @@ def _object_name(request: AdmissionRequest) -> str:
     return name if isinstance(name, str) else ""
 
 
-def _stale(
-    request: AdmissionRequest, cluster: ClusterView, settings: Settings, mode: Mode
-) -> RuleResult:
+def _stale(namespace: str, cluster: ClusterView, settings: Settings, mode: Mode) -> RuleResult:
     age = f"{cluster.staleness():.0f}s"
     if not settings.deny_on_stale:
         return passed(DEFAULT_DENY, mode, f"cluster cache stale ({age}); cache.onStale: allow")
     text = (
-        f'kubefence cannot confirm that namespace "{request.namespace}" is fenced: its view of '
+        f'kubefence cannot confirm that namespace "{namespace}" is fenced: its view of '
         f"the cluster is stale ({age} without the API server; cache.onStale: deny)"
     )
-    return RuleResult(DEFAULT_DENY, mode, False, text, warning=text, confirm=request.namespace)
+    return RuleResult(DEFAULT_DENY, mode, False, text, warning=text, confirm=namespace)
