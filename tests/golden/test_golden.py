@@ -35,9 +35,10 @@ from objects import deny_all
 from webhook import cli, decisionlog
 from webhook.cluster.static import load_state
 from webhook.cluster.view import ClusterView, NamespaceFacts, StaticView, namespace_facts
-from webhook.config import Settings, parse_settings
+from webhook.config import parse_settings
 from webhook.netpol import analyse_policy
 from webhook.server import Runtime, build_app
+from webhook.settings import Settings
 
 HERE = Path(__file__).parent
 INPUTS = HERE / "inputs"

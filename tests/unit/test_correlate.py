@@ -25,8 +25,9 @@ from webhook.correlate.decision_reader import decision_records
 from webhook.correlate.join import Correlator
 from webhook.correlate.model import CorrelateOptions, Report
 from webhook.correlate.records import DecisionRecord, SourceStats
+from webhook.correlate.render_json import to_json
+from webhook.correlate.render_text import render_text
 from webhook.correlate.timestamps import format_time, parse_time
-from webhook.correlate_report import render_text, to_json
 
 FIXTURES = Path(__file__).parent / "fixtures" / "correlate"
 WEBHOOK = "validate.kubefence.io"

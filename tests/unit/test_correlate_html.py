@@ -21,8 +21,9 @@ import pytest
 
 from webhook.correlate.correlation import correlate
 from webhook.correlate.model import CorrelateOptions, Report
+from webhook.correlate.render_html import render_html
+from webhook.correlate.render_svg import timeline_svg
 from webhook.correlate.timestamps import format_time, parse_time
-from webhook.correlate_report import render_html, timeline_svg
 
 FIXTURES = Path(__file__).parent / "fixtures" / "correlate"
 WEBHOOK = "validate.kubefence.io"

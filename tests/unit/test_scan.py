@@ -18,8 +18,10 @@ from webhook.cli import main
 from webhook.cluster.static import load_state
 from webhook.config import load_settings
 from webhook.decide import decide
+from webhook.findings.judge import scan
+from webhook.findings.model import ScanReport
+from webhook.findings.render import fix_manifests, render_table, to_json
 from webhook.netpol import Direction
-from webhook.scan import ScanReport, fix_manifests, render_table, scan, to_json
 
 AUDIT_POLICY = """\
 apiVersion: audit.k8s.io/v1

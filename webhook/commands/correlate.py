@@ -21,8 +21,10 @@ from webhook.cli import positive_int
 from webhook.config import load_settings, parse_duration
 from webhook.correlate.correlation import Correlation
 from webhook.correlate.model import CorrelateOptions
+from webhook.correlate.render_html import render_html
+from webhook.correlate.render_json import render_json
+from webhook.correlate.render_text import render_text
 from webhook.correlate.timestamps import parse_time
-from webhook.correlate_report import render_html, render_json, render_text
 from webhook.errors import InputError
 
 HELP = (

@@ -23,7 +23,9 @@ from webhook.cluster.static import build_facts, load_state
 from webhook.cluster.view import StaticView
 from webhook.config import load_settings
 from webhook.errors import InputError
-from webhook.scan import POLICY_CRD_GROUPS, fix_manifests, render_table, scan, to_json
+from webhook.findings.judge import scan
+from webhook.findings.model import POLICY_CRD_GROUPS
+from webhook.findings.render import fix_manifests, render_table, to_json
 
 HELP = (
     "list namespaces that are not fenced, policies that neutralise fences and workloads outside "

@@ -1,7 +1,8 @@
 """The report model: the options of one run and the frozen findings and counts it reports.
 
 Listed findings (bypasses, gaps, retries, sensitive access) stop at `max_items`; the `Summary`
-counts stay exact. Renderings live in `webhook.correlate_report`.
+counts stay exact. The renderings of a `Report` are `render_json`, `render_text` and
+`render_html` (with `render_svg` for its timeline).
 """
 
 from __future__ import annotations

@@ -1,0 +1,51 @@
+"""How the correlate renderings spell one cell: a time, a span, a resource, an object, a code.
+
+Shared by the JSON, text, HTML and SVG renderings so a value reads the same in every format:
+times in RFC 3339 UTC (`timestamps.format_time`), a missing object or status code as `-`, an
+empty span as `(empty)`, durations in the largest whole unit (`2h`, `10m`, `90s`). Pure.
+"""
+
+from __future__ import annotations
+
+import html
+
+from webhook.correlate.timestamps import format_time
+
+
+def escape(text: str) -> str:
+    """Text from the logs, safe inside HTML elements and quoted attributes."""
+    return html.escape(text, quote=True)
+
+
+def time_or_none(epoch: float | None) -> str | None:
+    return None if epoch is None else format_time(epoch)
+
+
+def span(first_last: tuple[float | None, float | None]) -> str:
+    start, end = first_last
+    if start is None or end is None:
+        return "(empty)"
+    return f"{format_time(start)} .. {format_time(end)}"
+
+
+def resource_path(resource: str, subresource: str) -> str:
+    return f"{resource}/{subresource}" if subresource else resource
+
+
+def object_ref(namespace: str, name: str) -> str:
+    """`namespace/name`; a Namespace (whose namespace is its own name) by its name alone."""
+    if namespace and name and namespace != name:
+        return f"{namespace}/{name}"
+    return name or namespace or "-"
+
+
+def status_code(code: int | None) -> str:
+    return "-" if code is None else str(code)
+
+
+def duration(seconds: float) -> str:
+    if seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"

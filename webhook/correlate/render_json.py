@@ -1,0 +1,146 @@
+"""The JSON rendering of a correlate `Report`, for pipelines.
+
+The keys are a contract (issue 8): `summary` with the integer counts, the lists `bypasses`,
+`auditGaps`, `retried`, `probers`, `sensitiveAccess`, and `denials` grouped by rule, namespace and
+user; times are RFC 3339 in UTC (`timestamps.format_time`). Pure: a report in, bytes out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from webhook.correlate.model import Report
+from webhook.correlate.render_cells import time_or_none
+from webhook.correlate.timestamps import format_time
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    s = report.summary
+    o = report.options
+    return {
+        "summary": {
+            "auditEvents": s.audit_events,
+            "decisions": s.decisions,
+            "joined": s.joined,
+            "retried": s.retried,
+            "bypasses": s.bypasses,
+            "failOpenBypasses": s.fail_open,
+            "dodgedBypasses": s.dodged,
+            "auditGaps": s.audit_gaps,
+            "uncovered": s.uncovered,
+            "auditWithoutDecision": s.audit_without_decision,
+            "denials": s.denials,
+            "probers": s.probers,
+            "sensitiveAccess": s.sensitive_access,
+            "malformedLines": s.malformed_lines,
+        },
+        "window": {
+            "since": time_or_none(o.since),
+            "until": time_or_none(o.until),
+            "audit": {
+                "from": time_or_none(report.audit_span[0]),
+                "to": time_or_none(report.audit_span[1]),
+            },
+            "decisions": {
+                "from": time_or_none(report.decision_span[0]),
+                "to": time_or_none(report.decision_span[1]),
+            },
+        },
+        "webhookNames": list(o.webhook_names),
+        "bypasses": [
+            {
+                "time": b.time,
+                "auditID": b.audit_id,
+                "cause": b.cause,
+                "webhook": b.webhook,
+                "user": b.user,
+                "verb": b.verb,
+                "resource": b.resource,
+                "subresource": b.subresource,
+                "namespace": b.namespace,
+                "name": b.name,
+                "code": b.code,
+                "dryRun": b.dry_run,
+            }
+            for b in report.bypasses
+        ],
+        "auditGaps": [
+            {
+                "time": g.time,
+                "decisionID": g.decision_id,
+                "decision": g.decision,
+                "operation": g.operation,
+                "resource": g.resource,
+                "subresource": g.subresource,
+                "namespace": g.namespace,
+                "name": g.name,
+                "user": g.user,
+                "dryRun": g.dry_run,
+                "failedOpenAuditID": g.failed_open_audit_id,
+            }
+            for g in report.audit_gaps
+        ],
+        "retried": [
+            {
+                "time": r.time,
+                "decisionID": r.decision_id,
+                "auditID": r.audit_id,
+                "recordedDecisionID": r.recorded_decision_id,
+                "operation": r.operation,
+                "resource": r.resource,
+                "namespace": r.namespace,
+                "name": r.name,
+                "user": r.user,
+                "collection": r.collection,
+            }
+            for r in report.retried
+        ],
+        "denials": {
+            "byRule": report.denials_by_rule,
+            "byNamespace": report.denials_by_namespace,
+            "byUser": report.denials_by_user,
+        },
+        "probers": [
+            {
+                "user": p.user,
+                "denials": p.denials,
+                "windowStart": p.window_start,
+                "windowEnd": p.window_end,
+            }
+            for p in report.probers
+        ],
+        "sensitiveAccess": [
+            {
+                "time": a.time,
+                "auditID": a.audit_id,
+                "decisionID": a.decision_id,
+                "user": a.user,
+                "verb": a.verb,
+                "resource": a.resource,
+                "subresource": a.subresource,
+                "namespace": a.namespace,
+                "name": a.name,
+                "code": a.code,
+            }
+            for a in report.sensitive_access
+        ],
+        "sensitiveAccessByUser": report.sensitive_by_user,
+        "timeline": [
+            {
+                "start": format_time(b.start),
+                "seconds": b.seconds,
+                "allowed": b.allowed,
+                "denied": b.denied,
+                "bypasses": b.bypasses,
+                "auditGaps": b.gaps,
+            }
+            for b in report.timeline
+        ],
+        "maxItems": o.max_items,
+    }
+
+
+def render_json(report: Report) -> bytes:
+    return orjson.dumps(to_json(report), option=orjson.OPT_INDENT_2) + b"\n"

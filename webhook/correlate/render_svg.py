@@ -1,0 +1,97 @@
+"""The timeline of the correlate HTML page: an inline SVG of decisions per time bucket.
+
+Stacked bars of allowed and denied decisions, with bypass and audit-gap markers above them and a
+legend below; no scripts, so the page stays self-contained. Pure: buckets in, markup out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from webhook.correlate.model import Bucket
+from webhook.correlate.render_cells import duration, escape
+from webhook.correlate.timestamps import format_time
+
+
+def timeline_svg(buckets: Sequence[Bucket], width: int = 1100, height: int = 280) -> str:
+    """Stacked bars of allowed and denied decisions per bucket; bypass and gap markers above."""
+    if not buckets:
+        return '<p class="none">no decisions or bypasses in the window</p>'
+    left, right, top, bottom = 48, 12, 40, 46
+    plot_w, plot_h = width - left - right, height - top - bottom
+    peak = max([b.allowed + b.denied for b in buckets] + [1])
+    step = plot_w / len(buckets)
+    bar = max(step * 0.8, 1.0)
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="timeline of decisions">',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fbfcfd" '
+        'stroke="#dde1e6"/>',
+    ]
+    for frac in (0.0, 0.5, 1.0):
+        y = top + plot_h * (1 - frac)
+        out.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eceef1"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" '
+            f'fill="#5a6470">{round(peak * frac)}</text>'
+        )
+    for i, b in enumerate(buckets):
+        x = left + i * step + (step - bar) / 2
+        h_allowed = plot_h * b.allowed / peak
+        h_denied = plot_h * b.denied / peak
+        base = top + plot_h
+        tip = f"{format_time(b.start)}: {b.allowed} allowed, {b.denied} denied"
+        if b.allowed:
+            out.append(
+                f'<rect x="{x:.1f}" y="{base - h_allowed:.1f}" width="{bar:.1f}" '
+                f'height="{h_allowed:.1f}" fill="#5b8c5a"><title>{escape(tip)}</title></rect>'
+            )
+        if b.denied:
+            out.append(
+                f'<rect x="{x:.1f}" y="{base - h_allowed - h_denied:.1f}" width="{bar:.1f}" '
+                f'height="{h_denied:.1f}" fill="#c0392b"><title>{escape(tip)}</title></rect>'
+            )
+        cx = x + bar / 2
+        if b.bypasses:
+            out.append(
+                f'<path d="M{cx - 6:.1f},{top - 22} L{cx + 6:.1f},{top - 22} '
+                f'L{cx:.1f},{top - 10} Z" '
+                f'fill="#d35400"><title>{b.bypasses} bypasses at {escape(format_time(b.start))}'
+                "</title></path>"
+            )
+        if b.gaps:
+            out.append(
+                f'<rect x="{cx - 4:.1f}" y="{top - 8}" width="8" height="6" fill="#7d3c98">'
+                f"<title>{b.gaps} audit gaps at {escape(format_time(b.start))}</title></rect>"
+            )
+    ticks = min(6, len(buckets))
+    for k in range(ticks):
+        i = round(k * (len(buckets) - 1) / max(ticks - 1, 1))
+        x = left + i * step + step / 2
+        label = format_time(buckets[i].start)[:16].replace("T", " ")
+        anchor = "start" if k == 0 else "end" if k == ticks - 1 and ticks > 1 else "middle"
+        x = left if anchor == "start" else left + plot_w if anchor == "end" else x
+        out.append(
+            f'<text x="{x:.1f}" y="{top + plot_h + 16}" font-size="11" text-anchor="{anchor}" '
+            f'fill="#5a6470">{escape(label)}</text>'
+        )
+    legend = (
+        ("#5b8c5a", "allowed"),
+        ("#c0392b", "denied"),
+        ("#d35400", "bypass"),
+        ("#7d3c98", "audit gap"),
+    )
+    for k, (color, label) in enumerate(legend):
+        lx = left + k * 110
+        ly = height - 12
+        out.append(
+            f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{color}"/>'
+            f'<text x="{lx + 14}" y="{ly}" font-size="12" fill="#1d232a">{label}</text>'
+        )
+    width_note = duration(buckets[0].seconds)
+    out.append(
+        f'<text x="{left + plot_w}" y="{height - 12}" font-size="11" text-anchor="end" '
+        f'fill="#5a6470">one bar = {escape(width_note)} (UTC)</text>'
+    )
+    out.append("</svg>")
+    return "".join(out)

@@ -1,0 +1,177 @@
+"""`kubefence scan`, the judgement: what the webhook would object to, before anyone enforces it.
+
+Findings, per namespace that is not exempt, not Terminating and whose rule is not `off`:
+- unfenced: a direction of `defaultDeny.require` the namespace is not fenced for, exactly as the
+  `default-deny` rule judges it (`rules.default_deny.unfenced_directions`);
+- neutralising: the policies whose pooled rules let every peer in (`allow-all`); a new
+  default-deny cannot fix those directions, the policies must change;
+- outside the audited scope (with an audit policy configured): the `audit-scope` rule itself,
+  run for each workload kind, operation and usual writer (`usual_writers`), whatever mode it is
+  in.
+Warnings, not findings: policies that open the pods they select to every peer, and policy CRDs the
+cluster serves that can allow traffic beside NetworkPolicies (kubefence does not evaluate them).
+Pure: facts, settings and served API groups in, a frozen `model.ScanReport` out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from webhook.admission import AdmissionRequest, GroupVersionKind, GroupVersionResource
+from webhook.cluster.view import ClusterView, NamespaceFacts
+from webhook.findings.model import (
+    POLICY_CRD_GROUPS,
+    AuditScopeFinding,
+    PolicyCrd,
+    PolicyFinding,
+    ScanReport,
+    Unfenced,
+)
+from webhook.findings.usual_writers import ANY_USER, CONNECTS, USUAL_WRITERS
+from webhook.netpol import DIRECTIONS
+from webhook.rules import audit_scope
+from webhook.rules.default_deny import unfenced_directions
+from webhook.settings import Mode, Settings
+from webhook.subject import subject_of
+
+
+def scan(
+    namespaces: Iterable[NamespaceFacts],
+    cluster: ClusterView,
+    settings: Settings,
+    served_groups: Iterable[str] = (),
+) -> ScanReport:
+    """Judge every namespace of the view as the webhook would."""
+    facts = sorted(namespaces, key=lambda f: f.name)
+    exempt, terminating, off, scanned = [], [], [], []
+    unfenced: list[Unfenced] = []
+    neutralising: list[PolicyFinding] = []
+    open_selected: list[PolicyFinding] = []
+    for ns in facts:
+        if ns.name in settings.exemptions.namespaces:
+            exempt.append(ns.name)
+            continue
+        if ns.terminating:
+            terminating.append(ns.name)
+            continue
+        mode = settings.mode("defaultDeny", ns.name)
+        if mode is Mode.OFF:
+            off.append(ns.name)
+        else:
+            scanned.append(ns.name)
+            missing, _ = unfenced_directions(ns, settings)
+            by_direction = {
+                d: ns.fence(d, settings.strict).neutralised_by
+                for d in settings.require
+                if ns.fence(d, settings.strict).neutralised
+            }
+            if missing:
+                unfenced.append(
+                    Unfenced(ns.name, missing, by_direction, ns.running_pods, mode.value)
+                )
+            for policy in sorted({p for names in by_direction.values() for p in names}):
+                directions = tuple(d for d in DIRECTIONS if policy in by_direction.get(d, ()))
+                neutralising.append(PolicyFinding(ns.name, policy, directions))
+        if settings.mode("allowAllSelected", ns.name) is not Mode.OFF:
+            for p in ns.policies:
+                opened = tuple(
+                    d for d in DIRECTIONS if not p.selects_all and p.opens_to_everyone(d)
+                )
+                if opened:
+                    open_selected.append(PolicyFinding(ns.name, p.name, opened))
+    audited = [ns for ns in facts if ns.name not in exempt and ns.name not in terminating]
+    return ScanReport(
+        namespaces=len(facts),
+        scanned=tuple(scanned),
+        exempt=tuple(exempt),
+        terminating=tuple(terminating),
+        off=tuple(off),
+        unfenced=tuple(unfenced),
+        neutralising=tuple(neutralising),
+        open_selected=tuple(open_selected),
+        audit_scope=audit_scope_preflight(audited, cluster, settings),
+        policy_crds=tuple(
+            PolicyCrd(g, *POLICY_CRD_GROUPS[g])
+            for g in sorted(set(served_groups))
+            if g in POLICY_CRD_GROUPS
+        ),
+        require=settings.require,
+        strict=settings.strict,
+        audit_policy=settings.audit_policy_file,
+        existing_policies={ns.name: frozenset(p.name for p in ns.policies) for ns in facts},
+    )
+
+
+def audit_scope_preflight(
+    namespaces: Sequence[NamespaceFacts], cluster: ClusterView, settings: Settings
+) -> tuple[AuditScopeFinding, ...]:
+    """The audit-scope rule for every workload kind, operation and usual writer, grouped.
+
+    Run in whatever mode the rule is configured, so it can be checked before enforcement; a
+    namespace whose own override turns the rule off, and exempt writers, are left out.
+    """
+    if settings.audit_policy is None:
+        return ()
+    modes = dict(settings.modes)
+    modes["auditScope"] = Mode.ENFORCE
+    forced = replace(settings, modes=modes, overrides={})
+    groups: dict[tuple[str, str, str, str], list[tuple[str, str, str]]] = {}
+    for ns in namespaces:
+        override = settings.overrides.get(ns.name, {})
+        if override.get("auditScope") is Mode.OFF:
+            continue
+        for request, resource, writer in _requests(ns.name, settings):
+            for result in audit_scope.check(subject_of(request), cluster, forced):
+                if result.passed:
+                    continue
+                shape = result.message.replace(f'namespace "{ns.name}"', "namespace *")
+                key = (resource, request.operation, writer, shape)
+                groups.setdefault(key, []).append((ns.name, result.message, result.warning))
+    return tuple(
+        AuditScopeFinding(
+            resource, operation, writer, tuple(n for n, _, _ in hits), hits[0][1], hits[0][2]
+        )
+        for (resource, operation, writer, _), hits in groups.items()
+    )
+
+
+def _requests(namespace: str, settings: Settings) -> Iterable[tuple[AdmissionRequest, str, str]]:
+    exempt_users = settings.exemptions.users
+    exempt_groups = settings.exemptions.groups
+    for (group, version, resource, kind), writers in USUAL_WRITERS:
+        shown = f"{group}/{resource}" if group else resource
+        for writer, operations in writers:
+            if writer.user.username in exempt_users or exempt_groups & set(writer.user.groups):
+                continue
+            for operation in operations:
+                yield (
+                    AdmissionRequest(
+                        uid="kubefence-scan",
+                        kind=GroupVersionKind(group, version, kind),
+                        resource=GroupVersionResource(group, version, resource),
+                        operation=operation,
+                        user=writer.user,
+                        namespace=namespace,
+                        name="" if operation == "CREATE" else "example",
+                    ),
+                    shown,
+                    writer.label,
+                )
+    if ANY_USER.user.username in exempt_users or exempt_groups & set(ANY_USER.user.groups):
+        return
+    for sub, kind in CONNECTS:
+        yield (
+            AdmissionRequest(
+                uid="kubefence-scan",
+                kind=GroupVersionKind("", "v1", kind),
+                resource=GroupVersionResource("", "v1", "pods"),
+                operation="CONNECT",
+                user=ANY_USER.user,
+                namespace=namespace,
+                name="example",
+                sub_resource=sub,
+            ),
+            f"pods/{sub}",
+            ANY_USER.label,
+        )

@@ -1,0 +1,96 @@
+"""What `kubefence scan` finds: the frozen findings of one scan, and the policy-CRD groups it knows.
+
+A `ScanReport` holds, per namespace that is not exempt, not Terminating and whose rule is not
+`off`, the `Unfenced` directions (with the policies that neutralise them), the `PolicyFinding`s
+of policies that neutralise a fence or open the pods they select to every peer, the
+`AuditScopeFinding`s of the audit-scope preflight and the `PolicyCrd` groups the cluster serves.
+`judge.scan` builds it; `render` prints it. Data only: no I/O, no logic beyond derived views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from webhook.netpol import Direction
+
+# API groups whose policies can allow traffic that a namespace's NetworkPolicies deny.
+POLICY_CRD_GROUPS: dict[str, tuple[str, str]] = {
+    "policy.networking.k8s.io": (
+        "AdminNetworkPolicy, BaselineAdminNetworkPolicy",
+        "cluster-wide policies evaluated before NetworkPolicies: an Allow there overrides a "
+        "namespace's default-deny",
+    ),
+    "crd.projectcalico.org": (
+        "Calico NetworkPolicy, GlobalNetworkPolicy",
+        "ordered policies that can allow traffic before Kubernetes NetworkPolicies are evaluated",
+    ),
+    "projectcalico.org": (
+        "Calico NetworkPolicy, GlobalNetworkPolicy (Calico API server)",
+        "ordered policies that can allow traffic before Kubernetes NetworkPolicies are evaluated",
+    ),
+    "cilium.io": (
+        "CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy",
+        "allow rules that add to NetworkPolicies': a rule there can open a fenced namespace",
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Unfenced:
+    namespace: str
+    missing: tuple[Direction, ...]
+    neutralised_by: Mapping[Direction, tuple[str, ...]]
+    running_pods: int | None
+    mode: str
+
+    @property
+    def fixable(self) -> tuple[Direction, ...]:
+        """The directions a new default-deny policy fences (the others need a policy changed)."""
+        return tuple(d for d in self.missing if d not in self.neutralised_by)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFinding:
+    namespace: str
+    policy: str
+    directions: tuple[Direction, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditScopeFinding:
+    resource: str  # "group/resource" or "resource/subresource"
+    operation: str
+    writer: str
+    namespaces: tuple[str, ...]
+    message: str  # the audit-scope rule's own message, for the first namespace
+    warning: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyCrd:
+    group: str
+    kinds: str
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScanReport:
+    namespaces: int
+    scanned: tuple[str, ...]
+    exempt: tuple[str, ...]
+    terminating: tuple[str, ...]
+    off: tuple[str, ...]
+    unfenced: tuple[Unfenced, ...]
+    neutralising: tuple[PolicyFinding, ...]
+    open_selected: tuple[PolicyFinding, ...]
+    audit_scope: tuple[AuditScopeFinding, ...]
+    policy_crds: tuple[PolicyCrd, ...]
+    require: tuple[Direction, ...]
+    strict: bool
+    audit_policy: str | None
+    existing_policies: Mapping[str, frozenset[str]]
+
+    @property
+    def findings(self) -> bool:
+        return bool(self.unfenced or self.neutralising or self.audit_scope)

@@ -1,0 +1,187 @@
+"""The renderings of a `ScanReport`: the text table, the JSON document and the `--fix` manifests.
+
+The table is for a terminal; the JSON keys (`summary`, `unfenced`, `neutralising`, `openSelected`,
+`auditScope`, `policyCrds`, `skipped`) are for pipelines; `fix_manifests` prints the minimal
+default-deny NetworkPolicies that fence every unfenced namespace, as YAML for
+`kubectl apply -f -`. Pure: a report in, a string (or a JSON-ready dict) out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from webhook.findings.model import PolicyFinding, ScanReport
+from webhook.rules.default_deny import fix_manifest
+
+
+def fix_manifests(report: ScanReport) -> str:
+    """YAML for `kubectl apply -f -`: one default-deny NetworkPolicy per unfenced namespace.
+
+    Directions that a neutralising policy opens cannot be fixed by adding a policy; they are
+    named in comments. The policy is called `default-deny` unless that name is taken.
+    """
+    docs: list[str] = []
+    notes: list[str] = []
+    for item in report.unfenced:
+        for direction, names in item.neutralised_by.items():
+            notes.append(
+                f"# {item.namespace}: {direction} is opened to every peer by NetworkPolicy "
+                f"{', '.join(names)}; narrow or delete it (a new default-deny does not help)"
+            )
+        if not item.fixable:
+            continue
+        manifest = fix_manifest(item.namespace, item.fixable)
+        taken = report.existing_policies.get(item.namespace, frozenset())
+        name = _free_name(taken)
+        if name != "default-deny":
+            manifest = manifest.replace("  name: default-deny\n", f"  name: {name}\n", 1)
+        docs.append(manifest)
+    fixed = sum(1 for u in report.unfenced if u.fixable)
+    header = [
+        f"# kubefence scan --fix: default-deny NetworkPolicies for {fixed} "
+        f"namespace{'' if fixed == 1 else 's'} "
+        f"(require {', '.join(report.require)}); apply with kubectl apply -f -,",
+        "# then allow the traffic each workload needs with further NetworkPolicies.",
+        *notes,
+    ]
+    return "\n".join(header) + "\n" + "".join(f"---\n{d}\n" for d in docs)
+
+
+def _free_name(taken: frozenset[str]) -> str:
+    for name in ("default-deny", "kubefence-default-deny"):
+        if name not in taken:
+            return name
+    n = 2
+    while f"kubefence-default-deny-{n}" in taken:
+        n += 1
+    return f"kubefence-default-deny-{n}"
+
+
+def to_json(report: ScanReport) -> dict[str, object]:
+    return {
+        "summary": {
+            "namespaces": report.namespaces,
+            "scanned": len(report.scanned),
+            "unfenced": len(report.unfenced),
+            "neutralising": len(report.neutralising),
+            "openSelected": len(report.open_selected),
+            "auditScope": len(report.audit_scope),
+            "policyCrds": len(report.policy_crds),
+            "findings": report.findings,
+        },
+        "require": list(report.require),
+        "definition": "strict" if report.strict else "isolating",
+        "auditPolicy": report.audit_policy,
+        "unfenced": [
+            {
+                "namespace": u.namespace,
+                "missing": list(u.missing),
+                "neutralisedBy": {str(d): list(n) for d, n in u.neutralised_by.items()},
+                "fixable": list(u.fixable),
+                "runningPods": u.running_pods,
+                "mode": u.mode,
+            }
+            for u in report.unfenced
+        ],
+        "neutralising": [_policy_json(p) for p in report.neutralising],
+        "openSelected": [_policy_json(p) for p in report.open_selected],
+        "auditScope": [
+            {
+                "resource": a.resource,
+                "operation": a.operation,
+                "writer": a.writer,
+                "namespaces": list(a.namespaces),
+                "message": a.message,
+                "warning": a.warning,
+            }
+            for a in report.audit_scope
+        ],
+        "policyCrds": [
+            {"group": c.group, "kinds": c.kinds, "note": c.note} for c in report.policy_crds
+        ],
+        "skipped": {
+            "exempt": list(report.exempt),
+            "terminating": list(report.terminating),
+            "off": list(report.off),
+        },
+    }
+
+
+def _policy_json(p: PolicyFinding) -> dict[str, object]:
+    return {"namespace": p.namespace, "policy": p.policy, "directions": list(p.directions)}
+
+
+def render_table(report: ScanReport) -> str:
+    skipped = [
+        f"{len(names)} {label}"
+        for label, names in (
+            ("exempt", report.exempt),
+            ("terminating", report.terminating),
+            ("with defaultDeny off", report.off),
+        )
+        if names
+    ]
+    lines = [
+        f"kubefence scan: {report.namespaces} namespaces, {len(report.scanned)} scanned"
+        + (f" ({', '.join(skipped)} skipped)" if skipped else "")
+        + f"; fenced means a default-deny for {', '.join(report.require)}"
+        + (" (definition: strict)" if report.strict else "")
+    ]
+    lines += _table(
+        f"UNFENCED NAMESPACES: {len(report.unfenced)}",
+        ("NAMESPACE", "MISSING", "NEUTRALISED BY", "RUNNING PODS", "MODE"),
+        [
+            (
+                u.namespace,
+                ", ".join(u.missing),
+                "; ".join(f"{d}: {', '.join(n)}" for d, n in u.neutralised_by.items()) or "-",
+                "-" if u.running_pods is None else str(u.running_pods),
+                u.mode,
+            )
+            for u in report.unfenced
+        ],
+    )
+    lines += _table(
+        f"POLICIES THAT NEUTRALISE A FENCE (allow-all): {len(report.neutralising)}",
+        ("NAMESPACE", "POLICY", "OPENS"),
+        [(p.namespace, p.policy, ", ".join(p.directions)) for p in report.neutralising],
+    )
+    if report.audit_policy is None:
+        lines += ["", "AUDITED SCOPE: not checked (no auditScope.policyFile in the config)"]
+    else:
+        lines += [
+            "",
+            f"OUTSIDE THE AUDITED SCOPE: {len(report.audit_scope)} ({report.audit_policy})",
+        ]
+        for a in report.audit_scope:
+            shown = ", ".join(a.namespaces[:4]) + (", ..." if len(a.namespaces) > 4 else "")
+            lines.append(
+                f"  {a.operation} {a.resource} by {a.writer}, in {len(a.namespaces)} "
+                f"namespace{'s' if len(a.namespaces) != 1 else ''} ({shown}):"
+            )
+            lines.append(f"    {a.message}")
+    warnings = [
+        f"NetworkPolicy {p.namespace}/{p.policy} opens the pods it selects to every peer "
+        f"({', '.join(p.directions)}): anyone who can label a pod can use it"
+        for p in report.open_selected
+    ] + [
+        f"the cluster serves {c.group} ({c.kinds}): {c.note}; kubefence does not evaluate them"
+        for c in report.policy_crds
+    ]
+    if warnings:
+        lines += ["", f"WARNINGS: {len(warnings)}", *(f"  {w}" for w in warnings)]
+    if any(u.fixable for u in report.unfenced):
+        lines += ["", "Fence them: kubefence scan --fix ... | kubectl apply -f -"]
+    return "\n".join(lines) + "\n"
+
+
+def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    out = ["", title]
+    if not rows:
+        return out
+    table = [tuple(header), *(tuple(r) for r in rows)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    out += [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table
+    ]
+    return out
