@@ -70,7 +70,57 @@ def test_a_neutralised_fence_is_named_in_the_denial() -> None:
     opener = netpol("open-all", types=["Ingress"], ingress=[{}])
     decision = decide(parse(workload_review("Pod")), cluster(deny_all(), opener), DEFAULTS)
     assert decision.verdict == "deny"
-    assert "NetworkPolicy open-all allows every peer" in decision.message
+    assert (
+        "neutralised by NetworkPolicy open-all, which lets every peer in: narrow or delete it"
+    ) in decision.message
+    # Another default-deny would not help: none is offered.
+    assert "Apply this NetworkPolicy" not in decision.message
+    (failure,) = decision.failed
+    assert (
+        failure.warning == 'namespace "team" has its Ingress default-deny neutralised by open-all'
+    )
+
+
+def test_the_suggested_policy_never_replaces_an_existing_one() -> None:
+    # `default-deny` fences Ingress only: applying a manifest of that name for Egress would drop
+    # the Ingress fence. The hint takes a name the namespace does not use.
+    taken = netpol("default-deny", types=["Ingress"]), netpol("kubefence-default-deny", types=[])
+    decision = decide(parse(workload_review("Deployment")), cluster(*taken), DEFAULTS)
+    assert "  name: kubefence-default-deny-2\n" in decision.message
+    assert "policyTypes: [Egress]" in decision.message
+    (failure,) = decision.failed
+    assert failure.warning == 'namespace "team" has no default-deny NetworkPolicy for Egress'
+
+
+def test_the_denial_and_scan_fix_give_the_same_remedy(tmp_path: Path) -> None:
+    from webhook.cluster.static import load_state
+    from webhook.findings.judge import scan
+    from webhook.findings.render import fix_manifests
+
+    (tmp_path / "state.yaml").write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n---\n"
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+        "metadata: {name: default-deny, namespace: team}\n"
+        "spec: {podSelector: {}, policyTypes: [Ingress]}\n"
+    )
+    view = load_state(tmp_path)
+    decision = decide(parse(workload_review("Pod")), view, DEFAULTS)
+    manifest = decision.message.split("Apply this NetworkPolicy")[1].split("\n", 1)[1]
+    facts = [f for f in map(view.namespace, view.names()) if f is not None]
+    assert manifest in fix_manifests(scan(facts, view, DEFAULTS))
+
+
+def test_before_the_first_sync_a_denial_says_the_view_is_not_synced() -> None:
+    class Unsynced(StaticView):
+        @property
+        def synced(self) -> bool:
+            return False
+
+    decision = decide(parse(workload_review("Pod")), Unsynced([]), DEFAULTS)
+    assert decision.verdict == "deny"
+    assert "has not finished its first sync" in decision.message
+    assert "Apply this" not in decision.message
+    assert decision.confirm == "team"  # a live read may still allow it
 
 
 def test_require_ingress_only() -> None:

@@ -166,10 +166,13 @@ def test_fix_fences_every_fixable_namespace(tmp_path: Path) -> None:
     text = fix_manifests(report)
     docs = [d for d in yaml.safe_load_all(text) if d]
     assert {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs} == {
-        ("open", "default-deny"),
-        ("half", "kubefence-default-deny"),  # "default-deny" exists there (Ingress only)
+        ("open", "kubefence-default-deny"),
+        ("half", "kubefence-default-deny"),  # never `default-deny`: it exists there (Ingress only)
     }
-    assert "legacy: Ingress is opened to every peer by NetworkPolicy allow-everything" in text
+    assert (
+        "# legacy: Its Ingress default-deny is neutralised by NetworkPolicy allow-everything, "
+        "which lets every peer in: narrow or delete it (a new default-deny does not help)."
+    ) in text
     # Applying them leaves only what a new policy cannot fix.
     (folder / "fix.yaml").write_text(text)
     after = run_scan(folder, config(tmp_path))

@@ -11,31 +11,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from webhook.findings.model import PolicyFinding, ScanReport
-from webhook.rules.default_deny import fix_manifest
+from webhook.remedy import remedy
 
 
 def fix_manifests(report: ScanReport) -> str:
     """YAML for `kubectl apply -f -`: one default-deny NetworkPolicy per unfenced namespace.
 
     Directions that a neutralising policy opens cannot be fixed by adding a policy; they are
-    named in comments. The policy is called `default-deny` unless that name is taken.
+    named in comments. The same remedy as a denial's (`webhook.remedy`): a name not in use yet.
     """
     docs: list[str] = []
     notes: list[str] = []
     for item in report.unfenced:
-        for direction, names in item.neutralised_by.items():
-            notes.append(
-                f"# {item.namespace}: {direction} is opened to every peer by NetworkPolicy "
-                f"{', '.join(names)}; narrow or delete it (a new default-deny does not help)"
-            )
-        if not item.fixable:
-            continue
-        manifest = fix_manifest(item.namespace, item.fixable)
         taken = report.existing_policies.get(item.namespace, frozenset())
-        name = _free_name(taken)
-        if name != "default-deny":
-            manifest = manifest.replace("  name: default-deny\n", f"  name: {name}\n", 1)
-        docs.append(manifest)
+        fix = remedy(item.namespace, item.missing, item.neutralised_by, taken)
+        notes.extend(f"# {item.namespace}: {line}" for line in fix.narrowing())
+        if fix.manifest:
+            docs.append(fix.manifest)
     fixed = sum(1 for u in report.unfenced if u.fixable)
     header = [
         f"# kubefence scan --fix: default-deny NetworkPolicies for {fixed} "
@@ -45,16 +37,6 @@ def fix_manifests(report: ScanReport) -> str:
         *notes,
     ]
     return "\n".join(header) + "\n" + "".join(f"---\n{d}\n" for d in docs)
-
-
-def _free_name(taken: frozenset[str]) -> str:
-    for name in ("default-deny", "kubefence-default-deny"):
-        if name not in taken:
-            return name
-    n = 2
-    while f"kubefence-default-deny-{n}" in taken:
-        n += 1
-    return f"kubefence-default-deny-{n}"
 
 
 def to_json(report: ScanReport) -> dict[str, object]:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from webhook.admission import AdmissionRequest
 from webhook.cluster.view import ClusterView, NamespaceFacts
 from webhook.netpol import Direction
+from webhook.remedy import Remedy, remedy
 from webhook.rules.result import DEFAULT_DENY, RuleResult, passed
 from webhook.settings import Mode, Settings
 from webhook.subject import Subject
@@ -34,20 +35,21 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
         return (passed(DEFAULT_DENY, mode, workload.why_not),)
     if cluster.staleness() > settings.max_staleness:
         return (_stale(request.namespace, cluster, settings, mode),)
+    if not cluster.synced:
+        return (_unsynced(request.namespace, mode),)
     facts = cluster.namespace(request.namespace)
     missing, neutralised = unfenced_directions(facts, settings)
     if not missing:
         return (passed(DEFAULT_DENY, mode, f'namespace "{request.namespace}" is fenced'),)
+    taken = [p.name for p in facts.policies] if facts is not None else []
+    fix = remedy(request.namespace, missing, neutralised, taken)
     return (
         RuleResult(
             DEFAULT_DENY,
             mode,
             False,
-            unfenced_message(request.namespace, missing, neutralised),
-            warning=(
-                f'namespace "{request.namespace}" has no default-deny NetworkPolicy for '
-                f"{', '.join(missing)}"
-            ),
+            unfenced_message(request.namespace, missing, fix),
+            warning=unfenced_warning(request.namespace, fix),
             confirm=request.namespace,
         ),
     )
@@ -70,36 +72,22 @@ def unfenced_directions(
     return tuple(missing), neutralised
 
 
-def unfenced_message(
-    namespace: str, missing: Sequence[Direction], neutralised: dict[Direction, tuple[str, ...]]
-) -> str:
+def unfenced_message(namespace: str, missing: Sequence[Direction], fix: Remedy) -> str:
     lines = [
         f'namespace "{namespace}" is not fenced for {" and ".join(missing)}: workloads need a '
         "default-deny NetworkPolicy (an empty podSelector isolating every pod) first."
     ]
-    for direction, names in neutralised.items():
-        lines.append(
-            f"Its {direction} default-deny is neutralised: NetworkPolicy "
-            f"{', '.join(names)} allows every peer."
-        )
-    lines.append("Apply this NetworkPolicy (then allow the traffic the workload needs):")
-    lines.append(fix_manifest(namespace, missing))
-    return "\n".join(lines)
+    return "\n".join([*lines, *fix.steps()])
 
 
-def fix_manifest(namespace: str, directions: Sequence[Direction]) -> str:
-    """The minimal default-deny NetworkPolicy that fences `directions`, as YAML."""
-    types = ", ".join(d.value for d in directions)
-    return (
-        "apiVersion: networking.k8s.io/v1\n"
-        "kind: NetworkPolicy\n"
-        "metadata:\n"
-        "  name: default-deny\n"
-        f"  namespace: {namespace}\n"
-        "spec:\n"
-        "  podSelector: {}\n"
-        f"  policyTypes: [{types}]"
-    )
+def unfenced_warning(namespace: str, fix: Remedy) -> str:
+    """One line for response.warnings, true for missing and for neutralised fences alike."""
+    parts = []
+    if fix.add:
+        parts.append(f"has no default-deny NetworkPolicy for {', '.join(fix.add)}")
+    for direction, names in fix.narrow.items():
+        parts.append(f"has its {direction} default-deny neutralised by {', '.join(names)}")
+    return f'namespace "{namespace}" ' + " and ".join(parts)
 
 
 def _namespace_created(name: str, settings: Settings) -> tuple[RuleResult, ...]:
@@ -117,6 +105,16 @@ def _object_name(request: AdmissionRequest) -> str:
     meta = (request.object or {}).get("metadata")
     name = meta.get("name") if isinstance(meta, dict) else None
     return name if isinstance(name, str) else ""
+
+
+def _unsynced(namespace: str, mode: Mode) -> RuleResult:
+    """Before the first complete read of the cluster nothing is known, not even "unfenced"."""
+    text = (
+        f'kubefence cannot tell yet whether namespace "{namespace}" is fenced: its view of the '
+        "cluster has not finished its first sync with the API server (cache_synced: false); "
+        "retry in a few seconds"
+    )
+    return RuleResult(DEFAULT_DENY, mode, False, text, warning=text, confirm=namespace)
 
 
 def _stale(namespace: str, cluster: ClusterView, settings: Settings, mode: Mode) -> RuleResult:
