@@ -2,7 +2,9 @@
 
 Run: `python tests/bench/bench_server.py [--seconds 10] [--connections 16]` (needs wrk). The
 server is pinned to CPU 0 and wrk to CPU 1 where there are two; the report gives requests/s, the
-ratio to the ceiling, p50/p99 latency, and the cost of parse + `decide` alone in microseconds.
+ratio to the ceiling, p50/p99 latency and CPU per request for three reviews (a Deployment CREATE,
+a NetworkPolicy UPDATE and a Deployment UPDATE that changes the pod template, all in the demo's
+fenced namespace, decision log line included), and the cost of parse + `decide` alone.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 import timeit
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -52,6 +55,88 @@ local f = io.open("{body}", "rb")
 wrk.body = f:read("*a")
 f:close()
 """
+
+
+def policy_update(uid: str) -> dict[str, Any]:
+    """The demo's `allow-dns` policy gains DNS over TLS: the guard and allow-all both judge it."""
+    old = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": "allow-dns",
+            "namespace": "shop",
+            "uid": "uid-allow-dns",
+            "creationTimestamp": "2026-01-01T00:00:01Z",
+        },
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                            },
+                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                        }
+                    ],
+                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                }
+            ],
+        },
+    }
+    new = orjson.loads(orjson.dumps(old))
+    new["spec"]["egress"][0]["ports"].append({"protocol": "TCP", "port": 853})
+    gvr = {"group": "networking.k8s.io", "version": "v1", "resource": "networkpolicies"}
+    kind = {"group": "networking.k8s.io", "version": "v1", "kind": "NetworkPolicy"}
+    return _update(uid, gvr=gvr, kind=kind, name="allow-dns", new=new, old=old)
+
+
+def workload_update(uid: str) -> dict[str, Any]:
+    """A Deployment rollout: the pod template's image changes (judged by the UPDATE ratchet)."""
+    created = sample_review(uid, "shop", "web")["request"]
+    old = created["object"]
+    new = orjson.loads(orjson.dumps(old))
+    new["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:1.28"
+    return _update(uid, gvr=created["resource"], kind=created["kind"], name="web", new=new, old=old)
+
+
+def _update(
+    uid: str,
+    *,
+    gvr: dict[str, str],
+    kind: dict[str, str],
+    name: str,
+    new: dict[str, Any],
+    old: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": kind,
+            "resource": gvr,
+            "requestKind": kind,
+            "requestResource": gvr,
+            "name": name,
+            "namespace": "shop",
+            "operation": "UPDATE",
+            "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+            "object": new,
+            "oldObject": old,
+            "dryRun": False,
+            "options": {"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1"},
+        },
+    }
+
+
+REVIEWS = {
+    "Deployment CREATE": lambda: sample_review("bench", "shop", "web"),
+    "NetworkPolicy UPDATE": lambda: policy_update("bench"),
+    "Deployment UPDATE": lambda: workload_update("bench"),
+}
 
 
 def free_port() -> int:
@@ -100,16 +185,20 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(
-    args: list[str], port: int, ca: Path, lua: Path, *, seconds: int, connections: int
-) -> dict[str, float]:
+    args: list[str], port: int, ca: Path, luas: dict[str, Path], *, seconds: int, connections: int
+) -> dict[str, dict[str, float]]:
+    """One server process, one wrk run per review body; CPU per request from /proc."""
     proc = subprocess.Popen([*pin(0), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results: dict[str, dict[str, float]] = {}
     try:
         wait_ready(port, ca)
-        run_wrk(port, lua, 2, connections)  # warm-up
-        cpu = cpu_seconds(proc.pid)
-        result = run_wrk(port, lua, seconds, connections)
-        result["cpu_us"] = (cpu_seconds(proc.pid) - cpu) / (result["rps"] * seconds) * 1e6
-        return result
+        for name, lua in luas.items():
+            run_wrk(port, lua, 2, connections)  # warm-up
+            cpu = cpu_seconds(proc.pid)
+            result = run_wrk(port, lua, seconds, connections)
+            result["cpu_us"] = (cpu_seconds(proc.pid) - cpu) / (result["rps"] * seconds) * 1e6
+            results[name] = result
+        return results
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(10)
@@ -147,10 +236,12 @@ def main() -> int:
     state.mkdir()
     demo = Path(__file__).resolve().parents[2] / "webhook" / "demo" / "cluster.yaml"
     shutil.copy(demo, state / "cluster.yaml")
-    body = work / "review.json"
-    body.write_bytes(orjson.dumps(sample_review("bench", "shop", "web")))
-    lua = work / "post.lua"
-    lua.write_text(LUA.replace("{body}", str(body)))
+    luas: dict[str, Path] = {}
+    for i, (name, make) in enumerate(REVIEWS.items()):
+        body = work / f"review-{i}.json"
+        body.write_bytes(orjson.dumps(make()))
+        luas[name] = work / f"post-{i}.lua"
+        luas[name].write_text(LUA.replace("{body}", str(body)))
     ceiling_script = work / "ceiling.py"
     ceiling_script.write_text(CEILING)
 
@@ -159,7 +250,7 @@ def main() -> int:
         [sys.executable, str(ceiling_script), str(port), str(paths.cert), str(paths.key)],
         port,
         paths.ca_cert,
-        lua,
+        {"aiohttp ceiling": luas["Deployment CREATE"]},
         seconds=opts.seconds,
         connections=opts.connections,
     )
@@ -183,7 +274,7 @@ def main() -> int:
         "0",
     ]
     kubefence = measure(
-        serve, port, paths.ca_cert, lua, seconds=opts.seconds, connections=opts.connections
+        serve, port, paths.ca_cert, luas, seconds=opts.seconds, connections=opts.connections
     )
     decide_us, full_us = decide_cost()
 
@@ -191,14 +282,15 @@ def main() -> int:
         f"wrk: 1 thread, {opts.connections} keep-alive TLS connections, {opts.seconds}s; server on one core"
     )
     print(f"{'':22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU us/req':>12}{'non-2xx':>10}")
-    for name, r in (("aiohttp ceiling", ceiling), ("kubefence", kubefence)):
+    for name, r in (*ceiling.items(), *kubefence.items()):
         print(
             f"{name:22}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}"
             f"{r['cpu_us']:>12.1f}{r['non2xx']:>10.0f}"
         )
+    base, create = ceiling["aiohttp ceiling"], kubefence["Deployment CREATE"]
     print(
-        f"ratio kubefence / ceiling: {kubefence['rps'] / ceiling['rps']:.2f} (req/s), "
-        f"{ceiling['cpu_us'] / kubefence['cpu_us']:.2f} (CPU time per request)"
+        f"ratio kubefence / ceiling (Deployment CREATE): {create['rps'] / base['rps']:.2f} "
+        f"(req/s), {base['cpu_us'] / create['cpu_us']:.2f} (CPU time per request)"
     )
     print(
         f"decide() alone: {decide_us:.1f} us; parse_review + decide: {full_us:.1f} us (Deployment CREATE, fenced namespace)"

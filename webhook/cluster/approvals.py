@@ -4,6 +4,9 @@ Admission runs before the write: between approving a NetworkPolicy DELETE (or a 
 and the informer seeing it, the view still shows the old policy. Decisions in that window are made
 on the view minus these approvals, so one process never counts a fence it just let go. Across
 replicas the guard's "an older fence must remain" rule keeps concurrent removals safe.
+
+One approval is kept per policy (the latest): a policy updated a thousand times a minute costs a
+decision in its namespace one entry, not a thousand.
 """
 
 from __future__ import annotations
@@ -31,11 +34,26 @@ class RecentApprovals:
     ) -> None:
         self._ttl = ttl
         self._clock = clock
-        self._by_namespace: dict[str, list[_Approval]] = {}
+        # namespace -> policy key -> approval, oldest first
+        self._by_namespace: dict[str, dict[str, _Approval]] = {}
+        self._next_expiry = float("inf")
+        # namespace -> (the facts the approvals were applied to, the result): decisions in a
+        # namespace with approvals reuse the result while neither side changed.
+        self._applied: dict[str, tuple[NamespaceFacts, NamespaceFacts]] = {}
 
     def record(self, removed: PolicyFacts, replacement: PolicyFacts | None) -> None:
         entry = _Approval(removed, replacement, self._clock() + self._ttl)
-        self._by_namespace.setdefault(removed.namespace, []).append(entry)
+        approvals = self._by_namespace.setdefault(removed.namespace, {})
+        key = _key(removed)
+        # The latest approval of a policy supersedes the earlier ones: applying both removes
+        # the policy (whichever version) and leaves the latest replacement, as this one does.
+        approvals.pop(key, None)
+        approvals[key] = entry
+        self._applied.pop(removed.namespace, None)
+        self._next_expiry = min(self._next_expiry, entry.expires)
+
+    def __len__(self) -> int:
+        return sum(len(a) for a in self._by_namespace.values())
 
     def view(self, base: ClusterView) -> ClusterView:
         """`base` with approved removals applied; `base` itself when there are none."""
@@ -48,27 +66,44 @@ class RecentApprovals:
         approvals = self._by_namespace.get(facts.name)
         if not approvals:
             return facts
+        applied = self._applied.get(facts.name)
+        if applied is not None and applied[0] is facts:
+            return applied[1]
         policies = list(facts.policies)
-        for approval in approvals:
+        for approval in approvals.values():
             policies = [p for p in policies if not p.same_object(approval.removed)]
             if approval.replacement is not None:
                 policies.append(approval.replacement)
-        return namespace_facts(
+        result = namespace_facts(
             facts.name,
             policies,
             labels=facts.labels,
             terminating=facts.terminating,
             running_pods=facts.running_pods,
         )
+        self._applied[facts.name] = (facts, result)
+        return result
 
     def _expire(self) -> None:
         now = self._clock()
+        if now < self._next_expiry:
+            return
+        self._next_expiry = float("inf")
         for namespace in list(self._by_namespace):
-            alive = [a for a in self._by_namespace[namespace] if a.expires > now]
+            approvals = self._by_namespace[namespace]
+            alive = {k: a for k, a in approvals.items() if a.expires > now}
+            if len(alive) != len(approvals):
+                self._applied.pop(namespace, None)
             if alive:
                 self._by_namespace[namespace] = alive
+                self._next_expiry = min(self._next_expiry, *(a.expires for a in alive.values()))
             else:
                 del self._by_namespace[namespace]
+
+
+def _key(policy: PolicyFacts) -> str:
+    """One key per policy object, as `PolicyFacts.same_object` tells them apart."""
+    return f"uid:{policy.uid}" if policy.uid else f"name:{policy.name}"
 
 
 class _Applied:
