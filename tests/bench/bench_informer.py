@@ -232,8 +232,8 @@ async def measure(kubeconfig: Path, namespaces: int) -> dict[str, Any]:
     before_import = rss_mb()[0]
     from objects import parse, workload_review
 
-    from webhook.cluster.informer import Resource
     from webhook.cluster.live import build, connect
+    from webhook.cluster.state import Resource
     from webhook.cluster.view import StaticView
     from webhook.config import DEFAULT_SETTINGS
     from webhook.decide import decide
@@ -376,7 +376,8 @@ class InMemoryApi:
     watches that stay open and silent."""
 
     def __init__(self, namespaces: int, per_namespace: int, page_size: int = 500) -> None:
-        from webhook.cluster.informer import PATHS, Resource
+        from webhook.cluster.informer import PATHS
+        from webhook.cluster.state import Resource
 
         names = [f"{PREFIX}-{i:05d}" for i in range(namespaces)]
         ns_objects = [
@@ -493,7 +494,8 @@ class LoopWatch:
 
 
 async def measure_in_process(namespaces: int, per_namespace: int, relists: int) -> dict[str, Any]:
-    from webhook.cluster.informer import Informer, Resource
+    from webhook.cluster.informer import Informer
+    from webhook.cluster.state import Resource
     from webhook.cluster.view import StaticView
     from webhook.config import DEFAULT_SETTINGS
     from webhook.server import Runtime

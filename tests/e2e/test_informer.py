@@ -22,8 +22,9 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from objects import deny_all, netpol, parse, workload_review
 
-from webhook.cluster.informer import Backoff, Resource
+from webhook.cluster.informer import Backoff
 from webhook.cluster.live import KubeTransport, LiveView, NamespaceReader, build, connect
+from webhook.cluster.state import Resource
 from webhook.cluster.view import NamespaceFacts
 from webhook.config import DEFAULT_SETTINGS, Settings
 from webhook.decide import decide

@@ -28,16 +28,8 @@ from kubernetes.aio.config.kube_config import refresh_token
 
 from webhook import serving
 from webhook.cluster.driftwatch import DriftWatch
-from webhook.cluster.informer import (
-    JSON,
-    ApiError,
-    Backoff,
-    Informer,
-    Lines,
-    NamespaceRecord,
-    Transport,
-    namespace_record,
-)
+from webhook.cluster.informer import JSON, ApiError, Backoff, Informer, Lines, Transport
+from webhook.cluster.state import NamespaceRecord, namespace_record
 from webhook.cluster.view import ClusterView, NamespaceFacts, namespace_facts
 from webhook.config import Settings
 from webhook.decisionlog import get_logger
