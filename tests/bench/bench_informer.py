@@ -232,8 +232,9 @@ async def measure(kubeconfig: Path, namespaces: int) -> dict[str, Any]:
     before_import = rss_mb()[0]
     from objects import parse, workload_review
 
-    from webhook.cluster.live import build, connect
+    from webhook.cluster.live import build
     from webhook.cluster.state import Resource
+    from webhook.cluster.transport import connect
     from webhook.cluster.view import StaticView
     from webhook.config import DEFAULT_SETTINGS
     from webhook.decide import decide

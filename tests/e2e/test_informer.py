@@ -23,8 +23,9 @@ from kubernetes.client.rest import ApiException
 from objects import deny_all, netpol, parse, workload_review
 
 from webhook.cluster.informer import Backoff
-from webhook.cluster.live import KubeTransport, LiveView, NamespaceReader, build, connect
+from webhook.cluster.live import LiveView, NamespaceReader, build
 from webhook.cluster.state import Resource
+from webhook.cluster.transport import KubeTransport, connect
 from webhook.cluster.view import NamespaceFacts
 from webhook.config import DEFAULT_SETTINGS, Settings
 from webhook.decide import decide

@@ -13,7 +13,8 @@ import pytest
 from objects import deny_all, netpol
 from scripted_api import ScriptedWatches
 
-from webhook.cluster.informer import PATHS, ApiError, Backoff, Informer
+from webhook.cluster.apiserver import ApiError
+from webhook.cluster.informer import PATHS, Backoff, Informer
 from webhook.cluster.state import ClusterState, Resource, Transition, namespace_record
 from webhook.cluster.view import NamespaceFacts
 from webhook.config import DEFAULT_SETTINGS, Settings

@@ -35,15 +35,14 @@ from typing import Any, Protocol
 
 import orjson
 
+from webhook.cluster.apiserver import ApiError, Transport
 from webhook.cluster.informer import (
     IDLE_TIMEOUT,
     LIST_TIMEOUT,
     WATCH_SECONDS,
-    ApiError,
     Backoff,
     ShortWatch,
     Stream,
-    Transport,
 )
 from webhook.config import Settings
 from webhook.drift import DriftSpec, webhook_drift

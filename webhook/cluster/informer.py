@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 
+from webhook.cluster.apiserver import ApiError, Transport
 from webhook.cluster.state import (
     ClusterState,
     NamespaceRecord,
@@ -38,52 +38,12 @@ PAGE_SIZE = 500
 LIST_TIMEOUT = 60.0  # seconds for one page
 WATCH_SECONDS = 300  # each watch asks the server to end it after 1-2x this (client-go's choice)
 IDLE_TIMEOUT = 150.0  # no event or bookmark (~1/min) for this long: the stream is dead
-JSON = "application/json"
 
 
 PATHS = {
     Resource.NAMESPACES: "/api/v1/namespaces",
     Resource.NETWORK_POLICIES: "/apis/networking.k8s.io/v1/networkpolicies",
 }
-
-
-# --- the API server, as the informer needs it --------------------------------------------------
-
-
-class ApiError(Exception):
-    """The API server answered with an error status, or sent an ERROR watch event."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"HTTP {status}: {reason}")
-        self.status = status
-
-    @property
-    def expired(self) -> bool:
-        """410 Gone: the resourceVersion or continue token is too old; list again."""
-        return self.status == 410
-
-
-class Lines(Protocol):
-    async def readline(self) -> bytes:
-        """The next line of a watch stream; b"" once the server has ended it."""
-        ...
-
-
-class Transport(Protocol):
-    """JSON GETs and watch streams; every answer but 200 raises ApiError (`live.KubeTransport`)."""
-
-    async def get(
-        self,
-        path: str,
-        query: Sequence[tuple[str, str]] = (),
-        *,
-        timeout: float,
-        accept: str = JSON,
-    ) -> dict[str, Any]: ...
-
-    def watch(
-        self, path: str, query: Sequence[tuple[str, str]], *, timeout: float
-    ) -> AbstractAsyncContextManager[Lines]: ...
 
 
 # --- the list/watch loops ------------------------------------------------------------------------
