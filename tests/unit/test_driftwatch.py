@@ -26,7 +26,7 @@ from webhook.cluster.driftwatch import (
     Tracker,
     targets,
 )
-from webhook.cluster.informer import Backoff
+from webhook.cluster.reflector import Backoff
 from webhook.config import DEFAULT_SETTINGS, Settings
 from webhook.drift import DriftSpec
 from webhook.metrics import Metrics

@@ -14,7 +14,8 @@ from objects import deny_all, netpol
 from scripted_api import ScriptedWatches
 
 from webhook.cluster.apiserver import ApiError
-from webhook.cluster.informer import PATHS, Backoff, Informer
+from webhook.cluster.informer import PATHS, Informer
+from webhook.cluster.reflector import Backoff
 from webhook.cluster.state import ClusterState, Resource, Transition, namespace_record
 from webhook.cluster.view import NamespaceFacts
 from webhook.config import DEFAULT_SETTINGS, Settings

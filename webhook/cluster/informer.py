@@ -3,8 +3,8 @@
 Invariants:
 - What is kept, and how readers see it, is `webhook.cluster.state`'s; every list and event is
   applied to it synchronously, between two awaits.
-- LIST is paginated and consistent (resourceVersion unset); WATCH resumes from the last
-  resourceVersion seen, bookmarks included. A 410 Gone re-lists that resource; any other failure
+- Listing and watching are `webhook.cluster.reflector`'s: consistent paginated LISTs, WATCH from
+  the last resourceVersion with bookmarks, a 410 Gone re-lists that resource, any other failure
   re-watches after a capped, jittered backoff. The state is synced once both have been listed.
 - The state's transitions are reported as `fence.lost` / `fence.restored` log lines and counted in
   `kubefence_fence_transitions_total`.
@@ -13,15 +13,20 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
 
-import orjson
-
-from webhook.cluster.apiserver import ApiError, Transport
+from webhook.cluster.apiserver import Transport
+from webhook.cluster.reflector import (
+    IDLE_TIMEOUT,
+    PAGE_SIZE,
+    Backoff,
+    Collection,
+    Reflector,
+    Sink,
+    Stream,
+)
 from webhook.cluster.state import (
     ClusterState,
     NamespaceRecord,
@@ -34,19 +39,11 @@ from webhook.decisionlog import get_logger
 from webhook.metrics import Metrics
 from webhook.netpol import PolicyFacts
 
-PAGE_SIZE = 500
-LIST_TIMEOUT = 60.0  # seconds for one page
-WATCH_SECONDS = 300  # each watch asks the server to end it after 1-2x this (client-go's choice)
-IDLE_TIMEOUT = 150.0  # no event or bookmark (~1/min) for this long: the stream is dead
-
-
 PATHS = {
     Resource.NAMESPACES: "/api/v1/namespaces",
     Resource.NETWORK_POLICIES: "/apis/networking.k8s.io/v1/networkpolicies",
 }
-
-
-# --- the list/watch loops ------------------------------------------------------------------------
+_T = TypeVar("_T")
 
 
 class Host(Protocol):
@@ -54,51 +51,6 @@ class Host(Protocol):
 
     settings: Settings
     metrics: Metrics
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Capped exponential backoff with jitter: a delay in [base/2, base], base = initial * 2^n."""
-
-    initial: float = 0.5
-    cap: float = 30.0
-
-    def delay(self, failures: int) -> float:
-        base = min(self.cap, self.initial * 2.0 ** min(failures, 32))
-        return base * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
-
-
-@dataclass
-class Stream:
-    """One resource's list/watch progress: where to resume, whether it is live, what happened."""
-
-    resource_version: str = ""
-    connected: bool = False
-    healthy_at: float = field(default_factory=time.monotonic)
-    failures: int = 0  # consecutive, for the backoff
-    lists: int = 0
-    expired: int = 0  # 410 Gone answers that forced a re-list
-    errors: int = 0
-
-    def failed(self, exc: BaseException, backoff: Backoff) -> tuple[bool, float]:
-        """Record a failed list or watch: (410 Gone, so re-list; seconds to wait first).
-
-        A first 410 re-lists at once; anything else, and repeated failures, back off.
-        """
-        self.connected = False
-        expired = isinstance(exc, ApiError) and exc.expired
-        if expired:
-            self.resource_version = ""
-            self.expired += 1
-        else:
-            self.errors += 1
-        delay = 0.0 if expired and not self.failures else backoff.delay(self.failures)
-        self.failures += 1
-        return expired, delay
-
-
-class ShortWatch(Exception):
-    """The server ended a watch at once; re-watching at once would spin."""
 
 
 class Informer:
@@ -133,104 +85,39 @@ class Informer:
         """List and watch both resources until cancelled."""
         async with asyncio.TaskGroup() as group:
             for resource in Resource:
-                group.create_task(self._reflect(resource, host))
+                group.create_task(self._reflector(resource, host).run())
 
-    async def _reflect(self, resource: Resource, host: Host) -> None:
-        stream = self.streams[resource]
-        while True:
-            try:
-                if not stream.resource_version:
-                    await self._list(resource, host)
-                await self._watch(resource, host)
-            except Exception as exc:
-                expired, delay = stream.failed(exc, self._backoff)
-                self._log.warning(
-                    "informer.relist" if expired else "informer.retry",
-                    resource=resource.value,
-                    reason=_describe(exc),
-                    retry_in=round(delay, 3),
-                )
-                await asyncio.sleep(delay)
+    async def relist(self, host: Host) -> None:
+        """List both resources again now, as a 410 Gone would (what that costs is benchmarked)."""
+        for resource in Resource:
+            await self._reflector(resource, host).list()
 
-    async def _list(self, resource: Resource, host: Host) -> None:
-        started = time.monotonic()
-        records: list[NamespaceRecord] = []
-        policies: list[PolicyFacts] = []
-        version, token = "", ""
-        while True:
-            query = [("limit", str(self._page_size))]
-            if token:
-                query.append(("continue", token))
-            page = await self._transport.get(PATHS[resource], query, timeout=LIST_TIMEOUT)
-            meta = page.get("metadata") or {}
-            version = str(meta.get("resourceVersion") or version)
-            for item in page.get("items") or ():
-                if resource is Resource.NAMESPACES:
-                    records.append(namespace_record(item))
-                else:
-                    policies.append(self.state.policy(item))
-            token = str(meta.get("continue") or "")
-            if not token:
-                break
-        settings = host.settings
+    def _reflector(
+        self, resource: Resource, host: Host
+    ) -> Reflector[NamespaceRecord] | Reflector[PolicyFacts]:
+        state = self.state
         if resource is Resource.NAMESPACES:
-            transitions = self.state.replace_namespaces(records, version, settings)
-        else:
-            transitions = self.state.replace_policies(policies, version, settings)
-        stream = self.streams[resource]
-        stream.resource_version = version
-        stream.lists += 1
-        self._log.info(
-            "informer.listed",
-            resource=resource.value,
-            items=len(records) + len(policies),
-            resource_version=version,
-            seconds=round(time.monotonic() - started, 3),
+            records = _Facts(self, resource, host, namespace_record, state.replace_namespaces)
+            return self._over(resource, records)
+        policies = _Facts(self, resource, host, state.policy, state.replace_policies)
+        return self._over(resource, policies)
+
+    def _over(self, resource: Resource, sink: Sink[_T]) -> Reflector[_T]:
+        collection = Collection(
+            PATHS[resource],
+            page_size=self._page_size,
+            event_prefix="informer",
+            log_fields={"resource": resource.value},
         )
-        self._report(transitions, host)
-
-    async def _watch(self, resource: Resource, host: Host) -> None:
-        stream = self.streams[resource]
-        seconds = random.randint(WATCH_SECONDS, 2 * WATCH_SECONDS)  # noqa: S311 - spread, not crypto
-        query = [
-            ("watch", "true"),
-            ("allowWatchBookmarks", "true"),
-            ("resourceVersion", stream.resource_version),
-            ("timeoutSeconds", str(seconds)),
-        ]
-        idle = False
-        async with self._transport.watch(PATHS[resource], query, timeout=seconds + 60.0) as lines:
-            opened = stream.healthy_at = time.monotonic()
-            stream.connected, stream.failures = True, 0
-            try:
-                while True:
-                    try:
-                        async with asyncio.timeout(self._idle_timeout):
-                            line = await lines.readline()
-                    except TimeoutError:
-                        idle = True
-                        raise
-                    if not line:
-                        if time.monotonic() - opened < 1.0:
-                            raise ShortWatch("the server ended the watch at once")
-                        return  # the server's timeoutSeconds: watch again from here
-                    stream.healthy_at = time.monotonic()
-                    self._handle(resource, orjson.loads(line), host)
-            finally:
-                stream.connected = False
-                if not idle:  # it was open until now; an idle stream was last healthy earlier
-                    stream.healthy_at = time.monotonic()
-
-    def _handle(self, resource: Resource, event: Mapping[str, Any], host: Host) -> None:
-        kind = event.get("type")
-        obj = event.get("object") or {}
-        if kind == "ERROR":
-            raise ApiError(int(obj.get("code") or 500), str(obj.get("message") or "watch error"))
-        if kind in ("ADDED", "MODIFIED", "DELETED"):
-            self._report(self.state.apply(resource, str(kind), obj, host.settings), host)
-        version = (obj.get("metadata") or {}).get("resourceVersion")
-        if version:
-            self.streams[resource].resource_version = str(version)
+        return Reflector(
+            self._transport,
+            collection,
+            sink,
+            self.streams[resource],
+            log=self._log,
+            backoff=self._backoff,
+            idle_timeout=self._idle_timeout,
+        )
 
     def _report(self, transitions: Iterable[Transition], host: Host) -> None:
         for t in transitions:
@@ -245,6 +132,34 @@ class Informer:
             )
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+class _Facts(Generic[_T]):
+    """One resource's lists and events: applied to the informer's state, transitions reported."""
+
+    def __init__(
+        self,
+        informer: Informer,
+        resource: Resource,
+        host: Host,
+        reduce: Callable[[Mapping[str, Any]], _T],
+        replace: Callable[[list[_T], str, Settings], list[Transition]],
+    ) -> None:
+        self.reduce = reduce
+        self._informer = informer
+        self._resource = resource
+        self._host = host
+        self._replace = replace
+
+    def replace(self, items: list[_T], resource_version: str, started: float) -> None:
+        transitions = self._replace(items, resource_version, self._host.settings)
+        self._informer._log.info(
+            "informer.listed",
+            resource=self._resource.value,
+            items=len(items),
+            resource_version=resource_version,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        self._informer._report(transitions, self._host)
+
+    def apply(self, event: str, obj: Mapping[str, Any]) -> None:
+        informer, settings = self._informer, self._host.settings
+        informer._report(informer.state.apply(self._resource, event, obj, settings), self._host)

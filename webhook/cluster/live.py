@@ -22,7 +22,8 @@ from urllib.parse import quote
 from webhook import serving
 from webhook.cluster.apiserver import METADATA_ONLY, RUNNING_PODS, ApiError, Transport, pages
 from webhook.cluster.driftwatch import DriftWatch
-from webhook.cluster.informer import Backoff, Informer
+from webhook.cluster.informer import Informer
+from webhook.cluster.reflector import Backoff
 from webhook.cluster.state import NamespaceRecord, namespace_record
 from webhook.cluster.transport import (
     CredentialsError,
