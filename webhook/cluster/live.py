@@ -6,7 +6,8 @@ Invariants:
   NetworkPolicies with resourceVersion unset, and whether any Pod in it still runs) within the
   caller's time; concurrent callers for a namespace share one read, and an answer is reused for
   about a second. A failed or late read yields None, so the denial it was to confirm stands.
-- `serve_live` owns the API client: opened before serving, closed after.
+- `build` puts the informer and the reader over one API client; its owner (`kubefence serve`)
+  opens it before serving and closes it after.
 """
 
 from __future__ import annotations
@@ -14,31 +15,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Coroutine
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from webhook import serving
 from webhook.cluster.apiserver import METADATA_ONLY, RUNNING_PODS, ApiError, Transport, pages
-from webhook.cluster.driftwatch import DriftWatch
 from webhook.cluster.informer import Informer
 from webhook.cluster.reflector import Backoff
 from webhook.cluster.state import NamespaceRecord, namespace_record
-from webhook.cluster.transport import (
-    CredentialsError,
-    KubeTransport,
-    close,
-    connect,
-    refresh_credentials,
-)
+from webhook.cluster.transport import KubeTransport
 from webhook.cluster.view import ClusterView, NamespaceFacts, namespace_facts
-from webhook.config import Settings
 from webhook.decisionlog import get_logger
-from webhook.errors import InputError
 from webhook.labels import NAMESPACE_NAME_LABEL
 from webhook.netpol import PolicyFacts, analyse_policy
-from webhook.server import Runtime
 
 if TYPE_CHECKING:
     from webhook.cluster.transport import ApiClient
@@ -193,33 +181,3 @@ def build(api: ApiClient, *, backoff: Backoff | None = None) -> LiveView:
     """An informer and a reader over one client, behind one view."""
     transport = KubeTransport(api)
     return LiveView(Informer(transport, backoff=backoff), NamespaceReader(transport))
-
-
-async def serve_live(
-    options: serving.ServeOptions, settings: Settings, kubeconfig: Path | None
-) -> int:
-    """Serve with the live cluster view; the informer runs beside the server in its loop."""
-    try:
-        api, loader = await connect(kubeconfig)
-    except CredentialsError as exc:
-        raise InputError(f"{exc.source}: cannot load cluster credentials: {exc.reason}") from None
-    try:
-        view = build(api)
-        background: list[Callable[[Runtime], Coroutine[Any, Any, None]]] = [
-            view.informer.run,
-            DriftWatch(KubeTransport(api)).run,
-        ]
-        if loader is not None:
-            background.append(_refresh(loader, api))
-        return await serving.serve(options, settings, view, background=background, confirmer=view)
-    finally:
-        await close(api)
-
-
-def _refresh(loader: Any, api: ApiClient) -> Callable[[Runtime], Coroutine[Any, Any, None]]:
-    """Keep exec-plugin and GCP credentials of a kubeconfig fresh (returns at once otherwise)."""
-
-    async def job(runtime: Runtime) -> None:
-        await refresh_credentials(loader, api)
-
-    return job
