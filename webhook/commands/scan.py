@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import yaml
 
+from webhook import exitcodes
 from webhook.cluster.apiserver import JSON, METADATA_ONLY, RUNNING_PODS, ApiError, Getter, pages
 from webhook.cluster.static import build_facts, load_state
 from webhook.cluster.view import StaticView
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         out.write(render_table(report))
     out.flush()
-    return 1 if report.findings else 0
+    return exitcodes.FINDING if report.findings else exitcodes.OK
 
 
 # --- a live cluster -----------------------------------------------------------------------------

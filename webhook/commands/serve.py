@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from webhook import decisionlog, tls
 from webhook.cli import positive_int
 from webhook.cluster.static import load_state
+from webhook.commands import workers
 from webhook.config import Settings, load_settings
 from webhook.errors import InputError
 from webhook.server import Runtime
@@ -116,9 +117,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.kubeconfig}: --kubeconfig file not found")
     decisionlog.configure()
     if args.workers > 1:
-        from webhook import workers
-
-        return workers.supervise(args)
+        return workers.supervise(args, run)
     if args.state is not None:
         return asyncio.run(serve(options, settings, cluster))
     return asyncio.run(serve_live(options, settings, args.kubeconfig))
