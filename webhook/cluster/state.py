@@ -160,12 +160,15 @@ class ClusterState:
         self._records, self._policies = records, policies
         old = self._facts
         new: dict[str, NamespaceFacts] = {}
+        # A list replaces one resource; the other's dict is the very one the facts were built
+        # from (events rebuild the facts they change), so it needs no comparing.
+        same_records, same_policies = before_records is records, before_policies is policies
         for name in records.keys() | policies.keys():
             kept = old.get(name)
             if (
                 kept is not None
-                and before_records.get(name) == records.get(name)
-                and _same_versions(before_policies.get(name), policies.get(name))
+                and (same_records or before_records.get(name) == records.get(name))
+                and (same_policies or _same_versions(before_policies.get(name), policies.get(name)))
             ):
                 new[name] = kept  # unchanged since the last list: a re-list stays cheap
                 continue
