@@ -244,23 +244,12 @@ async def measure(kubeconfig: Path, namespaces: int) -> dict[str, Any]:
     api, _ = await connect(kubeconfig)
     view = build(api)
     runtime = Runtime(settings=DEFAULT_SETTINGS, cluster=view)
-    stall = 0.0
-
-    async def ticker() -> None:  # the longest the loop could not answer a request during sync
-        nonlocal stall
-        while True:
-            t0 = time.perf_counter()
-            await asyncio.sleep(0.005)
-            stall = max(stall, time.perf_counter() - t0 - 0.005)
-
-    tick = asyncio.create_task(ticker())
-    started = time.perf_counter()
-    task = asyncio.create_task(view.informer.run(runtime))
-    while not view.synced:
-        await asyncio.sleep(0.01)
-    sync_seconds = time.perf_counter() - started
-    tick.cancel()
-    sync_stall = stall
+    with LoopWatch() as cold:  # the longest the loop could not answer a request during sync
+        started = time.perf_counter()
+        task = asyncio.create_task(view.informer.run(runtime))
+        while not view.synced:
+            await asyncio.sleep(0.01)
+        sync_seconds = time.perf_counter() - started
     gc.collect()
     rss, peak = rss_mb()
     policies = sum(
@@ -268,14 +257,10 @@ async def measure(kubeconfig: Path, namespaces: int) -> dict[str, Any]:
     )
 
     # A re-list while serving (what a 410 Gone costs): nothing changed, so facts are kept.
-    stall = 0.0
-    tick = asyncio.create_task(ticker())
-    started = time.perf_counter()
-    await view.informer.relist(runtime)
-    relist_seconds = time.perf_counter() - started
-    tick.cancel()
-    relist_stall = stall
-
+    with LoopWatch() as relist:
+        started = time.perf_counter()
+        await view.informer.relist(runtime)
+        relist_seconds = time.perf_counter() - started
     fenced_ns, open_ns = f"{PREFIX}-00001", f"{PREFIX}-00010"
     allow = parse(workload_review("Pod", namespace=fenced_ns))
     deny = parse(workload_review("Pod", namespace=open_ns))
@@ -286,9 +271,11 @@ async def measure(kubeconfig: Path, namespaces: int) -> dict[str, Any]:
         "policies_in_bench_namespaces": policies,
         "cold_sync_seconds": round(sync_seconds, 2),
         "lists": {r.value: view.informer.streams[r].lists for r in Resource},
-        "max_loop_stall_ms": round(sync_stall * 1000, 1),
+        "max_loop_stall_ms": cold.report()["max_loop_stall_ms"],
+        "cold_sync_gc": {k: v for k, v in cold.report().items() if k.startswith("gc_")},
         "relist_both_seconds": round(relist_seconds, 2),
-        "relist_max_loop_stall_ms": round(relist_stall * 1000, 1),
+        "relist_max_loop_stall_ms": relist.report()["max_loop_stall_ms"],
+        "relist_gc": {k: v for k, v in relist.report().items() if k.startswith("gc_")},
         "rss_mb": {
             "before_imports": round(before_import, 1),
             "after_imports": round(imported, 1),
