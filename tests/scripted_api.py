@@ -1,5 +1,5 @@
 """A scripted API server for the list/watch loops (informer, drift watch): lists from a dict,
-watch streams fed by the test, refusals queued by the test. Implements `informer.Transport`."""
+watch streams fed by the test, refusals queued by the test. Implements `apiserver.Transport`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from webhook.cluster.informer import ApiError
+from webhook.cluster.apiserver import ApiError
 
 
 class ScriptedWatches:

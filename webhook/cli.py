@@ -1,7 +1,7 @@
 """The `kubefence` command line: a table of subcommands, each a module whose `run` is the exit code.
 
-Exit codes: 0 success, 1 a finding or denial where the command says so, 2 bad input (one line on
-stderr naming the file and field).
+Exit codes are `webhook.exitcodes`'; `run_command` is the one error handler, for every command
+and every `serve --workers` worker: bad input is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from webhook import __version__
+from webhook import __version__, exitcodes
 from webhook.errors import InputError
-
-EXIT_BAD_INPUT = 2
 
 
 class Command(Protocol):
@@ -57,7 +55,7 @@ def _load(name: str) -> Command:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # argparse's own exit code for usage errors is 2 already; keep its one-line form.
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+        self.exit(exitcodes.BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
@@ -80,11 +78,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_list)
     args = parser.parse_args(args_list)
-    command = _load(args.command)
+    return run_command(args.command, _load(args.command).run, args)
+
+
+def run_command(
+    name: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace
+) -> int:
+    """`run`'s exit code; bad input is `kubefence NAME: reason` on stderr, Ctrl-C INTERRUPTED."""
     try:
-        return command.run(args)
+        return run(args)
     except InputError as exc:
-        print(f"kubefence {args.command}: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        print(f"kubefence {name}: {exc}", file=sys.stderr)
+        return exitcodes.BAD_INPUT
     except KeyboardInterrupt:
-        return 130
+        return exitcodes.INTERRUPTED

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from webhook import tls
+from webhook import exitcodes, tls
 from webhook.cluster.view import ClusterView
 from webhook.config import load_settings
 from webhook.errors import InputError
@@ -34,6 +34,7 @@ RELOAD_INTERVAL = 2.0  # config file polling
 KEEPALIVE_SECONDS = 30.0  # idle keep-alive connections are closed after this
 HANDSHAKE_TIMEOUT = 10.0
 SETTLE_SECONDS = 1.0  # after the listener closes, time for just-accepted clients to send
+BACKLOG = 1024  # connections the kernel queues before kubefence accepts them
 
 Job = Callable[[Runtime], Coroutine[Any, Any, None]]
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -81,10 +82,10 @@ async def serve(
         runtime.metrics.cert_reloads.labels(result)
     app = build_app(runtime)
     app.on_response_prepare.append(_close_while_draining)
-    sock = _listen(options.host, options.port, options.reuse_port)
+    sock = listen(options.host, options.port, reuse_port=options.reuse_port)
     try:
         probe_sock = (
-            _listen(options.host, options.probe_port, options.reuse_port)
+            listen(options.host, options.probe_port, reuse_port=options.reuse_port)
             if options.probe_port is not None
             else None
         )
@@ -108,7 +109,7 @@ async def serve(
         sock=sock,
         ssl=reloader.context,
         ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-        backlog=1024,
+        backlog=BACKLOG,
     )
     probes = await _start_probes(runtime, probe_sock) if probe_sock is not None else None
     port = sock.getsockname()[1]
@@ -150,7 +151,7 @@ async def serve(
         if probes is not None:
             await probes.cleanup()
     runtime.log.info("server.stopped")
-    return 0
+    return exitcodes.OK
 
 
 def _job_ended(runtime: Runtime, task: asyncio.Task[None]) -> None:
@@ -223,7 +224,14 @@ async def _close_while_draining(request: web.Request, response: web.StreamRespon
         response.headers[hdrs.CONNECTION] = "close"
 
 
-def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
+def listen(
+    host: str, port: int, *, reuse_port: bool = False, backlog: int | None = BACKLOG
+) -> socket.socket:
+    """A TCP socket on host:port (port 0 picks one), listening and non-blocking.
+
+    With `backlog` None it is only bound: a reservation that holds the port and takes no
+    connections. InputError names the address when the port cannot be had.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -231,11 +239,13 @@ def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(1024)
+        if backlog is not None:
+            sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.setblocking(False)
+    if backlog is not None:
+        sock.setblocking(False)
     return sock
 
 

@@ -4,8 +4,10 @@ NetworkPolicies in a real kube-apiserver.
 Run as `python tests/bench/bench_informer.py` (starts a local control plane from
 tests/e2e/controlplane.py, fills it, measures, stops it) or `--kubeconfig FILE` for a cluster that
 is already filled (`--fill` fills it first). The measurement runs in a fresh child process, so the
-RSS it reports is a webhook's: the imports, the client, the informer's state. Prints numbers,
-asserts nothing about time (targets: cold sync <= 30 s, RSS <= 250 MB).
+RSS it reports is a webhook's: the imports, the client, the informer's state. `--in-process`
+measures the informer alone against a scripted API server in memory (the same pages, no HTTP):
+cold sync, a re-list while serving, and the loop stalls and collector pauses each causes. Prints
+numbers, asserts nothing about time (targets: cold sync <= 30 s, RSS <= 250 MB).
 """
 
 from __future__ import annotations
@@ -230,8 +232,9 @@ async def measure(kubeconfig: Path, namespaces: int) -> dict[str, Any]:
     before_import = rss_mb()[0]
     from objects import parse, workload_review
 
-    from webhook.cluster.informer import Resource
-    from webhook.cluster.live import build, connect
+    from webhook.cluster.live import build
+    from webhook.cluster.state import Resource
+    from webhook.cluster.transport import connect
     from webhook.cluster.view import StaticView
     from webhook.decide import decide
     from webhook.server import Runtime
@@ -241,23 +244,12 @@ async def measure(kubeconfig: Path, namespaces: int) -> dict[str, Any]:
     api, _ = await connect(kubeconfig)
     view = build(api)
     runtime = Runtime(settings=DEFAULT_SETTINGS, cluster=view)
-    stall = 0.0
-
-    async def ticker() -> None:  # the longest the loop could not answer a request during sync
-        nonlocal stall
-        while True:
-            t0 = time.perf_counter()
-            await asyncio.sleep(0.005)
-            stall = max(stall, time.perf_counter() - t0 - 0.005)
-
-    tick = asyncio.create_task(ticker())
-    started = time.perf_counter()
-    task = asyncio.create_task(view.informer.run(runtime))
-    while not view.synced:
-        await asyncio.sleep(0.01)
-    sync_seconds = time.perf_counter() - started
-    tick.cancel()
-    sync_stall = stall
+    with LoopWatch() as cold:  # the longest the loop could not answer a request during sync
+        started = time.perf_counter()
+        task = asyncio.create_task(view.informer.run(runtime))
+        while not view.synced:
+            await asyncio.sleep(0.01)
+        sync_seconds = time.perf_counter() - started
     gc.collect()
     rss, peak = rss_mb()
     policies = sum(
@@ -265,15 +257,10 @@ async def measure(kubeconfig: Path, namespaces: int) -> dict[str, Any]:
     )
 
     # A re-list while serving (what a 410 Gone costs): nothing changed, so facts are kept.
-    stall = 0.0
-    tick = asyncio.create_task(ticker())
-    started = time.perf_counter()
-    for resource in Resource:
-        await view.informer._list(resource, runtime)
-    relist_seconds = time.perf_counter() - started
-    tick.cancel()
-    relist_stall = stall
-
+    with LoopWatch() as relist:
+        started = time.perf_counter()
+        await view.informer.relist(runtime)
+        relist_seconds = time.perf_counter() - started
     fenced_ns, open_ns = f"{PREFIX}-00001", f"{PREFIX}-00010"
     allow = parse(workload_review("Pod", namespace=fenced_ns))
     deny = parse(workload_review("Pod", namespace=open_ns))
@@ -284,9 +271,11 @@ async def measure(kubeconfig: Path, namespaces: int) -> dict[str, Any]:
         "policies_in_bench_namespaces": policies,
         "cold_sync_seconds": round(sync_seconds, 2),
         "lists": {r.value: view.informer.streams[r].lists for r in Resource},
-        "max_loop_stall_ms": round(sync_stall * 1000, 1),
+        "max_loop_stall_ms": cold.report()["max_loop_stall_ms"],
+        "cold_sync_gc": {k: v for k, v in cold.report().items() if k.startswith("gc_")},
         "relist_both_seconds": round(relist_seconds, 2),
-        "relist_max_loop_stall_ms": round(relist_stall * 1000, 1),
+        "relist_max_loop_stall_ms": relist.report()["max_loop_stall_ms"],
+        "relist_gc": {k: v for k, v in relist.report().items() if k.startswith("gc_")},
         "rss_mb": {
             "before_imports": round(before_import, 1),
             "after_imports": round(imported, 1),
@@ -338,6 +327,203 @@ def measure_sdk_informer(kubeconfig: Path, expected: int) -> dict[str, Any]:
     }
 
 
+# --- the informer alone, against a scripted API server in memory ---------------------------------
+
+
+def as_served(obj: dict[str, Any], index: int, version: int) -> dict[str, Any]:
+    """An object as kube-apiserver returns it in a LIST: uid, versions, managedFields, defaults."""
+    meta = obj["metadata"]
+    served = {
+        **meta,
+        "uid": f"00000000-0000-4000-8000-{index:012d}",
+        "resourceVersion": str(version),
+        "generation": 1,
+        "creationTimestamp": "2026-01-01T00:00:00Z",
+        "managedFields": [
+            {
+                "manager": "kubectl-client-side-apply",
+                "operation": "Update",
+                "apiVersion": obj["apiVersion"],
+                "time": "2026-01-01T00:00:00Z",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {"f:labels": {".": {}}}, "f:spec": {}},
+            }
+        ],
+    }
+    out = {**obj, "metadata": served}
+    spec = out.get("spec")
+    if obj["kind"] == "NetworkPolicy" and isinstance(spec, dict) and "policyTypes" not in spec:
+        types = ["Ingress", *(["Egress"] if spec.get("egress") else [])]
+        out["spec"] = {**spec, "policyTypes": types}
+    return out
+
+
+class InMemoryApi:
+    """LIST pages from pre-serialised bodies (parsed with orjson per call, as the transport does);
+    watches that stay open and silent."""
+
+    def __init__(self, namespaces: int, per_namespace: int, page_size: int = 500) -> None:
+        from webhook.cluster.informer import PATHS
+        from webhook.cluster.state import Resource
+
+        names = [f"{PREFIX}-{i:05d}" for i in range(namespaces)]
+        ns_objects = [
+            as_served(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {
+                        "name": n,
+                        "labels": {"team": f"t{i % 50}", "kubernetes.io/metadata.name": n},
+                    },
+                    "spec": {"finalizers": ["kubernetes"]},
+                    "status": {"phase": "Active"},
+                },
+                i,
+                1000 + i,
+            )
+            for i, n in enumerate(names)
+        ]
+        policies = [
+            as_served(p, 10**6 + j, 10**6 + j)
+            for j, p in enumerate(
+                p for i, n in enumerate(names) for p in policies_for(n, i)[:per_namespace]
+            )
+        ]
+        self.count = {
+            Resource.NAMESPACES: len(ns_objects),
+            Resource.NETWORK_POLICIES: len(policies),
+        }
+        self.version = 10**7
+        self.pages: dict[str, list[bytes]] = {}
+        for resource, items in (
+            (Resource.NAMESPACES, ns_objects),
+            (Resource.NETWORK_POLICIES, policies),
+        ):
+            chunks = [items[i : i + page_size] for i in range(0, len(items), page_size)] or [[]]
+            self.pages[PATHS[resource]] = [
+                orjson.dumps(
+                    {
+                        "kind": "List",
+                        "metadata": {
+                            "resourceVersion": str(self.version),
+                            **({"continue": str(k + 1)} if k + 1 < len(chunks) else {}),
+                        },
+                        "items": chunk,
+                    }
+                )
+                for k, chunk in enumerate(chunks)
+            ]
+
+    async def get(
+        self, path: str, query: Any = (), *, timeout: float, accept: str = "application/json"
+    ) -> dict[str, Any]:
+        await asyncio.sleep(0)  # an answer arrives in a later turn of the loop, as over HTTP
+        page: dict[str, Any] = orjson.loads(self.pages[path][int(dict(query).get("continue", "0"))])
+        return page
+
+    def watch(self, path: str, query: Any, *, timeout: float) -> Any:
+        return _SilentWatch()
+
+
+class _SilentWatch:
+    async def __aenter__(self) -> _SilentWatch:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def readline(self) -> bytes:
+        await asyncio.Event().wait()
+        return b""
+
+
+class LoopWatch:
+    """The longest the loop could not run a 5 ms timer, and the collector's pauses meanwhile."""
+
+    def __init__(self) -> None:
+        self.stall = 0.0
+        self.gc_pauses: list[tuple[int, float]] = []
+        self._gc_started = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pauses.append((info["generation"], time.perf_counter() - self._gc_started))
+
+    async def _tick(self) -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.005)
+            self.stall = max(self.stall, time.perf_counter() - t0 - 0.005)
+
+    def __enter__(self) -> LoopWatch:
+        gc.callbacks.append(self._on_gc)
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._on_gc)
+        assert self._task is not None
+        self._task.cancel()
+
+    def report(self) -> dict[str, Any]:
+        full = [s for g, s in self.gc_pauses if g == 2]
+        return {
+            "max_loop_stall_ms": round(self.stall * 1000, 1),
+            "gc_collections": len(self.gc_pauses),
+            "gc_full_collections": len(full),
+            "gc_max_pause_ms": round(max((s for _, s in self.gc_pauses), default=0.0) * 1000, 1),
+            "gc_total_ms": round(sum(s for _, s in self.gc_pauses) * 1000, 1),
+        }
+
+
+async def measure_in_process(namespaces: int, per_namespace: int, relists: int) -> dict[str, Any]:
+    from webhook.cluster.informer import Informer
+    from webhook.cluster.state import Resource
+    from webhook.cluster.view import StaticView
+    from webhook.server import Runtime
+    from webhook.settings import DEFAULT_SETTINGS
+
+    started = time.perf_counter()
+    api = InMemoryApi(namespaces, per_namespace)
+    built = time.perf_counter() - started
+    gc.collect()
+    informer = Informer(api)
+    runtime = Runtime(settings=DEFAULT_SETTINGS, cluster=StaticView([]))
+    await asyncio.sleep(0.02)  # the timer's first turns
+    with LoopWatch() as cold:
+        started = time.perf_counter()
+        task = asyncio.create_task(informer.run(runtime))
+        while not informer.synced:
+            await asyncio.sleep(0.001)
+        sync_seconds = time.perf_counter() - started
+        await asyncio.sleep(0.05)
+    relist: list[dict[str, Any]] = []
+    for _ in range(relists):  # what a 410 Gone costs while serving: nothing changed, facts kept
+        with LoopWatch() as watch:
+            started = time.perf_counter()
+            await informer.relist(runtime)
+            seconds = time.perf_counter() - started
+            await asyncio.sleep(0.05)
+        relist.append({"seconds": round(seconds, 2), **watch.report()})
+    rss, peak = rss_mb()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return {
+        "namespaces": len(informer.state),
+        "listed": {r.value: api.count[r] for r in Resource},
+        "pages_built_seconds": round(built, 1),
+        "cold_sync_seconds": round(sync_seconds, 2),
+        "cold_sync": cold.report(),
+        "relist_both": relist,
+        "rss_mb": round(rss, 1),
+        "peak_mb": round(peak, 1),
+    }
+
+
 def child(kubeconfig: Path, *flags: str) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, __file__, "--kubeconfig", str(kubeconfig), *flags],
@@ -363,10 +549,23 @@ def main() -> int:
     parser.add_argument("--kubeconfig", type=Path, help="a cluster to use instead of a local one")
     parser.add_argument("--fill", action="store_true", help="with --kubeconfig: fill it first")
     parser.add_argument("--sdk-informer", action="store_true", help="also time kubernetes.informer")
+    parser.add_argument(
+        "--in-process", action="store_true", help="the informer alone, a scripted API in memory"
+    )
+    parser.add_argument("--relists", type=int, default=3, help="with --in-process (default 3)")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--measure-sdk", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.in_process:
+        import structlog
+
+        structlog.configure(logger_factory=structlog.ReturnLoggerFactory())  # numbers only
+        result = asyncio.run(measure_in_process(args.namespaces, args.per_namespace, args.relists))
+        print(f"informer in process, {args.namespaces} namespaces:")
+        for key, value in result.items():
+            print(f"  {key}: {value}")
+        return 0
     if args.measure:
         print(json.dumps(asyncio.run(measure(args.kubeconfig, args.namespaces))))
         return 0

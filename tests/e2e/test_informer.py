@@ -22,8 +22,10 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from objects import deny_all, netpol, parse, workload_review
 
-from webhook.cluster.informer import Backoff, Resource
-from webhook.cluster.live import KubeTransport, LiveView, NamespaceReader, build, connect
+from webhook.cluster.live import LiveView, NamespaceReader, build
+from webhook.cluster.reflector import Backoff
+from webhook.cluster.state import Resource
+from webhook.cluster.transport import KubeTransport, connect
 from webhook.cluster.view import NamespaceFacts
 from webhook.decide import decide
 from webhook.netpol import Direction

@@ -16,7 +16,7 @@ import pytest
 from serving_kit import HOST, LoadClient, ServeProcess, TlsMaterial
 
 from webhook.cli import main
-from webhook.workers import worst
+from webhook.commands.workers import worst
 
 
 def worker_args(tls_material: TlsMaterial, directory: Path, state: Path, *extra: str) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from scripted_api import ScriptedWatches
 
+from webhook.cluster.apiserver import ApiError
 from webhook.cluster.driftwatch import (
     DELETED,
     DRIFT,
@@ -25,7 +26,7 @@ from webhook.cluster.driftwatch import (
     Tracker,
     targets,
 )
-from webhook.cluster.informer import ApiError, Backoff
+from webhook.cluster.reflector import Backoff
 from webhook.drift import DriftSpec
 from webhook.metrics import Metrics
 from webhook.settings import DEFAULT_SETTINGS, Settings

@@ -13,16 +13,10 @@ import pytest
 from objects import deny_all, netpol
 from scripted_api import ScriptedWatches
 
-from webhook.cluster.informer import (
-    PATHS,
-    ApiError,
-    Backoff,
-    ClusterState,
-    Informer,
-    Resource,
-    Transition,
-    namespace_record,
-)
+from webhook.cluster.apiserver import ApiError
+from webhook.cluster.informer import PATHS, Informer
+from webhook.cluster.reflector import Backoff
+from webhook.cluster.state import ClusterState, Resource, Transition, namespace_record
 from webhook.cluster.view import NamespaceFacts
 from webhook.labels import NAMESPACE_NAME_LABEL
 from webhook.metrics import Metrics

@@ -17,34 +17,23 @@ Invariants:
   `kubefence_webhook_drift{object,name}` is 1 while an object drifts, 0 while it matches.
 - The `drift` section is re-read while running: a changed section restarts the watches (and
   re-compares), a removed one stops them; what was reported of an object still named is kept.
-- LIST (fieldSelector `metadata.name`) is consistent; WATCH resumes from the last resourceVersion
-  seen, bookmarks included; 410 Gone re-lists, any other failure retries after the informer's
-  capped, jittered backoff.
+- Each object is listed and watched by name (fieldSelector `metadata.name`) by
+  `webhook.cluster.reflector`, the informer's loop: a consistent LIST, WATCH from the last
+  resourceVersion with bookmarks, 410 Gone re-lists, any other failure retries after a capped,
+  jittered backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-import orjson
-
-from webhook.cluster.informer import (
-    IDLE_TIMEOUT,
-    LIST_TIMEOUT,
-    WATCH_SECONDS,
-    ApiError,
-    Backoff,
-    ShortWatch,
-    Stream,
-    Transport,
-)
+from webhook.cluster.apiserver import Transport
+from webhook.cluster.reflector import IDLE_TIMEOUT, Backoff, Collection, Reflector, Stream
 from webhook.drift import DriftSpec, webhook_drift
 from webhook.metrics import Metrics
 from webhook.settings import Settings
@@ -190,96 +179,63 @@ class DriftWatch:
                         await task
 
     def _start(self, target: Target, spec: DriftSpec, host: Host) -> asyncio.Task[None]:
-        self.trackers.setdefault(target, Tracker(target))
-        self.streams[target] = Stream()
-        return asyncio.create_task(self._reflect(target, spec, host))
+        tracker = self.trackers.setdefault(target, Tracker(target))
+        stream = self.streams[target] = Stream()
+        collection = Collection(
+            target.kind.path,
+            selector=(("fieldSelector", f"metadata.name={target.name}"),),
+            page_size=None,  # one object by name
+            event_prefix="drift_watch",
+            log_fields={"object": target.kind.value, "name": target.name},
+        )
+        reflector = Reflector(
+            self._transport,
+            collection,
+            _Observer(tracker, spec, host),
+            stream,
+            log=host.log,
+            backoff=self._backoff,
+            idle_timeout=self._idle_timeout,
+        )
+        return asyncio.create_task(reflector.run())
 
-    async def _reflect(self, target: Target, spec: DriftSpec, host: Host) -> None:
-        stream = self.streams[target]
-        while True:
-            try:
-                if not stream.resource_version:
-                    await self._list(target, spec, host)
-                await self._watch(target, spec, host)
-            except Exception as exc:
-                expired, delay = stream.failed(exc, self._backoff)
-                host.log.warning(
-                    "drift_watch.relist" if expired else "drift_watch.retry",
-                    object=target.kind.value,
-                    name=target.name,
-                    reason=f"{type(exc).__name__}: {exc}".rstrip(": "),
-                    retry_in=round(delay, 3),
-                )
-                await asyncio.sleep(delay)
 
-    async def _list(self, target: Target, spec: DriftSpec, host: Host) -> None:
-        query = [("fieldSelector", f"metadata.name={target.name}")]
-        page = await self._transport.get(target.kind.path, query, timeout=LIST_TIMEOUT)
-        version = str((page.get("metadata") or {}).get("resourceVersion") or "")
-        found = [i for i in page.get("items") or () if _name(i) == target.name]
+class _Observer:
+    """One object's lists and events, compared by its tracker; drift reported and counted."""
+
+    def __init__(self, tracker: Tracker, spec: DriftSpec, host: Host) -> None:
+        self._tracker = tracker
+        self._spec = spec
+        self._host = host
+
+    def reduce(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        return obj
+
+    def replace(
+        self, items: list[Mapping[str, Any]], resource_version: str, started: float
+    ) -> None:
+        target = self._tracker.target
+        found = [i for i in items if _name(i) == target.name]
         obj = found[0] if found else None
-        self._observe(target, obj, spec, _version(obj) or version, host)
-        stream = self.streams[target]
-        stream.resource_version = version
-        stream.lists += 1
-        host.log.info(
+        self._observe(obj, _version(obj) or resource_version)
+        self._host.log.info(
             "drift_watch.listed",
             object=target.kind.value,
             name=target.name,
             found=obj is not None,
-            resource_version=version,
+            resource_version=resource_version,
         )
 
-    async def _watch(self, target: Target, spec: DriftSpec, host: Host) -> None:
-        stream = self.streams[target]
-        seconds = random.randint(WATCH_SECONDS, 2 * WATCH_SECONDS)  # noqa: S311 - spread, not crypto
-        query = [
-            ("fieldSelector", f"metadata.name={target.name}"),
-            ("watch", "true"),
-            ("allowWatchBookmarks", "true"),
-            ("resourceVersion", stream.resource_version),
-            ("timeoutSeconds", str(seconds)),
-        ]
-        async with self._transport.watch(target.kind.path, query, timeout=seconds + 60.0) as lines:
-            opened = stream.healthy_at = time.monotonic()
-            stream.connected, stream.failures = True, 0
-            try:
-                while True:
-                    async with asyncio.timeout(self._idle_timeout):
-                        line = await lines.readline()
-                    if not line:
-                        if time.monotonic() - opened < 1.0:
-                            raise ShortWatch("the server ended the watch at once")
-                        return  # the server's timeoutSeconds: watch again from here
-                    stream.healthy_at = time.monotonic()
-                    self._handle(target, orjson.loads(line), spec, host)
-            finally:
-                stream.connected = False
+    def apply(self, event: str, obj: Mapping[str, Any]) -> None:
+        if _name(obj) == self._tracker.target.name:
+            self._observe(None if event == "DELETED" else obj, _version(obj))
 
-    def _handle(
-        self, target: Target, event: Mapping[str, Any], spec: DriftSpec, host: Host
-    ) -> None:
-        kind = event.get("type")
-        obj = event.get("object") or {}
-        if kind == "ERROR":
-            raise ApiError(int(obj.get("code") or 500), str(obj.get("message") or "watch error"))
-        version = _version(obj)
-        if kind in ("ADDED", "MODIFIED", "DELETED") and _name(obj) == target.name:
-            self._observe(target, None if kind == "DELETED" else obj, spec, version, host)
-        if version:
-            self.streams[target].resource_version = version
-
-    def _observe(
-        self,
-        target: Target,
-        obj: Mapping[str, Any] | None,
-        spec: DriftSpec,
-        version: str,
-        host: Host,
-    ) -> None:
-        report = self.trackers[target].observe(obj, spec, version)
+    def _observe(self, obj: Mapping[str, Any] | None, version: str) -> None:
+        tracker, host = self._tracker, self._host
+        target = tracker.target
+        report = tracker.observe(obj, self._spec, version)
         labels = (target.kind.value, target.name)
-        host.metrics.webhook_drift.labels(*labels).set(1 if self.trackers[target].paths else 0)
+        host.metrics.webhook_drift.labels(*labels).set(1 if tracker.paths else 0)
         if report is None:
             return
         drifted = report.event == DRIFT

@@ -6,116 +6,33 @@ Invariants:
   NetworkPolicies with resourceVersion unset, and whether any Pod in it still runs) within the
   caller's time; concurrent callers for a namespace share one read, and an answer is reused for
   about a second. A failed or late read yields None, so the denial it was to confirm stands.
-- `serve_live` owns the API client: opened before serving, closed after.
+- `build` puts the informer and the reader over one API client; its owner (`kubefence serve`)
+  opens it before serving and closes it after.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import aiohttp
-import orjson
-from kubernetes.aio.client import ApiClient, Configuration
-from kubernetes.aio.config import ConfigException, load_incluster_config, load_kube_config
-from kubernetes.aio.config.kube_config import refresh_token
-
-from webhook import serving
-from webhook.cluster.driftwatch import DriftWatch
-from webhook.cluster.informer import (
-    JSON,
-    ApiError,
-    Backoff,
-    Informer,
-    Lines,
-    NamespaceRecord,
-    Transport,
-    namespace_record,
-)
+from webhook.cluster.apiserver import METADATA_ONLY, RUNNING_PODS, ApiError, Transport, pages
+from webhook.cluster.informer import Informer
+from webhook.cluster.reflector import Backoff
+from webhook.cluster.state import NamespaceRecord, namespace_record
+from webhook.cluster.transport import KubeTransport
 from webhook.cluster.view import ClusterView, NamespaceFacts, namespace_facts
 from webhook.decisionlog import get_logger
-from webhook.errors import InputError
 from webhook.labels import NAMESPACE_NAME_LABEL
 from webhook.netpol import PolicyFacts, analyse_policy
-from webhook.server import Runtime
-from webhook.settings import Settings
+
+if TYPE_CHECKING:
+    from webhook.cluster.transport import ApiClient
 
 REMEMBER_SECONDS = 1.0  # an answer is reused this long after its read started
 READ_TIMEOUT = 5.0  # a shared read gives up after this, whoever still waits for it
-USER_AGENT = "kubefence"
-RUNNING_PODS = "status.phase!=Succeeded,status.phase!=Failed"
-METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
-
-
-class KubeTransport:
-    """The API server through the `kubernetes.aio` client: its auth, TLS and connection pool.
-
-    Answers are taken raw and parsed with orjson: no per-object model deserialisation.
-    """
-
-    def __init__(self, api: ApiClient) -> None:
-        self.api = api
-
-    async def get(
-        self,
-        path: str,
-        query: Sequence[tuple[str, str]] = (),
-        *,
-        timeout: float,
-        accept: str = JSON,
-    ) -> dict[str, Any]:
-        async with await self._open(path, query, timeout=timeout, accept=accept) as response:
-            body = await response.read()
-            if response.status != 200:
-                raise ApiError(response.status, _reason(body, response.reason))
-        parsed = orjson.loads(body)
-        if not isinstance(parsed, dict):
-            raise ApiError(500, "the answer is not a JSON object")
-        return parsed
-
-    @contextlib.asynccontextmanager
-    async def watch(
-        self, path: str, query: Sequence[tuple[str, str]], *, timeout: float
-    ) -> AsyncIterator[Lines]:
-        response = await self._open(path, query, timeout=timeout, accept=JSON)
-        try:
-            if response.status != 200:
-                raise ApiError(response.status, _reason(await response.read(), response.reason))
-            yield response.content
-        finally:
-            response.close()  # mid-stream: drop the connection rather than drain it
-
-    async def _open(
-        self, path: str, query: Sequence[tuple[str, str]], *, timeout: float, accept: str
-    ) -> aiohttp.ClientResponse:
-        method, url, headers, body, post = await self.api.param_serialize(
-            method="GET",
-            resource_path=path,
-            query_params=list(query),
-            header_params={"Accept": accept},
-            auth_settings=["BearerToken"],
-        )
-        result = await self.api.call_api(
-            method, url, headers, body, post, _request_timeout=timeout, _preload_content=False
-        )
-        response: aiohttp.ClientResponse = result.response
-        return response
-
-
-def _reason(body: bytes, fallback: str | None) -> str:
-    """The message of a Status answer, else the HTTP reason."""
-    try:
-        status = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return fallback or "no reason given"
-    message = status.get("message") if isinstance(status, dict) else None
-    return str(message or fallback or "no reason given")
 
 
 class NamespaceReader:
@@ -187,17 +104,13 @@ class NamespaceReader:
 
     async def _policies(self, namespace: str) -> list[PolicyFacts]:
         path = f"/apis/networking.k8s.io/v1/namespaces/{_segment(namespace)}/networkpolicies"
-        found: list[PolicyFacts] = []
-        token = ""
-        while True:
-            query = [("limit", str(self._page_size))]  # resourceVersion unset: a consistent read
-            if token:
-                query.append(("continue", token))
-            page = await self._transport.get(path, query, timeout=self._read_timeout)
-            found.extend(analyse_policy(item) for item in page.get("items") or ())
-            token = str((page.get("metadata") or {}).get("continue") or "")
-            if not token:
-                return found
+        return [
+            analyse_policy(item)
+            async for page in pages(
+                self._transport, path, page_size=self._page_size, timeout=self._read_timeout
+            )
+            for item in page.get("items") or ()
+        ]
 
     async def _running_pods(self, namespace: str) -> int:
         """0 when no Pod in the namespace may still run, else at least 1 (a one-item list)."""
@@ -264,59 +177,7 @@ class LiveView:
         return ConfirmedView(self, facts)
 
 
-async def connect(kubeconfig: Path | None) -> tuple[ApiClient, Any]:
-    """An API client from a kubeconfig file, or from the Pod's service account when None.
-
-    Returns the client and the kubeconfig loader (None in-cluster) for credential refreshes.
-    """
-    configuration = Configuration()
-    loader: Any = None
-    try:
-        if kubeconfig is None:
-            load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            loader = await load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=str(kubeconfig),
-                client_configuration=configuration,
-                persist_config=False,
-            )
-    except (ConfigException, OSError, ValueError) as exc:
-        where = str(kubeconfig) if kubeconfig is not None else "in-cluster config"
-        raise InputError(f"{where}: cannot load cluster credentials: {exc}") from None
-    api = ApiClient(configuration)
-    api.user_agent = USER_AGENT
-    return api, loader
-
-
 def build(api: ApiClient, *, backoff: Backoff | None = None) -> LiveView:
     """An informer and a reader over one client, behind one view."""
     transport = KubeTransport(api)
     return LiveView(Informer(transport, backoff=backoff), NamespaceReader(transport))
-
-
-async def serve_live(
-    options: serving.ServeOptions, settings: Settings, kubeconfig: Path | None
-) -> int:
-    """Serve with the live cluster view; the informer runs beside the server in its loop."""
-    api, loader = await connect(kubeconfig)
-    try:
-        view = build(api)
-        background: list[Callable[[Runtime], Coroutine[Any, Any, None]]] = [
-            view.informer.run,
-            DriftWatch(KubeTransport(api)).run,
-        ]
-        if loader is not None:
-            background.append(_refresh(loader, api))
-        return await serving.serve(options, settings, view, background=background, confirmer=view)
-    finally:
-        with contextlib.suppress(Exception):
-            await api.close()  # type: ignore[no-untyped-call]
-
-
-def _refresh(loader: Any, api: ApiClient) -> Callable[[Runtime], Coroutine[Any, Any, None]]:
-    """Keep exec-plugin and GCP credentials of a kubeconfig fresh (returns at once otherwise)."""
-
-    async def job(runtime: Runtime) -> None:
-        await refresh_token(loader, api.configuration)  # type: ignore[no-untyped-call]
-
-    return job

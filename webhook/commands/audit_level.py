@@ -14,6 +14,7 @@ from typing import IO
 
 import orjson
 
+from webhook import exitcodes
 from webhook.auditpolicy import STAGES, Evaluation, Policy, RequestAttributes, load_policy
 from webhook.errors import InputError
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         out = sys.stdout
         for result in results:
             out.write(orjson.dumps(_as_json(result)).decode() + "\n")
-    return 0
+    return exitcodes.OK
 
 
 def _read_policy(path: str) -> Policy:

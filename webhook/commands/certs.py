@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from webhook import certs
+from webhook import certs, exitcodes
 from webhook.cli import positive_int
 from webhook.errors import InputError
 
@@ -90,7 +90,7 @@ def _generate(args: argparse.Namespace) -> int:
         f" expires {cert.not_valid_after_utc:%F})",
         file=sys.stderr,
     )
-    return 0
+    return exitcodes.OK
 
 
 def _refuse_other_ca_key(out: Path, ca_cert_file: Path) -> None:

@@ -10,15 +10,17 @@ unreachable cluster.
 from __future__ import annotations
 
 import argparse
-import os
+import asyncio
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
 
+from webhook import exitcodes
+from webhook.cluster.apiserver import JSON, METADATA_ONLY, RUNNING_PODS, ApiError, Getter, pages
 from webhook.cluster.static import build_facts, load_state
 from webhook.cluster.view import StaticView
 from webhook.config import load_settings
@@ -33,8 +35,6 @@ HELP = (
 )
 
 PAGE = 500
-RUNNING = "status.phase!=Succeeded,status.phase!=Failed"
-METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 _SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         out.write(render_table(report))
     out.flush()
-    return 1 if report.findings else 0
+    return exitcodes.FINDING if report.findings else exitcodes.OK
 
 
 # --- a live cluster -----------------------------------------------------------------------------
@@ -83,67 +83,63 @@ def run(args: argparse.Namespace) -> int:
 
 def read_cluster(kubeconfig: Path | None) -> tuple[StaticView, tuple[str, ...]]:
     """One consistent-enough read of the cluster: namespaces, policies, running pods, API groups."""
-    from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
+    return asyncio.run(_read_cluster(kubeconfig))
 
-    where = str(kubeconfig) if kubeconfig is not None else "kubeconfig"
+
+async def _read_cluster(kubeconfig: Path | None) -> tuple[StaticView, tuple[str, ...]]:
+    from webhook.cluster import transport
+
     try:
-        if kubeconfig is not None:
-            api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
-        elif "KUBERNETES_SERVICE_HOST" in os.environ:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            api = client.ApiClient()
-        else:
-            api = config.new_client_from_config()  # type: ignore[no-untyped-call]
-    except (config.ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as exc:
-        raise InputError(f"{where}: cannot load: {exc}") from None
-    server = api.configuration.host
-    with api:
-        core = client.CoreV1Api(api)
-        networking = client.NetworkingV1Api(api)
-        try:
-            objects = [
-                *_listed(core.list_namespace, "Namespace"),
-                *_listed(networking.list_network_policy_for_all_namespaces, "NetworkPolicy"),
-                *_listed(
-                    core.list_pod_for_all_namespaces,
-                    "Pod",
-                    field_selector=RUNNING,
-                    _headers={"Accept": METADATA_ONLY},
-                ),
-            ]
-            groups = served_groups(client.ApisApi(api).get_api_versions(_preload_content=False))
-        except ApiException as exc:
-            raise InputError(f"{server}: {exc.status} {exc.reason}: {_message(exc.body)}") from None
-        except HTTPError as exc:
-            raise InputError(f"{server}: cannot reach the API server: {exc}") from None
+        with transport.blocking(kubeconfig) as api:
+            try:
+                objects = [
+                    *await _listed(api, "/api/v1/namespaces", "Namespace"),
+                    *await _listed(
+                        api, "/apis/networking.k8s.io/v1/networkpolicies", "NetworkPolicy"
+                    ),
+                    *await _listed(
+                        api,
+                        "/api/v1/pods",
+                        "Pod",
+                        [("fieldSelector", RUNNING_PODS)],
+                        accept=METADATA_ONLY,
+                    ),
+                ]
+                groups = served_groups(await api.get("/apis/", timeout=None))
+            except ApiError as exc:
+                reason = f"{exc.status} {exc.phrase}: {_message(exc.body)}"
+                raise InputError(f"{api.server}: {reason}") from None
+            except transport.Unreachable as exc:
+                raise InputError(f"{api.server}: cannot reach the API server: {exc}") from None
+    except transport.CredentialsError as exc:
+        raise InputError(f"{exc.source}: cannot load: {exc.reason}") from None
     return StaticView(build_facts(iter(objects))), groups
 
 
-def _listed(
-    call: Callable[..., Any], kind: str, **params: Any
-) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """Every item of a paginated LIST, raw JSON parsed with orjson, tagged with its kind."""
-    token: str | None = None
-    while True:
-        extra = {"_continue": token} if token else {}
-        response = call(limit=PAGE, _preload_content=False, **params, **extra)
-        body = orjson.loads(response.data)
-        for item in body.get("items") or ():
+async def _listed(
+    api: Getter,
+    path: str,
+    kind: str,
+    query: Sequence[tuple[str, str]] = (),
+    *,
+    accept: str = JSON,
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """Every item of a paginated LIST, tagged with its kind (no time limit, as kubectl has none)."""
+    found: list[tuple[str, Mapping[str, Any]]] = []
+    async for page in pages(api, path, query, page_size=PAGE, timeout=None, accept=accept):
+        for item in page.get("items") or ():
             meta = item.get("metadata") or {}
-            yield (
-                f"{kind} {meta.get('namespace', '')}/{meta.get('name', '')}",
-                {**item, "kind": kind},
+            found.append(
+                (
+                    f"{kind} {meta.get('namespace', '')}/{meta.get('name', '')}",
+                    {**item, "kind": kind},
+                )
             )
-        token = (body.get("metadata") or {}).get("continue")
-        if not token:
-            return
+    return found
 
 
-def served_groups(response: Any) -> tuple[str, ...]:
-    """The names of the API groups in an APIGroupList response (`GET /apis`)."""
-    body = orjson.loads(response.data)
+def served_groups(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names of the API groups in an APIGroupList (`GET /apis`)."""
     return tuple(g["name"] for g in body.get("groups") or () if isinstance(g.get("name"), str))
 
 

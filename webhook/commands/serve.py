@@ -1,7 +1,9 @@
 """`kubefence serve`: run the webhook over TLS against a live cluster or a folder of manifests.
 
-Everything a start needs (TLS pair, client CA, config, state folder, the port) is checked before
-serving; what will not do is one line naming the file or address, exit 2, never a traceback.
+Everything a start needs (TLS pair, client CA, config, state folder, cluster credentials, the
+port) is checked before serving; what will not do is one line naming the file or address, exit 2,
+never a traceback. With a live cluster this command owns the API client: opened before serving,
+closed after.
 """
 
 from __future__ import annotations
@@ -10,13 +12,20 @@ import argparse
 import asyncio
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from webhook import decisionlog, tls
 from webhook.cli import positive_int
 from webhook.cluster.static import load_state
+from webhook.commands import workers
 from webhook.config import load_settings
 from webhook.errors import InputError
-from webhook.serving import ServeOptions, serve
+from webhook.server import Runtime
+from webhook.serving import Job, ServeOptions, serve
+from webhook.settings import Settings
+
+if TYPE_CHECKING:
+    from webhook.cluster.transport import ApiClient
 
 HELP = "run the webhook (TLS) against a live cluster (--kubeconfig, in-cluster) or --state DIR"
 
@@ -109,11 +118,39 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.kubeconfig}: --kubeconfig file not found")
     decisionlog.configure()
     if args.workers > 1:
-        from webhook import workers
-
-        return workers.supervise(args)
+        return workers.supervise(args, run)
     if args.state is not None:
         return asyncio.run(serve(options, settings, cluster))
-    from webhook.cluster.live import serve_live
-
     return asyncio.run(serve_live(options, settings, args.kubeconfig))
+
+
+async def serve_live(options: ServeOptions, settings: Settings, kubeconfig: Path | None) -> int:
+    """Serve with the live cluster view: the informer, the drift watch and (for a kubeconfig) its
+    credential refreshes run beside the server in its loop, over one API client owned here."""
+    # Imported here: `serve --state` loads no Kubernetes client.
+    from webhook.cluster import transport
+    from webhook.cluster.driftwatch import DriftWatch
+    from webhook.cluster.live import build
+
+    try:
+        api, loader = await transport.connect(kubeconfig)
+    except transport.CredentialsError as exc:
+        raise InputError(f"{exc.source}: cannot load cluster credentials: {exc.reason}") from None
+    try:
+        view = build(api)
+        background: list[Job] = [view.informer.run, DriftWatch(transport.KubeTransport(api)).run]
+        if loader is not None:
+            background.append(_refresh(loader, api))
+        return await serve(options, settings, view, background=background, confirmer=view)
+    finally:
+        await transport.close(api)
+
+
+def _refresh(loader: Any, api: ApiClient) -> Job:
+    """Keep exec-plugin and GCP credentials of a kubeconfig fresh (returns at once otherwise)."""
+    from webhook.cluster import transport
+
+    async def job(runtime: Runtime) -> None:
+        await transport.refresh_credentials(loader, api)
+
+    return job

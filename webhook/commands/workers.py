@@ -16,33 +16,34 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import socket
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
+from webhook import exitcodes
+from webhook.cli import run_command
 from webhook.decisionlog import get_logger
-from webhook.errors import InputError
+from webhook.serving import listen
 
-EXIT_BAD_INPUT = 2
+Serve = Callable[[argparse.Namespace], int]  # `serve.run`: module-level, so a spawn can pickle it
 
 
-def supervise(args: argparse.Namespace) -> int:
+def supervise(args: argparse.Namespace, serve: Serve) -> int:
     """Run `args.workers` copies of `serve` on one port until they stop; the worst exit code."""
     log = get_logger()
     # Held, bound but not listening, for the parent's lifetime: they fix the ports (0 picks one
     # for all workers) and keep them ours while workers come and go. They take no connections.
-    reservations = [_reserve(args.host, args.port)]
+    reservations = [listen(args.host, args.port, reuse_port=True, backlog=None)]
     if args.probe_port is not None:
-        reservations.append(_reserve(args.host, args.probe_port))
+        reservations.append(listen(args.host, args.probe_port, reuse_port=True, backlog=None))
     port, *probe = (r.getsockname()[1] for r in reservations)
     worker_args = argparse.Namespace(**vars(args))
     worker_args.workers, worker_args.port, worker_args.worker_of = 1, port, os.getpid()
     worker_args.probe_port = probe[0] if probe else None
     spawn = multiprocessing.get_context("spawn")
     procs = [
-        spawn.Process(target=_worker, args=(worker_args,), name=f"kubefence-worker-{i}")
+        spawn.Process(target=_worker, args=(serve, worker_args), name=f"kubefence-worker-{i}")
         for i in range(args.workers)
     ]
     stopping = False
@@ -83,35 +84,15 @@ def supervise(args: argparse.Namespace) -> int:
 
 def worst(codes: Iterable[int | None]) -> int:
     """The exit code that says most went wrong; death by signal N counts as 128 + N."""
-    return max((128 - c if c < 0 else c for c in codes if c is not None), default=0)
-
-
-def _reserve(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return sock
+    return max((128 - c if c < 0 else c for c in codes if c is not None), default=exitcodes.OK)
 
 
 def _stop_before_serving(signum: int, frame: FrameType | None) -> Any:
-    raise SystemExit(0)  # asked to stop before serving anything: nothing to drain
+    raise SystemExit(exitcodes.OK)  # asked to stop before serving anything: nothing to drain
 
 
-def _worker(args: argparse.Namespace) -> None:
+def _worker(serve: Serve, args: argparse.Namespace) -> None:
     """A worker's body: the same `serve` as one process, with the error handling of the CLI."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which forwards it
     signal.signal(signal.SIGTERM, _stop_before_serving)  # until the server's own handler
-    from webhook.commands import serve
-
-    try:
-        code = serve.run(args)
-    except InputError as exc:
-        print(f"kubefence serve: {exc}", file=sys.stderr)
-        code = EXIT_BAD_INPUT
-    sys.exit(code)
+    sys.exit(run_command("serve", serve, args))

@@ -1,0 +1,251 @@
+"""The Kubernetes client, and the only module that imports it: credentials, TLS, connections.
+
+`KubeTransport` is the `kubernetes.aio` client behind `webhook.cluster.apiserver.Transport`, for
+what runs for long in `kubefence serve`: the informer, the drift watch and the live reads.
+`BlockingTransport` is the synchronous client behind the same GETs, for `kubefence scan`: a
+one-shot command with nothing else on its event loop, so its requests may block it; it keeps that
+client's credential loading, retries and failure texts.
+
+Invariants:
+- Answers are taken raw and parsed with orjson: no per-object model deserialisation.
+- Each client is imported only by the function that opens it, so a command pays for the one it
+  uses and `--state` for neither.
+- Credentials that will not load raise `CredentialsError`; a server that cannot be reached raises
+  `Unreachable` (blocking) or the connection error (aio); the callers word both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import yaml
+
+from webhook.cluster.apiserver import JSON, ApiError, Lines
+
+if TYPE_CHECKING:
+    import aiohttp
+    from kubernetes.aio.client import ApiClient
+
+__all__ = [
+    "ApiClient",  # for annotations only: imported when type checking
+    "BlockingTransport",
+    "CredentialsError",
+    "KubeTransport",
+    "Unreachable",
+    "blocking",
+    "close",
+    "connect",
+    "refresh_credentials",
+]
+
+USER_AGENT = "kubefence"
+
+
+class CredentialsError(Exception):
+    """Cluster credentials would not load; `source` names where they were looked for."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class Unreachable(Exception):
+    """No answer from the API server (connection, TLS or protocol failure); str: the client's."""
+
+
+# --- kubernetes.aio: kubefence serve --------------------------------------------------------------
+
+
+class KubeTransport:
+    """The API server through the `kubernetes.aio` client: its auth, TLS and connection pool."""
+
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+
+    async def get(
+        self,
+        path: str,
+        query: Sequence[tuple[str, str]] = (),
+        *,
+        timeout: float | None,
+        accept: str = JSON,
+    ) -> dict[str, Any]:
+        async with await self._open(path, query, timeout=timeout, accept=accept) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise ApiError(
+                    response.status,
+                    _reason(body, response.reason),
+                    phrase=response.reason,
+                    body=body,
+                )
+        parsed = orjson.loads(body)
+        if not isinstance(parsed, dict):
+            raise ApiError(500, "the answer is not a JSON object")
+        return parsed
+
+    @contextlib.asynccontextmanager
+    async def watch(
+        self, path: str, query: Sequence[tuple[str, str]], *, timeout: float
+    ) -> AsyncIterator[Lines]:
+        response = await self._open(path, query, timeout=timeout, accept=JSON)
+        try:
+            if response.status != 200:
+                body = await response.read()
+                raise ApiError(
+                    response.status,
+                    _reason(body, response.reason),
+                    phrase=response.reason,
+                    body=body,
+                )
+            yield response.content
+        finally:
+            response.close()  # mid-stream: drop the connection rather than drain it
+
+    async def _open(
+        self, path: str, query: Sequence[tuple[str, str]], *, timeout: float | None, accept: str
+    ) -> aiohttp.ClientResponse:
+        method, url, headers, body, post = await self.api.param_serialize(
+            method="GET",
+            resource_path=path,
+            query_params=list(query),
+            header_params={"Accept": accept},
+            auth_settings=["BearerToken"],
+        )
+        result = await self.api.call_api(
+            method, url, headers, body, post, _request_timeout=timeout, _preload_content=False
+        )
+        response: aiohttp.ClientResponse = result.response
+        return response
+
+
+async def connect(kubeconfig: Path | None) -> tuple[ApiClient, Any]:
+    """An API client from a kubeconfig file, or from the Pod's service account when None.
+
+    Returns the client and the kubeconfig loader (None in-cluster) for `refresh_credentials`.
+    """
+    from kubernetes.aio.client import ApiClient, Configuration
+    from kubernetes.aio.config import ConfigException, load_incluster_config, load_kube_config
+
+    configuration = Configuration()
+    loader: Any = None
+    try:
+        if kubeconfig is None:
+            load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            loader = await load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(kubeconfig),
+                client_configuration=configuration,
+                persist_config=False,
+            )
+    except (ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as exc:
+        where = str(kubeconfig) if kubeconfig is not None else "in-cluster config"
+        raise CredentialsError(where, str(exc)) from None
+    api = ApiClient(configuration)
+    api.user_agent = USER_AGENT
+    return api, loader
+
+
+async def refresh_credentials(loader: Any, api: ApiClient) -> None:
+    """Keep exec-plugin and GCP credentials of a kubeconfig fresh (returns at once otherwise)."""
+    from kubernetes.aio.config.kube_config import refresh_token
+
+    await refresh_token(loader, api.configuration)  # type: ignore[no-untyped-call]
+
+
+async def close(api: ApiClient) -> None:
+    """Close the client's connections; a client already broken closes quietly."""
+    with contextlib.suppress(Exception):
+        await api.close()  # type: ignore[no-untyped-call]
+
+
+def _reason(body: bytes | str, fallback: str | None) -> str:
+    """The message of a Status answer, else the HTTP reason."""
+    try:
+        status = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return fallback or "no reason given"
+    message = status.get("message") if isinstance(status, dict) else None
+    return str(message or fallback or "no reason given")
+
+
+# --- the synchronous client: kubefence scan -------------------------------------------------------
+
+
+class BlockingTransport:
+    """The synchronous client's GETs behind the async `Getter`: each request blocks the loop."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+
+    @property
+    def server(self) -> str:
+        """The API server's URL, as the credentials name it."""
+        return str(self._api.configuration.host)
+
+    async def get(
+        self,
+        path: str,
+        query: Sequence[tuple[str, str]] = (),
+        *,
+        timeout: float | None,
+        accept: str = JSON,
+    ) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        method, url, headers, body, post = self._api.param_serialize(
+            method="GET",
+            resource_path=path,
+            query_params=list(query),
+            header_params={"Accept": accept},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._api.call_api(
+                method, url, headers, body, post, _request_timeout=timeout
+            )
+            if not 200 <= response.status <= 299:  # as the client's generated calls judge it
+                response.read()
+                raise ApiException.from_response(http_resp=response, body=None, data=None)
+            data = response.response.data
+        except ApiException as exc:
+            raise ApiError(
+                exc.status,
+                _reason(exc.body or "", exc.reason),
+                phrase=exc.reason,
+                body=exc.body,
+            ) from None
+        except HTTPError as exc:
+            raise Unreachable(str(exc)) from None
+        parsed = orjson.loads(data)
+        if not isinstance(parsed, dict):
+            raise ApiError(500, "the answer is not a JSON object")
+        return parsed
+
+
+@contextlib.contextmanager
+def blocking(kubeconfig: Path | None) -> Iterator[BlockingTransport]:
+    """The synchronous client from a kubeconfig file; when None, in a Pod its service account,
+    elsewhere $KUBECONFIG or ~/.kube/config. Its connections are closed on leaving."""
+    from kubernetes import client, config
+
+    try:
+        if kubeconfig is not None:
+            api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+        elif "KUBERNETES_SERVICE_HOST" in os.environ:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            api = client.ApiClient()
+        else:
+            api = config.new_client_from_config()  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as exc:
+        where = str(kubeconfig) if kubeconfig is not None else "kubeconfig"
+        raise CredentialsError(where, str(exc)) from None
+    with api:
+        yield BlockingTransport(api)
