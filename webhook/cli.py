@@ -1,7 +1,8 @@
 """The `kubefence` command line: a table of subcommands, each a module whose `run` is the exit code.
 
-Exit codes are `webhook.exitcodes`'; `run_command` is the one error handler, for every command
-and every `serve --workers` worker: bad input is one line on stderr, never a traceback.
+Exit codes are `webhook.exitcodes`'; `webhook.commands.running.run_command` is the one error
+handler, for every command and every `serve --workers` worker: bad input is one line on stderr,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from webhook import __version__, exitcodes
-from webhook.errors import InputError
+from webhook.commands.running import run_command
 
 
 class Command(Protocol):
@@ -35,17 +36,6 @@ COMMANDS: dict[str, str] = {
     "correlate": "correlate",
     "certs": "certs",
 }
-
-
-def positive_int(what: str) -> Callable[[str], int]:
-    """An argparse type for a whole number of at least 1; the error names `what` it counts."""
-
-    def parse(text: str) -> int:
-        if not text.isdigit() or int(text) < 1:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of {what}")
-        return int(text)
-
-    return parse
 
 
 def _load(name: str) -> Command:
@@ -79,16 +69,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(args_list)
     args = parser.parse_args(args_list)
     return run_command(args.command, _load(args.command).run, args)
-
-
-def run_command(
-    name: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace
-) -> int:
-    """`run`'s exit code; bad input is `kubefence NAME: reason` on stderr, Ctrl-C INTERRUPTED."""
-    try:
-        return run(args)
-    except InputError as exc:
-        print(f"kubefence {name}: {exc}", file=sys.stderr)
-        return exitcodes.BAD_INPUT
-    except KeyboardInterrupt:
-        return exitcodes.INTERRUPTED

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from controlplane import ControlPlane, free_port
 from kubefence_process import CONFIGURATION, WEBHOOK_NAME, RunningWebhook, webhook_configuration
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from test_webhook import create_deployment, fence, new_namespace
+from test_webhook import create_deployment, deployment, fence, new_namespace
 
 
 def now() -> str:
@@ -46,6 +47,43 @@ def eventually_created(kube: client.ApiClient, namespace: str, timeout: float = 
             time.sleep(0.2)
 
 
+def await_configuration(
+    kube: client.ApiClient, audit_log: Path, namespace: str, *, failing_open: bool
+) -> None:
+    """Wait until the API server applies the webhook configuration just written.
+
+    It reads configurations through an informer, so a change takes effect a little later: a
+    dry-run Deployment create in `namespace` is the marker, and its audit event tells whether the
+    API server called (and failed open on) the dead webhook or called no webhook at all.
+    """
+    deadline = time.monotonic() + 30
+    api = client.AppsV1Api(kube)
+    while True:
+        try:
+            _, _, headers = api.create_namespaced_deployment_with_http_info(
+                namespace, deployment(), dry_run="All"
+            )
+        except ApiException:  # kubefence itself still answers (and denies): not yet
+            headers = None
+        if headers is not None:
+            audit_id = headers.get("Audit-Id", "")
+            if failed_open(audit_log, audit_id) is failing_open:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the API server did not apply the configuration in {namespace}")
+        time.sleep(0.2)
+
+
+def failed_open(audit_log: Path, audit_id: str) -> bool | None:
+    """Whether the request's ResponseComplete event carries a failed-open annotation."""
+    for line in audit_log.read_text(encoding="utf-8").splitlines():
+        event = orjson.loads(line)
+        if event.get("auditID") == audit_id and event.get("stage") == "ResponseComplete":
+            annotations = event.get("annotations") or {}
+            return any(k.startswith("failed-open.") for k in annotations)
+    return None
+
+
 def test_correlate_reports_fail_open_and_dodged_bypasses(
     control_plane: ControlPlane, kube: client.ApiClient, webhook: RunningWebhook
 ) -> None:
@@ -63,8 +101,11 @@ def test_correlate_reports_fail_open_and_dodged_bypasses(
                 CONFIGURATION, WEBHOOK_NAME, dead, webhook.ca_pem, failure_policy="Ignore"
             ),
         )
+        audit_log = control_plane.audit_log_path
+        await_configuration(kube, audit_log, open_ns, failing_open=True)
         eventually_created(kube, open_ns)  # kubefence is "down": the API server fails open
         reconfigure(kube, webhook, None)
+        await_configuration(kube, audit_log, down_ns, failing_open=False)
         eventually_created(kube, down_ns)  # no configuration at all: dodged
         until = now()
     finally:

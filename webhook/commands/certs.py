@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from webhook import certs, exitcodes
-from webhook.cli import positive_int
+from webhook.commands.running import positive_int
 from webhook.errors import InputError
 
 HELP = "make a CA and a serving certificate for the webhook Service, print the caBundle"

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, cast
 
-from webhook.cli import positive_int
+from webhook.commands.running import positive_int
 from webhook.config import load_settings, parse_duration
 from webhook.correlate.correlation import Correlation
 from webhook.correlate.model import CorrelateOptions

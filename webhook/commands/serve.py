@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from webhook import decisionlog, tls
-from webhook.cli import positive_int
 from webhook.cluster.static import load_state
 from webhook.commands import workers
+from webhook.commands.running import positive_int
 from webhook.config import load_settings
 from webhook.errors import InputError
 from webhook.server import Runtime

@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Any
 
 from webhook import exitcodes
-from webhook.cli import run_command
+from webhook.commands.running import run_command
 from webhook.decisionlog import get_logger
 from webhook.serving import listen
 
