@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from webhook.admission import AdmissionRequest, AdmissionResponse
 from webhook.cluster.view import ClusterView
 from webhook.netpol import PolicyFacts
-from webhook.rules import RULES, Rule
+from webhook.rules import RULES, Remembered, Rule
 from webhook.rules.result import DEFAULT_DENY, RuleResult
 from webhook.settings import Mode, Settings
 from webhook.subject import Subject, object_name, policy_change, subject_namespace, subject_of
@@ -41,10 +42,34 @@ _RULES_BY_RESOURCE = _index()
 
 @dataclass(frozen=True, slots=True)
 class Approval:
-    """A NetworkPolicy removal (DELETE) or rewrite (UPDATE) this answer lets through."""
+    """A NetworkPolicy change this answer lets through: `old` goes (DELETE, UPDATE), `new`
+    comes (CREATE, UPDATE)."""
 
-    removed: PolicyFacts
-    replacement: PolicyFacts | None
+    namespace: str
+    old: PolicyFacts | None
+    new: PolicyFacts | None
+
+
+class Memory(Protocol):
+    """The NetworkPolicy changes this process approved, as views over the cluster's."""
+
+    def removals(self, base: ClusterView) -> ClusterView:
+        """`base` without the policy versions approved to go."""
+        ...
+
+    def additions(self, base: ClusterView) -> ClusterView:
+        """`base` with the policy versions approved to come."""
+        ...
+
+
+def _views(cluster: ClusterView, memory: Memory | None) -> Mapping[Remembered, ClusterView]:
+    if memory is None:
+        return dict.fromkeys(Remembered, cluster)
+    return {
+        Remembered.NONE: cluster,
+        Remembered.REMOVALS: memory.removals(cluster),
+        Remembered.ADDITIONS: memory.additions(cluster),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,18 +127,30 @@ class Decision:
         )
 
 
-def decide(request: AdmissionRequest, cluster: ClusterView, settings: Settings) -> Decision:
+def decide(
+    request: AdmissionRequest,
+    cluster: ClusterView,
+    settings: Settings,
+    memory: Memory | None = None,
+) -> Decision:
+    """Judge `request` on `cluster`; each rule reads `memory`'s approved changes as it declares."""
     namespace = subject_namespace(request)
     exempt = _exemption(request, namespace, cluster, settings)
     if exempt:
         return _decision(request, namespace, None, (), settings, exempt=exempt)
     subject = subject_of(request)
     rules = _RULES_BY_RESOURCE.get((request.resource.group, request.resource.resource), ())
-    by_rule = tuple((rule, rule.check(subject, cluster, settings)) for rule in rules)
+    views = _views(cluster, memory)
+    by_rule = tuple((rule, rule.check(subject, views[rule.remembered], settings)) for rule in rules)
     return _decision(request, namespace, subject, by_rule, settings)
 
 
-def reconsider(decision: Decision, cluster: ClusterView, settings: Settings) -> Decision:
+def reconsider(
+    decision: Decision,
+    cluster: ClusterView,
+    settings: Settings,
+    memory: Memory | None = None,
+) -> Decision:
     """The decision again on a fresh snapshot: exemptions and the rules that read the cluster
     re-run on `cluster`, every other rule's results kept (the audit Policy is not re-evaluated)."""
     subject = decision.subject
@@ -123,8 +160,14 @@ def reconsider(decision: Decision, cluster: ClusterView, settings: Settings) -> 
     exempt = _exemption(request, subject.namespace, cluster, settings)
     if exempt:
         return _decision(request, subject.namespace, None, (), settings, exempt=exempt)
+    views = _views(cluster, memory)
     by_rule = tuple(
-        (rule, rule.check(subject, cluster, settings) if rule.reads_cluster else results)
+        (
+            rule,
+            rule.check(subject, views[rule.remembered], settings)
+            if rule.reads_cluster
+            else results,
+        )
         for rule, results in decision.by_rule
     )
     return _decision(request, subject.namespace, subject, by_rule, settings)
@@ -223,21 +266,22 @@ def _annotations(
 
 
 def _approval(request: AdmissionRequest, subject: Subject | None) -> Approval | None:
-    """An allowed NetworkPolicy DELETE or UPDATE to count as done until the view shows it.
+    """An allowed NetworkPolicy change to count as done until the view shows it.
 
     Dry runs change nothing. Exempt requests have no subject: their policies are analysed here.
     """
     if request.dry_run or not is_network_policy(request):
         return None
-    if request.operation not in ("DELETE", "UPDATE") or request.old_object is None:
+    if request.operation not in ("CREATE", "DELETE", "UPDATE"):
         return None
     change = subject.policy if subject is not None else None
     if change is None:
         change = policy_change(request)
-    if change.old is None:
+    old = change.old if request.operation != "CREATE" else None
+    new = change.new if request.operation != "DELETE" else None
+    if old is None and new is None:
         return None
-    rewritten = request.operation == "UPDATE" and request.object
-    return Approval(change.old, change.new if rewritten else None)
+    return Approval(subject_namespace(request), old, new)
 
 
 def _one_line(text: str) -> str:

@@ -44,6 +44,7 @@ def decision_fields(
     cache_synced: bool,
     latency_ms: float,
     client: str | None = None,
+    peer: str | None = None,
 ) -> dict[str, Any]:
     """The fields of one `admission.decision` line (the caller adds the event name and level)."""
     fields: dict[str, Any] = {
@@ -78,6 +79,8 @@ def decision_fields(
         fields["exempt"] = decision.exempt
     if client:
         fields["client"] = client
+    if peer:
+        fields["peer"] = peer
     return fields
 
 

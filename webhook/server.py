@@ -27,13 +27,20 @@ from webhook.settings import Settings
 
 BODY_READ_TIMEOUT = 10.0  # seconds a client may take to send one request body
 CONFIRM_TIMEOUT = 2.0  # upper bound of a live read before a denial
+UNAUTHENTICATED = "unauthenticated"  # the decision log's `client` without a verified certificate
 
 
 class Confirmer(Protocol):
     """A cluster source that can re-read one namespace live (the informer); `--state` cannot."""
 
-    async def confirm(self, namespace: str, timeout: float) -> ClusterView | None:
-        """A view with the namespace read live, or None when the read failed or timed out."""
+    async def confirm(
+        self, namespace: str, timeout: float, *, not_before: float | None = None
+    ) -> ClusterView | None:
+        """A view with the namespace read live, or None when the read failed or timed out.
+
+        With `not_before` (a `time.monotonic()` instant) only a read started at or after it
+        will do: no remembered or in-flight read from before.
+        """
         ...
 
 
@@ -46,6 +53,10 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     confirmer: Confirmer | None = None
     approvals: RecentApprovals = field(default_factory=RecentApprovals)
+    # With a client CA the API server is authenticated: only its approvals (the pinned subject,
+    # when one is given) change what this process remembers.
+    client_ca: bool = False
+    client_subject: str | None = None
     certificates_loaded: bool = True
     shutting_down: bool = False
     log: Any = field(default_factory=get_logger)
@@ -76,6 +87,7 @@ def build_app(runtime: Runtime) -> web.Application:
 async def validate(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     started = time.perf_counter()
+    arrived = time.monotonic()
     settings = runtime.settings
     try:
         body = await _read_body(request, settings.max_body_bytes)
@@ -84,30 +96,64 @@ async def validate(request: web.Request) -> web.Response:
         runtime.metrics.bad_requests.labels(str(exc.status)).inc()
         runtime.log.warning("admission.bad_request", status=exc.status, reason=str(exc))
         return _error(exc.status, str(exc))
-    decision = await _decide(runtime, review, settings, request)
-    if decision.approval is not None:
-        runtime.approvals.record(decision.approval.removed, decision.approval.replacement)
+    client = _client_subject(request)
+    decision = await _decide(runtime, review, settings, request, arrived)
+    if decision.approval is not None and _trusted(runtime, client):
+        approval = decision.approval
+        runtime.approvals.record(approval.namespace, approval.old, approval.new)
     payload = render_response(decision.response(), review.api_version)
     latency = time.perf_counter() - started
-    _record(runtime, request, review, decision, latency)
+    _record(runtime, request, review, decision, latency, client=client)
     return web.Response(body=payload, content_type="application/json")
 
 
+def _trusted(runtime: Runtime, client: str | None) -> bool:
+    """Whether this caller's approvals may be remembered.
+
+    Without a client CA nobody is authenticated and every approval is remembered: the rules read
+    them only in the direction that denies more. With one, only a verified certificate counts,
+    and with `--client-subject` only that subject (a cluster CA also signs kubelets and users).
+    """
+    if not runtime.client_ca:
+        return True
+    if client is None:
+        return False
+    pinned = runtime.client_subject
+    return pinned is None or client == pinned or f"commonName={pinned}" in client.split(",")
+
+
 async def _decide(
-    runtime: Runtime, review: AdmissionRequest, settings: Settings, request: web.Request
+    runtime: Runtime,
+    review: AdmissionRequest,
+    settings: Settings,
+    request: web.Request,
+    arrived: float,
 ) -> Decision:
+    approvals = runtime.approvals
     try:
-        decision = decide(review, runtime.approvals.view(runtime.cluster), settings)
-        if decision.confirm and runtime.confirmer is not None:
+        if len(approvals):
+            approvals.settle(runtime.cluster.namespace(review.namespace))
+        decision = decide(review, runtime.cluster, settings, approvals)
+        # A denial may be lifted on a read shared with others of the last second; a fence may
+        # go only on a read made for this request (a remembered read may predate a Pod created
+        # since), so a denial that a shared read turns into a fence removal is read again.
+        fresh_only = decision.allowed
+        while decision.confirm and runtime.confirmer is not None:
+            namespace = decision.confirm
             fresh = await runtime.confirmer.confirm(
-                decision.confirm,
+                namespace,
                 min(CONFIRM_TIMEOUT, _deadline(request)),  # the query is parsed only here
+                not_before=arrived if fresh_only else None,
             )
             runtime.metrics.live_reads.labels("ok" if fresh is not None else "failed").inc()
-            if fresh is not None:
-                decision = reconsider(decision, runtime.approvals.view(fresh), settings)
-            elif decision.allowed:
-                return unconfirmed(review, settings, decision.confirm)
+            if fresh is None:
+                return unconfirmed(review, settings, namespace) if decision.allowed else decision
+            if len(approvals):
+                approvals.settle(fresh.namespace(namespace), live=True)
+            decision = reconsider(decision, fresh, settings, approvals)
+            if fresh_only or not (decision.allowed and decision.confirm):
+                break
+            fresh_only = True
     except Exception:
         runtime.metrics.internal_errors.inc()
         runtime.log.exception("admission.internal_error", decision_id=review.uid)
@@ -121,6 +167,8 @@ def _record(
     review: AdmissionRequest,
     decision: Decision,
     latency: float,
+    *,
+    client: str | None,
 ) -> None:
     metrics = runtime.metrics
     metrics.duration.observe(latency)
@@ -132,7 +180,8 @@ def _record(
         decision,
         cache_synced=runtime.cluster.synced,
         latency_ms=latency * 1000,
-        client=_client_subject(request),
+        client=client or UNAUTHENTICATED,
+        peer=_peer(request),
     )
     runtime.log.info(DECISION_EVENT, **fields)
 
@@ -156,6 +205,13 @@ def _client_subject(request: web.Request) -> str | None:
     subject = ",".join(parts) or None
     _SUBJECTS[transport] = subject
     return subject
+
+
+def _peer(request: web.Request) -> str:
+    """The caller's address (the connection's, never a header a client could set)."""
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
 def _deadline(request: web.Request) -> float:

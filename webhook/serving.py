@@ -47,6 +47,7 @@ class ServeOptions:
     host: str = "0.0.0.0"  # noqa: S104 - a webhook in a Pod listens on the Pod's addresses
     port: int = 8443
     client_ca: Path | None = None
+    client_subject: str | None = None  # with client_ca: the only caller whose approvals count
     config: Path | None = None
     drain_seconds: float = 5.0  # after SIGTERM: keep serving with /readyz failing
     grace_seconds: float = 25.0  # from SIGTERM to exit, drain included
@@ -75,7 +76,13 @@ async def serve(
     reloader = tls.CertificateReloader(
         options.cert, options.key, options.client_ca, interval=options.cert_poll_seconds
     )
-    runtime = Runtime(settings=settings, cluster=cluster, confirmer=confirmer)
+    runtime = Runtime(
+        settings=settings,
+        cluster=cluster,
+        confirmer=confirmer,
+        client_ca=options.client_ca is not None,
+        client_subject=options.client_subject,
+    )
     reloader.on_result = partial(_report_reload, runtime, options.cert)
     runtime.metrics.cert_not_after.set(reloader.pair.not_after)
     for result in ("applied", "rejected"):

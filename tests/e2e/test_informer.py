@@ -315,6 +315,29 @@ async def test_concurrent_confirms_share_one_read_and_reuse_it_briefly(
         await api.close()
 
 
+async def test_a_read_before_a_fence_goes_is_never_a_remembered_one(
+    control_plane: Cluster, admin: Admin
+) -> None:
+    api, _ = await connect(control_plane.kubeconfig_path)
+    try:
+        reader = NamespaceReader(KubeTransport(api))
+        ns = await admin.namespace()
+        await reader.read(ns, 2.0)
+        asked = time.monotonic()
+        fresh = await reader.read(ns, 2.0, not_before=asked)
+        assert reader.reads == 2  # the remembered answer predates the request
+        # Two requests that arrived before one read started share it.
+        later = time.monotonic()
+        first, shared = await asyncio.gather(
+            reader.read(ns, 2.0, not_before=later), reader.read(ns, 2.0, not_before=later)
+        )
+        assert first is shared
+        assert reader.reads == 3
+        assert fresh.name == ns
+    finally:
+        await api.close()
+
+
 async def test_confirm_fails_closed_when_the_api_server_cannot_answer(
     control_plane: Cluster, tmp_path: Path
 ) -> None:

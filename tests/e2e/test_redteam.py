@@ -147,6 +147,54 @@ def test_two_halves_of_the_address_space_cannot_open_the_fence(
     assert "would neutralise the default-deny" in denial(caught.value)
 
 
+def test_two_halves_created_at_the_same_moment_cannot_both_pass(
+    kube: client.ApiClient, webhook: RunningWebhook
+) -> None:
+    namespace = fenced_namespace(kube)
+    results: dict[str, Any] = {}
+
+    def create(name: str, cidr: str) -> None:
+        body = deny_all(namespace, name)
+        body["spec"] = {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"ipBlock": {"cidr": cidr}}]}],
+        }
+        try:
+            client.NetworkingV1Api(kube).create_namespaced_network_policy(namespace, body)
+            results[name] = "created"
+        except ApiException as exc:
+            results[name] = denial(exc)
+
+    threads = [
+        threading.Thread(target=create, args=("low", "0.0.0.0/1")),
+        threading.Thread(target=create, args=("high", "128.0.0.0/1")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Each half alone is fine; the one decided second is judged with the first just let in.
+    assert sorted(v == "created" for v in results.values()) == [False, True], results
+
+
+def test_a_dry_run_delete_is_no_licence_for_the_real_one(
+    kube: client.ApiClient, webhook: RunningWebhook
+) -> None:
+    # Teardown: no running Pods, so the oldest fence may go; a server-side dry run says so. A Pod
+    # created right after must keep the real delete from passing on that remembered read.
+    namespace = fenced_namespace(kube, running_pod=False)
+    net = client.NetworkingV1Api(kube)
+    for name in ("c-third", "b-second"):
+        net.delete_namespaced_network_policy(name, namespace)
+    net.delete_namespaced_network_policy("a-first", namespace, dry_run="All")
+    client.CoreV1Api(kube).create_namespaced_pod(namespace, marker_pod("late"))  # still fenced
+    with pytest.raises(ApiException) as caught:
+        net.delete_namespaced_network_policy("a-first", namespace)
+    assert "would leave namespace" in denial(caught.value)
+    assert remaining(kube, namespace) == ["a-first"]
+
+
 def test_host_network_pod_is_denied_in_a_fenced_namespace(
     kube: client.ApiClient, webhook: RunningWebhook
 ) -> None:

@@ -179,7 +179,9 @@ class FakeConfirmer:
         self.result = result
         self.reads: list[str] = []
 
-    async def confirm(self, namespace: str, timeout: float) -> ClusterView | None:
+    async def confirm(
+        self, namespace: str, timeout: float, *, not_before: float | None = None
+    ) -> ClusterView | None:
         self.reads.append(f"live read: namespace={namespace} timeout={timeout}")
         if isinstance(self.result, Exception):
             raise self.result

@@ -33,7 +33,9 @@ class LiveRead:
         self.view = view
         self.reads = 0
 
-    async def confirm(self, namespace: str, timeout: float) -> ClusterView | None:
+    async def confirm(
+        self, namespace: str, timeout: float, *, not_before: float | None = None
+    ) -> ClusterView | None:
         self.reads += 1
         return self.view
 
@@ -105,7 +107,7 @@ async def test_an_allowed_policy_delete_is_analysed_once_and_remembered(
     assert answer["allowed"] is True
     assert live.reads == 1  # a fence goes: confirmed live
     assert counted["analyse_policy"] == 1
-    remembered = run.approvals.view(cluster).namespace("team")
+    remembered = run.approvals.removals(cluster).namespace("team")
     assert remembered is not None
     assert [p.name for p in remembered.policies] == ["default-deny"]
 

@@ -260,7 +260,9 @@ async def test_an_approved_teardown_is_counted_before_the_informer_sees_it(
 class _FailingReads:
     """A live source whose reads time out: the fault a stopped API server shows."""
 
-    async def confirm(self, namespace: str, timeout: float) -> None:
+    async def confirm(
+        self, namespace: str, timeout: float, *, not_before: float | None = None
+    ) -> None:
         return None
 
 

@@ -5,7 +5,9 @@ Invariants:
 - `confirm` reads one namespace consistently from the API server (the Namespace, its
   NetworkPolicies with resourceVersion unset, and whether any Pod in it still runs) within the
   caller's time; concurrent callers for a namespace share one read, and an answer is reused for
-  about a second. A failed or late read yields None, so the denial it was to confirm stands.
+  about a second — except by a caller that asks for a read made after a given instant (before a
+  fence goes: a remembered read may predate a Pod created since). A failed or late read yields
+  None, so the denial it was to confirm stands.
 - `build` puts the informer and the reader over one API client; its owner (`kubefence serve`)
   opens it before serving and closes it after.
 """
@@ -51,31 +53,46 @@ class NamespaceReader:
         self._remember = remember
         self._read_timeout = read_timeout
         self._page_size = page_size
-        self._inflight: dict[str, asyncio.Task[NamespaceFacts]] = {}
-        self._recent: dict[str, tuple[float, NamespaceFacts]] = {}
+        # namespace -> (when the read started, the read)
+        self._inflight: dict[str, tuple[float, asyncio.Task[NamespaceFacts]]] = {}
+        # namespace -> (when the read started, until when it is reused, the answer)
+        self._recent: dict[str, tuple[float, float, NamespaceFacts]] = {}
 
-    async def read(self, namespace: str, timeout: float) -> NamespaceFacts:
-        """The namespace as the API server has it now; raises when the read fails or is late."""
+    async def read(
+        self, namespace: str, timeout: float, *, not_before: float | None = None
+    ) -> NamespaceFacts:
+        """The namespace as the API server has it now; raises when the read fails or is late.
+
+        With `not_before` (a `time.monotonic()` instant), only a read started then or later is
+        used: a remembered or in-flight read from before is not.
+        """
         now = time.monotonic()
+        oldest = now if not_before is None else not_before
         hit = self._recent.get(namespace)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        task = self._inflight.get(namespace)
-        if task is None:
+        if hit is not None and hit[1] > now and (not_before is None or hit[0] >= oldest):
+            return hit[2]
+        inflight = self._inflight.get(namespace)
+        if inflight is not None and (not_before is None or inflight[0] >= oldest):
+            task = inflight[1]
+        else:
             self.reads += 1
             task = asyncio.create_task(self._fetch(namespace))
-            self._inflight[namespace] = task
+            self._inflight[namespace] = (now, task)
             task.add_done_callback(functools.partial(self._done, namespace, now))
         async with asyncio.timeout(timeout):
             return await asyncio.shield(task)
 
     def _done(self, namespace: str, started: float, task: asyncio.Task[NamespaceFacts]) -> None:
-        self._inflight.pop(namespace, None)
+        inflight = self._inflight.get(namespace)
+        if inflight is not None and inflight[1] is task:
+            del self._inflight[namespace]
         if task.cancelled() or task.exception() is not None:  # retrieved: nobody may be waiting
             return
         now = time.monotonic()
-        self._recent = {k: v for k, v in self._recent.items() if v[0] > now}
-        self._recent[namespace] = (started + self._remember, task.result())
+        self._recent = {k: v for k, v in self._recent.items() if v[1] > now}
+        latest = self._recent.get(namespace)
+        if latest is None or latest[0] <= started:
+            self._recent[namespace] = (started, started + self._remember, task.result())
 
     async def _fetch(self, namespace: str) -> NamespaceFacts:
         async with asyncio.timeout(self._read_timeout), asyncio.TaskGroup() as group:
@@ -165,9 +182,11 @@ class LiveView:
     def staleness(self) -> float:
         return self.informer.staleness()
 
-    async def confirm(self, namespace: str, timeout: float) -> ClusterView | None:
+    async def confirm(
+        self, namespace: str, timeout: float, *, not_before: float | None = None
+    ) -> ClusterView | None:
         try:
-            facts = await self.reader.read(namespace, timeout)
+            facts = await self.reader.read(namespace, timeout, not_before=not_before)
         except Exception as exc:
             while isinstance(exc, ExceptionGroup):  # the TaskGroup's: name the first cause
                 exc = exc.exceptions[0]

@@ -61,6 +61,12 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--client-ca", type=Path, help="require client certificates signed by this CA"
     )
+    parser.add_argument(
+        "--client-subject",
+        help="with --client-ca: the API server's certificate (its commonName, or its whole"
+        " subject as the decision log's `client` shows it); only its approvals of NetworkPolicy"
+        " changes are remembered (a cluster CA also signs kubelets and users)",
+    )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104
     parser.add_argument("--port", type=int, default=8443, help="port to listen on (default 8443)")
     parser.add_argument(
@@ -90,6 +96,8 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
         raise InputError(f"{args.config}: --config file not found")
     if not 0 <= args.drain_seconds < args.grace_seconds:
         raise InputError("--drain-seconds must be at least 0 and less than --grace-seconds")
+    if args.client_subject is not None and args.client_ca is None:
+        raise InputError("--client-subject needs --client-ca (a subject is only known verified)")
     tls.server_context(args.cert, args.key, args.client_ca)  # fail now, not after a cache sync
     worker_of = getattr(args, "worker_of", None)
     return ServeOptions(
@@ -98,6 +106,7 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
         host=args.host,
         port=args.port,
         client_ca=args.client_ca,
+        client_subject=args.client_subject,
         config=args.config,
         drain_seconds=args.drain_seconds,
         grace_seconds=args.grace_seconds,

@@ -2,13 +2,16 @@
 
 A rule returns nothing when the request is not its business, one result per finding otherwise
 (`passed` or not), each carrying the mode that governs it. `decide` only combines. `RULES` is the
-registry, in evaluation order; `reads_cluster` marks the rules the shell re-runs on a live read.
+registry, in evaluation order; `reads_cluster` marks the rules the shell re-runs on a live read,
+and `remembered` which of the NetworkPolicy changes this process approved a rule reads: only those
+that make it deny more (a forged review may cause a denial, never an allow).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 from webhook.cluster.view import ClusterView
 from webhook.rules import allow_all, audit_scope, default_deny, fence_guard, host_network
@@ -20,21 +23,36 @@ from webhook.workloads import WORKLOAD_TEMPLATES
 Check = Callable[[Subject, ClusterView, Settings], tuple[RuleResult, ...]]
 
 
+class Remembered(Enum):
+    """Which approved changes a rule reads on top of the cluster view."""
+
+    NONE = "none"
+    REMOVALS = "removals"  # fences approved to go: fewer fences, more denials
+    ADDITIONS = "additions"  # policies approved to come: more reach, more denials
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     id: str
     check: Check
     resources: frozenset[tuple[str, str]]  # the (API group, resource) pairs it may judge
     reads_cluster: bool  # its results depend on the cluster view
+    remembered: Remembered = Remembered.NONE
 
 
 _WORKLOADS = frozenset(WORKLOAD_TEMPLATES)
 _NETWORK_POLICIES = frozenset({("networking.k8s.io", "networkpolicies")})
 
 RULES: tuple[Rule, ...] = (
-    Rule(default_deny.RULE, default_deny.check, _WORKLOADS | {("", "namespaces")}, True),
-    Rule(fence_guard.RULE, fence_guard.check, _NETWORK_POLICIES, True),
-    Rule(allow_all.RULE, allow_all.check, _NETWORK_POLICIES, True),
+    Rule(
+        default_deny.RULE,
+        default_deny.check,
+        _WORKLOADS | {("", "namespaces")},
+        True,
+        Remembered.REMOVALS,
+    ),
+    Rule(fence_guard.RULE, fence_guard.check, _NETWORK_POLICIES, True, Remembered.REMOVALS),
+    Rule(allow_all.RULE, allow_all.check, _NETWORK_POLICIES, True, Remembered.ADDITIONS),
     Rule(host_network.RULE, host_network.check, _WORKLOADS, False),
     # Reads the namespace's labels for auditScope.namespaceSelector; the audit Policy itself is
     # evaluated once per request (memoised on the subject).
