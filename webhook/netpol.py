@@ -258,7 +258,7 @@ def fence_for(
         return DirectionFence(
             fencing,
             nearly_all_by=_contributors(pool, direction, {v.protocol for v in nearly}),
-            nearly_all="; ".join(v.left_out for v in nearly),
+            nearly_all=_nearly_text(nearly),
             refused=refused,
         )
     return DirectionFence(fencing, refused=refused)
@@ -316,6 +316,14 @@ def _pool_verdicts(pool: Sequence[PolicyFacts], direction: Direction) -> list[Pr
             openings = [o for r in reaches for o in r.openings if o.protocol == protocol]
             verdicts.append(judge_protocol(protocol, group(openings)))
     return verdicts
+
+
+def _nearly_text(verdicts: Sequence[ProtocolVerdict]) -> str:
+    """'TCP, UDP: every port open to all but 1 IPv4 address; SCTP: ...' (alike protocols joined)."""
+    by_text: dict[str, list[str]] = {}
+    for verdict in verdicts:
+        by_text.setdefault(verdict.left_out, []).append(verdict.protocol)
+    return "; ".join(f"{', '.join(protocols)}: {text}" for text, protocols in by_text.items())
 
 
 def _contributors(

@@ -48,20 +48,21 @@ class Limits:
     def refusal(self, size: PolicySize, where: Mapping[str, str]) -> str:
         """The first limit `size` exceeds, as one line naming the limit and the count; or ""."""
         checks = (
-            ("max_rules_per_policy", size.rules, "spec.ingress and spec.egress have"),
-            ("max_peers_per_rule", size.peers, f"{where.get('peers', 'a rule')} has"),
-            ("max_ports_per_rule", size.ports, f"{where.get('ports', 'a rule')} has"),
-            ("max_excepts_per_block", size.excepts, f"{where.get('excepts', 'an ipBlock')} has"),
+            ("max_rules_per_policy", size.rules, "spec.ingress and spec.egress have", ""),
+            ("max_peers_per_rule", size.peers, f"{where.get('peers', 'a rule')} has", ""),
+            ("max_ports_per_rule", size.ports, f"{where.get('ports', 'a rule')} has", ""),
+            ("max_excepts_per_block", size.excepts, f"{where.get('excepts', 'a block')} has", ""),
             (
                 "max_entries_per_policy",
                 size.entries,
-                "the policy has (per rule ports x (peers + excepts), plus selector terms)",
+                "the policy has",
+                " (per rule ports x (peers + excepts), plus selector terms)",
             ),
         )
-        for name, count, what in checks:
+        for name, count, what, unit in checks:
             limit: int = getattr(self, name)
             if count > limit:
-                return f"limits.{CONFIG_KEYS[name]} is {limit}; {what} {count}"
+                return f"limits.{CONFIG_KEYS[name]} is {limit}; {what} {count}{unit}"
         return ""
 
 

@@ -136,21 +136,21 @@ class ProtocolVerdict:
 
     @property
     def left_out(self) -> str:
-        """What a near-total opening leaves out, in a few words."""
-        parts: list[str] = []
-        count = length(self.short_ports)
-        if count:
-            ports = ", ".join(_port_text(r) for r in self.short_ports[:3])
-            more = ", ..." if len(self.short_ports) > 3 else ""
-            parts.append(f"{count} {self.protocol} port{'s' * (count > 1)} ({ports}{more})")
+        """What a near-total opening leaves out, without the protocol: "every port but 65535 open
+        to every peer", "every port open to all but 1 IPv4 address"."""
+        ports = "every port"
+        if self.short_ports:
+            shown = ", ".join(_port_text(r) for r in self.short_ports[:3])
+            if len(self.short_ports) > 3:
+                shown += f", ... ({length(self.short_ports)} ports)"
+            ports = f"every port but {shown}"
+        peers = "every peer"
         if self.left_out_v4:
             n = self.left_out_v4
-            parts.append(f"{n} IPv4 address{'es' * (n > 1)}")
+            peers = f"all but {n} IPv4 address{'es' * (n > 1)}"
         elif self.left_out_v6:
-            parts.append(f"about 2^{self.left_out_v6.bit_length() - 1} IPv6 addresses")
-        if not parts:
-            return ""
-        return f"{self.protocol}: open to every peer but {' and '.join(parts)}"
+            peers = f"all but about 2^{self.left_out_v6.bit_length() - 1} IPv6 addresses"
+        return f"{ports} open to {peers}"
 
 
 def _port_text(ports: Interval) -> str:
