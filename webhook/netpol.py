@@ -12,6 +12,7 @@ never raise.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,6 +36,7 @@ __all__ = [
     "analyse_policy",
     "effective_policy_types",
     "fence_for",
+    "fences_by_definition",
     "namespace_refusal",
     "opens_selected_to_everyone",
     "parse_cidr_sloppy",
@@ -238,30 +240,46 @@ def fence_for(
     limits: Limits = DEFAULT_LIMITS,
 ) -> DirectionFence:
     """The namespace's fence for one direction, given all its policies."""
+    return fences_by_definition(policies, direction, limits=limits)[strict]
+
+
+def fences_by_definition(
+    policies: Iterable[PolicyFacts], direction: Direction, *, limits: Limits = DEFAULT_LIMITS
+) -> Mapping[bool, DirectionFence]:
+    """`fence_for` under both definitions (False: isolating, True: strict), pooling once."""
     policies = tuple(policies)
-    fencing = tuple(
-        p.name for p in sorted(policies, key=lambda p: p.age_key) if p.fences(direction, strict)
-    )
+    oldest_first = sorted(policies, key=lambda p: p.age_key)
+    fencing = {
+        s: tuple(p.name for p in oldest_first if p.fences(direction, s)) for s in (False, True)
+    }
+    return {
+        s: dataclasses.replace(_opening(policies, direction, limits), fencing=fencing[s])
+        for s in fencing
+    }
+
+
+def _opening(
+    policies: tuple[PolicyFacts, ...], direction: Direction, limits: Limits
+) -> DirectionFence:
+    """What the namespace's policies open for a direction (`fencing` left empty)."""
     refused = tuple(sorted(p.name for p in policies if p.refused and direction in p.types))
     over_limit = namespace_refusal(policies, limits)
     if over_limit:
-        return DirectionFence(fencing, refused=refused, over_limit=over_limit)
+        return DirectionFence((), refused=refused, over_limit=over_limit)
     pool = [p for p in policies if p.opens_all_pods and not p.refused]
     verdicts = _pool_verdicts(pool, direction)
     neutralising = {v.protocol for v in verdicts if v.neutralised}
     if neutralising:
-        return DirectionFence(
-            fencing, neutralised_by=_contributors(pool, direction, neutralising), refused=refused
-        )
+        by = _contributors(pool, direction, neutralising)
+        return DirectionFence((), neutralised_by=by, refused=refused)
     nearly = [v for v in verdicts if v.nearly]
-    if nearly:
+    if nearly and not refused:  # a refused policy neutralises already: say that, not less
         return DirectionFence(
-            fencing,
+            (),
             nearly_all_by=_contributors(pool, direction, {v.protocol for v in nearly}),
             nearly_all=_nearly_text(nearly),
-            refused=refused,
         )
-    return DirectionFence(fencing, refused=refused)
+    return DirectionFence((), refused=refused)
 
 
 def opens_selected_to_everyone(

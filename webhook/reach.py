@@ -14,8 +14,10 @@ Intervals are inclusive `(start, end)` pairs of ints; every tuple of intervals h
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from webhook.covered_length import Coverage
 
 Interval = tuple[int, int]
 Intervals = tuple[Interval, ...]
@@ -157,14 +159,6 @@ def _port_text(ports: Interval) -> str:
     return str(ports[0]) if ports[0] == ports[1] else f"{ports[0]}-{ports[1]}"
 
 
-def judge(openings: Iterable[Opening]) -> Mapping[str, ProtocolVerdict]:
-    """Every protocol's verdict on a pool of openings (grouped or not)."""
-    by_protocol: dict[str, list[Opening]] = {p: [] for p in PROTOCOLS}
-    for opening in group(openings):
-        by_protocol[opening.protocol].append(opening)
-    return {p: judge_protocol(p, by_protocol[p]) for p in PROTOCOLS}
-
-
 def judge_protocol(protocol: str, openings: Sequence[Opening]) -> ProtocolVerdict:
     """Joint ports x peers verdict for one protocol's openings (each opening's ports merged)."""
     everyone_ports = merge(r for o in openings if o.peers.everyone for r in o.ports)
@@ -304,10 +298,10 @@ def _tree_pass(
     protocol: str, openings: Sequence[Opening], steps: list[Step], use_v4: bool, use_v6: bool
 ) -> ProtocolVerdict:
     """Walk the port segments keeping each family's exact covered length in a coverage tree."""
-    v4 = _Coverage([r for o in openings for r in o.peers.v4], V4_SIZE) if use_v4 else None
+    v4 = Coverage([r for o in openings for r in o.peers.v4], V4_SIZE) if use_v4 else None
     v6 = None
     if use_v6:
-        v6 = _Coverage([MAPPED_V4, *(r for o in openings for r in o.peers.v6)], V6_SIZE)
+        v6 = Coverage([MAPPED_V4, *(r for o in openings for r in o.peers.v6)], V6_SIZE)
     if v6 is not None:
         v6.add(v6.leaves((MAPPED_V4,)), 1)
     at_v4 = [v4.leaves(o.peers.v4) if v4 is not None else [] for o in openings]
@@ -334,77 +328,3 @@ def _tree_pass(
         if tally.hopeless:
             break
     return tally.verdict()
-
-
-class _Coverage:
-    """Covered length of a multiset of intervals under range add/remove (a segment tree).
-
-    Leaves are the elementary intervals between the given edges; a node's count says how many
-    added ranges span it whole, and its covered length is its full length when the count is
-    positive, else its children's sum. Add and remove are O(log n), the covered length O(1).
-    """
-
-    __slots__ = ("_count", "_covered", "_index", "_length", "_size")
-
-    def __init__(self, ranges: Sequence[Interval], universe: int) -> None:
-        edges = sorted({0, universe, *(s for s, _ in ranges), *(e + 1 for _, e in ranges)})
-        self._index = {edge: i for i, edge in enumerate(edges)}
-        leaves = len(edges) - 1
-        size = 1
-        while size < leaves:
-            size *= 2
-        self._size = size
-        lengths = [0] * (2 * size)
-        for i in range(leaves):
-            lengths[size + i] = edges[i + 1] - edges[i]
-        for node in range(size - 1, 0, -1):
-            lengths[node] = lengths[2 * node] + lengths[2 * node + 1]
-        self._length = lengths
-        self._count = [0] * (2 * size)
-        self._covered = [0] * (2 * size)
-
-    @property
-    def covered(self) -> int:
-        return self._covered[1]
-
-    def leaves(self, ranges: Intervals) -> list[tuple[int, int]]:
-        """The tree positions of `ranges` (each given at construction), for `add`."""
-        index, size = self._index, self._size
-        return [(index[start] + size, index[end + 1] + size) for start, end in ranges]
-
-    def add(self, positions: list[tuple[int, int]], delta: int) -> None:
-        """Add (delta 1) or remove (delta -1) every range of `positions` (from `leaves`) once."""
-        size = self._size
-        count, covered, lengths = self._count, self._covered, self._length
-        for first, after in positions:
-            left, right = first, after
-            low, high = left >> 1, (right - 1) >> 1
-            while left < right:
-                if left & 1:
-                    count[left] += delta
-                    if count[left]:
-                        covered[left] = lengths[left]
-                    elif left < size:
-                        covered[left] = covered[2 * left] + covered[2 * left + 1]
-                    else:
-                        covered[left] = 0
-                    left += 1
-                if right & 1:
-                    right -= 1
-                    count[right] += delta
-                    if count[right]:
-                        covered[right] = lengths[right]
-                    elif right < size:
-                        covered[right] = covered[2 * right] + covered[2 * right + 1]
-                    else:
-                        covered[right] = 0
-                left >>= 1
-                right >>= 1
-            # Recompute every ancestor of the two ends, bottom up.
-            while low:
-                if not count[low]:
-                    covered[low] = covered[2 * low] + covered[2 * low + 1]
-                if high != low and not count[high]:
-                    covered[high] = covered[2 * high] + covered[2 * high + 1]
-                low >>= 1
-                high >>= 1

@@ -16,6 +16,7 @@ from webhook.netpol import (
     analyse_policy,
     effective_policy_types,
     fence_for,
+    fences_by_definition,
     opens_selected_to_everyone,
     parse_cidr_sloppy,
 )
@@ -643,3 +644,19 @@ def test_selected_pods_open_to_everyone_pool_with_the_policies_they_meet() -> No
     assert opens_selected_to_everyone(web, [web, rest], IN)  # app=web pods meet `app NotIn [db]`
     assert not opens_selected_to_everyone(web, [web, db], IN)  # no pod is both web and db
     assert not opens_selected_to_everyone(web, [web, rest], EG)
+
+
+def test_both_definitions_at_once_are_fence_for_under_each() -> None:
+    policies = [
+        analyse_policy(p)
+        for p in (
+            netpol(types=["Ingress", "Egress"], egress=DNS_ONLY),
+            netpol("open", types=["Ingress"], ingress=[{"ports": ports(1, 65534)}]),
+        )
+    ]
+    for direction in (IN, EG):
+        both = fences_by_definition(policies, direction)
+        assert both[False] == fence_for(policies, direction)
+        assert both[True] == fence_for(policies, direction, strict=True)
+    assert fences_by_definition(policies, EG)[False].fenced
+    assert not fences_by_definition(policies, EG)[True].fenced
