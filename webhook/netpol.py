@@ -1,20 +1,46 @@
 """NetworkPolicy analysis: which directions a namespace's policies fence, and what neutralises one.
 
 A namespace is fenced for a direction when every pod is isolated for it (a policy with an empty
-podSelector lists the direction among its effective policyTypes) and the pooled unrestricted rules
-of those policies do not let every peer in (see `Reach`). Pure functions over plain JSON-shaped
-data; malformed fields never raise, they count as the narrowest reading that cannot hide an opening.
+podSelector lists the direction among its effective policyTypes) and the direction is not
+neutralised: pooled over every rule of every policy whose podSelector opens every pod (the empty
+label set satisfies it), jointly on ports x peers, no protocol is open to every peer on every port
+(`webhook.reach`). Each policy is reduced once (`analyse_policy`) after a linear count against the
+limits; an over-limit policy is refused unanalysed and counts fail-closed: it neutralises every
+direction among its policyTypes. Pure functions over plain JSON-shaped data; malformed fields
+never raise.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from webhook.labels import NAMESPACE_NAME_LABEL, is_empty_selector
+from webhook.labels import LabelSelector, is_empty_selector, parse_selector_lenient
+from webhook.labels import satisfiable_together as _satisfiable_together
+from webhook.netpol_limits import CONFIG_KEYS, DEFAULT_LIMITS, Limits, PolicySize, measure
+from webhook.netpol_read import parse_cidr_sloppy, read_openings
+from webhook.reach import PROTOCOLS, Opening, ProtocolVerdict, group, judge_protocol
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DIRECTIONS",
+    "Direction",
+    "DirectionFence",
+    "Limits",
+    "PolicyFacts",
+    "PolicySize",
+    "Reach",
+    "analyse_policy",
+    "effective_policy_types",
+    "fence_for",
+    "fences_by_definition",
+    "namespace_refusal",
+    "opens_selected_to_everyone",
+    "parse_cidr_sloppy",
+]
 
 
 class Direction(StrEnum):
@@ -23,42 +49,30 @@ class Direction(StrEnum):
 
 
 DIRECTIONS: tuple[Direction, ...] = (Direction.INGRESS, Direction.EGRESS)
+NO_SIZE = PolicySize()
 _RULES_KEY = {Direction.INGRESS: "ingress", Direction.EGRESS: "egress"}
 _PEERS_KEY = {Direction.INGRESS: "from", Direction.EGRESS: "to"}
-_V4_ALL = (0, 2**32 - 1)
-_V6_ALL = (0, 2**128 - 1)
-_MAPPED_V4 = ipaddress.IPv6Network("::ffff:0:0/96")
-
-Interval = tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
 class Reach:
-    """The peers a set of unrestricted rules admits for one direction.
+    """What one policy's rules open for one direction: openings grouped by protocol and ports,
+    and the policy's own verdict per protocol that has openings (what it opens alone)."""
 
-    `everyone` is set by a rule with no peers, or by a peer that selects every namespace (or all
-    but a few) with no pod restriction; `v4`/`v6` are the merged address ranges of ipBlocks with
-    their `except`s removed.
-    """
-
-    everyone: bool = False
-    v4: tuple[Interval, ...] = ()
-    v6: tuple[Interval, ...] = ()
-
-    @property
-    def covers_all(self) -> bool:
-        return self.everyone or _covers(self.v4, _V4_ALL) or _covers(self.v6, _V6_ALL)
+    openings: tuple[Opening, ...] = ()
+    verdicts: tuple[ProtocolVerdict, ...] = ()
 
     @property
     def is_nothing(self) -> bool:
-        return not self.everyone and not self.v4 and not self.v6
+        return not self.openings
 
-    def union(self, other: Reach) -> Reach:
-        return Reach(
-            self.everyone or other.everyone,
-            _merge([*self.v4, *other.v4]),
-            _merge([*self.v6, *other.v6]),
-        )
+    @property
+    def neutralises(self) -> frozenset[str]:
+        """The protocols this policy alone opens to every peer on every port."""
+        return frozenset(v.protocol for v in self.verdicts if v.neutralised)
+
+    def verdict(self, protocol: str) -> ProtocolVerdict | None:
+        return next((v for v in self.verdicts if v.protocol == protocol), None)
 
 
 NOTHING = Reach()
@@ -73,10 +87,14 @@ class PolicyFacts:
     created: str = ""  # creationTimestamp (RFC 3339 sorts as text); "" = unknown, oldest
     uid: str = ""
     resource_version: str = ""
-    selects_all: bool = False  # empty podSelector
-    types: frozenset[Direction] = frozenset()  # effective policyTypes, after API defaulting
+    selects_all: bool = False  # empty podSelector: isolates every pod (the isolation reading)
+    opens_all_pods: bool = False  # the empty label set satisfies it (the openings reading)
+    pod_selector: LabelSelector | None = None  # None: malformed, selects no pod
+    types: frozenset[Direction] = frozenset()  # effective policy types, after API defaulting
     rule_count: Mapping[Direction, int] = field(default_factory=dict)
-    reach: Mapping[Direction, Reach] = field(default_factory=dict)  # of unrestricted rules only
+    reach: Mapping[Direction, Reach] = field(default_factory=dict)
+    refused: str = ""  # the limit the policy exceeds (one line); it was not analysed then
+    size: PolicySize = NO_SIZE
 
     def same_object(self, other: PolicyFacts) -> bool:
         """The same NetworkPolicy, perhaps another version: by uid when both have one, else name."""
@@ -103,7 +121,13 @@ class PolicyFacts:
         return self.reach.get(direction, NOTHING) if direction in self.types else NOTHING
 
     def opens_to_everyone(self, direction: Direction) -> bool:
-        return self.reach_for(direction).covers_all
+        """Alone, it opens the pods it selects to every peer on every port of some protocol.
+
+        A refused policy is taken to (fail-closed).
+        """
+        if direction not in self.types:
+            return False
+        return bool(self.refused) or bool(self.reach_for(direction).neutralises)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,22 +135,26 @@ class DirectionFence:
     """The fence of one namespace for one direction."""
 
     fencing: tuple[str, ...]  # policies that fence it under the definition in use, oldest first
-    neutralised_by: tuple[str, ...]  # empty-selector policies whose pooled rules admit everyone
+    neutralised_by: tuple[str, ...] = ()  # all-pods policies whose pooled rules admit everyone
+    nearly_all_by: tuple[str, ...] = ()  # all-pods policies whose pool is open all but a little
+    nearly_all: str = ""  # what that near-total opening leaves out
+    refused: tuple[str, ...] = ()  # policies over a limit, not analysed: they count as openers
+    over_limit: str = ""  # the namespace is over a limit: nothing is fenced (one line)
 
     @property
     def fenced(self) -> bool:
-        return bool(self.fencing) and not self.neutralised_by
+        return bool(self.fencing) and not self.neutralised
 
     @property
     def neutralised(self) -> bool:
-        return bool(self.neutralised_by)
+        return bool(self.neutralised_by or self.refused or self.over_limit)
 
 
 def effective_policy_types(spec: Mapping[str, Any]) -> frozenset[Direction]:
     """policyTypes as the API server defaults them (pkg/apis/networking/v1/defaults.go).
 
-    Absent or empty: Ingress, plus Egress only when `spec.egress` is non-empty. Objects read back
-    from the API always carry the defaulted list; manifests on disk may not.
+    Absent, null or empty: Ingress, plus Egress only when `spec.egress` is non-empty. Objects read
+    back from the API always carry the defaulted list; manifests on disk may not.
     """
     declared = spec.get("policyTypes")
     if isinstance(declared, list) and declared:
@@ -137,228 +165,195 @@ def effective_policy_types(spec: Mapping[str, Any]) -> frozenset[Direction]:
     return frozenset({Direction.INGRESS})
 
 
-def analyse_policy(obj: Mapping[str, Any]) -> PolicyFacts:
-    """Reduce a NetworkPolicy object to the facts the fence rules read."""
+def analyse_policy(obj: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> PolicyFacts:
+    """Reduce a NetworkPolicy object to the facts the fence rules read.
+
+    The limits are checked first, by a linear count; an over-limit policy keeps its identity,
+    selector and policy types but no reach, and `refused` says which limit it exceeds.
+    """
     meta = _mapping(obj.get("metadata"))
     spec = _mapping(obj.get("spec"))
     types = effective_policy_types(spec)
+    size, where = measure(spec)
+    refused = limits.refusal(size, where)
+    raw_selector = spec.get("podSelector")
+    selector = parse_selector_lenient(raw_selector)
     counts: dict[Direction, int] = {}
     reach: dict[Direction, Reach] = {}
     for direction in DIRECTIONS:
         rules = spec.get(_RULES_KEY[direction])
-        rules = rules if isinstance(rules, list) else []
-        counts[direction] = len(rules)
-        reach[direction] = _rules_reach(rules, _PEERS_KEY[direction])
+        counts[direction] = len(rules) if isinstance(rules, list) else 0
+        if not refused and direction in types:
+            reach[direction] = _reach(read_openings(rules, _PEERS_KEY[direction]))
     return PolicyFacts(
         namespace=_str(meta.get("namespace")),
         name=_str(meta.get("name")),
         created=_str(meta.get("creationTimestamp")),
         uid=_str(meta.get("uid")),
         resource_version=_str(meta.get("resourceVersion")),
-        selects_all=is_empty_selector(spec.get("podSelector")),
+        selects_all=is_empty_selector(raw_selector),
+        opens_all_pods=selector is not None and selector.matches_empty,
+        pod_selector=selector,
         types=types,
         rule_count=counts,
         reach=reach,
+        refused=refused,
+        size=size,
     )
 
 
+def _reach(openings: tuple[Opening, ...]) -> Reach:
+    if not openings:
+        return NOTHING
+    grouped = group(openings)
+    verdicts = []
+    for protocol in PROTOCOLS:
+        mine = [o for o in grouped if o.protocol == protocol]
+        if mine:
+            verdicts.append(judge_protocol(protocol, mine))
+    return Reach(grouped, tuple(verdicts))
+
+
+def namespace_refusal(policies: Sequence[PolicyFacts], limits: Limits = DEFAULT_LIMITS) -> str:
+    """The namespace-wide limit its policies exceed (one line), or ""."""
+    if len(policies) > limits.max_policies_per_namespace:
+        key = CONFIG_KEYS["max_policies_per_namespace"]
+        return (
+            f"limits.{key} is {limits.max_policies_per_namespace}; "
+            f"the namespace has {len(policies)} NetworkPolicies"
+        )
+    entries = sum(p.size.entries for p in policies if p.opens_all_pods and not p.refused)
+    if entries > limits.max_entries_per_namespace:
+        key = CONFIG_KEYS["max_entries_per_namespace"]
+        return (
+            f"limits.{key} is {limits.max_entries_per_namespace}; the namespace's "
+            f"NetworkPolicies for all pods have {entries}"
+        )
+    return ""
+
+
 def fence_for(
-    policies: Iterable[PolicyFacts], direction: Direction, *, strict: bool = False
+    policies: Iterable[PolicyFacts],
+    direction: Direction,
+    *,
+    strict: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> DirectionFence:
     """The namespace's fence for one direction, given all its policies."""
-    fencing: list[PolicyFacts] = []
-    pooled = NOTHING
-    contributors: list[str] = []
-    for policy in policies:
-        if not policy.selects_all:
-            continue
-        if policy.fences(direction, strict):
-            fencing.append(policy)
-        reach = policy.reach_for(direction)
-        if not reach.is_nothing:
-            pooled = pooled.union(reach)
-            contributors.append(policy.name)
-    fencing.sort(key=lambda p: p.age_key)
-    neutralised_by = tuple(sorted(contributors)) if pooled.covers_all else ()
-    return DirectionFence(tuple(p.name for p in fencing), neutralised_by)
+    return fences_by_definition(policies, direction, limits=limits)[strict]
 
 
-# --- rules and peers -------------------------------------------------------------------------
+def fences_by_definition(
+    policies: Iterable[PolicyFacts], direction: Direction, *, limits: Limits = DEFAULT_LIMITS
+) -> Mapping[bool, DirectionFence]:
+    """`fence_for` under both definitions (False: isolating, True: strict), pooling once."""
+    policies = tuple(policies)
+    oldest_first = sorted(policies, key=lambda p: p.age_key)
+    fencing = {
+        s: tuple(p.name for p in oldest_first if p.fences(direction, s)) for s in (False, True)
+    }
+    return {
+        s: dataclasses.replace(_opening(policies, direction, limits), fencing=fencing[s])
+        for s in fencing
+    }
 
 
-def _rules_reach(rules: list[Any], peers_key: str) -> Reach:
-    """The pooled peers of the rules that put no port restriction on TCP or UDP."""
-    result = NOTHING
-    for rule in rules:
-        if not isinstance(rule, Mapping) or not _ports_unrestricted(rule.get("ports")):
-            continue
-        result = result.union(_peers_reach(rule.get(peers_key)))
-    return result
+def _opening(
+    policies: tuple[PolicyFacts, ...], direction: Direction, limits: Limits
+) -> DirectionFence:
+    """What the namespace's policies open for a direction (`fencing` left empty)."""
+    refused = tuple(sorted(p.name for p in policies if p.refused and direction in p.types))
+    over_limit = namespace_refusal(policies, limits)
+    if over_limit:
+        return DirectionFence((), refused=refused, over_limit=over_limit)
+    pool = [p for p in policies if p.opens_all_pods and not p.refused]
+    verdicts = _pool_verdicts(pool, direction)
+    neutralising = {v.protocol for v in verdicts if v.neutralised}
+    if neutralising:
+        by = _contributors(pool, direction, neutralising)
+        return DirectionFence((), neutralised_by=by, refused=refused)
+    nearly = [v for v in verdicts if v.nearly]
+    if nearly and not refused:  # a refused policy neutralises already: say that, not less
+        return DirectionFence(
+            (),
+            nearly_all_by=_contributors(pool, direction, {v.protocol for v in nearly}),
+            nearly_all=_nearly_text(nearly),
+        )
+    return DirectionFence((), refused=refused)
 
 
-def _ports_unrestricted(ports: object) -> bool:
-    """No `ports`, or the entries for TCP or for UDP together cover 1-65535.
+def opens_selected_to_everyone(
+    subject: PolicyFacts,
+    policies: Iterable[PolicyFacts],
+    direction: Direction,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+) -> bool:
+    """Some pod `subject` selects is open to every peer on every port of some protocol.
 
-    Absent protocol is TCP; an entry without `port` is every port of its protocol; `endPort`
-    makes a range; a named port restricts (what it resolves to depends on each pod).
+    Pooled over `subject` and every other policy whose pod selector one label set can satisfy
+    together with the subject's: pairwise, an over-approximation (two such policies may exclude
+    each other), so it warns more than an exact answer would. A refused policy among them counts
+    as open (fail-closed), as does a namespace over a limit or a pool whose entries exceed
+    `max_entries_per_namespace`.
     """
-    if ports is None or ports == []:
-        return True
-    if not isinstance(ports, list):
+    if direction not in subject.types or subject.pod_selector is None:
         return False
-    ranges: dict[str, list[Interval]] = {"TCP": [], "UDP": []}
-    for entry in ports:
-        if not isinstance(entry, Mapping):
-            continue
-        protocol = entry.get("protocol") or "TCP"
-        if protocol not in ranges:
-            continue
-        port = entry.get("port")
-        if port is None:
-            ranges[protocol].append((1, 65535))
-            continue
-        start = _port_number(port)
-        if start is None:
-            continue
-        end = entry.get("endPort")
-        stop = end if isinstance(end, int) and not isinstance(end, bool) and end >= start else start
-        ranges[protocol].append((start, stop))
-    return any(_covers(_merge(r), (1, 65535)) for r in ranges.values())
-
-
-def _port_number(port: object) -> int | None:
-    if isinstance(port, bool):
-        return None
-    if isinstance(port, int):
-        return port
-    # IntOrString: a digit string is not a valid name (names need a letter); read it as the number,
-    # the reading that cannot hide an opening.
-    if isinstance(port, str) and port.isdigit():
-        return int(port)
-    return None
-
-
-def _peers_reach(peers: object) -> Reach:
-    if peers is None or peers == []:
-        return Reach(everyone=True)
-    if not isinstance(peers, list):
-        return NOTHING
-    everyone = False
-    v4: list[Interval] = []
-    v6: list[Interval] = []
-    for peer in peers:
-        if not isinstance(peer, Mapping):
-            continue
-        block = peer.get("ipBlock")
-        if isinstance(block, Mapping):
-            block_v4, block_v6 = _ip_block_ranges(block)
-            v4 += block_v4
-            v6 += block_v6
-        elif "namespaceSelector" in peer and _selects_almost_every_namespace(
-            peer.get("namespaceSelector")
+    if subject.refused:
+        return True
+    others = tuple(p for p in policies if not p.same_object(subject))
+    if namespace_refusal((*others, subject), limits):
+        return True
+    pool = [subject]
+    budget = limits.max_entries_per_namespace - subject.size.entries
+    for other in others:
+        if other.pod_selector is None or not _satisfiable_together(
+            subject.pod_selector, other.pod_selector
         ):
-            everyone = everyone or is_empty_selector(peer.get("podSelector"))
-    return Reach(everyone, _merge(v4), _merge(v6))
-
-
-def _selects_almost_every_namespace(selector: object) -> bool:
-    """`{}`, or only requirements that exclude a few: NotIn, DoesNotExist, metadata.name Exists."""
-    if selector is None:
-        return True
-    if not isinstance(selector, Mapping) or selector.get("matchLabels"):
-        return False
-    expressions = selector.get("matchExpressions") or []
-    if not isinstance(expressions, list):
-        return False
-    for expr in expressions:
-        if not isinstance(expr, Mapping):
-            return False
-        operator = expr.get("operator")
-        if operator in ("NotIn", "DoesNotExist"):
             continue
-        if operator == "Exists" and expr.get("key") == NAMESPACE_NAME_LABEL:
+        if direction not in other.types:
             continue
-        return False
-    return True
+        budget -= other.size.entries
+        if other.refused or budget < 0:
+            return True  # not analysed, or more to pool than the limit allows: fail-closed
+        pool.append(other)
+    return any(v.neutralised for v in _pool_verdicts(pool, direction))
 
 
-# --- addresses -------------------------------------------------------------------------------
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_cidr_sloppy(value: object) -> Network | None:
-    """Parse a CIDR as kube-apiserver's ParseCIDRSloppy does (k8s.io/utils/net/parse.go).
-
-    Leading zeros in IPv4 octets are decimal (`010.0.0.0/8` is 10.0.0.0/8) and host bits are
-    ignored; objects stored before strict CIDR validation (1.33) may still hold such values.
-    IPv4-mapped IPv6 prefixes (`::ffff:0:0/96` and longer) are returned as the IPv4 network.
-    """
-    if not isinstance(value, str):
-        return None
-    address, slash, prefix = value.strip().partition("/")
-    if not slash or not prefix.isdigit():
-        return None
-    head, colon, tail = address.rpartition(":")
-    if "." in tail:  # IPv4, or the dotted tail of an IPv4-mapped IPv6 address
-        octets = tail.split(".")
-        if not all(o.isdigit() for o in octets):
-            return None
-        tail = ".".join(str(int(o)) for o in octets)
-        address = f"{head}{colon}{tail}"
-    try:
-        network: Network = ipaddress.ip_network(f"{address}/{int(prefix)}", strict=False)
-    except ValueError:
-        return None
-    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED_V4):
-        mapped = network.network_address.ipv4_mapped
-        if mapped is not None:
-            return ipaddress.IPv4Network(f"{mapped}/{network.prefixlen - 96}", strict=False)
-    return network
+def _pool_verdicts(pool: Sequence[PolicyFacts], direction: Direction) -> list[ProtocolVerdict]:
+    """Per protocol, the joint verdict of the pooled policies' rules for the direction."""
+    reaches = [p.reach_for(direction) for p in pool]
+    verdicts: list[ProtocolVerdict] = []
+    for protocol in PROTOCOLS:
+        alone = [v for r in reaches if (v := r.verdict(protocol)) is not None]
+        if any(v.neutralised for v in alone):
+            verdicts.append(ProtocolVerdict(protocol, neutralised=True))
+        elif len(alone) == 1:
+            verdicts.append(alone[0])  # one policy opens it: its own verdict is the pool's
+        elif alone:
+            openings = [o for r in reaches for o in r.openings if o.protocol == protocol]
+            verdicts.append(judge_protocol(protocol, group(openings)))
+    return verdicts
 
 
-def _ip_block_ranges(block: Mapping[str, Any]) -> tuple[list[Interval], list[Interval]]:
-    network = parse_cidr_sloppy(block.get("cidr"))
-    if network is None:
-        return [], []
-    ranges = [_interval(network)]
-    excepts = block.get("except")
-    for raw in excepts if isinstance(excepts, list) else []:
-        hole = parse_cidr_sloppy(raw)
-        if hole is not None and hole.version == network.version:
-            ranges = _subtract(ranges, _interval(hole))
-    return (ranges, []) if network.version == 4 else ([], ranges)
+def _nearly_text(verdicts: Sequence[ProtocolVerdict]) -> str:
+    """'TCP, UDP: every port open to all but 1 IPv4 address; SCTP: ...' (alike protocols joined)."""
+    by_text: dict[str, list[str]] = {}
+    for verdict in verdicts:
+        by_text.setdefault(verdict.left_out, []).append(verdict.protocol)
+    return "; ".join(f"{', '.join(protocols)}: {text}" for text, protocols in by_text.items())
 
 
-def _interval(network: Network) -> Interval:
-    return int(network.network_address), int(network.broadcast_address)
-
-
-def _subtract(ranges: list[Interval], hole: Interval) -> list[Interval]:
-    out: list[Interval] = []
-    for start, end in ranges:
-        if hole[1] < start or hole[0] > end:
-            out.append((start, end))
-            continue
-        if hole[0] > start:
-            out.append((start, hole[0] - 1))
-        if hole[1] < end:
-            out.append((hole[1] + 1, end))
-    return out
-
-
-def _merge(ranges: Iterable[Interval]) -> tuple[Interval, ...]:
-    merged: list[Interval] = []
-    for start, end in sorted(ranges):
-        if merged and start <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return tuple(merged)
-
-
-def _covers(ranges: Sequence[Interval], whole: Interval) -> bool:
-    return any(start <= whole[0] and end >= whole[1] for start, end in _merge(ranges))
+def _contributors(
+    pool: Sequence[PolicyFacts], direction: Direction, protocols: set[str]
+) -> tuple[str, ...]:
+    return tuple(
+        sorted(
+            p.name
+            for p in pool
+            if any(o.protocol in protocols for o in p.reach_for(direction).openings)
+        )
+    )
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

@@ -16,6 +16,8 @@ from webhook.netpol import (
     analyse_policy,
     effective_policy_types,
     fence_for,
+    fences_by_definition,
+    opens_selected_to_everyone,
     parse_cidr_sloppy,
 )
 
@@ -209,6 +211,7 @@ EVERYONE_PEERS = [
         id="except filled by another block",
     ),
     pytest.param([{"ports": [{"protocol": "UDP"}]}], id="every UDP port"),
+    pytest.param([{"ports": [{"protocol": "SCTP"}]}], id="every SCTP port"),
     pytest.param([{"ports": [{"port": 1, "endPort": 65535}]}], id="1-65535 range"),
     pytest.param(
         [{"ports": [{"port": 1, "endPort": 30000}, {"port": 30001, "endPort": 65535}]}],
@@ -231,7 +234,6 @@ def test_neutralised_fence_is_not_a_fence(rules: list[dict[str, Any]]) -> None:
 RESTRICTED = [
     pytest.param([{"ports": [{"port": 443}]}], id="one port"),
     pytest.param([{"ports": [{"port": "https"}]}], id="named port"),
-    pytest.param([{"ports": [{"protocol": "SCTP"}]}], id="SCTP only"),
     pytest.param([{"ports": [{"port": 1, "endPort": 65534}]}], id="one port short"),
     pytest.param(
         [
@@ -345,7 +347,7 @@ def test_malformed_policies_never_raise_and_open_nothing() -> None:
     for spec in (
         {"podSelector": "x"},
         {"ingress": "x"},
-        {"ingress": [1, None]},
+        {"ingress": [1]},
         {"egress": {"to": 1}},
         {"policyTypes": ["Bogus"]},
     ):
@@ -362,3 +364,299 @@ def test_ip_blocks_open_everything_exactly_when_they_collapse_to_slash_zero(
     facts = analyse_policy(netpol(types=["Ingress"], ingress=[{"from": peers}]))
     expected = list(ipaddress.collapse_addresses(nets)) == [ipaddress.IPv4Network("0.0.0.0/0")]
     assert facts.opens_to_everyone(IN) is expected
+
+
+# --- issue 16: reach as sets, pooled, joint, bounded -----------------------------------------
+
+DENY = netpol(types=["Ingress", "Egress"])
+NOBODY_KEY = {"matchExpressions": [{"key": "some-key-nobody-has", "operator": "DoesNotExist"}]}
+NOT_DB = {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["db"]}]}
+
+
+def ingress_fence(*policies: dict[str, Any]) -> Any:
+    return fence_for([analyse_policy(p) for p in (DENY, *policies)], IN)
+
+
+def ports(start: int, end: int, protocol: str = "TCP") -> list[dict[str, Any]]:
+    return [{"protocol": protocol, "port": start, "endPort": end}]
+
+
+def test_ports_pooled_across_rules_neutralise() -> None:
+    split = netpol(
+        "split",
+        types=["Ingress"],
+        ingress=[{"ports": ports(1, 32767)}, {"ports": ports(32768, 65535)}],
+    )
+    assert ingress_fence(split).neutralised_by == ("split",)
+    assert missing(DENY, split) == (IN,)
+
+
+def test_ports_pooled_across_policies_neutralise() -> None:
+    low = netpol("low", types=["Ingress"], ingress=[{"ports": ports(1, 32767)}])
+    high = netpol("high", types=["Ingress"], ingress=[{"ports": ports(32768, 65535)}])
+    assert missing(DENY, low) == ()
+    assert missing(DENY, high) == ()
+    assert missing(DENY, low, high) == (IN,)
+    assert ingress_fence(low, high).neutralised_by == ("high", "low")
+
+
+def test_ports_pooled_across_protocols_do_not_neutralise() -> None:
+    tcp = netpol("tcp", types=["Ingress"], ingress=[{"ports": ports(1, 32767)}])
+    udp = netpol("udp", types=["Ingress"], ingress=[{"ports": ports(32768, 65535, "UDP")}])
+    assert missing(DENY, tcp, udp) == ()
+
+
+@pytest.mark.parametrize("selector", [NOBODY_KEY, NOT_DB], ids=["DoesNotExist", "NotIn"])
+def test_a_selector_the_empty_label_set_satisfies_opens_every_pod(selector: dict[str, Any]) -> None:
+    opener = netpol("open", selector=selector, types=["Ingress"], ingress=[{}])
+    facts = analyse_policy(opener)
+    assert facts.opens_all_pods
+    assert not facts.selects_all
+    assert ingress_fence(opener).neutralised_by == ("open",)
+
+
+@pytest.mark.parametrize("selector", [NOBODY_KEY, NOT_DB], ids=["DoesNotExist", "NotIn"])
+def test_a_deny_all_with_such_a_selector_fences_nothing(selector: dict[str, Any]) -> None:
+    # Whoever creates a pod chooses its labels: `app NotIn [db]` leaves `app=db` pods unisolated.
+    assert missing(netpol(selector=selector, types=["Ingress", "Egress"])) == (IN, EG)
+
+
+@pytest.mark.parametrize(
+    ("selector", "opens_all"),
+    [
+        (None, True),
+        ({}, True),
+        (NOBODY_KEY, True),
+        (NOT_DB, True),
+        ({"matchLabels": {"app": "web"}}, False),
+        ({"matchExpressions": [{"key": "app", "operator": "Exists"}]}, False),
+        ({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]}, False),
+        ({"matchExpressions": [{"key": "app", "operator": "In", "values": []}]}, False),  # invalid
+        ("x", False),
+    ],
+)
+def test_the_openings_reading_of_a_pod_selector(selector: Any, opens_all: bool) -> None:
+    policy = netpol(types=["Ingress"])
+    policy["spec"]["podSelector"] = selector
+    assert analyse_policy(policy).opens_all_pods is opens_all
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [
+        pytest.param({"namespaceSelector": {}, "podSelector": NOBODY_KEY}, id="DoesNotExist pods"),
+        pytest.param({"namespaceSelector": {}, "podSelector": NOT_DB}, id="NotIn pods"),
+        pytest.param({"namespaceSelector": {}, "podSelector": None}, id="podSelector null"),
+        pytest.param(
+            {
+                "namespaceSelector": {
+                    "matchExpressions": [
+                        {
+                            "key": "kubernetes.io/metadata.name",
+                            "operator": "NotIn",
+                            "values": ["kube-system"],
+                        }
+                    ]
+                }
+            },
+            id="all namespaces but one",
+        ),
+    ],
+)
+def test_peers_that_count_as_every_peer(peer: dict[str, Any]) -> None:
+    opener = netpol("open", types=["Ingress"], ingress=[{"from": [peer]}])
+    assert ingress_fence(opener).neutralised_by == ("open",)
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [
+        pytest.param({"namespaceSelector": None}, id="namespaceSelector null: own namespace"),
+        pytest.param(
+            {"namespaceSelector": None, "podSelector": {}}, id="null ns, every pod: own namespace"
+        ),
+        pytest.param({"podSelector": NOBODY_KEY}, id="all pods of the own namespace"),
+        pytest.param(
+            {
+                "namespaceSelector": {
+                    "matchExpressions": [
+                        {"key": "kubernetes.io/metadata.name", "operator": "DoesNotExist"}
+                    ]
+                }
+            },
+            id="no namespace",
+        ),
+        pytest.param(None, id="null peer: the empty peer, matches nothing"),
+        pytest.param({}, id="empty peer"),
+    ],
+)
+def test_peers_that_do_not(peer: Any) -> None:
+    opener = netpol("open", types=["Ingress"], ingress=[{"from": [peer]}])
+    assert not ingress_fence(opener).neutralised
+    assert missing(DENY, opener) == ()
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        pytest.param({"from": None}, id="from null"),
+        pytest.param({"ports": None}, id="ports null"),
+        pytest.param({"ports": [None]}, id="a null port entry: every TCP port"),
+        pytest.param({"ports": [{"protocol": None, "port": None}]}, id="protocol and port null"),
+        pytest.param(
+            {"ports": [{"port": 1, "endPort": None}, {"port": 2, "endPort": 65535}]},
+            id="endPort null",
+        ),
+        pytest.param(
+            {"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": None}}]}, id="except null"
+        ),
+        pytest.param(None, id="a null rule is {}"),
+    ],
+)
+def test_null_is_absent(rule: Any) -> None:
+    opener = netpol("open", types=["Ingress"], ingress=[rule])
+    assert ingress_fence(opener).neutralised_by == ("open",)
+
+
+def test_null_policy_types_are_defaulted() -> None:
+    facts = analyse_policy(
+        {"metadata": {"name": "n"}, "spec": {"policyTypes": None, "egress": [{}]}}
+    )
+    assert facts.types == {IN, EG}
+
+
+@pytest.mark.parametrize(
+    ("rules", "left_out"),
+    [
+        pytest.param(
+            [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["255.255.255.255/32"]}}]}],
+            "TCP, UDP, SCTP: every port open to all but 1 IPv4 address",
+            id="0.0.0.0/0 except one address",
+        ),
+        pytest.param(
+            [{"ports": ports(1, 65534)}],
+            "TCP: every port but 65535 open to every peer",
+            id="ports 1-65534",
+        ),
+        pytest.param(
+            [{"ports": ports(1, 64511)}, {"ports": ports(64513, 65535)}],
+            "TCP: every port but 64512 open to every peer",
+            id="one port left between two rules",
+        ),
+        pytest.param(
+            [
+                {
+                    "from": [{"ipBlock": {"cidr": "::/0", "except": ["2001:db8::/49"]}}],
+                    "ports": ports(1, 65535, "UDP"),
+                }
+            ],
+            "UDP: every port open to all but about 2^79 IPv6 addresses",
+            id="all IPv6 but less than a /48",
+        ),
+    ],
+)
+def test_near_total_openings_are_reported_but_keep_the_fence(
+    rules: list[Any], left_out: str
+) -> None:
+    opener = netpol("open", types=["Ingress"], ingress=rules)
+    fence = ingress_fence(opener)
+    assert fence.fenced
+    assert fence.nearly_all_by == ("open",)
+    assert fence.nearly_all == left_out
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        pytest.param(
+            [
+                {
+                    "from": [
+                        {
+                            "ipBlock": {
+                                "cidr": "0.0.0.0/0",
+                                "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+                            }
+                        }
+                    ]
+                }
+            ],
+            id="the internet but the private ranges",
+        ),
+        pytest.param([{"ports": ports(1, 64511)}], id="1,024 ports short"),
+        pytest.param(
+            [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["255.255.0.0/16"]}}]}],
+            id="a /16 left out",
+        ),
+        pytest.param(
+            [{"from": [{"ipBlock": {"cidr": "::/0", "except": ["2001:db8::/48"]}}]}],
+            id="a /48 left out",
+        ),
+    ],
+)
+def test_openings_that_leave_out_enough_stay_silent(rules: list[Any]) -> None:
+    fence = ingress_fence(netpol("open", types=["Ingress"], ingress=rules))
+    assert fence.fenced
+    assert fence.nearly_all_by == ()
+
+
+def test_editing_the_oldest_fence_into_a_near_total_opening_is_reported() -> None:
+    edited = netpol(types=["Ingress", "Egress"], ingress=[{"ports": ports(1, 65534)}])
+    fence = fence_for([analyse_policy(edited)], IN)
+    assert fence.fencing == ("default-deny",)
+    assert fence.nearly_all_by == ("default-deny",)
+
+
+def test_excepts_re_added_by_another_policy_neutralise() -> None:
+    holed = netpol(
+        "holed",
+        types=["Egress"],
+        egress=[{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}]}],
+    )
+    filler = netpol(
+        "filler", types=["Egress"], egress=[{"to": [{"ipBlock": {"cidr": "::ffff:10.0.0.0/104"}}]}]
+    )
+    assert missing(DENY, holed) == ()
+    assert missing(DENY, holed, filler) == (EG,)
+
+
+def test_selected_pods_open_to_everyone_pool_with_the_policies_they_meet() -> None:
+    web = analyse_policy(
+        netpol(
+            "web",
+            selector={"matchLabels": {"app": "web"}},
+            types=["Ingress"],
+            ingress=[{"ports": ports(1, 32767)}],
+        )
+    )
+    rest = analyse_policy(
+        netpol("rest", selector=NOT_DB, types=["Ingress"], ingress=[{"ports": ports(32768, 65535)}])
+    )
+    db = analyse_policy(
+        netpol(
+            "db",
+            selector={"matchLabels": {"app": "db"}},
+            types=["Ingress"],
+            ingress=[{"ports": ports(32768, 65535)}],
+        )
+    )
+    assert not web.opens_to_everyone(IN)
+    assert opens_selected_to_everyone(web, [web, rest], IN)  # app=web pods meet `app NotIn [db]`
+    assert not opens_selected_to_everyone(web, [web, db], IN)  # no pod is both web and db
+    assert not opens_selected_to_everyone(web, [web, rest], EG)
+
+
+def test_both_definitions_at_once_are_fence_for_under_each() -> None:
+    policies = [
+        analyse_policy(p)
+        for p in (
+            netpol(types=["Ingress", "Egress"], egress=DNS_ONLY),
+            netpol("open", types=["Ingress"], ingress=[{"ports": ports(1, 65534)}]),
+        )
+    ]
+    for direction in (IN, EG):
+        both = fences_by_definition(policies, direction)
+        assert both[False] == fence_for(policies, direction)
+        assert both[True] == fence_for(policies, direction, strict=True)
+    assert fences_by_definition(policies, EG)[False].fenced
+    assert not fences_by_definition(policies, EG)[True].fenced
