@@ -20,7 +20,8 @@ from webhook.auditpolicy import Level, Policy, load_policy
 from webhook.drift import DriftSpec
 from webhook.errors import ConfigError
 from webhook.labels import LabelSelector, SelectorError, parse_selector
-from webhook.netpol import Direction
+from webhook.netpol import DEFAULT_LIMITS, Direction, Limits
+from webhook.netpol_limits import CONFIG_KEYS as LIMIT_KEYS
 from webhook.settings import (
     DEFAULT_SETTINGS,
     DEFAULT_WEBHOOK_NAME,
@@ -73,6 +74,9 @@ def parse_settings(
     modes["allowAllSelected"] = reader.mode(
         deny, "defaultDeny", "allowAllSelected", modes["allowAllSelected"]
     )
+    modes["allowNearlyAll"] = reader.mode(
+        deny, "defaultDeny", "allowNearlyAll", modes["allowNearlyAll"]
+    )
     if "require" in deny:
         require = reader.directions(deny["require"], "defaultDeny.require")
     if "definition" in deny:
@@ -111,6 +115,7 @@ def parse_settings(
         )
         == "deny",
         drift=_drift(reader, root.get("drift")),
+        limits=_limits(reader, root.get("limits")),
         max_body_bytes=reader.positive_int(
             server.get("maxBodyBytes", DEFAULT_SETTINGS.max_body_bytes), "server.maxBodyBytes"
         ),
@@ -135,8 +140,16 @@ _TOP_KEYS = (
     "cache",
     "server",
     "drift",
+    "limits",
 )
-_DEFAULT_DENY_KEYS = ("mode", "require", "definition", "allowAll", "allowAllSelected")
+_DEFAULT_DENY_KEYS = (
+    "mode",
+    "require",
+    "definition",
+    "allowAll",
+    "allowAllSelected",
+    "allowNearlyAll",
+)
 _AUDIT_SCOPE_KEYS = ("mode", "policyFile", "minLevel", "namespaceSelector")
 
 
@@ -226,6 +239,14 @@ def _drift(reader: _Reader, raw: object) -> DriftSpec | None:
         binding=reader.string(doc["binding"], "drift.binding") if doc.get("binding") else "",
         ca_bundle_injected=injected,
     )
+
+
+def _limits(reader: _Reader, raw: object) -> Limits:
+    """`limits:`: the cost bounds of NetworkPolicy analysis, each a positive integer."""
+    keys = {config_key: field for field, config_key in LIMIT_KEYS.items()}
+    doc = reader.mapping(raw, "limits", tuple(keys))
+    values = {keys[k]: reader.positive_int(v, f"limits.{k}") for k, v in doc.items()}
+    return replace(DEFAULT_LIMITS, **values)
 
 
 def _exemptions(reader: _Reader, raw: object) -> Exemptions:

@@ -138,7 +138,7 @@ def decide(
     exempt = _exemption(request, namespace, cluster, settings)
     if exempt:
         return _decision(request, namespace, None, (), settings, exempt=exempt)
-    subject = subject_of(request)
+    subject = subject_of(request, settings.limits)
     rules = _RULES_BY_RESOURCE.get((request.resource.group, request.resource.resource), ())
     views = _views(cluster, memory)
     by_rule = tuple((rule, rule.check(subject, views[rule.remembered], settings)) for rule in rules)
@@ -248,7 +248,7 @@ def _decision(
         exempt,
         failed,
         name=subject.name if subject is not None else object_name(request),
-        approval=_approval(request, subject) if verdict != "deny" else None,
+        approval=_approval(request, subject, settings) if verdict != "deny" else None,
         subject=subject,
         by_rule=by_rule,
     )
@@ -265,7 +265,9 @@ def _annotations(
     }
 
 
-def _approval(request: AdmissionRequest, subject: Subject | None) -> Approval | None:
+def _approval(
+    request: AdmissionRequest, subject: Subject | None, settings: Settings
+) -> Approval | None:
     """An allowed NetworkPolicy change to count as done until the view shows it.
 
     Dry runs change nothing. Exempt requests have no subject: their policies are analysed here.
@@ -276,7 +278,7 @@ def _approval(request: AdmissionRequest, subject: Subject | None) -> Approval | 
         return None
     change = subject.policy if subject is not None else None
     if change is None:
-        change = policy_change(request)
+        change = policy_change(request, settings.limits)
     old = change.old if request.operation != "CREATE" else None
     new = change.new if request.operation != "DELETE" else None
     if old is None and new is None:

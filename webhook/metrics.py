@@ -44,6 +44,12 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        self.policies_refused = Counter(
+            "kubefence_policies_refused_total",
+            "NetworkPolicies kubefence did not analyse, over a `limits:` bound; each counts as"
+            " opening every direction it touches (fail-closed).",
+            registry=r,
+        )
         self.internal_errors = Counter(
             "kubefence_internal_errors_total",
             "Decisions that failed inside kubefence and were answered with a denial.",

@@ -13,7 +13,7 @@ from enum import StrEnum
 from webhook.auditpolicy import Level, Policy
 from webhook.drift import DriftSpec
 from webhook.labels import LabelSelector
-from webhook.netpol import Direction
+from webhook.netpol import DEFAULT_LIMITS, Direction, Limits
 
 
 class Mode(StrEnum):
@@ -24,7 +24,15 @@ class Mode(StrEnum):
 
 
 # The per-rule mode knobs a namespace override may set, and where each lives in the file.
-MODE_KEYS = ("defaultDeny", "allowAll", "allowAllSelected", "hostNetwork", "hostPort", "auditScope")
+MODE_KEYS = (
+    "defaultDeny",
+    "allowAll",
+    "allowAllSelected",
+    "allowNearlyAll",
+    "hostNetwork",
+    "hostPort",
+    "auditScope",
+)
 
 DEFAULT_WEBHOOK_NAME = "validate.kubefence.io"
 DEFAULT_EXEMPT_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
@@ -46,6 +54,7 @@ class Settings:
             "defaultDeny": Mode.ENFORCE,
             "allowAll": Mode.ENFORCE,
             "allowAllSelected": Mode.WARN,
+            "allowNearlyAll": Mode.WARN,
             "hostNetwork": Mode.ENFORCE,
             "hostPort": Mode.WARN,
             "auditScope": Mode.ENFORCE,
@@ -62,6 +71,7 @@ class Settings:
     max_staleness: float = 60.0
     deny_on_stale: bool = True
     max_body_bytes: int = 7 * 1024 * 1024
+    limits: Limits = DEFAULT_LIMITS  # the cost bounds of NetworkPolicy analysis
     drift: DriftSpec | None = None
     revision: str = "default"
 

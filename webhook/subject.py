@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from webhook.admission import AdmissionRequest
-from webhook.netpol import PolicyFacts, analyse_policy
+from webhook.netpol import DEFAULT_LIMITS, Limits, PolicyFacts, analyse_policy
 from webhook.workloads import (
     is_namespace,
     is_network_policy,
@@ -61,8 +61,9 @@ class Subject:
         return self._memo[key]  # type: ignore[return-value]
 
 
-def subject_of(request: AdmissionRequest) -> Subject:
-    """Extract once what the rules read: the pod template (and the ratchet), or the policies."""
+def subject_of(request: AdmissionRequest, limits: Limits = DEFAULT_LIMITS) -> Subject:
+    """Extract once what the rules read: the pod template (and the ratchet), or the policies
+    (analysed under `limits`)."""
     workload = policy = None
     if is_workload(request):
         template = pod_template(request, request.object)
@@ -72,16 +73,16 @@ def subject_of(request: AdmissionRequest) -> Subject:
         judged, why_not = ratchet(request, template, old_template)
         workload = WorkloadChange(pod_spec(template), judged, why_not)
     elif is_network_policy(request):
-        policy = policy_change(request)
+        policy = policy_change(request, limits)
     return Subject(request, subject_namespace(request), object_name(request), workload, policy)
 
 
-def policy_change(request: AdmissionRequest) -> PolicyChange:
+def policy_change(request: AdmissionRequest, limits: Limits = DEFAULT_LIMITS) -> PolicyChange:
     old = request.old_object
     new = request.object if request.operation in ("CREATE", "UPDATE") else None
     return PolicyChange(
-        analyse_policy(old) if old is not None else None,
-        analyse_policy(new) if new is not None else None,
+        analyse_policy(old, limits) if old is not None else None,
+        analyse_policy(new, limits) if new is not None else None,
     )
 
 

@@ -113,7 +113,7 @@ class RecentApprovals:
         if facts is None:  # a namespace the view does not know yet: nothing to take away
             if which == _REMOVALS:
                 return None
-            facts = namespace_facts(name)
+            facts = namespace_facts(name)  # under the default limits: it holds nothing of its own
         applied = self._applied.get(facts.name)
         if applied is None or applied[0] is not facts:
             applied = (facts, *self._both(facts, changes.values()))
@@ -140,6 +140,7 @@ class RecentApprovals:
             labels=facts.labels,
             terminating=facts.terminating,
             running_pods=facts.running_pods,
+            limits=facts.limits,
         )
 
 

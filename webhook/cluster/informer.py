@@ -41,7 +41,7 @@ from webhook.cluster.state import (
 )
 from webhook.decisionlog import get_logger
 from webhook.metrics import Metrics
-from webhook.netpol import PolicyFacts
+from webhook.netpol import DEFAULT_LIMITS, Limits, PolicyFacts
 from webhook.settings import Settings
 
 PATHS = {
@@ -68,8 +68,9 @@ class Informer:
         page_size: int = PAGE_SIZE,
         backoff: Backoff | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
-        self.state = ClusterState()
+        self.state = ClusterState(limits)
         self.streams = {resource: Stream() for resource in Resource}
         self._transport = transport
         self._page_size = page_size
@@ -125,6 +126,15 @@ class Informer:
         )
 
     def _report(self, transitions: Iterable[Transition], host: Host) -> None:
+        for policy in self.state.drain_refused():
+            host.metrics.policies_refused.inc()
+            self._log.warning(
+                "policy.refused",
+                namespace=policy.namespace,
+                name=policy.name,
+                reason=policy.refused,
+                directions=sorted(policy.types),
+            )
         for t in transitions:
             host.metrics.fence_transitions.labels(t.event, t.direction.value).inc()
             emit = self._log.warning if t.event == "lost" else self._log.info

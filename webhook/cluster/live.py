@@ -28,7 +28,7 @@ from webhook.cluster.transport import KubeTransport
 from webhook.cluster.view import ClusterView, NamespaceFacts, namespace_facts
 from webhook.decisionlog import get_logger
 from webhook.labels import NAMESPACE_NAME_LABEL
-from webhook.netpol import PolicyFacts, analyse_policy
+from webhook.netpol import DEFAULT_LIMITS, Limits, PolicyFacts, analyse_policy
 
 if TYPE_CHECKING:
     from webhook.cluster.transport import ApiClient
@@ -47,8 +47,10 @@ class NamespaceReader:
         remember: float = REMEMBER_SECONDS,
         read_timeout: float = READ_TIMEOUT,
         page_size: int = 500,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.reads = 0  # reads sent to the API server
+        self._limits = limits
         self._transport = transport
         self._remember = remember
         self._read_timeout = read_timeout
@@ -106,6 +108,7 @@ class NamespaceReader:
             labels=found.labels if found else {NAMESPACE_NAME_LABEL: namespace},
             terminating=found.terminating if found else False,
             running_pods=running.result(),
+            limits=self._limits,
         )
 
     async def _namespace(self, namespace: str) -> NamespaceRecord | None:
@@ -122,7 +125,7 @@ class NamespaceReader:
     async def _policies(self, namespace: str) -> list[PolicyFacts]:
         path = f"/apis/networking.k8s.io/v1/namespaces/{_segment(namespace)}/networkpolicies"
         return [
-            analyse_policy(item)
+            analyse_policy(item, self._limits)
             async for page in pages(
                 self._transport, path, page_size=self._page_size, timeout=self._read_timeout
             )
@@ -196,7 +199,13 @@ class LiveView:
         return ConfirmedView(self, facts)
 
 
-def build(api: ApiClient, *, backoff: Backoff | None = None) -> LiveView:
-    """An informer and a reader over one client, behind one view."""
+def build(
+    api: ApiClient, *, backoff: Backoff | None = None, limits: Limits = DEFAULT_LIMITS
+) -> LiveView:
+    """An informer and a reader over one client, behind one view; policies analysed under
+    `limits` (the config's at start: a changed `limits:` applies from the next start)."""
     transport = KubeTransport(api)
-    return LiveView(Informer(transport, backoff=backoff), NamespaceReader(transport))
+    return LiveView(
+        Informer(transport, backoff=backoff, limits=limits),
+        NamespaceReader(transport, limits=limits),
+    )

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from webhook.cluster.view import NamespaceFacts, namespace_facts
 from webhook.labels import NAMESPACE_NAME_LABEL
-from webhook.netpol import Direction, PolicyFacts, analyse_policy
+from webhook.netpol import DEFAULT_LIMITS, Direction, Limits, PolicyFacts, analyse_policy
 from webhook.settings import Settings
 
 _T = TypeVar("_T")
@@ -71,20 +71,34 @@ class Transition:
 class ClusterState:
     """Per-namespace facts built from Namespace and NetworkPolicy objects; no I/O."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits  # what policies are analysed under (config `limits:` at start)
         self._records: dict[str, NamespaceRecord] = {}
         self._policies: dict[str, dict[str, PolicyFacts]] = {}
         self._facts: dict[str, NamespaceFacts] = {}
         self._listed: set[Resource] = set()
         self._lost: set[tuple[str, Direction]] = set()
         self._shapes = Shapes()
+        self._refused: list[PolicyFacts] = []  # analysis refused since the last drain
 
     def get(self, name: str) -> NamespaceFacts | None:
         return self._facts.get(name)
 
     def policy(self, obj: Mapping[str, Any]) -> PolicyFacts:
-        """A NetworkPolicy's facts, sharing equal parts with the policies already kept."""
-        return self._shapes.policy(analyse_policy(obj))
+        """A NetworkPolicy's facts, sharing equal parts with the policies already kept.
+
+        A policy over a limit is kept unanalysed ("analysis refused"): it counts fail-closed,
+        as unfenced for the directions it touches, and is reported by `drain_refused`.
+        """
+        facts = self._shapes.policy(analyse_policy(obj, self.limits))
+        if facts.refused:
+            self._refused.append(facts)
+        return facts
+
+    def drain_refused(self) -> list[PolicyFacts]:
+        """The policies whose analysis was refused since the last call."""
+        refused, self._refused = self._refused, []
+        return refused
 
     def __len__(self) -> int:
         return len(self._facts)
@@ -203,6 +217,7 @@ class ClusterState:
             policies.values() if policies else (),
             labels=record.labels if record else {NAMESPACE_NAME_LABEL: name},
             terminating=record.terminating if record else False,
+            limits=self.limits,
         )
 
     def _transitions(

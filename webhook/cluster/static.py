@@ -17,21 +17,23 @@ import yaml
 from webhook.cluster.view import NamespaceFacts, StaticView, namespace_facts
 from webhook.errors import ManifestError
 from webhook.labels import NAMESPACE_NAME_LABEL
-from webhook.netpol import PolicyFacts, analyse_policy
+from webhook.netpol import DEFAULT_LIMITS, Limits, PolicyFacts, analyse_policy
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 
 
-def load_state(directory: str | Path) -> StaticView:
+def load_state(directory: str | Path, limits: Limits = DEFAULT_LIMITS) -> StaticView:
     """Read a state folder into a StaticView; ManifestError names the file and document."""
     root = Path(directory)
     if not root.is_dir():
         raise ManifestError(f"{root}: not a directory")
-    return StaticView(build_facts(_objects(root)))
+    return StaticView(build_facts(_objects(root), limits))
 
 
-def build_facts(objects: Iterator[tuple[str, Mapping[str, Any]]]) -> list[NamespaceFacts]:
-    """Reduce (source, object) pairs to namespace facts."""
+def build_facts(
+    objects: Iterator[tuple[str, Mapping[str, Any]]], limits: Limits = DEFAULT_LIMITS
+) -> list[NamespaceFacts]:
+    """Reduce (source, object) pairs to namespace facts, analysing policies under `limits`."""
     namespaces: dict[str, Mapping[str, Any]] = {}
     policies: dict[str, list[PolicyFacts]] = defaultdict(list)
     running: dict[str, int] = defaultdict(int)
@@ -44,18 +46,22 @@ def build_facts(objects: Iterator[tuple[str, Mapping[str, Any]]]) -> list[Namesp
         if kind == "Namespace":
             namespaces[meta["name"]] = obj
         elif kind == "NetworkPolicy":
-            policy = analyse_policy(obj)
+            policy = analyse_policy(obj, limits)
             policies[policy.namespace or "default"].append(policy)
         elif kind == "Pod":
             phase = (obj.get("status") or {}).get("phase", "Running")
             if phase not in ("Succeeded", "Failed"):
                 running[str(meta.get("namespace") or "default")] += 1
     names = set(namespaces) | set(policies) | set(running)
-    return [_facts(n, namespaces.get(n), policies[n], running[n]) for n in sorted(names)]
+    return [_facts(n, namespaces.get(n), policies[n], running[n], limits) for n in sorted(names)]
 
 
 def _facts(
-    name: str, obj: Mapping[str, Any] | None, policies: list[PolicyFacts], running: int
+    name: str,
+    obj: Mapping[str, Any] | None,
+    policies: list[PolicyFacts],
+    running: int,
+    limits: Limits,
 ) -> NamespaceFacts:
     meta = (obj or {}).get("metadata") or {}
     labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
@@ -63,7 +69,7 @@ def _facts(
     phase = ((obj or {}).get("status") or {}).get("phase")
     terminating = phase == "Terminating" or bool(meta.get("deletionTimestamp"))
     return namespace_facts(
-        name, policies, labels=labels, terminating=terminating, running_pods=running
+        name, policies, labels=labels, terminating=terminating, running_pods=running, limits=limits
     )
 
 

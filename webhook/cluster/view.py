@@ -11,7 +11,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from webhook.netpol import DIRECTIONS, Direction, DirectionFence, PolicyFacts, fence_for
+from webhook.netpol import (
+    DEFAULT_LIMITS,
+    DIRECTIONS,
+    Direction,
+    DirectionFence,
+    Limits,
+    PolicyFacts,
+    fence_for,
+    fences_by_definition,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,13 +32,16 @@ class NamespaceFacts:
     terminating: bool = False
     policies: tuple[PolicyFacts, ...] = ()
     running_pods: int | None = None  # None: not known (the live view reads it on demand)
+    limits: Limits = field(default=DEFAULT_LIMITS, repr=False, compare=False)  # analysed under
     _fences: Mapping[tuple[Direction, bool], DirectionFence] = field(
         default_factory=dict, repr=False, compare=False
     )
 
     def fence(self, direction: Direction, strict: bool) -> DirectionFence:
         cached = self._fences.get((direction, strict))
-        return cached if cached is not None else fence_for(self.policies, direction, strict=strict)
+        if cached is not None:
+            return cached
+        return fence_for(self.policies, direction, strict=strict, limits=self.limits)
 
 
 def namespace_facts(
@@ -39,13 +51,14 @@ def namespace_facts(
     labels: Mapping[str, str] | None = None,
     terminating: bool = False,
     running_pods: int | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> NamespaceFacts:
-    """Build a namespace's facts with both fence definitions computed once."""
+    """Build a namespace's facts with both fence definitions computed once (one pool each)."""
     ordered = tuple(sorted(policies, key=lambda p: p.age_key))
     fences = {
-        (d, strict): fence_for(ordered, d, strict=strict)
+        (d, strict): fence
         for d in DIRECTIONS
-        for strict in (False, True)
+        for strict, fence in fences_by_definition(ordered, d, limits=limits).items()
     }
     return NamespaceFacts(
         name=name,
@@ -53,6 +66,7 @@ def namespace_facts(
         terminating=terminating,
         policies=ordered,
         running_pods=running_pods,
+        limits=limits,
         _fences=fences,
     )
 

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    cluster = load_state(args.state) if args.state else StaticView([])
+    cluster = load_state(args.state, settings.limits) if args.state else StaticView([])
     source = "stdin" if args.file == "-" else args.file
     try:
         body = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()

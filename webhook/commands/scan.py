@@ -28,6 +28,7 @@ from webhook.errors import InputError
 from webhook.findings.judge import scan
 from webhook.findings.model import POLICY_CRD_GROUPS
 from webhook.findings.render import fix_manifests, render_table, to_json
+from webhook.netpol import DEFAULT_LIMITS, Limits
 
 HELP = (
     "list namespaces that are not fenced, policies that neutralise fences and workloads outside "
@@ -61,10 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     if args.state is not None:
-        view = load_state(args.state)
+        view = load_state(args.state, settings.limits)
         groups = policy_groups_in(args.state)
     else:
-        view, groups = read_cluster(args.kubeconfig)
+        view, groups = read_cluster(args.kubeconfig, settings.limits)
     facts = [f for f in (view.namespace(n) for n in view.names()) if f is not None]
     report = scan(facts, view, settings, groups)
     out = sys.stdout
@@ -81,12 +82,16 @@ def run(args: argparse.Namespace) -> int:
 # --- a live cluster -----------------------------------------------------------------------------
 
 
-def read_cluster(kubeconfig: Path | None) -> tuple[StaticView, tuple[str, ...]]:
+def read_cluster(
+    kubeconfig: Path | None, limits: Limits = DEFAULT_LIMITS
+) -> tuple[StaticView, tuple[str, ...]]:
     """One consistent-enough read of the cluster: namespaces, policies, running pods, API groups."""
-    return asyncio.run(_read_cluster(kubeconfig))
+    return asyncio.run(_read_cluster(kubeconfig, limits))
 
 
-async def _read_cluster(kubeconfig: Path | None) -> tuple[StaticView, tuple[str, ...]]:
+async def _read_cluster(
+    kubeconfig: Path | None, limits: Limits
+) -> tuple[StaticView, tuple[str, ...]]:
     from webhook.cluster import transport
 
     try:
@@ -113,7 +118,7 @@ async def _read_cluster(kubeconfig: Path | None) -> tuple[StaticView, tuple[str,
                 raise InputError(f"{api.server}: cannot reach the API server: {exc}") from None
     except transport.CredentialsError as exc:
         raise InputError(f"{exc.source}: cannot load: {exc.reason}") from None
-    return StaticView(build_facts(iter(objects))), groups
+    return StaticView(build_facts(iter(objects), limits)), groups
 
 
 async def _listed(

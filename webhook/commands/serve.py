@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     options = options_from(args)
     settings = load_settings(args.config)
     if args.state is not None:
-        cluster = load_state(args.state)
+        cluster = load_state(args.state, settings.limits)
     elif args.kubeconfig is None and "KUBERNETES_SERVICE_HOST" not in os.environ:
         raise InputError("no cluster: give --state DIR or --kubeconfig FILE, or run in a cluster")
     elif args.kubeconfig is not None and not Path(args.kubeconfig).is_file():
@@ -146,7 +146,7 @@ async def serve_live(options: ServeOptions, settings: Settings, kubeconfig: Path
     except transport.CredentialsError as exc:
         raise InputError(f"{exc.source}: cannot load cluster credentials: {exc.reason}") from None
     try:
-        view = build(api)
+        view = build(api, limits=settings.limits)
         background: list[Job] = [view.informer.run, DriftWatch(transport.KubeTransport(api)).run]
         if loader is not None:
             background.append(_refresh(loader, api))

@@ -29,7 +29,7 @@ from webhook.findings.model import (
     Unfenced,
 )
 from webhook.findings.usual_writers import ANY_USER, CONNECTS, USUAL_WRITERS
-from webhook.netpol import DIRECTIONS
+from webhook.netpol import DIRECTIONS, opens_selected_to_everyone
 from webhook.rules import audit_scope
 from webhook.rules.default_deny import unfenced_directions
 from webhook.settings import Mode, Settings
@@ -76,7 +76,11 @@ def scan(
         if settings.mode("allowAllSelected", ns.name) is not Mode.OFF:
             for p in ns.policies:
                 opened = tuple(
-                    d for d in DIRECTIONS if not p.selects_all and p.opens_to_everyone(d)
+                    d
+                    for d in DIRECTIONS
+                    if not p.opens_all_pods
+                    and not p.reach_for(d).is_nothing
+                    and opens_selected_to_everyone(p, ns.policies, d, limits=ns.limits)
                 )
                 if opened:
                     open_selected.append(PolicyFinding(ns.name, p.name, opened))
@@ -122,7 +126,7 @@ def audit_scope_preflight(
         if override.get("auditScope") is Mode.OFF:
             continue
         for request, resource, writer in _requests(ns.name, settings):
-            for result in audit_scope.check(subject_of(request), cluster, forced):
+            for result in audit_scope.check(subject_of(request, settings.limits), cluster, forced):
                 if result.passed:
                     continue
                 shape = result.message.replace(f'namespace "{ns.name}"', "namespace *")
