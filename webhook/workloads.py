@@ -59,6 +59,13 @@ def pod_template(request: AdmissionRequest, obj: Mapping[str, Any] | None) -> Ma
     return node if isinstance(node, Mapping) else {}
 
 
+def pod_spec_path(request: AdmissionRequest) -> str:
+    """Where the pod spec lies in the request's object, as a field path: `spec` for a Pod,
+    `spec.template.spec` for a Deployment, `spec.jobTemplate.spec.template.spec` for a CronJob."""
+    path = WORKLOAD_TEMPLATES.get((request.resource.group, request.resource.resource), ())
+    return ".".join((*path, "spec"))
+
+
 def pod_spec(template: Mapping[str, Any]) -> Mapping[str, Any]:
     """The pod spec inside a pod template; {} when absent."""
     spec = template.get("spec")
