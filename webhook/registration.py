@@ -67,6 +67,8 @@ DEFAULT_RULES: tuple[WebhookRule, ...] = (
     WebhookRule(
         ("CONNECT",), ("",), ("pods/exec", "pods/attach", "pods/portforward"), "Namespaced"
     ),
+    # `kubectl debug`: a rule on plain `pods` does not match this subresource.
+    WebhookRule(("UPDATE",), ("",), ("pods/ephemeralcontainers",), "Namespaced"),
 )
 
 

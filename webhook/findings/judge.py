@@ -28,7 +28,7 @@ from webhook.findings.model import (
     ScanReport,
     Unfenced,
 )
-from webhook.findings.usual_writers import ANY_USER, CONNECTS, USUAL_WRITERS
+from webhook.findings.usual_writers import ANY_USER, CONNECTS, POD_UPDATES, USUAL_WRITERS
 from webhook.netpol import DIRECTIONS
 from webhook.rules import audit_scope
 from webhook.rules.default_deny import unfenced_directions
@@ -160,13 +160,15 @@ def _requests(namespace: str, settings: Settings) -> Iterable[tuple[AdmissionReq
                 )
     if ANY_USER.user.username in exempt_users or exempt_groups & set(ANY_USER.user.groups):
         return
-    for sub, kind in CONNECTS:
+    subresources = [(sub, kind, "CONNECT") for sub, kind in CONNECTS]
+    subresources += [(sub, "Pod", "UPDATE") for sub in POD_UPDATES]
+    for sub, kind, operation in subresources:
         yield (
             AdmissionRequest(
                 uid="kubefence-scan",
                 kind=GroupVersionKind("", "v1", kind),
                 resource=GroupVersionResource("", "v1", "pods"),
-                operation="CONNECT",
+                operation=operation,
                 user=ANY_USER.user,
                 namespace=namespace,
                 name="example",

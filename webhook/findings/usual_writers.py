@@ -2,7 +2,8 @@
 
 `judge.audit_scope_preflight` runs the `audit-scope` rule for every row, as each writer: any
 user, and the built-in controllers that create pods and their owners. `CONNECTS` are the pod
-subresources any user may connect to. Constants only.
+subresources any user may connect to, `POD_UPDATES` those any user may update to start a process
+in a pod. Constants only.
 """
 
 from __future__ import annotations
@@ -62,3 +63,5 @@ CONNECTS = (
     ("attach", "PodAttachOptions"),
     ("portforward", "PodPortForwardOptions"),
 )
+# Pod subresources any user may UPDATE that start a process: `kubectl debug`.
+POD_UPDATES = ("ephemeralcontainers",)

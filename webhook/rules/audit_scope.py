@@ -1,12 +1,13 @@
 """Rule `audit-scope`: a workload change must be recorded by the cluster's own audit Policy.
 
-Evaluated on workload CREATE/UPDATE (no subresource) and CONNECT to pods/exec, attach and
-portforward, with the attributes kube-apiserver's audit filter saw: the URL's resource and
-subresource, the URL's name (a POST create has none), the authenticated user. A PATCH reaches
-admission as UPDATE (or CREATE for server-side apply), so every verb an operation may stand for is
-evaluated and the lowest level counts. The request is outside the audited scope when that level is
-below `auditScope.minLevel`, or when its rule omits ResponseComplete, the stage where the audit
-annotations that join the logs are recorded (CONNECT: only when ResponseStarted is omitted too).
+Evaluated on workload CREATE/UPDATE (no subresource), UPDATE of pods/ephemeralcontainers (what
+`kubectl debug` PATCHes) and CONNECT to pods/exec, attach and portforward, with the attributes
+kube-apiserver's audit filter saw: the URL's resource and subresource, the URL's name (a POST
+create has none), the authenticated user. A PATCH reaches admission as UPDATE (or CREATE for
+server-side apply), so every verb an operation may stand for is evaluated and the lowest level
+counts. The request is outside the audited scope when that level is below `auditScope.minLevel`,
+or when its rule omits ResponseComplete, the stage where the audit annotations that join the
+logs are recorded (CONNECT: only when ResponseStarted is omitted too).
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from webhook.cluster.view import ClusterView
 from webhook.rules.result import AUDIT_SCOPE, RuleResult, passed
 from webhook.settings import Mode, Settings
 from webhook.subject import Subject
-from webhook.workloads import POD_CONNECT_SUBRESOURCES, is_workload
+from webhook.workloads import (
+    EPHEMERAL_CONTAINERS,
+    POD_CONNECT_SUBRESOURCES,
+    is_ephemeral_update,
+    is_workload,
+)
 
 RULE = AUDIT_SCOPE
 Shortfall = tuple[str, Evaluation, str]  # verb, its evaluation, why it falls short
@@ -38,6 +44,8 @@ def in_scope(request: AdmissionRequest) -> bool:
         return (
             request.resource.resource == "pods" and request.sub_resource in POD_CONNECT_SUBRESOURCES
         )
+    if is_ephemeral_update(request):  # a debug container is a new process in the pod
+        return True
     return (
         is_workload(request)
         and request.operation in ("CREATE", "UPDATE")
@@ -121,7 +129,13 @@ def _finding(
         )
         parts.append(f"{verb}: {reason} ({where})")
     verbs = ", ".join(v for v, _, _ in shortfalls)
-    hint = " `kubectl apply` and `kubectl edit` send patch." if "patch" in verbs else ""
+    hint = ""
+    if "patch" in verbs:
+        hint = (
+            " `kubectl debug` sends patch."
+            if request.url_sub_resource == EPHEMERAL_CONTAINERS
+            else " `kubectl apply` and `kubectl edit` send patch."
+        )
     text = (
         f'{request.operation} of {what} in namespace "{request.namespace}" by '
         f'"{request.user.username}" is outside the audited scope: the audit policy would not '
