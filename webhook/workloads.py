@@ -27,7 +27,6 @@ WORKLOAD_TEMPLATES: dict[tuple[str, str], tuple[str, ...]] = {
     ("batch", "cronjobs"): ("spec", "jobTemplate", "spec", "template"),
 }
 
-POD_CONNECT_SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
 EPHEMERAL_CONTAINERS = "ephemeralcontainers"
 
 

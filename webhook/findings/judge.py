@@ -179,20 +179,20 @@ def _requests(namespace: str, settings: Settings) -> Iterable[tuple[AdmissionReq
                 )
     if ANY_USER.user.username in exempt_users or exempt_groups & set(ANY_USER.user.groups):
         return
-    subresources = [(sub, kind, "CONNECT") for sub, kind in CONNECTS]
-    subresources += [(sub, "Pod", "UPDATE") for sub in POD_UPDATES]
-    for sub, kind, operation in subresources:
+    subresources = [(resource, sub, kind, "CONNECT") for resource, sub, kind in CONNECTS]
+    subresources += [("pods", sub, "Pod", "UPDATE") for sub in POD_UPDATES]
+    for resource, sub, kind, operation in subresources:
         yield (
             AdmissionRequest(
                 uid="kubefence-scan",
                 kind=GroupVersionKind("", "v1", kind),
-                resource=GroupVersionResource("", "v1", "pods"),
+                resource=GroupVersionResource("", "v1", resource),
                 operation=operation,
                 user=ANY_USER.user,
                 namespace=namespace,
                 name="example",
                 sub_resource=sub,
             ),
-            f"pods/{sub}",
+            f"{resource}/{sub}",
             ANY_USER.label,
         )
