@@ -30,7 +30,6 @@ class Container:
     """One container of a pod spec, reduced to what reaches the node."""
 
     field: str  # e.g. "spec.containers[0]"
-    name: str
     privileged: bool
     # (field of the capabilities.add entry, its normalised name), in the order written
     added: tuple[tuple[str, str], ...]
@@ -71,13 +70,7 @@ def containers(spec: Mapping[str, Any], spec_path: str) -> Iterator[Container]:
                 for j, c in enumerate(raw if isinstance(raw, list) else ())
                 if isinstance(c, str)
             )
-            name = item.get("name")
-            yield Container(
-                where,
-                name if isinstance(name, str) else "?",
-                context.get("privileged") is True,
-                added,
-            )
+            yield Container(where, context.get("privileged") is True, added)
 
 
 def normalise_path(path: str) -> str:
