@@ -19,6 +19,7 @@ import yaml
 from webhook.auditpolicy import Level, Policy, load_policy
 from webhook.drift import DriftSpec
 from webhook.errors import ConfigError
+from webhook.hostreach import normalise_path
 from webhook.labels import LabelSelector, SelectorError, parse_selector
 from webhook.netpol import DEFAULT_LIMITS, Direction, Limits
 from webhook.netpol_limits import CONFIG_KEYS as LIMIT_KEYS
@@ -84,9 +85,13 @@ def parse_settings(
             deny["definition"], "defaultDeny.definition", ("isolating", "strict")
         )
         strict = definition == "strict"
-    host = reader.mapping(root.get("hostNetwork"), "hostNetwork", ("mode", "hostPort"))
+    host = reader.mapping(root.get("hostNetwork"), "hostNetwork", _HOST_NETWORK_KEYS)
     modes["hostNetwork"] = reader.mode(host, "hostNetwork", "mode", modes["hostNetwork"])
-    modes["hostPort"] = reader.mode(host, "hostNetwork", "hostPort", modes["hostPort"])
+    for key in ("hostPort", "hostPID", "hostPIDPtrace", "hostPath"):
+        modes[key] = reader.mode(host, "hostNetwork", key, modes[key])
+    host_paths = DEFAULT_SETTINGS.host_paths
+    if "hostPaths" in host:
+        host_paths = reader.absolute_paths(host["hostPaths"], "hostNetwork.hostPaths")
     scope = reader.mapping(root.get("auditScope"), "auditScope", _AUDIT_SCOPE_KEYS)
     modes["auditScope"] = reader.mode(scope, "auditScope", "mode", modes["auditScope"])
     policy, policy_file, policy_text = _audit_policy(reader, scope, base_dir, read_text)
@@ -103,6 +108,7 @@ def parse_settings(
         modes=modes,
         require=require,
         strict=strict,
+        host_paths=host_paths,
         audit_policy=policy,
         audit_policy_file=policy_file,
         min_level=min_level,
@@ -150,6 +156,7 @@ _DEFAULT_DENY_KEYS = (
     "allowAllSelected",
     "allowNearlyAll",
 )
+_HOST_NETWORK_KEYS = ("mode", "hostPort", "hostPID", "hostPIDPtrace", "hostPath", "hostPaths")
 _AUDIT_SCOPE_KEYS = ("mode", "policyFile", "minLevel", "namespaceSelector")
 
 
@@ -308,6 +315,14 @@ class _Reader:
         if not isinstance(raw, list):
             raise self.fail(path, "must be a list of strings")
         return tuple(self.string(v, f"{path}[{i}]") for i, v in enumerate(raw))
+
+    def absolute_paths(self, raw: object, path: str) -> tuple[str, ...]:
+        """Absolute paths, normalised as `hostreach.normalise_path` reads a hostPath."""
+        paths = self.string_list(raw, path)
+        for i, value in enumerate(paths):
+            if not value.startswith("/"):
+                raise self.fail(f"{path}[{i}]", "must be an absolute path (starting with /)")
+        return tuple(dict.fromkeys(normalise_path(p) for p in paths))
 
     def choice(self, raw: object, path: str, allowed: tuple[str, ...]) -> str:
         if raw not in allowed:

@@ -65,8 +65,15 @@ DEFAULT_RULES: tuple[WebhookRule, ...] = (
     ),
     WebhookRule(("CREATE",), ("",), ("namespaces",), "Cluster"),
     WebhookRule(
-        ("CONNECT",), ("",), ("pods/exec", "pods/attach", "pods/portforward"), "Namespaced"
+        ("CONNECT",),
+        ("",),
+        ("pods/exec", "pods/attach", "pods/portforward", "pods/proxy", "services/proxy"),
+        "Namespaced",
     ),
+    # The kubelet API of a node (exec into any pod on it); cluster-scoped.
+    WebhookRule(("CONNECT",), ("",), ("nodes/proxy",), "Cluster"),
+    # `kubectl debug`: a rule on plain `pods` does not match this subresource.
+    WebhookRule(("UPDATE",), ("",), ("pods/ephemeralcontainers",), "Namespaced"),
 )
 
 

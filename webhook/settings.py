@@ -31,11 +31,32 @@ MODE_KEYS = (
     "allowNearlyAll",
     "hostNetwork",
     "hostPort",
+    "hostPID",
+    "hostPIDPtrace",
+    "hostPath",
     "auditScope",
 )
 
 DEFAULT_WEBHOOK_NAME = "validate.kubefence.io"
 DEFAULT_EXEMPT_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+# hostNetwork.hostPaths: a hostPath at, above or below one of these reaches the node's network
+# namespaces (`/proc/<pid>/ns/net`, the named namespaces), or a container runtime that starts
+# containers on the node's network. Normalised (webhook.hostreach.normalise_path).
+DEFAULT_HOST_PATHS = (
+    "/",
+    "/proc",
+    "/var/run/netns",
+    "/run/netns",
+    "/var/run/containerd/containerd.sock",
+    "/run/containerd/containerd.sock",
+    "/run/k3s/containerd/containerd.sock",
+    "/var/run/crio/crio.sock",
+    "/run/crio/crio.sock",
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/var/run/cri-dockerd.sock",
+    "/run/cri-dockerd.sock",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +78,15 @@ class Settings:
             "allowNearlyAll": Mode.WARN,
             "hostNetwork": Mode.ENFORCE,
             "hostPort": Mode.WARN,
+            "hostPID": Mode.ENFORCE,
+            "hostPIDPtrace": Mode.ENFORCE,
+            "hostPath": Mode.ENFORCE,
             "auditScope": Mode.ENFORCE,
         }
     )
     require: tuple[Direction, ...] = (Direction.INGRESS, Direction.EGRESS)
     strict: bool = False  # defaultDeny.definition: strict
+    host_paths: tuple[str, ...] = DEFAULT_HOST_PATHS  # hostNetwork.hostPaths, normalised
     audit_policy: Policy | None = None
     audit_policy_file: str | None = None
     min_level: Level = Level.METADATA

@@ -18,6 +18,7 @@ from webhook.workloads import (
     is_network_policy,
     is_workload,
     pod_spec,
+    pod_spec_path,
     pod_template,
     ratchet,
 )
@@ -41,6 +42,7 @@ class WorkloadChange:
     spec: Mapping[str, Any]
     judged: bool
     why_not: str  # why the ratchet lets it pass unjudged ("" when judged)
+    spec_path: str = "spec"  # where `spec` lies in the object, for messages naming a field
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,7 @@ def subject_of(request: AdmissionRequest, limits: Limits = DEFAULT_LIMITS) -> Su
             pod_template(request, request.old_object) if request.operation == "UPDATE" else None
         )
         judged, why_not = ratchet(request, template, old_template)
-        workload = WorkloadChange(pod_spec(template), judged, why_not)
+        workload = WorkloadChange(pod_spec(template), judged, why_not, pod_spec_path(request))
     elif is_network_policy(request):
         policy = policy_change(request, limits)
     return Subject(request, subject_namespace(request), object_name(request), workload, policy)

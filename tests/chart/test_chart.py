@@ -229,6 +229,8 @@ def test_global_mode(mode: str, enforcing: Mode, warning: Mode, tmp_path: Path) 
     settings = settings_of(render({"mode": mode, "auditPolicy": POLICY}), tmp_path)
     for key in ("defaultDeny", "allowAll", "hostNetwork", "auditScope"):
         assert settings.mode(key, "any") == enforcing, key
+    for key in ("hostPID", "hostPIDPtrace", "hostPath"):  # the host escapes follow the mode too
+        assert settings.mode(key, "any") == enforcing, key
     for key in ("allowAllSelected", "hostPort"):
         assert settings.mode(key, "any") == warning, key
 

@@ -12,6 +12,7 @@ from webhook.cluster.view import StaticView, namespace_facts
 from webhook.config import parse_settings
 from webhook.decide import decide
 from webhook.netpol import analyse_policy
+from webhook.registration import DEFAULT_RULES, is_registered
 from webhook.settings import Settings
 
 FENCE = {
@@ -154,3 +155,90 @@ def test_warn_mode(tmp_path: Path) -> None:
     decision = decide(parse(workload_review("Pod")), CLUSTER, s)
     assert decision.verdict == "warn"
     assert decision.warnings == ('pods create, patch in "team" is outside the audited scope',)
+
+
+# --- the API server's proxies (CONNECT) ---------------------------------------------------------
+
+# Records every verb a kubectl user sends, and nothing else: an OPTIONS request, recorded with
+# verb "", falls through to level None.
+NAMED_VERBS = "[get, list, watch, create, update, patch, delete, deletecollection]"
+
+
+def proxy(resource: str, name: str, namespace: str = "team") -> dict[str, Any]:
+    kind = {"pods": "PodProxyOptions", "services": "ServiceProxyOptions"}.get(
+        resource, "NodeProxyOptions"
+    )
+    return review(
+        "CONNECT",
+        ("", "v1", resource),
+        kind,
+        namespace=namespace,
+        name=name,
+        sub_resource="proxy",
+        obj={"kind": kind, "apiVersion": "v1", "path": "/metrics"},
+    )
+
+
+def test_the_chart_and_e2e_register_the_three_proxies() -> None:
+    for resource in ("pods", "services", "nodes"):
+        assert is_registered(DEFAULT_RULES, "CONNECT", "", resource, "proxy"), resource
+    nodes = next(r for r in DEFAULT_RULES if "nodes/proxy" in r.resources)
+    assert nodes.scope == "Cluster"
+
+
+@pytest.mark.parametrize(
+    ("resource", "name", "namespace"),
+    [("pods", "web-0", "team"), ("services", "http:web:8080", "team"), ("nodes", "node-1", "")],
+)
+def test_a_proxy_is_judged_at_every_verb_including_options(
+    tmp_path: Path, resource: str, name: str, namespace: str
+) -> None:
+    rules = f"  - level: Metadata\n    verbs: {NAMED_VERBS}\n  - level: None\n"
+    result, message = verdict(settings(tmp_path, rules), proxy(resource, name, namespace))
+    assert result == "deny"
+    assert 'would not record "" (OPTIONS) at Metadata' in message  # that verb alone
+    # exec is never recorded with verb "": the same policy keeps it in scope.
+    assert verdict(settings(tmp_path, rules), connect("exec"))[0] == "allow"
+
+
+def test_an_audit_rule_listing_the_empty_verb_matches_options_as_upstream(tmp_path: Path) -> None:
+    rules = f'  - level: Metadata\n    verbs: {NAMED_VERBS}\n  - level: Metadata\n    verbs: [""]\n  - level: None\n'
+    assert verdict(settings(tmp_path, rules), proxy("pods", "web-0"))[0] == "allow"
+
+
+def test_a_proxy_blind_to_one_verb_is_denied_naming_it(tmp_path: Path) -> None:
+    rules = "  - level: None\n    verbs: [delete]\n    resources: [{group: '', resources: [services/proxy]}]\n  - level: Metadata\n"
+    result, message = verdict(settings(tmp_path, rules), proxy("services", "web"))
+    assert result == "deny"
+    assert (
+        'CONNECT of services/proxy in namespace "team" by "alice" is outside the audited scope: '
+        "the audit policy would not record delete at Metadata"
+    ) in message
+    assert "kubectl apply" not in message
+
+
+def test_nodes_proxy_names_the_node_and_ignores_the_namespace_selector(tmp_path: Path) -> None:
+    rules = "  - level: None\n    resources: [{group: '', resources: [nodes/proxy]}]\n  - level: Metadata\n"
+    scoped = settings(tmp_path, rules, extra=", namespaceSelector: {matchLabels: {audited: 'yes'}}")
+    decision = decide(parse(proxy("nodes", "node-1:10250", "")), CLUSTER, scoped)
+    assert decision.verdict == "deny"
+    assert decision.annotations["rules"] == "audit-scope"
+    assert 'CONNECT of nodes/proxy to "node-1:10250" by "alice"' in decision.message
+
+
+def test_resource_names_see_the_proxy_name_as_the_url_writes_it(tmp_path: Path) -> None:
+    # The audit filter's name is the URL segment, [scheme:]name[:port] (requestinfo.go).
+    rules = "  - level: Metadata\n    resources: [{group: '', resources: [pods/proxy], resourceNames: [web]}]\n  - level: None\n"
+    s = settings(tmp_path, rules)
+    assert verdict(s, proxy("pods", "web"))[0] == "allow"
+    for name in ("web:8080", "https:web:8443"):
+        result, message = verdict(s, proxy("pods", name))
+        assert result == "deny", name
+        assert f'as the URL writes it, "{name}"' in message
+
+
+def test_a_services_proxy_meets_only_the_audit_scope_rule(tmp_path: Path) -> None:
+    s = settings(tmp_path, "  - level: Metadata\n")
+    decision = decide(parse(proxy("services", "web", namespace="other")), CLUSTER, s)
+    assert decision.verdict == "allow"
+    assert [r.rule for r in decision.results] == ["audit-scope"]

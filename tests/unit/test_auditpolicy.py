@@ -595,6 +595,12 @@ def test_non_resource_urls(urls: list[str], attrs: RequestAttributes, expected: 
         ({"users": ["alice"], "userGroups": ["ops"]}, res("pods"), False),  # both must match
         ({"verbs": ["get", "list"]}, res("pods", verb="list"), True),
         ({"verbs": ["get", "list"]}, res("pods", verb="watch"), False),
+        # An OPTIONS request (a proxy's) is recorded with verb "": checker.go's hasString
+        # matches it only in a rule without verbs, or one that lists "".
+        ({"verbs": ["get", "create", "update", "patch", "delete"]}, res("pods", verb=""), False),
+        ({"verbs": [""]}, res("pods", "proxy", verb=""), True),
+        ({"verbs": [""]}, res("pods", "proxy", verb="get"), False),
+        ({"resources": [{"resources": ["pods/proxy"]}]}, res("pods", "proxy", verb=""), True),
         ({}, nonres("/version"), True),  # a rule with no conditions matches everything
         ({}, res("pods", user=None, ns=""), True),
     ],

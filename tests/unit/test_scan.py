@@ -280,6 +280,39 @@ def test_policy_crds_in_manifests_are_warned_about(
     assert "the cluster serves cilium.io" in capsys.readouterr().out
 
 
+def test_namespaces_without_pod_security_baseline_are_noted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def labelled(name: str, level: str | None) -> dict[str, Any]:
+        ns = namespace(name)
+        if level is not None:
+            ns["metadata"]["labels"] = {"pod-security.kubernetes.io/enforce": level}
+        return ns
+
+    objects: list[dict[str, Any]] = [namespace("kube-system")]
+    for name, level in [
+        ("baseline", "baseline"),
+        ("restricted", "restricted"),
+        ("typo", "basline"),  # PSA enforces an invalid level as restricted
+        ("privileged", "privileged"),
+        ("unlabelled", None),
+    ]:
+        objects += [labelled(name, level), deny_all(namespace=name)]
+    folder = state(tmp_path, *objects)
+    assert run_scan(folder).without_pod_security == ("privileged", "unlabelled")
+    assert main(["scan", "--state", str(folder)]) == 0  # a warning, not a finding
+    out = capsys.readouterr().out
+    assert (
+        "2 namespaces without Pod Security Admission baseline enforcement (privileged, "
+        "unlabelled)" in out
+    )
+    assert main(["scan", "--state", str(folder), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["withoutPodSecurity"] == [
+        "privileged",
+        "unlabelled",
+    ]
+
+
 def test_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = cluster(tmp_path)
     settings_path = config(tmp_path, policy=True)

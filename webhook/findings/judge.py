@@ -8,14 +8,16 @@ Findings, per namespace that is not exempt, not Terminating and whose rule is no
 - outside the audited scope (with an audit policy configured): the `audit-scope` rule itself,
   run for each workload kind, operation and usual writer (`usual_writers`), whatever mode it is
   in.
-Warnings, not findings: policies that open the pods they select to every peer, and policy CRDs the
-cluster serves that can allow traffic beside NetworkPolicies (kubefence does not evaluate them).
+Warnings, not findings: policies that open the pods they select to every peer, policy CRDs the
+cluster serves that can allow traffic beside NetworkPolicies (kubefence does not evaluate them),
+and namespaces whose labels do not enforce Pod Security Admission's `baseline` level, which
+forbids hostNetwork, hostPID, privileged containers, added capabilities and hostPaths upstream.
 Pure: facts, settings and served API groups in, a frozen `model.ScanReport` out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from webhook.admission import AdmissionRequest, GroupVersionKind, GroupVersionResource
@@ -28,7 +30,7 @@ from webhook.findings.model import (
     ScanReport,
     Unfenced,
 )
-from webhook.findings.usual_writers import ANY_USER, CONNECTS, USUAL_WRITERS
+from webhook.findings.usual_writers import ANY_USER, CONNECTS, POD_UPDATES, USUAL_WRITERS
 from webhook.netpol import DIRECTIONS, opens_selected_to_everyone
 from webhook.rules import audit_scope
 from webhook.rules.default_deny import unfenced_directions
@@ -101,10 +103,27 @@ def scan(
             if g in POLICY_CRD_GROUPS
         ),
         require=settings.require,
+        without_pod_security=tuple(
+            ns.name for ns in audited if not enforces_pod_security(ns.labels)
+        ),
         strict=settings.strict,
         audit_policy=settings.audit_policy_file,
         existing_policies={ns.name: frozenset(p.name for p in ns.policies) for ns in facts},
     )
+
+
+POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
+
+
+def enforces_pod_security(labels: Mapping[str, str]) -> bool:
+    """Whether a namespace's labels enforce PSA `baseline` or `restricted`.
+
+    As `api.PolicyToEvaluate` reads them: an invalid level is enforced as `restricted`; without
+    the label the API server's PodSecurity configuration default applies, which scan cannot see
+    (`privileged` unless configured), so it counts as not enforcing.
+    """
+    level = labels.get(POD_SECURITY_ENFORCE)
+    return level is not None and level != "privileged"
 
 
 def audit_scope_preflight(
@@ -164,18 +183,20 @@ def _requests(namespace: str, settings: Settings) -> Iterable[tuple[AdmissionReq
                 )
     if ANY_USER.user.username in exempt_users or exempt_groups & set(ANY_USER.user.groups):
         return
-    for sub, kind in CONNECTS:
+    subresources = [(resource, sub, kind, "CONNECT") for resource, sub, kind in CONNECTS]
+    subresources += [("pods", sub, "Pod", "UPDATE") for sub in POD_UPDATES]
+    for resource, sub, kind, operation in subresources:
         yield (
             AdmissionRequest(
                 uid="kubefence-scan",
                 kind=GroupVersionKind("", "v1", kind),
-                resource=GroupVersionResource("", "v1", "pods"),
-                operation="CONNECT",
+                resource=GroupVersionResource("", "v1", resource),
+                operation=operation,
                 user=ANY_USER.user,
                 namespace=namespace,
                 name="example",
                 sub_resource=sub,
             ),
-            f"pods/{sub}",
+            f"{resource}/{sub}",
             ANY_USER.label,
         )

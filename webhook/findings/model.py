@@ -3,7 +3,8 @@
 A `ScanReport` holds, per namespace that is not exempt, not Terminating and whose rule is not
 `off`, the `Unfenced` directions (with the policies that neutralise them), the `PolicyFinding`s
 of policies that neutralise a fence or open the pods they select to every peer, the
-`AuditScopeFinding`s of the audit-scope preflight and the `PolicyCrd` groups the cluster serves.
+`AuditScopeFinding`s of the audit-scope preflight, the `PolicyCrd` groups the cluster serves and
+the namespaces whose labels do not enforce Pod Security Admission's baseline level.
 `judge.scan` builds it; `render` prints it. Data only: no I/O, no logic beyond derived views.
 """
 
@@ -90,6 +91,9 @@ class ScanReport:
     strict: bool
     audit_policy: str | None
     existing_policies: Mapping[str, frozenset[str]]
+    # Not exempt, not Terminating, and no `pod-security.kubernetes.io/enforce: baseline` (or
+    # restricted): only kubefence's host-network rule refuses hostPID, privileged and hostPath pods.
+    without_pod_security: tuple[str, ...] = ()
 
     @property
     def findings(self) -> bool:

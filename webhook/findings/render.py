@@ -1,8 +1,8 @@
 """The renderings of a `ScanReport`: the text table, the JSON document and the `--fix` manifests.
 
 The table is for a terminal; the JSON keys (`summary`, `unfenced`, `neutralising`, `openSelected`,
-`auditScope`, `policyCrds`, `skipped`) are for pipelines; `fix_manifests` prints the minimal
-default-deny NetworkPolicies that fence every unfenced namespace, as YAML for
+`auditScope`, `policyCrds`, `withoutPodSecurity`, `skipped`) are for pipelines; `fix_manifests`
+prints the minimal default-deny NetworkPolicies that fence every unfenced namespace, as YAML for
 `kubectl apply -f -`. Pure: a report in, a string (or a JSON-ready dict) out.
 """
 
@@ -81,6 +81,7 @@ def to_json(report: ScanReport) -> dict[str, object]:
         "policyCrds": [
             {"group": c.group, "kinds": c.kinds, "note": c.note} for c in report.policy_crds
         ],
+        "withoutPodSecurity": list(report.without_pod_security),
         "skipped": {
             "exempt": list(report.exempt),
             "terminating": list(report.terminating),
@@ -150,11 +151,23 @@ def render_table(report: ScanReport) -> str:
         f"the cluster serves {c.group} ({c.kinds}): {c.note}; kubefence does not evaluate them"
         for c in report.policy_crds
     ]
+    if report.without_pod_security:
+        warnings.append(_pod_security_warning(report.without_pod_security))
     if warnings:
         lines += ["", f"WARNINGS: {len(warnings)}", *(f"  {w}" for w in warnings)]
     if any(u.fixable for u in report.unfenced):
         lines += ["", "Fence them: kubefence scan --fix ... | kubectl apply -f -"]
     return "\n".join(lines) + "\n"
+
+
+def _pod_security_warning(namespaces: Sequence[str]) -> str:
+    shown = ", ".join(namespaces[:8]) + (", ..." if len(namespaces) > 8 else "")
+    return (
+        f"{len(namespaces)} namespace{'' if len(namespaces) == 1 else 's'} without Pod Security "
+        f"Admission baseline enforcement ({shown}): no pod-security.kubernetes.io/enforce label "
+        "of baseline or restricted, so unless the API server's PodSecurity default is baseline, "
+        "only kubefence's host-network rule refuses hostPID, privileged and hostPath pods there"
+    )
 
 
 def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

@@ -1,8 +1,9 @@
 """Who usually writes each workload kind, with which operations: the audit-scope preflight's table.
 
 `judge.audit_scope_preflight` runs the `audit-scope` rule for every row, as each writer: any
-user, and the built-in controllers that create pods and their owners. `CONNECTS` are the pod
-subresources any user may connect to. Constants only.
+user, and the built-in controllers that create pods and their owners. `CONNECTS` are the pod and
+service subresources any user may connect to (the built-in `edit` role grants the proxies),
+`POD_UPDATES` those any user may update to start a process in a pod. Constants only.
 """
 
 from __future__ import annotations
@@ -57,8 +58,13 @@ USUAL_WRITERS: tuple[
     (("batch", "v1", "cronjobs", "CronJob"), ((ANY_USER, _CREATE_UPDATE),)),
     (("", "v1", "replicationcontrollers", "ReplicationController"), ((ANY_USER, _CREATE_UPDATE),)),
 )
+# (resource, subresource, kind): nodes/proxy is cluster-scoped, outside a per-namespace preflight.
 CONNECTS = (
-    ("exec", "PodExecOptions"),
-    ("attach", "PodAttachOptions"),
-    ("portforward", "PodPortForwardOptions"),
+    ("pods", "exec", "PodExecOptions"),
+    ("pods", "attach", "PodAttachOptions"),
+    ("pods", "portforward", "PodPortForwardOptions"),
+    ("pods", "proxy", "PodProxyOptions"),
+    ("services", "proxy", "ServiceProxyOptions"),
 )
+# Pod subresources any user may UPDATE that start a process: `kubectl debug`.
+POD_UPDATES = ("ephemeralcontainers",)

@@ -56,5 +56,6 @@ RULES: tuple[Rule, ...] = (
     Rule(host_network.RULE, host_network.check, _WORKLOADS, False),
     # Reads the namespace's labels for auditScope.namespaceSelector; the audit Policy itself is
     # evaluated once per request (memoised on the subject).
-    Rule(audit_scope.RULE, audit_scope.check, _WORKLOADS, True),
+    # Services and nodes only for their proxies (CONNECT), the pods' tunnels with the workloads.
+    Rule(audit_scope.RULE, audit_scope.check, _WORKLOADS | audit_scope.TUNNEL_RESOURCES, True),
 )

@@ -1,12 +1,15 @@
 """Rule `audit-scope`: a workload change must be recorded by the cluster's own audit Policy.
 
-Evaluated on workload CREATE/UPDATE (no subresource) and CONNECT to pods/exec, attach and
-portforward, with the attributes kube-apiserver's audit filter saw: the URL's resource and
-subresource, the URL's name (a POST create has none), the authenticated user. A PATCH reaches
-admission as UPDATE (or CREATE for server-side apply), so every verb an operation may stand for is
-evaluated and the lowest level counts. The request is outside the audited scope when that level is
-below `auditScope.minLevel`, or when its rule omits ResponseComplete, the stage where the audit
-annotations that join the logs are recorded (CONNECT: only when ResponseStarted is omitted too).
+Evaluated on workload CREATE/UPDATE (no subresource), UPDATE of pods/ephemeralcontainers (what
+`kubectl debug` PATCHes) and the API server's tunnels (CONNECT to pods/exec, attach, portforward
+and proxy, services/proxy, nodes/proxy), with the attributes kube-apiserver's audit filter saw:
+the URL's resource and subresource, the URL's name (a POST create has none; a proxy's is
+`[scheme:]name[:port]`), the authenticated user. A PATCH reaches admission as UPDATE (or CREATE
+for server-side apply), a proxy CONNECT may be any of six verbs, so every verb an operation may
+stand for is evaluated and the lowest level counts. The request is outside the audited scope when
+that level is below `auditScope.minLevel`, or when its rule omits ResponseComplete, the stage
+where the audit annotations that join the logs are recorded (CONNECT: only when ResponseStarted
+is omitted too). `auditScope.namespaceSelector` does not apply to cluster-scoped nodes/proxy.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from webhook.cluster.view import ClusterView
 from webhook.rules.result import AUDIT_SCOPE, RuleResult, passed
 from webhook.settings import Mode, Settings
 from webhook.subject import Subject
-from webhook.workloads import POD_CONNECT_SUBRESOURCES, is_workload
+from webhook.workloads import EPHEMERAL_CONTAINERS, is_ephemeral_update, is_workload
 
 RULE = AUDIT_SCOPE
 Shortfall = tuple[str, Evaluation, str]  # verb, its evaluation, why it falls short
@@ -31,13 +34,29 @@ VERBS: dict[str, tuple[tuple[str, bool], ...]] = {
     "DELETE": (("delete", True), ("deletecollection", False)),
     "CONNECT": (("create", True), ("get", True)),
 }
+# A proxy forwards GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS (kubernetes pkg/registry
+# core/pod/rest/subresources.go proxyMethods; services and nodes alike), which apiserver
+# request/requestinfo.go records as get, create, update, patch, delete and "" (OPTIONS: only an
+# audit rule without `verbs`, or one listing "", matches it: policy/checker.go).
+PROXY_VERBS: tuple[tuple[str, bool], ...] = tuple(
+    (verb, True) for verb in ("get", "create", "update", "patch", "delete", "")
+)
+# The API server's tunnels: the connecter subresources it sends CONNECT admission for (apiserver
+# endpoints/handlers/rest.go ConnectResource), all in the core group. nodes/proxy reaches the
+# kubelet API (exec into any pod of the node).
+TUNNELS = frozenset(
+    {("pods", "exec"), ("pods", "attach"), ("pods", "portforward")}
+    | {("pods", "proxy"), ("services", "proxy"), ("nodes", "proxy")}
+)
+TUNNEL_RESOURCES = frozenset(("", resource) for resource, _ in TUNNELS)
 
 
 def in_scope(request: AdmissionRequest) -> bool:
     if request.operation == "CONNECT":
-        return (
-            request.resource.resource == "pods" and request.sub_resource in POD_CONNECT_SUBRESOURCES
-        )
+        resource = request.resource
+        return resource.group == "" and (resource.resource, request.sub_resource) in TUNNELS
+    if is_ephemeral_update(request):  # a debug container is a new process in the pod
+        return True
     return (
         is_workload(request)
         and request.operation in ("CREATE", "UPDATE")
@@ -52,7 +71,8 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
     if mode is Mode.OFF or policy is None or not in_scope(request):
         return ()
     selector = settings.audit_namespace_selector
-    if selector is not None:
+    # As a webhook's namespaceSelector, it does not apply to a cluster-scoped request (nodes/proxy).
+    if selector is not None and request.namespace:
         facts = cluster.namespace(request.namespace)
         if facts is None or not selector.matches(facts.labels):
             return ()
@@ -68,7 +88,8 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
 def _shortfalls(request: AdmissionRequest, policy: Policy, minimum: Level) -> list[Shortfall]:
     """The verbs the request may stand for whose audit level or stages fall short."""
     shortfalls = []
-    for verb, named in VERBS[request.operation]:
+    verbs = PROXY_VERBS if _is_proxy(request) else VERBS[request.operation]
+    for verb, named in verbs:
         evaluation = policy.evaluate(attributes(request, verb, named))
         reason = _shortfall(evaluation, minimum, request.operation == "CONNECT")
         if reason:
@@ -76,8 +97,17 @@ def _shortfalls(request: AdmissionRequest, policy: Policy, minimum: Level) -> li
     return shortfalls
 
 
+def _is_proxy(request: AdmissionRequest) -> bool:
+    return request.operation == "CONNECT" and request.sub_resource == "proxy"
+
+
 def attributes(request: AdmissionRequest, verb: str, named: bool) -> RequestAttributes:
-    """The audit attributes of the request as the client's URL put them, for one verb."""
+    """The audit attributes of the request as the client's URL put them, for one verb.
+
+    The name is the URL's segment, which the audit filter and admission both take from the
+    RequestInfo (handlers/namer.go): for a proxy that is `[scheme:]name[:port]` as written, so a
+    `resourceNames: [web]` rule does not match a proxy to `web:8080`, upstream as here.
+    """
     resource = request.url_resource
     return RequestAttributes(
         user=request.user.username or None,
@@ -112,6 +142,10 @@ def _finding(
 ) -> RuleResult:
     resource = request.url_resource
     what = "/".join(p for p in (resource.group, resource.resource, request.url_sub_resource) if p)
+    # A cluster-scoped tunnel (nodes/proxy) has no namespace to name: name the node.
+    where_to = (
+        f'in namespace "{request.namespace}"' if request.namespace else f'to "{request.name}"'
+    )
     parts = []
     for verb, evaluation, reason in shortfalls:
         where = (
@@ -119,15 +153,32 @@ def _finding(
             if evaluation.rule is not None
             else "no audit policy rule matches (level None)"
         )
-        parts.append(f"{verb}: {reason} ({where})")
-    verbs = ", ".join(v for v, _, _ in shortfalls)
-    hint = " `kubectl apply` and `kubectl edit` send patch." if "patch" in verbs else ""
+        parts.append(f"{_shown(verb)}: {reason} ({where})")
+    verbs = ", ".join(_shown(v) for v, _, _ in shortfalls)
+    hint = ""
+    if "patch" in verbs and request.operation != "CONNECT":
+        hint = (
+            " `kubectl debug` sends patch."
+            if request.url_sub_resource == EPHEMERAL_CONTAINERS
+            else " `kubectl apply` and `kubectl edit` send patch."
+        )
+    if _is_proxy(request) and ":" in request.name:
+        hint += (
+            f' The audit policy sees the proxy\'s name as the URL writes it, "{request.name}"'
+            " ([scheme:]name[:port]): a resourceNames rule must list it so."
+        )
     text = (
-        f'{request.operation} of {what} in namespace "{request.namespace}" by '
+        f"{request.operation} of {what} {where_to} by "
         f'"{request.user.username}" is outside the audited scope: the audit policy would not '
         f"record {verbs} at {minimum.wire} or above with its ResponseComplete stage. "
         + "; ".join(parts)
         + f". Fix the audit policy so an earlier rule records {verbs} of {what}.{hint}"
     )
-    warning = f'{what} {verbs} in "{request.namespace}" is outside the audited scope'
+    where_short = f'in "{request.namespace}"' if request.namespace else f'to "{request.name}"'
+    warning = f"{what} {verbs} {where_short} is outside the audited scope"
     return RuleResult(AUDIT_SCOPE, mode, False, text, warning=warning)
+
+
+def _shown(verb: str) -> str:
+    """An audit verb for a message; the empty verb is what an OPTIONS request is recorded as."""
+    return verb or '"" (OPTIONS)'

@@ -1,0 +1,118 @@
+"""What in a pod spec reaches the node around NetworkPolicy: privileged containers, capabilities
+and hostPath volumes, each found with the field path that sets it.
+
+Pure readers of a pod spec as the API server sends it (a JSON map), walking every container kind
+Pod Security Admission walks (`initContainers`, `containers`, `ephemeralContainers`); field paths
+are given under the pod spec's own path in its object (`spec` for a Pod, `spec.template.spec` for
+a Deployment), e.g. `spec.containers[0].securityContext.privileged`.
+
+Capability names are read as the container runtimes read them, since the API server does not
+validate them: containerd and CRI-O upper-case the name and prepend `CAP_`, and take `ALL` in any
+case for every capability. So `sys_admin`, `SYS_ADMIN` and `CAP_SYS_ADMIN` are one capability
+here. A hostPath is compared after normalising it as the kernel resolves a path (`.`, `..`,
+duplicate and trailing slashes), without following symlinks: that is why both `/var/run/...` and
+`/run/...` forms are listed by default.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+CONTAINER_KINDS = ("initContainers", "containers", "ephemeralContainers")
+ALL_CAPABILITIES = "ALL"
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """One container of a pod spec, reduced to what reaches the node."""
+
+    field: str  # e.g. "spec.containers[0]"
+    privileged: bool
+    # (field of the capabilities.add entry, its normalised name), in the order written
+    added: tuple[tuple[str, str], ...]
+
+    def granting(self, capability: str) -> tuple[str, ...]:
+        """The fields that give this container `capability` (normalised): `privileged: true`
+        gives every capability, so does an added `ALL`."""
+        fields = [f"{self.field}.securityContext.privileged"] if self.privileged else []
+        fields += [
+            f"{where} ({name})"
+            for where, name in self.added
+            if name in (capability, ALL_CAPABILITIES)
+        ]
+        return tuple(fields)
+
+
+def normalise_capability(name: str) -> str:
+    """A capability name as the runtime applies it, without its `CAP_` prefix: `CAP_sys_admin`
+    and `SYS_ADMIN` are both `SYS_ADMIN`; `all` is `ALL`."""
+    upper = name.upper()
+    return upper[4:] if upper.startswith("CAP_") else upper
+
+
+def containers(spec: Mapping[str, Any], spec_path: str) -> Iterator[Container]:
+    """Every container of every kind, with its privileges."""
+    for kind in CONTAINER_KINDS:
+        items = spec.get(kind)
+        for i, item in enumerate(items if isinstance(items, list) else ()):
+            if not isinstance(item, Mapping):
+                continue
+            where = f"{spec_path}.{kind}[{i}]"
+            context = item.get("securityContext")
+            context = context if isinstance(context, Mapping) else {}
+            capabilities = context.get("capabilities")
+            raw = capabilities.get("add") if isinstance(capabilities, Mapping) else None
+            added = tuple(
+                (f"{where}.securityContext.capabilities.add[{j}]", normalise_capability(c))
+                for j, c in enumerate(raw if isinstance(raw, list) else ())
+                if isinstance(c, str)
+            )
+            yield Container(where, context.get("privileged") is True, added)
+
+
+def normalise_path(path: str) -> str:
+    """An absolute path with `.`, `..`, duplicate and trailing slashes resolved.
+
+    A relative path is taken from `/` (the kubelet's working directory). `posixpath.normpath`
+    keeps a leading `//` (POSIX leaves its meaning to the implementation; Linux reads it as `/`).
+    """
+    normal = posixpath.normpath("/" + path)
+    return "/" + normal.lstrip("/")
+
+
+def overlaps(path: str, listed: str) -> bool:
+    """Whether normalised `path` is `listed`, lies below it or contains it (`/var` contains
+    `/var/run/netns`). Below `/` lies every path, so a listed `/` matches only `/` itself."""
+    if path in (listed, "/"):  # "/" contains every listed path
+        return True
+    if listed != "/" and path.startswith(listed + "/"):
+        return True
+    return listed.startswith(path + "/")
+
+
+@dataclass(frozen=True, slots=True)
+class HostPathHit:
+    field: str  # e.g. "spec.volumes[2].hostPath.path"
+    path: str  # as written
+    listed: str  # the listed path it reaches
+
+
+def host_path_hits(
+    spec: Mapping[str, Any], spec_path: str, listed: Sequence[str]
+) -> tuple[HostPathHit, ...]:
+    """The hostPath volumes at, above or below a listed (normalised) path."""
+    hits: list[HostPathHit] = []
+    volumes = spec.get("volumes")
+    for i, volume in enumerate(volumes if isinstance(volumes, list) else ()):
+        source = volume.get("hostPath") if isinstance(volume, Mapping) else None
+        raw = source.get("path") if isinstance(source, Mapping) else None
+        if not isinstance(raw, str):
+            continue
+        normal = normalise_path(raw)
+        reached = next((p for p in listed if overlaps(normal, p)), None)
+        if reached is not None:
+            hits.append(HostPathHit(f"{spec_path}.volumes[{i}].hostPath.path", raw, reached))
+    return tuple(hits)
