@@ -448,3 +448,36 @@ def test_live_cluster_errors_exit_2(
     assert "namespaces is forbidden" in err
     assert main(["scan", "--kubeconfig", str(kubeconfig.with_name("missing"))]) == 2
     assert "cannot load" in capsys.readouterr().err
+
+
+def test_near_total_openings_and_refused_policies_are_reported(tmp_path: Path) -> None:
+    nearly = netpol(
+        "almost-everyone",
+        namespace="nearly",
+        types=["Ingress"],
+        ingress=[{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["1.2.3.4/32"]}}]}],
+    )
+    blocks = [{"ipBlock": {"cidr": f"10.{i // 256}.{i % 256}.0/24"}} for i in range(300)]
+    huge = netpol("huge", namespace="big", types=["Ingress"], ingress=[{"from": blocks}])
+    folder = state(
+        tmp_path,
+        namespace("nearly"),
+        deny_all(namespace="nearly"),
+        nearly,
+        namespace("big"),
+        deny_all(namespace="big"),
+        huge,
+    )
+    report = run_scan(folder)
+    (near,) = report.nearly_open
+    assert (near.namespace, near.direction, near.policies) == (
+        "nearly",
+        "Ingress",
+        ("almost-everyone",),
+    )
+    assert "1 IPv4 address" in near.left_out
+    assert "open to nearly every peer for Ingress" in render_table(report)
+    # A policy kubefence refused to analyse (over a limit) counts as opening its directions.
+    (big,) = report.unfenced
+    assert big.namespace == "big"
+    assert big.neutralised_by == {Direction.INGRESS: ("huge",)}

@@ -25,13 +25,14 @@ from webhook.cluster.view import ClusterView, NamespaceFacts
 from webhook.findings.model import (
     POLICY_CRD_GROUPS,
     AuditScopeFinding,
+    NearlyOpen,
     PolicyCrd,
     PolicyFinding,
     ScanReport,
     Unfenced,
 )
 from webhook.findings.usual_writers import ANY_USER, CONNECTS, POD_UPDATES, USUAL_WRITERS
-from webhook.netpol import DIRECTIONS, opens_selected_to_everyone
+from webhook.netpol import DIRECTIONS, DirectionFence, opens_selected_to_everyone
 from webhook.rules import audit_scope
 from webhook.rules.default_deny import unfenced_directions
 from webhook.settings import Mode, Settings
@@ -50,6 +51,7 @@ def scan(
     unfenced: list[Unfenced] = []
     neutralising: list[PolicyFinding] = []
     open_selected: list[PolicyFinding] = []
+    nearly_open: list[NearlyOpen] = []
     for ns in facts:
         if ns.name in settings.exemptions.namespaces:
             exempt.append(ns.name)
@@ -64,15 +66,22 @@ def scan(
             scanned.append(ns.name)
             missing, _ = unfenced_directions(ns, settings)
             by_direction = {
-                d: ns.fence(d, settings.strict).neutralised_by
+                d: _openers(ns.fence(d, settings.strict))
                 for d in settings.require
                 if ns.fence(d, settings.strict).neutralised
             }
+            if settings.mode("allowNearlyAll", ns.name) is not Mode.OFF:
+                nearly_open.extend(
+                    NearlyOpen(ns.name, d, fence.nearly_all_by, fence.nearly_all)
+                    for d in settings.require
+                    if (fence := ns.fence(d, settings.strict)).nearly_all_by and fence.fenced
+                )
             if missing:
                 unfenced.append(
                     Unfenced(ns.name, missing, by_direction, ns.running_pods, mode.value)
                 )
-            for policy in sorted({p for names in by_direction.values() for p in names}):
+            named = {p for names in by_direction.values() for p in names if not p.startswith("(")}
+            for policy in sorted(named):
                 directions = tuple(d for d in DIRECTIONS if policy in by_direction.get(d, ()))
                 neutralising.append(PolicyFinding(ns.name, policy, directions))
         if settings.mode("allowAllSelected", ns.name) is not Mode.OFF:
@@ -96,6 +105,7 @@ def scan(
         unfenced=tuple(unfenced),
         neutralising=tuple(neutralising),
         open_selected=tuple(open_selected),
+        nearly_open=tuple(nearly_open),
         audit_scope=audit_scope_preflight(audited, cluster, settings),
         policy_crds=tuple(
             PolicyCrd(g, *POLICY_CRD_GROUPS[g])
@@ -124,6 +134,13 @@ def enforces_pod_security(labels: Mapping[str, str]) -> bool:
     """
     level = labels.get(POD_SECURITY_ENFORCE)
     return level is not None and level != "privileged"
+
+
+def _openers(fence: DirectionFence) -> tuple[str, ...]:
+    """Who opens a neutralised direction: the pooled policies, those over a limit, or the
+    namespace itself when it is over one (every one of them counts as opening it)."""
+    over = ("(namespace over a limit: " + fence.over_limit + ")",) if fence.over_limit else ()
+    return tuple(sorted({*fence.neutralised_by, *fence.refused})) + over
 
 
 def audit_scope_preflight(

@@ -69,6 +69,16 @@ class AuditScopeFinding:
 
 
 @dataclass(frozen=True, slots=True)
+class NearlyOpen:
+    """A fenced direction whose all-pods policies let almost every peer in on almost every port."""
+
+    namespace: str
+    direction: Direction
+    policies: tuple[str, ...]
+    left_out: str  # what the near-total opening still leaves out
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyCrd:
     group: str
     kinds: str
@@ -94,6 +104,7 @@ class ScanReport:
     # Not exempt, not Terminating, and no `pod-security.kubernetes.io/enforce: baseline` (or
     # restricted): only kubefence's host-network rule refuses hostPID, privileged and hostPath pods.
     without_pod_security: tuple[str, ...] = ()
+    nearly_open: tuple[NearlyOpen, ...] = ()  # allowNearlyAll: warned, not a finding
 
     @property
     def findings(self) -> bool:

@@ -47,6 +47,7 @@ def to_json(report: ScanReport) -> dict[str, object]:
             "unfenced": len(report.unfenced),
             "neutralising": len(report.neutralising),
             "openSelected": len(report.open_selected),
+            "nearlyOpen": len(report.nearly_open),
             "auditScope": len(report.audit_scope),
             "policyCrds": len(report.policy_crds),
             "findings": report.findings,
@@ -67,6 +68,15 @@ def to_json(report: ScanReport) -> dict[str, object]:
         ],
         "neutralising": [_policy_json(p) for p in report.neutralising],
         "openSelected": [_policy_json(p) for p in report.open_selected],
+        "nearlyOpen": [
+            {
+                "namespace": n.namespace,
+                "direction": n.direction.value,
+                "policies": list(n.policies),
+                "leftOut": n.left_out,
+            }
+            for n in report.nearly_open
+        ],
         "auditScope": [
             {
                 "resource": a.resource,
@@ -143,14 +153,22 @@ def render_table(report: ScanReport) -> str:
                 f"namespace{'s' if len(a.namespaces) != 1 else ''} ({shown}):"
             )
             lines.append(f"    {a.message}")
-    warnings = [
-        f"NetworkPolicy {p.namespace}/{p.policy} opens the pods it selects to every peer "
-        f"({', '.join(p.directions)}): anyone who can label a pod can use it"
-        for p in report.open_selected
-    ] + [
-        f"the cluster serves {c.group} ({c.kinds}): {c.note}; kubefence does not evaluate them"
-        for c in report.policy_crds
-    ]
+    warnings = (
+        [
+            f"NetworkPolicy {p.namespace}/{p.policy} opens the pods it selects to every peer "
+            f"({', '.join(p.directions)}): anyone who can label a pod can use it"
+            for p in report.open_selected
+        ]
+        + [
+            f"namespace {n.namespace} is open to nearly every peer for {n.direction} "
+            f"(NetworkPolicy {', '.join(n.policies)}): {n.left_out}"
+            for n in report.nearly_open
+        ]
+        + [
+            f"the cluster serves {c.group} ({c.kinds}): {c.note}; kubefence does not evaluate them"
+            for c in report.policy_crds
+        ]
+    )
     if report.without_pod_security:
         warnings.append(_pod_security_warning(report.without_pod_security))
     if warnings:
