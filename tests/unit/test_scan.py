@@ -329,6 +329,7 @@ def test_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         "unfenced": 3,
         "neutralising": 1,
         "openSelected": 1,
+        "nearlyOpen": 0,
         "auditScope": 5,
         "policyCrds": 0,
         "findings": True,
