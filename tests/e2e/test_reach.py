@@ -46,3 +46,27 @@ def test_halves_of_the_address_space_on_split_ports_are_denied(
             namespace, opener(namespace, "joint", rules)
         )
     assert "would neutralise the default-deny" in denial(caught.value)
+
+
+def test_a_selector_every_pod_satisfies_is_every_pod(
+    kube: client.ApiClient, webhook: RunningWebhook
+) -> None:
+    namespace = fenced_namespace(kube)
+    nobody_has = {"matchExpressions": [{"key": "some-key-nobody-has", "operator": "DoesNotExist"}]}
+    with pytest.raises(ApiException) as caught:
+        client.NetworkingV1Api(kube).create_namespaced_network_policy(
+            namespace, opener(namespace, "sneaky", [{}], selector=nobody_has)
+        )
+    assert "would neutralise the default-deny" in denial(caught.value)
+
+
+def test_a_near_total_opening_is_let_through_with_a_warning(
+    kube: client.ApiClient, webhook: RunningWebhook
+) -> None:
+    namespace = fenced_namespace(kube)
+    almost = [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["255.255.255.255/32"]}}]}]
+    api = client.NetworkingV1Api(kube)
+    _, _, headers = api.create_namespaced_network_policy_with_http_info(
+        namespace, opener(namespace, "almost", almost)
+    )
+    assert "nearly every peer" in headers.get("Warning", "")
