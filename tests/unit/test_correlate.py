@@ -604,3 +604,48 @@ def test_stats_name_the_failing_source() -> None:
     assert failed is not None
     assert (failed.name, failed.error_line) == ("a.log", 2)
     assert isinstance(failed, SourceStats)
+
+
+# --- the timeline ---------------------------------------------------------------------------------
+
+
+def test_timeline_buckets_are_readable_widths_within_120() -> None:
+    from webhook.correlate.tally import SECOND_SLOTS, Tally, timeline
+
+    def widths(seconds: list[int]) -> set[float]:
+        slots = {s: [1, 0, 0, 0, 0] for s in seconds}
+        buckets = timeline(slots)
+        assert len(buckets) <= 120
+        assert sum(b.allowed for b in buckets) == len(seconds)
+        assert all(b.start % b.seconds == 0 for b in buckets)  # aligned with the clock
+        return {b.seconds for b in buckets}
+
+    t0 = 1_780_000_000
+    assert widths([t0, t0 + 3]) == {1.0}
+    assert widths([t0, t0 + 90]) == {1.0}
+    assert widths([t0, t0 + 400]) == {5.0}
+    assert widths([t0, t0 + 3 * 3600]) == {120.0}
+    assert widths([t0, t0 + 20 * 86400]) == {21600.0}
+    assert widths([t0, t0 + 400 * 86400]) == {4 * 86400.0}
+    # Past SECOND_SLOTS busy seconds the counts fold into minutes: memory stays bounded.
+    tally = Tally(OPTIONS)
+    for k in range(SECOND_SLOTS + 10):
+        tally.bucket(float(t0 + 2 * k))[0] += 1
+    assert len(tally._slots) <= SECOND_SLOTS
+    folded = timeline(tally._slots, tally._resolution)
+    assert sum(b.allowed for b in folded) == SECOND_SLOTS + 10
+    assert all(b.seconds % 60 == 0 for b in folded)
+
+
+def test_text_counts_agree_with_their_nouns() -> None:
+    """`1 malformed line`, `1 user`, `1 event`: never `1 malformed lines` or `1 users`."""
+    audit = lines("outage.audit.log")
+    one_bad = [*audit[:40], b"garbage\n", *audit[40:]]
+    options = CorrelateOptions(
+        webhook_names=(WEBHOOK,), exempt_namespaces=EXEMPT, probe_threshold=2
+    )
+    text = render_text(run(one_bad, lines("outage.decisions.log"), options))
+    assert ", 1 malformed line\n" in text
+    assert "PROBING: 1 user denied 2+ times" in text
+    assert "1 users" not in text
+    assert "1 malformed lines" not in text

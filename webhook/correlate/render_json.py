@@ -134,6 +134,8 @@ def to_json(report: Report) -> dict[str, Any]:
                 "allowed": b.allowed,
                 "denied": b.denied,
                 "bypasses": b.bypasses,
+                "failOpen": b.fail_open,
+                "dodged": b.dodged,
                 "auditGaps": b.gaps,
             }
             for b in report.timeline

@@ -31,7 +31,8 @@ POLICY_CRD_GROUPS: dict[str, tuple[str, str]] = {
     ),
     "cilium.io": (
         "CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy",
-        "allow rules that add to NetworkPolicies': a rule there can open a fenced namespace",
+        "allow rules that add to what NetworkPolicies allow: one of them can open a fenced "
+        "namespace",
     ),
 }
 

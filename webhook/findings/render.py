@@ -122,7 +122,8 @@ def render_table(report: ScanReport) -> str:
         if names
     ]
     lines = [
-        f"kubefence scan: {report.namespaces} namespaces, {len(report.scanned)} scanned"
+        f"kubefence scan: {report.namespaces} namespace{'' if report.namespaces == 1 else 's'}, "
+        f"{len(report.scanned)} scanned"
         + (f" ({', '.join(skipped)} skipped)" if skipped else "")
         + f"; fenced means a default-deny for {', '.join(report.require)}"
         + (" (definition: strict)" if report.strict else "")
