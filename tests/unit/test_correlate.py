@@ -197,6 +197,52 @@ def test_retries_need_the_same_user_and_object() -> None:
     assert report.summary.audit_gaps == 144
 
 
+def test_a_create_is_never_the_retry_of_another_create() -> None:
+    """Two denied CREATEs of open/web half a second apart: the second one's event is missing.
+    The API server never calls a webhook twice for one create: that is an audit gap."""
+    first = real_decision(b"91b078e3-9bf8-45a7-a48e-92073fd413e0")
+    second = dict(
+        first,
+        decision_id="second-create",
+        timestamp=format_time(parse_time(first["timestamp"]) + 0.5),
+    )
+    report = run(lines("outage.audit.log"), sorted_decisions([dump(second)]))
+    assert [g.decision_id for g in report.audit_gaps] == ["second-create"]
+    assert "second-create" not in {r.decision_id for r in report.retried}
+    assert all(r.operation != "CREATE" for r in report.retried)
+
+
+def test_a_denied_update_called_once_more_is_a_retry() -> None:
+    """A denied UPDATE is called again when the first try used a stale cached object (and every
+    conflict retry re-runs validation): the second call is a retry of the denied request."""
+    update = real_event(b'"verb":"patch"')
+    recorded = real_decision(update["annotations"][f"{WEBHOOK}/decision-id"].encode())
+    assert recorded["operation"] == "UPDATE"
+    update["responseStatus"] = {"metadata": {}, "status": "Failure", "code": 403}
+    recorded.update(decision="deny", allowed=False)
+    t0 = parse_time(update["requestReceivedTimestamp"])
+    event = at(update, t0, duration=0.05)
+    calls = [
+        dict(recorded, timestamp=format_time(t0 + 0.01)),
+        dict(recorded, decision_id="stale-cache-retry", timestamp=format_time(t0 + 0.03)),
+    ]
+    report = run([dump(event)], [dump(c) for c in calls])
+    (retried,) = report.retried
+    assert (retried.decision_id, retried.operation) == ("stale-cache-retry", "UPDATE")
+    assert retried.recorded_decision_id == recorded["decision_id"]
+    assert report.summary.audit_gaps == 0
+
+
+def sorted_decisions(extra: list[bytes]) -> list[bytes]:
+    """The outage decisions with `extra` lines, in time order (as a log is written)."""
+
+    def time_of(line: bytes) -> float:
+        return parse_time(orjson.loads(line)["timestamp"])
+
+    decisions = [x for x in lines("outage.decisions.log") if b"admission.decision" in x]
+    return sorted([*decisions, *extra], key=time_of)
+
+
 def test_a_decision_made_after_the_api_server_failed_open_points_at_the_bypass() -> None:
     outage = real_event(b'"during-outage"')
     decision = real_decision(b'"web"')
@@ -462,8 +508,9 @@ def test_the_fast_path_never_skips_a_line_that_matters() -> None:
 
 
 def test_memory_is_bounded_by_the_join_window() -> None:
-    joined_event = real_event(b"cbdda709-6861-4f67-9aff-72734265d2f6")
-    decision = real_decision(b"cbdda709-6861-4f67-9aff-72734265d2f6")
+    # An UPDATE (a patch of fenced/web): updates are what the API server calls webhooks again for.
+    joined_event = real_event(b'"verb":"patch"')
+    decision = real_decision(joined_event["annotations"][f"{WEBHOOK}/decision-id"].encode())
     machine = Correlator(CorrelateOptions(webhook_names=(WEBHOOK,), join_window=60))
     machine.audit_start = 0.0
     reader = AuditReader(machine.options)
