@@ -890,4 +890,22 @@ CORRELATE_CASES: list[tuple[str, list[str]]] = [
         "missing-log",
         ["--audit-log", "inputs/missing.log", "--decision-log", f"{_FIXTURES}/edge.decisions.log"],
     ),
+    (
+        "swapped-logs",
+        [
+            "--audit-log",
+            f"{_FIXTURES}/edge.decisions.log",
+            "--decision-log",
+            f"{_FIXTURES}/edge.audit.log",
+        ],
+    ),
+    (
+        "no-overlap-text",
+        [
+            "--audit-log",
+            f"{_FIXTURES}/outage.audit.log",
+            "--decision-log",
+            f"{_FIXTURES}/edge.decisions.log",
+        ],
+    ),
 ]

@@ -696,3 +696,93 @@ def test_text_counts_agree_with_their_nouns() -> None:
     assert "PROBING: 1 user denied 2+ times" in text
     assert "1 users" not in text
     assert "1 malformed lines" not in text
+
+
+# --- input that cannot be what its flag says ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("audit", "decisions", "message"),
+    [
+        (
+            "outage.decisions.log",
+            "outage.audit.log",
+            "outage.decisions.log: no audit.k8s.io/v1 Event in 207 lines; line 1 is a "
+            "'server.started' log line",
+        ),
+        ("empty", "outage.decisions.log", "empty.log: empty: no audit.k8s.io/v1 Event in it"),
+        ("binary", "outage.decisions.log", "binary.log: no audit.k8s.io/v1 Event in"),
+        ("outage.audit.log", "empty", "empty.log: empty: no kubefence admission.decision line"),
+        (
+            "outage.audit.log",
+            "outage.audit.log",
+            "outage.audit.log: no kubefence admission.decision line in 133 lines; line 1 is a "
+            "kube-apiserver audit Event: give this file with --audit-log",
+        ),
+        (
+            "decision-lines",
+            "outage.decisions.log",
+            "decision-lines.log: no audit.k8s.io/v1 Event in 2 lines; line 1 is a kubefence "
+            "decision line: give this file with --decision-log",
+        ),
+    ],
+    ids=["swapped", "empty-audit", "binary", "empty-decisions", "audit-twice", "decisions-only"],
+)
+def test_a_file_without_one_record_of_its_kind_exits_2(
+    audit: str,
+    decisions: str,
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Swapped, empty or binary logs were a silent "BYPASSES: 0", exit 0: a cron job's pass."""
+    decision_lines = [x for x in lines("outage.decisions.log") if b"admission.decision" in x]
+    made = {
+        "empty": b"",
+        "binary": bytes(range(256)) * 16,  # say, a tarball given by mistake
+        "decision-lines": b"".join(decision_lines[:2]),
+    }
+
+    def path(name: str) -> str:
+        if name in made:
+            file = tmp_path / f"{name}.log"
+            file.write_bytes(made[name])
+            return str(file)
+        return str(FIXTURES / name)
+
+    rc = main(["correlate", "--audit-log", path(audit), "--decision-log", path(decisions)])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert out == ""
+    assert err.startswith("kubefence correlate: ")
+    assert message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_logs_that_do_not_overlap_in_time_warn_in_every_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    audit, decisions = str(FIXTURES / "outage.audit.log"), str(FIXTURES / "edge.decisions.log")
+    rc = main(["correlate", "--audit-log", audit, "--decision-log", decisions])
+    text, err = capsys.readouterr()
+    assert rc == 1  # the audit log's own bypasses still count
+    assert "  WARNING: the decision logs (2026-11-26T06:56:49.969430Z .. " in text
+    assert "do not overlap in time: no decision can join" in text
+    assert err == ""
+    main(["correlate", "--audit-log", audit, "--decision-log", decisions, "--format", "json"])
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert data["summary"]["logsOverlap"] is False
+    assert data["summary"]["uncovered"] == 20
+    assert len(data["warnings"]) == 1
+    assert "do not overlap in time" in data["warnings"][0]
+    assert "warning: the decision logs" in err  # cron sees it without parsing the JSON
+    page = tmp_path / "report.html"
+    main(["correlate", "--audit-log", audit, "--decision-log", decisions, "--format", "html",
+          "--out", str(page)])  # fmt: skip
+    assert '<p class="warning">warning: the decision logs' in page.read_text()
+    # Logs of one period: no warning, logsOverlap true.
+    main(["correlate", "--audit-log", audit, "--decision-log", str(FIXTURES /
+          "outage.decisions.log"), "--format", "json"])  # fmt: skip
+    data = json.loads(capsys.readouterr().out)
+    assert (data["summary"]["logsOverlap"], data["warnings"]) == (True, [])

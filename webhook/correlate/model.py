@@ -126,6 +126,7 @@ class Summary:
     probers: int
     sensitive_access: int
     malformed_lines: int
+    logs_overlap: bool = True  # False: the audit and decision logs lie apart in time
 
 
 @dataclass(frozen=True, slots=True)

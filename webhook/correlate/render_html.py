@@ -19,6 +19,7 @@ from webhook.correlate.render_cells import (
     time_or_none,
 )
 from webhook.correlate.render_svg import DODGED_COLOR, FAIL_OPEN_COLOR, timeline_svg
+from webhook.correlate.sources import warnings
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1d232a;
@@ -41,6 +42,7 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
 .row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 .chart{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:8px}
 .none{color:#5a6470}
+.warning{border:1px solid #d68910;background:#fef7ea;border-radius:8px;padding:8px 12px}
 """.replace("FAIL_OPEN", FAIL_OPEN_COLOR).replace("DODGED", DODGED_COLOR)
 # What the two causes of a bypass mean, under the timeline and above the bypass table.
 _CAUSES = (
@@ -86,6 +88,7 @@ def render_html(report: Report) -> str:
             else ""
         )
         + "</p>",
+        *(f'<p class="warning">warning: {escape(w)}</p>' for w in warnings(report)),
         '<div class="cards">',
         *(
             f'<div class="card {cls}"><b>{n}</b><span>{escape(label)}</span></div>'

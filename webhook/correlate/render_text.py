@@ -18,6 +18,7 @@ from webhook.correlate.render_cells import (
     status_code,
     time_or_none,
 )
+from webhook.correlate.sources import warnings
 
 
 def render_text(report: Report) -> str:
@@ -35,6 +36,7 @@ def render_text(report: Report) -> str:
         lines.append(
             f"  window      {time_or_none(o.since) or '-'} .. {time_or_none(o.until) or '-'}"
         )
+    lines += [f"  WARNING: {w}" for w in warnings(report)]
     if s.audit_without_decision:
         carry = "carries" if s.audit_without_decision == 1 else "carry"
         lines.append(

@@ -24,6 +24,7 @@ from webhook.correlate.model import (
     Summary,
 )
 from webhook.correlate.records import AuditRecord, DecisionRecord, SourceStats
+from webhook.correlate.sources import logs_overlap
 from webhook.correlate.timestamps import format_time
 
 # The timeline counts per second, so a span of a few minutes still gets bars of a few seconds; past
@@ -211,6 +212,7 @@ class Tally:
             probers=len(probers),
             sensitive_access=c("sensitive_access", 0),
             malformed_lines=sum(s.malformed for s in audit),
+            logs_overlap=logs_overlap(audit_span, decision_span, self.options.clock_skew),
         )
         return Report(
             summary=summary,
