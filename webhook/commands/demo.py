@@ -83,8 +83,10 @@ def sample_review(uid: str, namespace: str, name: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    paths = certs.ensure_dev_certs(args.out)
-    samples = args.out / "demo"
+    # Absolute paths, so the printed curl lines work from any folder.
+    out = args.out.resolve()
+    paths = certs.ensure_dev_certs(out)
+    samples = out / "demo"
     samples.mkdir(parents=True, exist_ok=True)
     allowed = samples / "allowed.json"
     denied = samples / "denied.json"
