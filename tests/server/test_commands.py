@@ -26,6 +26,7 @@ from webhook.server import Runtime, build_app
 from webhook.settings import Settings
 
 DEMO_CLUSTER = Path(__file__).resolve().parents[2] / "webhook" / "demo" / "cluster.yaml"
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
 
 @pytest.fixture
@@ -62,6 +63,22 @@ def test_review_bad_input_exits_2_naming_the_file(
     (state / "bad.yaml").write_text("kind: [")
     assert main(["review", str(doc), "--state", str(state)]) == 2
     assert f"{state / 'bad.yaml'}: cannot read: invalid YAML at line 1" in capsys.readouterr().err
+
+
+def test_review_without_state_says_it_decides_against_an_empty_cluster(
+    tmp_path: Path, state: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    doc = tmp_path / "team.json"
+    doc.write_bytes(orjson.dumps(workload_review("Deployment", namespace="team", uid="r-1")))
+    assert main(["review", str(doc)]) == 1  # nothing is fenced in an empty cluster
+    captured = capsysbinary.readouterr()
+    assert captured.err.decode() == (
+        "kubefence review: no --state DIR: deciding against an empty cluster "
+        "(no namespaces, no NetworkPolicies)\n"
+    )
+    assert orjson.loads(captured.out)["response"]["allowed"] is False
+    assert main(["review", str(doc), "--state", str(state)]) == 0
+    assert capsysbinary.readouterr().err == b""
 
 
 def test_review_refuses_what_the_server_answers_with_413(
@@ -148,6 +165,21 @@ def test_demo_serves_and_its_curl_lines_show_one_allowed_and_one_denied(tmp_path
             with urllib.request.urlopen(request, context=context, timeout=5) as r:
                 answers.append(orjson.loads(r.read())["response"]["allowed"])
         assert answers == [True, False]
+        # The README's offline line, literally, from the folder demo was started in: the demo's
+        # own cluster state and review, denied (exit 1), with nothing on stderr.
+        (line,) = re.findall(r"^    (kubefence review --state certs/demo \S+)$", README, re.M)
+        review = subprocess.run(
+            [sys.executable, "-m", "webhook", *line.split()[1:]],
+            cwd=tmp_path, capture_output=True, check=False,
+        )  # fmt: skip
+        assert (review.returncode, review.stderr) == (1, b"")
+        assert orjson.loads(review.stdout)["response"]["uid"] == "demo-denied-1"
+        assert "sandbox" in orjson.loads(review.stdout)["response"]["status"]["message"]
+        # demo prints the same line, with absolute paths.
+        (printed,) = re.findall(r"^  kubefence review --state (\S+) (\S+)$", text, re.M)
+        assert Path(printed[0]) == tmp_path / "certs" / "demo"
+        assert Path(printed[1]) == tmp_path / "certs" / "reviews" / "denied.json"
+        assert {p.name for p in Path(printed[0]).iterdir()} == {"cluster.yaml"}
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)

@@ -1,7 +1,8 @@
 """`kubefence review`: decide one AdmissionReview offline; print what the server would answer.
 
 The same limits as the server: a body over `server.maxBodyBytes` is refused with the server's 413
-message. Exit 0 allowed, 1 denied, 2 bad input.
+message. Without `--state` the cluster is empty, and stderr says so. Exit 0 allowed, 1 denied, 2
+bad input.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "file", nargs="?", default="-", help="AdmissionReview JSON file, or - for stdin"
     )
     parser.add_argument(
-        "--state", type=Path, help="folder of cluster manifests (Namespaces, NetworkPolicies, Pods)"
+        "--state",
+        type=Path,
+        help="folder of cluster manifests (Namespaces, NetworkPolicies, Pods); without it the "
+        "cluster is empty",
     )
     parser.add_argument("--config", type=Path, help="kubefence config file")
 
@@ -39,6 +43,13 @@ def run(args: argparse.Namespace) -> int:
         request = parse_review(body)
     except ReviewError as exc:
         raise InputError(f"{source}: {exc}") from None
+    if args.state is None:
+        # Silently deciding against nothing would read as "the cluster is unfenced".
+        print(
+            "kubefence review: no --state DIR: deciding against an empty cluster "
+            "(no namespaces, no NetworkPolicies)",
+            file=sys.stderr,
+        )
     decision = decide(request, cluster, settings)
     sys.stdout.buffer.write(render_response(decision.response(), request.api_version) + b"\n")
     return 0 if decision.allowed else 1
