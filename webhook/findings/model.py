@@ -3,7 +3,8 @@
 A `ScanReport` holds, per namespace that is not exempt, not Terminating and whose rule is not
 `off`, the `Unfenced` directions (with the policies that neutralise them), the `PolicyFinding`s
 of policies that neutralise a fence or open the pods they select to every peer, the
-`AuditScopeFinding`s of the audit-scope preflight and the `PolicyCrd` groups the cluster serves.
+`AuditScopeFinding`s of the audit-scope preflight (each with the `AuditCause`s, the audit policy
+rules that put it out of scope) and the `PolicyCrd` groups the cluster serves.
 `judge.scan` builds it; `render` prints it. Data only: no I/O, no logic beyond derived views.
 """
 
@@ -59,6 +60,20 @@ class PolicyFinding:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditCause:
+    """An audit policy rule that puts requests outside the audited scope, and why."""
+
+    rule: int | None  # index into the policy's rules (`rules[N]`, from 0); None: no rule matches
+    described: str  # `rules[N] (level ...; ...)`, or that no rule matches
+    reason: str  # "level None, below Metadata" | "stage ResponseComplete omitted, ..."
+    verbs: tuple[str, ...]  # the audit verbs of the request that it catches
+
+    @property
+    def key(self) -> tuple[int | None, str]:
+        return (self.rule, self.reason)
+
+
+@dataclass(frozen=True, slots=True)
 class AuditScopeFinding:
     resource: str  # "group/resource" or "resource/subresource"
     operation: str
@@ -66,6 +81,12 @@ class AuditScopeFinding:
     namespaces: tuple[str, ...]
     message: str  # the audit-scope rule's own message, for the first namespace
     warning: str
+    causes: tuple[AuditCause, ...] = ()  # one per audit rule (and reason) that catches it
+
+    @property
+    def cause_key(self) -> tuple[tuple[int | None, str], ...]:
+        """What `scan` groups findings by: the audit policy rules that put them out of scope."""
+        return tuple(c.key for c in self.causes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +112,7 @@ class ScanReport:
     strict: bool
     audit_policy: str | None
     existing_policies: Mapping[str, frozenset[str]]
+    audit_min_level: str = "Metadata"
 
     @property
     def findings(self) -> bool:

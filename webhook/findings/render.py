@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from webhook.findings.model import PolicyFinding, ScanReport
+from webhook.findings.model import AuditScopeFinding, PolicyFinding, ScanReport
 from webhook.rules.default_deny import fix_manifest
 
 
@@ -93,6 +93,15 @@ def to_json(report: ScanReport) -> dict[str, object]:
                 "namespaces": list(a.namespaces),
                 "message": a.message,
                 "warning": a.warning,
+                "auditRules": [
+                    {
+                        "index": c.rule,
+                        "rule": c.described,
+                        "reason": c.reason,
+                        "verbs": list(c.verbs),
+                    }
+                    for c in a.causes
+                ],
             }
             for a in report.audit_scope
         ],
@@ -150,17 +159,7 @@ def render_table(report: ScanReport) -> str:
     if report.audit_policy is None:
         lines += ["", "AUDITED SCOPE: not checked (no auditScope.policyFile in the config)"]
     else:
-        lines += [
-            "",
-            f"OUTSIDE THE AUDITED SCOPE: {len(report.audit_scope)} ({report.audit_policy})",
-        ]
-        for a in report.audit_scope:
-            shown = ", ".join(a.namespaces[:4]) + (", ..." if len(a.namespaces) > 4 else "")
-            lines.append(
-                f"  {a.operation} {a.resource} by {a.writer}, in {len(a.namespaces)} "
-                f"namespace{'s' if len(a.namespaces) != 1 else ''} ({shown}):"
-            )
-            lines.append(f"    {a.message}")
+        lines += _audit_scope_section(report)
     warnings = [
         f"NetworkPolicy {p.namespace}/{p.policy} opens the pods it selects to every peer "
         f"({', '.join(p.directions)}): anyone who can label a pod can use it"
@@ -174,6 +173,72 @@ def render_table(report: ScanReport) -> str:
     if any(u.fixable for u in report.unfenced):
         lines += ["", "Fence them: kubefence scan --fix ... | kubectl apply -f -"]
     return "\n".join(lines) + "\n"
+
+
+def _audit_scope_section(report: ScanReport) -> list[str]:
+    """The audit-scope findings grouped by the audit policy rules that put them out of scope.
+
+    One paragraph per rule (or pair of rules, when a request's verbs fall to different ones):
+    the rule, the verbs it catches and why, the namespaces, who is caught doing what, the fix.
+    """
+    groups: dict[tuple[tuple[int | None, str], ...], list[AuditScopeFinding]] = {}
+    for finding in report.audit_scope:
+        groups.setdefault(finding.cause_key, []).append(finding)
+    rules = {c.rule for a in report.audit_scope for c in a.causes}
+    n = len(report.audit_scope)
+    lines = [
+        "",
+        f"OUTSIDE THE AUDITED SCOPE: {n} kind{'' if n == 1 else 's'} of request, by "
+        f"{len(rules)} audit policy rule{'' if len(rules) == 1 else 's'} ({report.audit_policy})",
+    ]
+    for key in sorted(groups, key=_rule_order):
+        findings = groups[key]
+        verbs: dict[tuple[int | None, str], dict[str, None]] = {k: {} for k in key}
+        described: dict[tuple[int | None, str], str] = {}
+        for finding in findings:
+            for cause in finding.causes:
+                verbs[cause.key].update(dict.fromkeys(cause.verbs))
+                described[cause.key] = cause.described
+        for k in key:
+            lines.append(f"  {described[k]}")
+            lines.append(f"    {', '.join(verbs[k])}: {k[1]}")
+        namespaces = sorted({ns for f in findings for ns in f.namespaces})
+        shown = ", ".join(namespaces[:8]) + (
+            f", +{len(namespaces) - 8} more" if len(namespaces) > 8 else ""
+        )
+        lines.append(
+            f"    in {len(namespaces)} namespace{'' if len(namespaces) == 1 else 's'}: {shown}"
+        )
+        lines += [f"    {line}" for line in _who_does_what(findings)]
+        lines.append(f"    fix: {_audit_fix(key, report.audit_min_level)}")
+    return lines
+
+
+def _rule_order(key: tuple[tuple[int | None, str], ...]) -> tuple[float, ...]:
+    return tuple(float("inf") if rule is None else rule for rule, _ in key)
+
+
+def _who_does_what(findings: Sequence[AuditScopeFinding]) -> list[str]:
+    """`writer: OPERATIONS of resources; ...`, writers doing the same thing on one line."""
+    by_writer: dict[str, dict[str, list[str]]] = {}
+    for f in findings:
+        by_writer.setdefault(f.writer, {}).setdefault(f.resource, []).append(f.operation)
+    said: dict[str, list[str]] = {}
+    for writer, resources in by_writer.items():
+        by_operations: dict[str, list[str]] = {}
+        for resource, operations in resources.items():
+            by_operations.setdefault(", ".join(operations), []).append(resource)
+        what = "; ".join(f"{ops} of {', '.join(res)}" for ops, res in by_operations.items())
+        said.setdefault(what, []).append(writer)
+    return [f"{', '.join(writers)}: {what}" for what, writers in said.items()]
+
+
+def _audit_fix(key: tuple[tuple[int | None, str], ...], minimum: str) -> str:
+    wanted = f"records them at {minimum} or above without omitting ResponseComplete"
+    named = [f"rules[{rule}]" for rule, _ in key if rule is not None]
+    if not named:
+        return f"add a rule that {wanted}"
+    return f"put a rule before {' and '.join(named)} that {wanted}, or narrow {' and '.join(named)}"
 
 
 def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
