@@ -90,6 +90,22 @@ class AuditScopeFinding:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditScopeGroup:
+    """The findings one audit policy rule (or pair of rules) puts outside the audited scope."""
+
+    causes: tuple[AuditCause, ...]  # with the verbs of every finding of the group
+    findings: tuple[AuditScopeFinding, ...]
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return tuple(sorted({ns for f in self.findings for ns in f.namespaces}))
+
+    @property
+    def rules(self) -> tuple[int, ...]:
+        return tuple(c.rule for c in self.causes if c.rule is not None)
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyCrd:
     group: str
     kinds: str
@@ -117,3 +133,25 @@ class ScanReport:
     @property
     def findings(self) -> bool:
         return bool(self.unfenced or self.neutralising or self.audit_scope)
+
+    def audit_scope_groups(self) -> tuple[AuditScopeGroup, ...]:
+        """The audit-scope findings grouped by the audit policy rules that catch them, in rule
+        order (a request no rule matches last)."""
+        grouped: dict[tuple[tuple[int | None, str], ...], list[AuditScopeFinding]] = {}
+        for finding in self.audit_scope:
+            grouped.setdefault(finding.cause_key, []).append(finding)
+        groups = []
+        for key, findings in grouped.items():
+            verbs: dict[tuple[int | None, str], dict[str, None]] = {k: {} for k in key}
+            first: dict[tuple[int | None, str], AuditCause] = {}
+            for finding in findings:
+                for cause in finding.causes:
+                    verbs[cause.key].update(dict.fromkeys(cause.verbs))
+                    first.setdefault(cause.key, cause)
+            causes = tuple(AuditCause(k[0], first[k].described, k[1], tuple(verbs[k])) for k in key)
+            groups.append(AuditScopeGroup(causes, tuple(findings)))
+        return tuple(sorted(groups, key=_rule_order))
+
+
+def _rule_order(group: AuditScopeGroup) -> tuple[float, ...]:
+    return tuple(float("inf") if c.rule is None else c.rule for c in group.causes)

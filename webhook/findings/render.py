@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from webhook.findings.model import AuditScopeFinding, PolicyFinding, ScanReport
+from webhook.findings.model import AuditScopeFinding, AuditScopeGroup, PolicyFinding, ScanReport
 from webhook.rules.default_deny import fix_manifest
 
 
@@ -181,44 +181,30 @@ def _audit_scope_section(report: ScanReport) -> list[str]:
     One paragraph per rule (or pair of rules, when a request's verbs fall to different ones):
     the rule, the verbs it catches and why, the namespaces, who is caught doing what, the fix.
     """
-    groups: dict[tuple[tuple[int | None, str], ...], list[AuditScopeFinding]] = {}
-    for finding in report.audit_scope:
-        groups.setdefault(finding.cause_key, []).append(finding)
-    rules = {c.rule for a in report.audit_scope for c in a.causes}
+    groups = report.audit_scope_groups()
+    rules = {c.rule for g in groups for c in g.causes}
     n = len(report.audit_scope)
     lines = [
         "",
         f"OUTSIDE THE AUDITED SCOPE: {n} kind{'' if n == 1 else 's'} of request, by "
         f"{len(rules)} audit policy rule{'' if len(rules) == 1 else 's'} ({report.audit_policy})",
     ]
-    for key in sorted(groups, key=_rule_order):
-        findings = groups[key]
-        verbs: dict[tuple[int | None, str], dict[str, None]] = {k: {} for k in key}
-        described: dict[tuple[int | None, str], str] = {}
-        for finding in findings:
-            for cause in finding.causes:
-                verbs[cause.key].update(dict.fromkeys(cause.verbs))
-                described[cause.key] = cause.described
-        for k in key:
-            lines.append(f"  {described[k]}")
-            lines.append(f"    {', '.join(verbs[k])}: {k[1]}")
-        namespaces = sorted({ns for f in findings for ns in f.namespaces})
-        shown = ", ".join(namespaces[:8]) + (
-            f", +{len(namespaces) - 8} more" if len(namespaces) > 8 else ""
-        )
-        lines.append(
-            f"    in {len(namespaces)} namespace{'' if len(namespaces) == 1 else 's'}: {shown}"
-        )
-        lines += [f"    {line}" for line in _who_does_what(findings)]
-        lines.append(f"    fix: {_audit_fix(key, report.audit_min_level)}")
+    for group in groups:
+        for cause in group.causes:
+            lines.append(f"  {cause.described}")
+            lines.append(f"    {', '.join(cause.verbs)}: {cause.reason}")
+        namespaces = group.namespaces
+        shown = ", ".join(namespaces[:8])
+        if len(namespaces) > 8:
+            shown += f", +{len(namespaces) - 8} more"
+        count = f"{len(namespaces)} namespace{'' if len(namespaces) == 1 else 's'}"
+        lines.append(f"    in {count}: {shown}")
+        lines += [f"    {line}" for line in who_does_what(group.findings)]
+        lines.append(f"    fix: {audit_fix(group, report.audit_min_level)}")
     return lines
 
 
-def _rule_order(key: tuple[tuple[int | None, str], ...]) -> tuple[float, ...]:
-    return tuple(float("inf") if rule is None else rule for rule, _ in key)
-
-
-def _who_does_what(findings: Sequence[AuditScopeFinding]) -> list[str]:
+def who_does_what(findings: Sequence[AuditScopeFinding]) -> list[str]:
     """`writer: OPERATIONS of resources; ...`, writers doing the same thing on one line."""
     by_writer: dict[str, dict[str, list[str]]] = {}
     for f in findings:
@@ -233,12 +219,13 @@ def _who_does_what(findings: Sequence[AuditScopeFinding]) -> list[str]:
     return [f"{', '.join(writers)}: {what}" for what, writers in said.items()]
 
 
-def _audit_fix(key: tuple[tuple[int | None, str], ...], minimum: str) -> str:
+def audit_fix(group: AuditScopeGroup, minimum: str) -> str:
+    """What to change in the audit policy so the group's requests are recorded."""
     wanted = f"records them at {minimum} or above without omitting ResponseComplete"
-    named = [f"rules[{rule}]" for rule, _ in key if rule is not None]
+    named = " and ".join(f"rules[{rule}]" for rule in group.rules)
     if not named:
         return f"add a rule that {wanted}"
-    return f"put a rule before {' and '.join(named)} that {wanted}, or narrow {' and '.join(named)}"
+    return f"put a rule before {named} that {wanted}, or narrow {named}"
 
 
 def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
