@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from webhook.cli import COMMANDS, build_parser
+from webhook.cli import COMMANDS, build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -323,3 +323,24 @@ def _set_keys(words: list[str]) -> Iterator[str]:
     for flag, value in itertools.pairwise(words):
         if flag in ("--set", "--set-file", "--set-string") and "=" in value:
             yield value.split("=", 1)[0]
+
+
+# --- the README's examples, run literally --------------------------------------------------------
+
+
+def test_the_readme_audit_level_example_prints_what_it_shows(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `$ kubefence audit-level ...` example, from the repository root, prints its next line."""
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    (start,) = [i for i, line in enumerate(lines) if line.startswith("    $ kubefence audit-level")]
+    command, i = "", start
+    while True:
+        command += lines[i].strip().removeprefix("$ ")
+        if not command.endswith("\\"):
+            break
+        command, i = command[:-1] + " ", i + 1
+    shown = lines[i + 1].strip()
+    monkeypatch.chdir(REPO)
+    assert main(shlex.split(command)[1:]) == 0
+    assert capsys.readouterr().out.strip() == shown
