@@ -37,3 +37,8 @@ class ReviewError(InputError):
 
 class BodyTooLarge(ReviewError):
     status = 413
+
+    @classmethod
+    def over(cls, limit: int) -> BodyTooLarge:
+        """A body over `server.maxBodyBytes`: what the server's 413 and `kubefence review` say."""
+        return cls(f"body exceeds server.maxBodyBytes ({limit} bytes)")

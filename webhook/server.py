@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from webhook.admission import AdmissionRequest, parse_review, render_response
 from webhook.cluster.approvals import RecentApprovals
@@ -81,7 +81,16 @@ def build_app(runtime: Runtime) -> web.Application:
     # hot path (a middleware wraps every request).
     app.router.add_route("*", "/validate", _method_not_allowed)
     app.router.add_route("*", "/{path:.*}", _not_found)
+    app.on_response_prepare.append(without_server_header)
     return app
+
+
+async def without_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """No `Server: Python/... aiohttp/...`: what runs behind the port is nobody's business.
+
+    aiohttp adds the header before this signal runs, so it can be taken out here.
+    """
+    response.headers.popall(hdrs.SERVER, None)
 
 
 async def validate(request: web.Request) -> web.Response:

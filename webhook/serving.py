@@ -27,7 +27,16 @@ from webhook import exitcodes, tls
 from webhook.cluster.view import ClusterView
 from webhook.config import load_settings
 from webhook.errors import InputError
-from webhook.server import RUNTIME, Confirmer, Runtime, build_app, healthz, metrics, readyz
+from webhook.server import (
+    RUNTIME,
+    Confirmer,
+    Runtime,
+    build_app,
+    healthz,
+    metrics,
+    readyz,
+    without_server_header,
+)
 from webhook.settings import Settings
 
 RELOAD_INTERVAL = 2.0  # config file polling
@@ -264,6 +273,7 @@ async def _start_probes(runtime: Runtime, sock: socket.socket) -> web.AppRunner:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.on_response_prepare.append(without_server_header)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.SockSite(runner, sock).start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -20,10 +21,15 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kubefence"
+README = REPO / "README.md"
 STAND_IN_CRDS = Path(__file__).with_name("crds") / "stand-in-crds.yaml"
 RELEASE = "kf"
 NAMESPACE = "kubefence-system"
 VAP_API = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
+
+# The one value the chart requires: an image the cluster can pull (no registry serves the chart's
+# name alone). Every rendering here gets it unless it says otherwise; a test's own image wins.
+IMAGE = {"repository": "localhost/kubefence"}
 
 # Values the chart and e2e tests share.
 POLICY = {
@@ -40,7 +46,7 @@ SECRET_MODE = {
 }
 # Every value away from its default at once (the certificate modes are covered on their own).
 NON_DEFAULT: dict[str, Any] = {
-    "mode": "warn",
+    "mode": "enforce",
     "replicaCount": 3,
     "image": {"repository": "registry.example/kubefence", "digest": "sha256:" + "a" * 64},
     "webhook": {
@@ -127,9 +133,13 @@ def helm(*args: str, kubeconfig: Path | None = None, check: bool = True) -> str:
     return proc.stdout
 
 
-def values_file(values: Mapping[str, Any], directory: Path) -> Path:
+def values_file(values: Mapping[str, Any], directory: Path, *, image: bool = True) -> Path:
+    """The values as a file; with `image`, over the required IMAGE (the values' own image wins)."""
+    merged = dict(values)
+    if image:
+        merged["image"] = {**IMAGE, **(values.get("image") or {})}
     path = directory / "values.yaml"
-    path.write_text(yaml.safe_dump(dict(values)), encoding="utf-8")
+    path.write_text(yaml.safe_dump(merged), encoding="utf-8")
     return path
 
 
@@ -139,12 +149,12 @@ def render_text(
     release: str = RELEASE,
     namespace: str = NAMESPACE,
     api_versions: Iterable[str] = (VAP_API,),
+    image: bool = True,
 ) -> str:
     """`helm template` of the chart with these values (as a values file), as YAML text."""
     with tempfile.TemporaryDirectory(prefix="kubefence-values-") as tmp:
         args = ["template", release, str(CHART), "--namespace", namespace]
-        if values:
-            args += ["--values", str(values_file(values, Path(tmp)))]
+        args += ["--values", str(values_file(values or {}, Path(tmp), image=image))]
         for api in api_versions:
             args += ["--api-versions", api]
         return helm(*args)
@@ -190,3 +200,28 @@ def config_files(docs: Sequence[Mapping[str, Any]], directory: Path) -> Path:
 
 def to_json(obj: object) -> str:
     return json.dumps(obj, sort_keys=True)
+
+
+def readme_commands(program: str) -> list[list[str]]:
+    """The README's indented command lines that run `program`, continuations joined, split as a
+    shell splits them (the install line is tested as a user would paste it)."""
+    commands: list[list[str]] = []
+    pending = ""
+    for line in README.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("    ") and not pending:
+            continue
+        text = pending + line.strip()
+        if text.endswith("\\"):
+            pending = text[:-1]
+            continue
+        pending = ""
+        if text.split(None, 1)[:1] == [program]:
+            commands.append(shlex.split(text, comments=True))
+    return commands
+
+
+def readme_install_as_template() -> list[str]:
+    """The README's `helm install` as `helm template` arguments, the chart path made absolute."""
+    (install,) = [c for c in readme_commands("helm") if c[1] == "install"]
+    args = ["template", *install[2:]]
+    return [str(CHART) if a == "charts/kubefence" else a for a in args]

@@ -27,9 +27,12 @@ from helmchart import (
     helm,
     kinds,
     only,
+    readme_commands,
+    readme_install_as_template,
     render,
     render_text,
     tool,
+    values_file,
 )
 
 from webhook.cli import build_parser
@@ -79,8 +82,7 @@ def webhook_entry(docs: list[dict[str, Any]]) -> dict[str, Any]:
     ids=["generated", "cert-manager", "secret", "non-default", "cert-manager-issuer"],
 )
 def test_lint_strict(values: dict[str, Any], tmp_path: Path) -> None:
-    path = tmp_path / "values.yaml"
-    path.write_text(yaml.safe_dump(values))
+    path = values_file(values, tmp_path)
     out = helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE, "--values", str(path))
     assert "1 chart(s) linted, 0 chart(s) failed" in out
 
@@ -493,6 +495,45 @@ def test_rbac_rules() -> None:
     }
     assert granted == expected
     assert "Role" not in kinds(docs)
+
+
+# --- the first install ---------------------------------------------------------------------------
+
+
+def test_the_first_install_warns(tmp_path: Path) -> None:
+    """Default mode warn: on a cluster with workloads in unfenced namespaces, enforce would deny
+    every rollout and the Pods a node drain re-creates."""
+    settings = settings_of(render({"auditPolicy": POLICY}), tmp_path)
+    for key in ("defaultDeny", "allowAll", "allowAllSelected", "hostNetwork", "hostPort"):
+        assert settings.mode(key, "any") == Mode.WARN, key
+    assert settings.mode("auditScope", "any") == Mode.WARN
+
+
+def test_an_install_without_an_image_fails_naming_it() -> None:
+    """No registry serves `kubefence:0.1.0`: an install without image.repository is refused by
+    the schema rather than leaving a webhook whose Pods never start."""
+    with pytest.raises(HelmError) as err:
+        render_text(image=False)
+    assert "at '/image/repository': minLength: got 0, want 1" in str(err.value)
+    with pytest.raises(HelmError):
+        helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE)
+
+
+def test_the_readme_install_line_renders_the_image_it_builds(tmp_path: Path) -> None:
+    """The README's build, kind load and install lines name one image, and the install line
+    (as `helm template`) renders a Deployment of exactly that image, in warn mode."""
+    (build,) = readme_commands("hack/build-image.sh")
+    (save,) = readme_commands("podman")
+    (load,) = readme_commands("kind")
+    image = build[1]
+    assert save[-1] == image
+    assert load[:3] == ["kind", "load", "image-archive"]
+    assert load[3] == save[save.index("-o") + 1]
+    docs = [d for d in yaml.safe_load_all(helm(*readme_install_as_template())) if d]
+    assert container(docs)["image"] == image
+    assert container(docs)["imagePullPolicy"] == "IfNotPresent"  # the loaded image is used
+    settings = settings_of(docs, tmp_path)
+    assert settings.mode("defaultDeny", "any") == Mode.WARN
 
 
 # --- the schema ----------------------------------------------------------------------------------

@@ -30,7 +30,9 @@ from helmchart import (
     NON_DEFAULT,
     SECRET_MODE,
     STAND_IN_CRDS,
+    VAP_API,
     helm,
+    readme_install_as_template,
     render_text,
     tool,
     values_file,
@@ -46,7 +48,7 @@ BREAK_GLASS = "kubefence:break-glass"
 # Created before any release: once a webhook configuration exists, the API server calls a webhook
 # that cannot answer (no kubelet, no Pods) and refuses what it would be asked about, namespaces too.
 DRY_RUN_NAMESPACE = "kf-chart-dry"
-NAMESPACES = (DRY_RUN_NAMESPACE, "kf-chart-e2e", "kf-chart-apps", "kf-chart-cm")
+NAMESPACES = (DRY_RUN_NAMESPACE, "kf-chart-e2e", "kf-chart-apps", "kf-chart-cm", "kubefence-system")
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +197,19 @@ def test_server_side_dry_run(values: dict[str, Any], stand_in_crds: Cluster) -> 
     assert all(line.endswith("(server dry run)") for line in lines), proc.stdout
 
 
+def test_the_readme_install_line_is_accepted(cluster: Cluster) -> None:
+    """The README's `helm install`, rendered as helm would for this API server (it serves v1
+    ValidatingAdmissionPolicy), is accepted object by object: nothing a newcomer pastes fails."""
+    text = helm(*readme_install_as_template(), "--api-versions", VAP_API)
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    assert {d["metadata"].get("namespace") for d in docs} == {"kubefence-system", None}
+    proc = kubectl(cluster, "apply", "--dry-run=server", "-f", "-", stdin=text, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == len(docs)
+    assert all(line.endswith("(server dry run)") for line in lines), proc.stdout
+
+
 # --- a real install ------------------------------------------------------------------------------
 
 
@@ -244,6 +259,13 @@ def test_notes_print_the_preflight(release: Release) -> None:
     notes = release.helm("get", "notes", release.name, "--namespace", release.namespace)
     assert f"rollout status deployment/{release.fullname}" in notes
     assert "kubefence scan --config config.yaml" in notes
+    # The first install warns, and the notes lead to enforce once the scan is clean.
+    assert "mode warn" in notes
+    assert "4. Enforce once the scan is clean. Mode is warn: nothing is denied yet" in notes
+    assert (
+        f"helm upgrade {release.name} charts/kubefence -n {release.namespace} --reuse-values "
+        "--set mode=enforce"
+    ) in notes
     assert f"members of {BREAK_GLASS} skip the webhook" in notes
     assert f"may be changed only by: {OPERATORS}" in notes
 

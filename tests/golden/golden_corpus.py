@@ -842,6 +842,8 @@ SCAN_CASES: list[tuple[str, list[str]]] = [
     ("strict-fix", ["--config", "inputs/config-strict.yaml", "--fix"]),
     ("scoped-table", ["--config", "inputs/config-scoped.yaml"]),
     ("scoped-json", ["--config", "inputs/config-scoped.yaml", "--format", "json"]),
+    ("main-policyreport", ["--config", "inputs/config-main.yaml", "--format", "policyreport"]),
+    ("main-openreports", ["--config", "inputs/config-main.yaml", "--format", "openreports"]),
 ]
 
 # `kubefence correlate` over tests/unit/fixtures/correlate: (case, extra arguments).
@@ -889,5 +891,23 @@ CORRELATE_CASES: list[tuple[str, list[str]]] = [
     (
         "missing-log",
         ["--audit-log", "inputs/missing.log", "--decision-log", f"{_FIXTURES}/edge.decisions.log"],
+    ),
+    (
+        "swapped-logs",
+        [
+            "--audit-log",
+            f"{_FIXTURES}/edge.decisions.log",
+            "--decision-log",
+            f"{_FIXTURES}/edge.audit.log",
+        ],
+    ),
+    (
+        "no-overlap-text",
+        [
+            "--audit-log",
+            f"{_FIXTURES}/outage.audit.log",
+            "--decision-log",
+            f"{_FIXTURES}/edge.decisions.log",
+        ],
     ),
 ]

@@ -179,7 +179,7 @@ def test_serve_with_the_charts_arguments(
 ) -> None:
     uid, gid = user_of(config)
     port = free_port()
-    docs = render({"containerPort": port})
+    docs = render({"containerPort": port, "mode": "enforce"})  # so the open namespace is denied
     args = container(docs)["args"]
     assert f"--port={port}" in args
 

@@ -51,7 +51,7 @@ log "installing the chart into $NAMESPACE"
 kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
 helm upgrade --install kubefence "$ROOT/charts/kubefence" --namespace "$NAMESPACE" \
   --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" \
-  --set image.pullPolicy=Never \
+  --set image.pullPolicy=Never --set mode=enforce \
   --set-file auditPolicy="$POLICY" \
   --wait --timeout 180s
 kubectl -n "$NAMESPACE" rollout status deployment/kubefence --timeout 120s

@@ -190,6 +190,38 @@ async def test_health_readiness_and_metrics(webhook: Webhook) -> None:
         assert "shutting down" in await r.text()
 
 
+async def test_no_response_names_the_server_software(webhook: Webhook) -> None:
+    """No `Server: Python/3.x aiohttp/3.x` on any answer: allowed, denied, errors, probes."""
+    too_big = workload_review("Pod", namespace="fenced")
+    too_big["request"]["object"]["metadata"]["annotations"] = {"big": "x" * 70000}
+    requests: list[tuple[str, str, bytes | None]] = [
+        ("POST", "/validate", orjson.dumps(workload_review("Pod", namespace="fenced"))),
+        ("POST", "/validate", orjson.dumps(workload_review("Pod", namespace="open"))),
+        ("POST", "/validate", b"not json"),
+        ("POST", "/validate", orjson.dumps(too_big)),
+        ("GET", "/validate", None),
+        ("POST", "/elsewhere", None),
+        ("GET", "/healthz", None),
+        ("GET", "/readyz", None),
+        ("GET", "/metrics", None),
+    ]
+    statuses = []
+    for method, path, body in requests:
+        async with webhook.session.request(method, webhook.url + path, data=body) as r:
+            statuses.append(r.status)
+            assert "Server" not in r.headers, (method, path, r.headers.get("Server"))
+    assert statuses == [200, 200, 400, 413, 405, 404, 200, 200, 200]
+
+
+async def test_metrics_have_no_created_series(webhook: Webhook) -> None:
+    await webhook.post(workload_review("Pod", namespace="open"))
+    async with webhook.session.get(webhook.url + "/metrics") as r:
+        text = await r.text()
+    assert "kubefence_decisions_total{" in text
+    assert "kubefence_admission_duration_seconds_bucket{" in text
+    assert "_created" not in text
+
+
 async def test_a_slow_client_does_not_starve_others(
     webhook: Webhook, tls_files: certs.Paths
 ) -> None:

@@ -301,6 +301,7 @@ async def test_probe_port_answers_without_a_client_certificate(
                     url = f"http://{HOST}:{started['probe_port']}{path}"
                     async with session.get(url) as response:
                         statuses[path] = response.status
+                        assert "Server" not in response.headers, path
     assert statuses == {"/healthz": 200, "/readyz": 200, "/metrics": 200, "/validate": 404}
 
 

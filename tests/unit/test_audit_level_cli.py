@@ -165,12 +165,14 @@ def test_requests_from_stdin(
 def test_table_format(
     capsys: pytest.CaptureFixture[str], policy: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("sys.stdin", io.StringIO(jsonl(LINES[1:3])))
+    # LINE is the line in the input (a blank line is skipped), RULE is `rules[N]`, counted from 0
+    # as kube-apiserver counts them.
+    monkeypatch.setattr("sys.stdin", io.StringIO(jsonl(LINES[1:2]) + "\n" + jsonl(LINES[2:3])))
     assert main(["audit-level", "--policy", policy, "--requests", "-", "--format", "table"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split() for line in lines] == [
         [
-            "#",
+            "LINE",
             "USER",
             "VERB",
             "TARGET",
@@ -178,8 +180,8 @@ def test_table_format(
             "RULE",
             *["OMIT", "STAGES", "OMIT", "MANAGED", "FIELDS"],
         ],
-        ["1", "(unauthenticated)", "get", "/healthz", "None", "0", "Panic", "no"],
-        ["2", "bob", "get", "core/pods/log", "RequestResponse", "2", "Panic", "no"],
+        ["1", "(unauthenticated)", "get", "/healthz", "None", "rules[0]", "Panic", "no"],
+        ["3", "bob", "get", "core/pods/log", "RequestResponse", "rules[2]", "Panic", "no"],
     ]
     column = lines[0].index("LEVEL")  # aligned: each row's level starts under the header
     assert lines[1][column:].startswith("None ")

@@ -64,7 +64,9 @@ def test_the_rule_index_that_puts_it_outside_is_named(tmp_path: Path) -> None:
     rules = "  - level: None\n    namespaces: [team]\n  - level: Metadata\n"
     result, message = verdict(settings(tmp_path, rules), workload_review("Pod"))
     assert result == "deny"
-    assert "rule 0" in message
+    assert (
+        "rules[0] (level None; namespaces team)" in message
+    )  # numbered from 0, as kube-apiserver does
     assert (
         verdict(settings(tmp_path, rules), workload_review("Pod", namespace="other"))[0] == "allow"
     )

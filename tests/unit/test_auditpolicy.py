@@ -699,11 +699,11 @@ def test_describe_rule() -> None:
         {"level": "RequestResponse"},
     )
     assert [describe_rule(policy, i) for i in range(len(policy))] == [
-        "rule 0 (level Metadata; verbs create,update,delete; resources apps/deployments)",
-        "rule 1 (level None; users system:kube-proxy; resources core/endpoints,core/pods/log,"
+        "rules[0] (level Metadata; verbs create,update,delete; resources apps/deployments)",
+        "rules[1] (level None; users system:kube-proxy; resources core/endpoints,core/pods/log,"
         'batch/*,core/configmaps[a,b]; namespaces "",kube-system; omitStages RequestReceived)',
-        "rule 2 (level Request; userGroups ops; nonResourceURLs /p0,/p1,/p2,/p3,/p4,/p5,+2 more)",
-        "rule 3 (level RequestResponse; every request)",
+        "rules[2] (level Request; userGroups ops; nonResourceURLs /p0,/p1,/p2,/p3,/p4,/p5,+2 more)",
+        "rules[3] (level RequestResponse; every request)",
     ]
 
 

@@ -197,6 +197,52 @@ def test_retries_need_the_same_user_and_object() -> None:
     assert report.summary.audit_gaps == 144
 
 
+def test_a_create_is_never_the_retry_of_another_create() -> None:
+    """Two denied CREATEs of open/web half a second apart: the second one's event is missing.
+    The API server never calls a webhook twice for one create: that is an audit gap."""
+    first = real_decision(b"91b078e3-9bf8-45a7-a48e-92073fd413e0")
+    second = dict(
+        first,
+        decision_id="second-create",
+        timestamp=format_time(parse_time(first["timestamp"]) + 0.5),
+    )
+    report = run(lines("outage.audit.log"), sorted_decisions([dump(second)]))
+    assert [g.decision_id for g in report.audit_gaps] == ["second-create"]
+    assert "second-create" not in {r.decision_id for r in report.retried}
+    assert all(r.operation != "CREATE" for r in report.retried)
+
+
+def test_a_denied_update_called_once_more_is_a_retry() -> None:
+    """A denied UPDATE is called again when the first try used a stale cached object (and every
+    conflict retry re-runs validation): the second call is a retry of the denied request."""
+    update = real_event(b'"verb":"patch"')
+    recorded = real_decision(update["annotations"][f"{WEBHOOK}/decision-id"].encode())
+    assert recorded["operation"] == "UPDATE"
+    update["responseStatus"] = {"metadata": {}, "status": "Failure", "code": 403}
+    recorded.update(decision="deny", allowed=False)
+    t0 = parse_time(update["requestReceivedTimestamp"])
+    event = at(update, t0, duration=0.05)
+    calls = [
+        dict(recorded, timestamp=format_time(t0 + 0.01)),
+        dict(recorded, decision_id="stale-cache-retry", timestamp=format_time(t0 + 0.03)),
+    ]
+    report = run([dump(event)], [dump(c) for c in calls])
+    (retried,) = report.retried
+    assert (retried.decision_id, retried.operation) == ("stale-cache-retry", "UPDATE")
+    assert retried.recorded_decision_id == recorded["decision_id"]
+    assert report.summary.audit_gaps == 0
+
+
+def sorted_decisions(extra: list[bytes]) -> list[bytes]:
+    """The outage decisions with `extra` lines, in time order (as a log is written)."""
+
+    def time_of(line: bytes) -> float:
+        return parse_time(orjson.loads(line)["timestamp"])
+
+    decisions = [x for x in lines("outage.decisions.log") if b"admission.decision" in x]
+    return sorted([*decisions, *extra], key=time_of)
+
+
 def test_a_decision_made_after_the_api_server_failed_open_points_at_the_bypass() -> None:
     outage = real_event(b'"during-outage"')
     decision = real_decision(b'"web"')
@@ -462,8 +508,9 @@ def test_the_fast_path_never_skips_a_line_that_matters() -> None:
 
 
 def test_memory_is_bounded_by_the_join_window() -> None:
-    joined_event = real_event(b"cbdda709-6861-4f67-9aff-72734265d2f6")
-    decision = real_decision(b"cbdda709-6861-4f67-9aff-72734265d2f6")
+    # An UPDATE (a patch of fenced/web): updates are what the API server calls webhooks again for.
+    joined_event = real_event(b'"verb":"patch"')
+    decision = real_decision(joined_event["annotations"][f"{WEBHOOK}/decision-id"].encode())
     machine = Correlator(CorrelateOptions(webhook_names=(WEBHOOK,), join_window=60))
     machine.audit_start = 0.0
     reader = AuditReader(machine.options)
@@ -604,3 +651,138 @@ def test_stats_name_the_failing_source() -> None:
     assert failed is not None
     assert (failed.name, failed.error_line) == ("a.log", 2)
     assert isinstance(failed, SourceStats)
+
+
+# --- the timeline ---------------------------------------------------------------------------------
+
+
+def test_timeline_buckets_are_readable_widths_within_120() -> None:
+    from webhook.correlate.tally import SECOND_SLOTS, Tally, timeline
+
+    def widths(seconds: list[int]) -> set[float]:
+        slots = {s: [1, 0, 0, 0, 0] for s in seconds}
+        buckets = timeline(slots)
+        assert len(buckets) <= 120
+        assert sum(b.allowed for b in buckets) == len(seconds)
+        assert all(b.start % b.seconds == 0 for b in buckets)  # aligned with the clock
+        return {b.seconds for b in buckets}
+
+    t0 = 1_780_000_000
+    assert widths([t0, t0 + 3]) == {1.0}
+    assert widths([t0, t0 + 90]) == {1.0}
+    assert widths([t0, t0 + 400]) == {5.0}
+    assert widths([t0, t0 + 3 * 3600]) == {120.0}
+    assert widths([t0, t0 + 20 * 86400]) == {21600.0}
+    assert widths([t0, t0 + 400 * 86400]) == {4 * 86400.0}
+    # Past SECOND_SLOTS busy seconds the counts fold into minutes: memory stays bounded.
+    tally = Tally(OPTIONS)
+    for k in range(SECOND_SLOTS + 10):
+        tally.bucket(float(t0 + 2 * k))[0] += 1
+    assert len(tally._slots) <= SECOND_SLOTS
+    folded = timeline(tally._slots, tally._resolution)
+    assert sum(b.allowed for b in folded) == SECOND_SLOTS + 10
+    assert all(b.seconds % 60 == 0 for b in folded)
+
+
+def test_text_counts_agree_with_their_nouns() -> None:
+    """`1 malformed line`, `1 user`, `1 event`: never `1 malformed lines` or `1 users`."""
+    audit = lines("outage.audit.log")
+    one_bad = [*audit[:40], b"garbage\n", *audit[40:]]
+    options = CorrelateOptions(
+        webhook_names=(WEBHOOK,), exempt_namespaces=EXEMPT, probe_threshold=2
+    )
+    text = render_text(run(one_bad, lines("outage.decisions.log"), options))
+    assert ", 1 malformed line\n" in text
+    assert "PROBING: 1 user denied 2+ times" in text
+    assert "1 users" not in text
+    assert "1 malformed lines" not in text
+
+
+# --- input that cannot be what its flag says ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("audit", "decisions", "message"),
+    [
+        (
+            "outage.decisions.log",
+            "outage.audit.log",
+            "outage.decisions.log: no audit.k8s.io/v1 Event in 207 lines; line 1 is a "
+            "'server.started' log line",
+        ),
+        ("empty", "outage.decisions.log", "empty.log: empty: no audit.k8s.io/v1 Event in it"),
+        ("binary", "outage.decisions.log", "binary.log: no audit.k8s.io/v1 Event in"),
+        ("outage.audit.log", "empty", "empty.log: empty: no kubefence admission.decision line"),
+        (
+            "outage.audit.log",
+            "outage.audit.log",
+            "outage.audit.log: no kubefence admission.decision line in 133 lines; line 1 is a "
+            "kube-apiserver audit Event: give this file with --audit-log",
+        ),
+        (
+            "decision-lines",
+            "outage.decisions.log",
+            "decision-lines.log: no audit.k8s.io/v1 Event in 2 lines; line 1 is a kubefence "
+            "decision line: give this file with --decision-log",
+        ),
+    ],
+    ids=["swapped", "empty-audit", "binary", "empty-decisions", "audit-twice", "decisions-only"],
+)
+def test_a_file_without_one_record_of_its_kind_exits_2(
+    audit: str,
+    decisions: str,
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Swapped, empty or binary logs were a silent "BYPASSES: 0", exit 0: a cron job's pass."""
+    decision_lines = [x for x in lines("outage.decisions.log") if b"admission.decision" in x]
+    made = {
+        "empty": b"",
+        "binary": bytes(range(256)) * 16,  # say, a tarball given by mistake
+        "decision-lines": b"".join(decision_lines[:2]),
+    }
+
+    def path(name: str) -> str:
+        if name in made:
+            file = tmp_path / f"{name}.log"
+            file.write_bytes(made[name])
+            return str(file)
+        return str(FIXTURES / name)
+
+    rc = main(["correlate", "--audit-log", path(audit), "--decision-log", path(decisions)])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert out == ""
+    assert err.startswith("kubefence correlate: ")
+    assert message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_logs_that_do_not_overlap_in_time_warn_in_every_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    audit, decisions = str(FIXTURES / "outage.audit.log"), str(FIXTURES / "edge.decisions.log")
+    rc = main(["correlate", "--audit-log", audit, "--decision-log", decisions])
+    text, err = capsys.readouterr()
+    assert rc == 1  # the audit log's own bypasses still count
+    assert "  WARNING: the decision logs (2026-11-26T06:56:49.969430Z .. " in text
+    assert "do not overlap in time: no decision can join" in text
+    assert err == ""
+    main(["correlate", "--audit-log", audit, "--decision-log", decisions, "--format", "json"])
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert data["summary"]["logsOverlap"] is False
+    assert data["summary"]["uncovered"] == 20
+    assert len(data["warnings"]) == 1
+    assert "do not overlap in time" in data["warnings"][0]
+    assert "warning: the decision logs" in err  # cron sees it without parsing the JSON
+    page = tmp_path / "report.html"
+    main(["correlate", "--audit-log", audit, "--decision-log", decisions, "--format", "html",
+          "--out", str(page)])  # fmt: skip
+    assert '<p class="warning">warning: the decision logs' in page.read_text()
+    # Logs of one period: no warning, logsOverlap true.
+    main(["correlate", "--audit-log", audit, "--decision-log", str(FIXTURES /
+          "outage.decisions.log"), "--format", "json"])  # fmt: skip
+    data = json.loads(capsys.readouterr().out)
+    assert (data["summary"]["logsOverlap"], data["warnings"]) == (True, [])

@@ -144,3 +144,41 @@ def test_page_renders_in_headless_chromium(tmp_path: Path) -> None:
     keep = os.environ.get("KUBEFENCE_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+def _bar_widths(svg: str) -> list[float]:
+    """Widths of the allowed and denied bars (the rects with a tooltip)."""
+    return [
+        float(w) for w in re.findall(r'<rect x="[^"]+" y="[^"]+" width="([^"]+)"[^>]*><title>', svg)
+    ]
+
+
+def test_a_short_span_gets_narrow_bars_not_one_wide_one() -> None:
+    """The edge fixture's decisions span a fraction of a second: bars of a second, none wider than
+    a sixtieth of the plot, and the axis labelled to the second."""
+    report = correlate(
+        [("audit", _lines("edge.audit.log"))],
+        [("decisions", _lines("edge.decisions.log"))],
+        CorrelateOptions(webhook_names=(WEBHOOK,)),
+    )
+    assert {b.seconds for b in report.timeline} == {1.0}
+    svg = timeline_svg(report.timeline)
+    widths = _bar_widths(svg)
+    assert widths
+    assert max(widths) <= 1040 / 60
+    assert "one bar = 1s" in svg
+    assert re.search(r">2026-11-26 06:56:\d\d<", svg)
+
+
+def test_the_timeline_tells_fail_open_from_dodged() -> None:
+    report = _report()
+    page = render_html(report)
+    assert sum(b.fail_open for b in report.timeline) == report.summary.fail_open == 2
+    assert sum(b.dodged for b in report.timeline) == report.summary.dodged == 6
+    assert "bypass: fail-open" in page
+    assert "bypass: dodged" in page
+    assert "2 fail-open bypasses at " in page or "1 fail-open bypass at " in page
+    assert "dodged bypass" in page
+    # The legend under the timeline says what each cause means.
+    assert "the API server called kubefence and gave up" in page
+    assert "no trace of kubefence" in page

@@ -229,8 +229,57 @@ def test_audit_scope_preflight_is_the_rule_itself(tmp_path: Path) -> None:
     (rule,) = [r for r in decision.results if r.rule == "audit-scope"]
     assert deployment.namespaces[0] == "fenced"
     assert rule.message == deployment.message
-    assert "rule 3" in deployment.message
+    assert "rules[3]" in deployment.message
     assert "patch" in deployment.message
+
+
+def test_audit_scope_is_one_paragraph_per_audit_rule(tmp_path: Path) -> None:
+    """Two audit rules, two namespaces: two paragraphs (there were 49), each naming its rule as
+    `rules[N]`, counted from 0 as kube-apiserver counts them, and every writer it catches."""
+    (tmp_path / "audit-policy.yaml").write_text(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n"
+        "  - level: None\n    namespaces: [dark]\n"
+        "  - level: Metadata\n    namespaces: [quiet]\n    omitStages: [ResponseComplete]\n"
+        "  - level: Metadata\n"
+    )
+    settings_path = tmp_path / "kubefence.yaml"
+    settings_path.write_text("auditScope: {policyFile: audit-policy.yaml}\n")
+    folder = state(tmp_path, namespace("dark"), namespace("quiet"), namespace("lit"))
+    report = run_scan(folder, settings_path)
+    assert len(report.audit_scope) > 40  # every kind, operation and writer, in each namespace
+    text = render_table(report)
+    section = text[text.index("OUTSIDE THE AUDITED SCOPE") :].split("\n\n")[0].splitlines()
+    assert section[0] == (
+        f"OUTSIDE THE AUDITED SCOPE: {len(report.audit_scope)} kinds of request, by 2 audit "
+        f"policy rules ({tmp_path / 'audit-policy.yaml'})"
+    )
+    headers = [line for line in section if line.startswith("  rules[")]
+    assert headers == [
+        "  rules[0] (level None; namespaces dark)",
+        "  rules[1] (level Metadata; namespaces quiet; omitStages ResponseComplete)",
+    ]
+    assert len(section) < 20
+    # Every verb a request may be recorded as: a proxy's include delete and OPTIONS ("").
+    assert (
+        '    create, patch, update, get, delete, "" (OPTIONS): level None, below Metadata'
+    ) in section
+    assert "    in 1 namespace: dark" in section
+    assert any(line.startswith("    any user: CREATE, UPDATE of pods, ") for line in section)
+    assert "    deployment-controller: CREATE, UPDATE of apps/replicasets" in section
+    assert (
+        "    fix: put a rule before rules[0] that records them at Metadata or above without "
+        "omitting ResponseComplete, or narrow rules[0]"
+    ) in section
+    # JSON keeps one entry per kind, operation and writer, and names the rule by its index.
+    entry = to_json(report)["auditScope"][0]
+    assert entry["auditRules"] == [
+        {
+            "index": 0,
+            "rule": "rules[0] (level None; namespaces dark)",
+            "reason": "level None, below Metadata",
+            "verbs": ["create", "patch"],
+        }
+    ]
 
 
 def test_exempt_writers_and_namespaces_switched_off_are_left_out(tmp_path: Path) -> None:

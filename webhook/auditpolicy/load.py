@@ -252,7 +252,9 @@ def load_policy(text: str, source: str, *, strict: bool = True) -> Policy:
 def describe_rule(policy: Policy, index: int) -> str:
     """One line naming a rule and what it matches, for messages that quote it.
 
-    e.g. "rule 0 (level Metadata; verbs create,update; resources apps/deployments)".
+    e.g. "rules[0] (level Metadata; verbs create,update; resources apps/deployments)": rules are
+    numbered from 0 and written `rules[N]`, as kube-apiserver's own messages name them
+    ("rules[2].level: Unsupported value") and as this loader's errors do.
     """
     rule = policy.rules[index]
     parts = [f"level {rule.level.wire}"]
@@ -269,7 +271,7 @@ def describe_rule(policy: Policy, index: int) -> str:
             parts.append(f"{label} {_short_list(values)}")
     if len(parts) == 1:
         parts.append("every request")
-    return f"rule {index} ({'; '.join(parts)})"
+    return f"rules[{index}] ({'; '.join(parts)})"
 
 
 def _describe_group(gr: GroupResources) -> str:

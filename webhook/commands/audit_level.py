@@ -58,10 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     policy = _read_policy(args.policy)
-    requests = _requests_from(args)
+    numbered = _requests_from(args)
+    requests = [attrs for _, attrs in numbered]
     results = [policy.evaluate(attrs) for attrs in requests]
     if args.format == "table":
-        _print_table(requests, results)
+        _print_table(numbered, results)
     else:
         out = sys.stdout
         for result in results:
@@ -77,10 +78,11 @@ def _read_policy(path: str) -> Policy:
     return load_policy(text, path)
 
 
-def _requests_from(args: argparse.Namespace) -> list[RequestAttributes]:
+def _requests_from(args: argparse.Namespace) -> list[tuple[int | None, RequestAttributes]]:
+    """The requests with their line numbers in --requests (None for the one given by flags)."""
     flags = [f"--{f.replace('_', '-')}" for f in _REQUEST_FLAGS if getattr(args, f) is not None]
     if args.requests is None:
-        return [_from_flags(args)]
+        return [(None, _from_flags(args))]
     if flags:
         raise InputError(f"--requests cannot be combined with {', '.join(flags)}")
     if args.requests == "-":
@@ -116,12 +118,12 @@ def _attributes(
     )
 
 
-def _from_lines(stream: IO[str], source: str) -> Iterator[RequestAttributes]:
+def _from_lines(stream: IO[str], source: str) -> Iterator[tuple[int, RequestAttributes]]:
     for number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
         try:
-            yield _from_line(line)
+            yield number, _from_line(line)
         except _LineError as exc:
             where = f"{source}:{number}: {exc.field}: " if exc.field else f"{source}:{number}: "
             raise InputError(where + exc.reason) from None
@@ -195,19 +197,32 @@ def _target(attrs: RequestAttributes) -> str:
     return where
 
 
-def _print_table(requests: Iterable[RequestAttributes], results: Iterable[Evaluation]) -> None:
-    header = ("#", "USER", "VERB", "TARGET", "LEVEL", "RULE", "OMIT STAGES", "OMIT MANAGED FIELDS")
+def _print_table(
+    requests: Iterable[tuple[int | None, RequestAttributes]], results: Iterable[Evaluation]
+) -> None:
+    """One row a request: LINE is its line in --requests (from 1, as error messages count), RULE
+    the matching rule as `rules[N]` (from 0, as kube-apiserver names rules)."""
+    header = (
+        "LINE",
+        "USER",
+        "VERB",
+        "TARGET",
+        "LEVEL",
+        "RULE",
+        "OMIT STAGES",
+        "OMIT MANAGED FIELDS",
+    )
     rows = [header]
-    for number, (attrs, result) in enumerate(zip(requests, results, strict=True), start=1):
+    for (number, attrs), result in zip(requests, results, strict=True):
         stages = [stage for stage in STAGES if stage in result.omit_stages]
         rows.append(
             (
-                str(number),
+                "-" if number is None else str(number),
                 attrs.user if attrs.user is not None else "(unauthenticated)",
                 attrs.verb or "-",
                 _target(attrs) or "-",
                 result.level.wire,
-                "-" if result.rule is None else str(result.rule),
+                "-" if result.rule is None else f"rules[{result.rule}]",
                 ",".join(stages) or "-",
                 "yes" if result.omit_managed_fields else "no",
             )

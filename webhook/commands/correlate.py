@@ -2,7 +2,9 @@
 
 The I/O shell around `webhook.correlate`: opens every file (plain or gzip, told by content, `-` for
 stdin), streams them into the core and writes the report. Exit 1 when there are bypasses, 0
-otherwise, 2 for unreadable input (naming file and line) or bad flags.
+otherwise, 2 for unreadable input (naming file and line), a file without a single record of the
+kind its flag expects (empty, the other kind of log, binary), or bad flags. Logs that do not
+overlap in time are a warning (in the report; on stderr too when the report is not text on stdout).
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from webhook.commands.running import positive_int
 from webhook.config import load_settings, parse_duration
 from webhook.correlate.correlation import Correlation
 from webhook.correlate.model import CorrelateOptions
+from webhook.correlate.records import SourceStats
 from webhook.correlate.render_html import render_html
 from webhook.correlate.render_json import render_json
 from webhook.correlate.render_text import render_text
+from webhook.correlate.sources import Kind, refusal, warnings
 from webhook.correlate.timestamps import parse_time
 from webhook.errors import InputError
 
@@ -134,6 +138,16 @@ def run(args: argparse.Namespace) -> int:
             source = correlation.failed_source()
             where = f"{source.name}: line {source.error_line}" if source else "input"
             raise InputError(f"{where}: cannot read: {_reason(exc)}") from None
+    # A file without one record of its kind (empty, swapped, binary) would report "0 bypasses".
+    checked: list[tuple[SourceStats, Kind]] = [(s, "audit") for s in correlation.audit_stats]
+    checked += [(s, "decision") for s in correlation.decision_stats]
+    for stats, kind in checked:
+        problem = refusal(stats, kind)
+        if problem is not None:
+            raise InputError(problem)
+    if args.out is not None or args.format != "text":
+        for warning in warnings(report):
+            print(f"kubefence correlate: warning: {warning}", file=sys.stderr)
     if args.format == "json":
         data = render_json(report)
     elif args.format == "html":

@@ -1,7 +1,9 @@
 """`kubefence demo`: the webhook on an embedded default, with curl lines that show it decide.
 
 Certificates are generated into --out (reused when valid), the cluster is the built-in demo state
-(namespace `shop` fenced, `sandbox` not), and two AdmissionReviews are written beside them.
+(namespace `shop` fenced, `sandbox` not), written to `<out>/demo/cluster.yaml` so `kubefence
+review --state <out>/demo` decides against it offline, and two AdmissionReviews are written to
+`<out>/reviews/`. Every path printed is absolute.
 """
 
 from __future__ import annotations
@@ -41,9 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def demo_cluster_text() -> str:
+    return importlib.resources.files("webhook.demo").joinpath("cluster.yaml").read_text("utf-8")
+
+
 def demo_cluster() -> StaticView:
-    text = importlib.resources.files("webhook.demo").joinpath("cluster.yaml").read_text("utf-8")
-    objects = [("demo/cluster.yaml", doc) for doc in yaml.safe_load_all(text) if doc]
+    objects = [("demo/cluster.yaml", doc) for doc in yaml.safe_load_all(demo_cluster_text()) if doc]
     return StaticView(build_facts(iter(objects)))
 
 
@@ -83,8 +88,14 @@ def sample_review(uid: str, namespace: str, name: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    paths = certs.ensure_dev_certs(args.out)
-    samples = args.out / "demo"
+    # Absolute paths, so the printed curl lines work from any folder.
+    out = args.out.resolve()
+    paths = certs.ensure_dev_certs(out)
+    # The state folder holds the cluster only; the reviews go beside it, not into it.
+    state = out / "demo"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "cluster.yaml").write_text(demo_cluster_text(), encoding="utf-8")
+    samples = out / "reviews"
     samples.mkdir(parents=True, exist_ok=True)
     allowed = samples / "allowed.json"
     denied = samples / "denied.json"
@@ -117,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
             f"  {curl} --data @{denied} {url}/validate\n\n"
             f"  curl -sS --cacert {paths.ca_cert} {url}/readyz\n"
             f"  curl -sS --cacert {paths.ca_cert} {url}/metrics\n\n"
+            "  # the same decision offline, against the demo's cluster (exit 1: denied)\n"
+            f"  kubefence review --state {state} {denied}\n\n"
             "Decision log lines follow (JSON, one per decision). Ctrl-C stops.\n",
             file=sys.stderr,
             flush=True,

@@ -1,6 +1,8 @@
 """`kubefence review`: decide one AdmissionReview offline; print what the server would answer.
 
-Exit 0 allowed, 1 denied, 2 bad input.
+The same limits as the server: a body over `server.maxBodyBytes` is refused with the server's 413
+message. Without `--state` the cluster is empty, and stderr says so. Exit 0 allowed, 1 denied, 2
+bad input.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from webhook.cluster.static import load_state
 from webhook.cluster.view import StaticView
 from webhook.config import load_settings
 from webhook.decide import decide
-from webhook.errors import InputError, ReviewError
+from webhook.errors import BodyTooLarge, InputError, ReviewError
 
 HELP = "decide one AdmissionReview offline (--state DIR, --config) and print the response"
 
@@ -24,7 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "file", nargs="?", default="-", help="AdmissionReview JSON file, or - for stdin"
     )
     parser.add_argument(
-        "--state", type=Path, help="folder of cluster manifests (Namespaces, NetworkPolicies, Pods)"
+        "--state",
+        type=Path,
+        help="folder of cluster manifests (Namespaces, NetworkPolicies, Pods); without it the "
+        "cluster is empty",
     )
     parser.add_argument("--config", type=Path, help="kubefence config file")
 
@@ -33,14 +38,33 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     cluster = load_state(args.state, settings.limits) if args.state else StaticView([])
     source = "stdin" if args.file == "-" else args.file
-    try:
-        body = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-    except OSError as exc:
-        raise InputError(f"{source}: cannot read: {exc.strerror}") from None
+    body = _read_body(args.file, source, settings.max_body_bytes)
     try:
         request = parse_review(body)
     except ReviewError as exc:
         raise InputError(f"{source}: {exc}") from None
+    if args.state is None:
+        # Silently deciding against nothing would read as "the cluster is unfenced".
+        print(
+            "kubefence review: no --state DIR: deciding against an empty cluster "
+            "(no namespaces, no NetworkPolicies)",
+            file=sys.stderr,
+        )
     decision = decide(request, cluster, settings)
     sys.stdout.buffer.write(render_response(decision.response(), request.api_version) + b"\n")
     return 0 if decision.allowed else 1
+
+
+def _read_body(file: str, source: str, limit: int) -> bytes:
+    """The review's bytes; a body the server would answer with 413 is refused the same way."""
+    try:
+        if file == "-":
+            body = sys.stdin.buffer.read(limit + 1)
+        else:
+            with Path(file).open("rb") as stream:
+                body = stream.read(limit + 1)
+    except OSError as exc:
+        raise InputError(f"{source}: cannot read: {exc.strerror}") from None
+    if len(body) > limit:
+        raise InputError(f"{source}: {BodyTooLarge.over(limit)}")
+    return body

@@ -27,6 +27,7 @@ from webhook.config import load_settings
 from webhook.errors import InputError
 from webhook.findings.judge import scan
 from webhook.findings.model import POLICY_CRD_GROUPS
+from webhook.findings.policy_reports import FORMATS, render_reports
 from webhook.findings.render import fix_manifests, render_table, to_json
 from webhook.netpol import DEFAULT_LIMITS, Limits
 
@@ -51,7 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="kubeconfig of the cluster (default: in-cluster, else $KUBECONFIG or ~/.kube/config)",
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="kubefence config file")
-    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--format",
+        choices=("table", "json", *FORMATS),
+        default="table",
+        help="table (default), json, or the findings as reports for kubectl apply -f -: "
+        "policyreport (wgpolicyk8s.io/v1alpha2 PolicyReport per namespace and a "
+        "ClusterPolicyReport) or openreports (openreports.io/v1alpha1 Report, ClusterReport)",
+    )
     parser.add_argument(
         "--fix",
         action="store_true",
@@ -73,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         out.write(fix_manifests(report))
     elif args.format == "json":
         out.write(orjson.dumps(to_json(report), option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif args.format in FORMATS:
+        out.write(render_reports(report, args.format))
     else:
         out.write(render_table(report))
     out.flush()

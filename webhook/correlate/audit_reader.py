@@ -58,7 +58,7 @@ class AuditReader:
     def records(self, lines: Iterable[bytes], stats: SourceStats) -> Iterator[AuditRecord]:
         """Yield the records of one audit log; `stats` is complete once the iterator is done."""
         windowed = self._since is not None or self._until is not None
-        n = events = malformed = 0
+        n = events = malformed = records = 0
         last_line = b""
         latest = float("-inf")  # the last line is the latest but for stragglers
         try:
@@ -69,6 +69,7 @@ class AuditReader:
                         stats.first = _line_time(line)
                     last_line = line
                     if self._cannot_matter(line):
+                        records += 1
                         if not windowed or self._line_in_window(line):
                             events += 1
                         continue
@@ -77,12 +78,15 @@ class AuditReader:
                 except orjson.JSONDecodeError:
                     if line.strip():
                         malformed += 1
+                        stats.other(n, line)
                     continue
                 for item in _events(doc):
                     record = self._record(item)
                     if record is None:
                         malformed += 1
+                        stats.other(n, line)
                         continue
+                    records += 1
                     if not last_line:
                         stats.first = record.stage_time
                     last_line = line
@@ -98,6 +102,7 @@ class AuditReader:
             raise
         finally:
             stats.lines, stats.events, stats.malformed = n, events, malformed
+            stats.records = records
             end = _line_time(last_line) if last_line else None
             ends = [t for t in (end, latest) if t is not None and t > float("-inf")]
             stats.last = max(ends) if ends else None

@@ -27,16 +27,20 @@ def decision_records(lines: Iterable[bytes], stats: SourceStats) -> Iterator[Dec
         for line in lines:
             n += 1
             if DECISION_EVENT not in line:
+                if line.strip():
+                    stats.other(n, line)
                 continue
             start = line.find(b"{")
             try:
                 doc = orjson.loads(line[start:] if start > 0 else line)
             except orjson.JSONDecodeError:
                 stats.malformed += 1
+                stats.other(n, line)
                 continue
             record = _decision(doc)
             if record is None:
                 stats.malformed += 1
+                stats.other(n, line)
                 continue
             count += 1
             if stats.first is None or record.time < stats.first:
@@ -48,7 +52,7 @@ def decision_records(lines: Iterable[bytes], stats: SourceStats) -> Iterator[Dec
         stats.error_line = n + 1
         raise
     finally:
-        stats.lines, stats.events = n, count
+        stats.lines, stats.events, stats.records = n, count, count
 
 
 def _decision(doc: Any) -> DecisionRecord | None:

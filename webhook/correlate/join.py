@@ -237,12 +237,19 @@ class Correlator:
         while the request was in flight; best first: inside the request's own time span rather
         than only within the clock skew of it, and joined rather than failed open. The decision the
         event recorded must not be younger: only the first call's decision-id is kept.
+
+        A CREATE is never one more call: the API server calls webhooks again only for UPDATE and
+        DELETE (conflict retries; a denied try on a stale cached object, apiserver
+        storage/etcd3/store.go), and a server-side-apply create that lost a race comes back as an
+        UPDATE. Two CREATEs of one object are two requests; a missing event is an audit gap. A
+        CREATE is still paired with a request the API server failed open for (a late answer).
         """
+        never_retried = d.operation == "CREATE"
         skew = self.options.clock_skew
         best: tuple[int, _Seen] | None = None
         for name in dict.fromkeys((d.name, "")):
             for seen in self._seen.get((d.user, d.resource, d.subresource, d.namespace, name), ()):
-                if d.operation not in seen.operations:
+                if d.operation not in seen.operations or (never_retried and seen.decision_id):
                     continue
                 if seen.first is not None and seen.first > d.time:
                     continue  # only the first call's decision-id lands: this one came before it

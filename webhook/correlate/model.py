@@ -101,8 +101,13 @@ class Bucket:
     seconds: float
     allowed: int
     denied: int
-    bypasses: int
+    fail_open: int  # bypasses because the API server gave up on the webhook
+    dodged: int  # bypasses without any trace of the webhook
     gaps: int
+
+    @property
+    def bypasses(self) -> int:
+        return self.fail_open + self.dodged
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,7 @@ class Summary:
     probers: int
     sensitive_access: int
     malformed_lines: int
+    logs_overlap: bool = True  # False: the audit and decision logs lie apart in time
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,7 +66,13 @@ class DecisionRecord:
 
 @dataclass(slots=True)
 class SourceStats:
-    """What reading one file gave: line and event counts, its time span, where it failed."""
+    """What reading one file gave: line and event counts, its time span, where it failed.
+
+    `records` counts the valid records of the file's kind (audit Events, or decision lines)
+    whatever the report window; `first_other_line` is the first non-blank line that is not one
+    (0: none), with its first MiB in `first_other`, so a file with no record at all can be
+    refused naming what it holds instead.
+    """
 
     name: str
     lines: int = 0
@@ -75,3 +81,11 @@ class SourceStats:
     first: float | None = None
     last: float | None = None
     error_line: int = 0  # the line being read when the source raised (0: it did not)
+    records: int = 0
+    first_other_line: int = 0
+    first_other: bytes = b""
+
+    def other(self, number: int, line: bytes) -> None:
+        """Line `number` is not a record of this file's kind; the first such is remembered."""
+        if not self.first_other_line:
+            self.first_other_line, self.first_other = number, line[: 1 << 20]

@@ -2,7 +2,8 @@
 
 Shared by the JSON, text, HTML and SVG renderings so a value reads the same in every format:
 times in RFC 3339 UTC (`timestamps.format_time`), a missing object or status code as `-`, an
-empty span as `(empty)`, durations in the largest whole unit (`2h`, `10m`, `90s`). Pure.
+empty span as `(empty)`, durations in the largest whole unit (`2h`, `10m`, `90s`), counts with
+their noun in the right number (`1 user`, `2 users`). Pure.
 """
 
 from __future__ import annotations
@@ -49,3 +50,8 @@ def duration(seconds: float) -> str:
     if seconds % 60 == 0:
         return f"{int(seconds // 60)}m"
     return f"{seconds:g}s"
+
+
+def counted(n: int, noun: str, nouns: str = "") -> str:
+    """`1 user`, `2 users`: a count with its noun (`nouns`, else `noun` + "s", when not one)."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"

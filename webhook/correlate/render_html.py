@@ -18,7 +18,8 @@ from webhook.correlate.render_cells import (
     status_code,
     time_or_none,
 )
-from webhook.correlate.render_svg import timeline_svg
+from webhook.correlate.render_svg import DODGED_COLOR, FAIL_OPEN_COLOR, timeline_svg
+from webhook.correlate.sources import warnings
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1d232a;
@@ -37,11 +38,19 @@ white-space:nowrap}
 th{background:#eef1f4;font-weight:600}td.n{text-align:right}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
 .tag{border-radius:4px;padding:1px 6px;font-size:12px;color:#fff}
-.fail-open{background:#d35400}.dodged{background:#c0392b}
+.fail-open{background:FAIL_OPEN}.dodged{background:DODGED}
 .row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 .chart{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:8px}
 .none{color:#5a6470}
-"""
+.warning{border:1px solid #d68910;background:#fef7ea;border-radius:8px;padding:8px 12px}
+""".replace("FAIL_OPEN", FAIL_OPEN_COLOR).replace("DODGED", DODGED_COLOR)
+# What the two causes of a bypass mean, under the timeline and above the bypass table.
+_CAUSES = (
+    '<p class="meta"><span class="tag fail-open">fail-open</span> the API server called kubefence '
+    "and gave up (down, slow, TLS broken) and let the request through &middot; "
+    '<span class="tag dodged">dodged</span> no trace of kubefence: a selector that no longer '
+    "matches, the webhook configuration edited or deleted, a break-glass matchCondition</p>"
+)
 
 
 def render_html(report: Report) -> str:
@@ -79,6 +88,7 @@ def render_html(report: Report) -> str:
             else ""
         )
         + "</p>",
+        *(f'<p class="warning">warning: {escape(w)}</p>' for w in warnings(report)),
         '<div class="cards">',
         *(
             f'<div class="card {cls}"><b>{n}</b><span>{escape(label)}</span></div>'
@@ -88,6 +98,7 @@ def render_html(report: Report) -> str:
         "<h2>Timeline</h2>",
         f'<div class="chart">{timeline_svg(report.timeline)}</div>',
         f"<h2>Bypasses ({s.bypasses})</h2>",
+        _CAUSES,
         _html_table(
             ("time", "cause", "user", "verb", "resource", "namespace/name", "code", "audit ID"),
             (

@@ -13,6 +13,7 @@ import orjson
 
 from webhook.correlate.model import Report
 from webhook.correlate.render_cells import time_or_none
+from webhook.correlate.sources import warnings
 from webhook.correlate.timestamps import format_time
 
 
@@ -35,7 +36,9 @@ def to_json(report: Report) -> dict[str, Any]:
             "probers": s.probers,
             "sensitiveAccess": s.sensitive_access,
             "malformedLines": s.malformed_lines,
+            "logsOverlap": s.logs_overlap,
         },
+        "warnings": warnings(report),
         "window": {
             "since": time_or_none(o.since),
             "until": time_or_none(o.until),
@@ -134,6 +137,8 @@ def to_json(report: Report) -> dict[str, Any]:
                 "allowed": b.allowed,
                 "denied": b.denied,
                 "bypasses": b.bypasses,
+                "failOpen": b.fail_open,
+                "dodged": b.dodged,
                 "auditGaps": b.gaps,
             }
             for b in report.timeline

@@ -1,7 +1,9 @@
 """The timeline of the correlate HTML page: an inline SVG of decisions per time bucket.
 
-Stacked bars of allowed and denied decisions, with bypass and audit-gap markers above them and a
-legend below; no scripts, so the page stays self-contained. Pure: buckets in, markup out.
+Stacked bars of allowed and denied decisions, with fail-open and dodged bypass markers and
+audit-gap markers above them and a legend below; no scripts, so the page stays self-contained.
+However few the buckets, the plot has room for `MIN_SLOTS` bars, so a short span never draws one
+bar across the page. Pure: buckets in, markup out.
 """
 
 from __future__ import annotations
@@ -9,8 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from webhook.correlate.model import Bucket
-from webhook.correlate.render_cells import duration, escape
+from webhook.correlate.render_cells import counted, duration, escape
 from webhook.correlate.timestamps import format_time
+
+MIN_SLOTS = 60
+ALLOWED_COLOR, DENIED_COLOR = "#5b8c5a", "#c0392b"
+FAIL_OPEN_COLOR, DODGED_COLOR, GAP_COLOR = "#d35400", "#1d232a", "#7d3c98"
 
 
 def timeline_svg(buckets: Sequence[Bucket], width: int = 1100, height: int = 280) -> str:
@@ -20,8 +26,10 @@ def timeline_svg(buckets: Sequence[Bucket], width: int = 1100, height: int = 280
     left, right, top, bottom = 48, 12, 40, 46
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = max([b.allowed + b.denied for b in buckets] + [1])
-    step = plot_w / len(buckets)
+    step = plot_w / max(len(buckets), MIN_SLOTS)
     bar = max(step * 0.8, 1.0)
+    # Fewer buckets than slots: the bars sit in the middle of the plot.
+    x0 = left + step * max(0, MIN_SLOTS - len(buckets)) / 2
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="timeline of decisions">',
@@ -36,7 +44,7 @@ def timeline_svg(buckets: Sequence[Bucket], width: int = 1100, height: int = 280
             f'fill="#5a6470">{round(peak * frac)}</text>'
         )
     for i, b in enumerate(buckets):
-        x = left + i * step + (step - bar) / 2
+        x = x0 + i * step + (step - bar) / 2
         h_allowed = plot_h * b.allowed / peak
         h_denied = plot_h * b.denied / peak
         base = top + plot_h
@@ -44,45 +52,59 @@ def timeline_svg(buckets: Sequence[Bucket], width: int = 1100, height: int = 280
         if b.allowed:
             out.append(
                 f'<rect x="{x:.1f}" y="{base - h_allowed:.1f}" width="{bar:.1f}" '
-                f'height="{h_allowed:.1f}" fill="#5b8c5a"><title>{escape(tip)}</title></rect>'
+                f'height="{h_allowed:.1f}" fill="{ALLOWED_COLOR}">'
+                f"<title>{escape(tip)}</title></rect>"
             )
         if b.denied:
             out.append(
                 f'<rect x="{x:.1f}" y="{base - h_allowed - h_denied:.1f}" width="{bar:.1f}" '
-                f'height="{h_denied:.1f}" fill="#c0392b"><title>{escape(tip)}</title></rect>'
+                f'height="{h_denied:.1f}" fill="{DENIED_COLOR}"><title>{escape(tip)}</title></rect>'
             )
         cx = x + bar / 2
-        if b.bypasses:
+        when = escape(format_time(b.start))
+        if b.fail_open:
             out.append(
                 f'<path d="M{cx - 6:.1f},{top - 22} L{cx + 6:.1f},{top - 22} '
-                f'L{cx:.1f},{top - 10} Z" '
-                f'fill="#d35400"><title>{b.bypasses} bypasses at {escape(format_time(b.start))}'
+                f'L{cx:.1f},{top - 10} Z" fill="{FAIL_OPEN_COLOR}"><title>'
+                f"{counted(b.fail_open, 'fail-open bypass', 'fail-open bypasses')} at {when}"
                 "</title></path>"
+            )
+        if b.dodged:
+            out.append(
+                f'<path d="M{cx:.1f},{top - 36} L{cx + 6:.1f},{top - 30} L{cx:.1f},{top - 24} '
+                f'L{cx - 6:.1f},{top - 30} Z" fill="{DODGED_COLOR}"><title>'
+                f"{counted(b.dodged, 'dodged bypass', 'dodged bypasses')} at {when}</title></path>"
             )
         if b.gaps:
             out.append(
-                f'<rect x="{cx - 4:.1f}" y="{top - 8}" width="8" height="6" fill="#7d3c98">'
-                f"<title>{b.gaps} audit gaps at {escape(format_time(b.start))}</title></rect>"
+                f'<rect x="{cx - 4:.1f}" y="{top - 8}" width="8" height="6" fill="{GAP_COLOR}">'
+                f"<title>{counted(b.gaps, 'audit gap')} at {when}</title></rect>"
             )
-    ticks = min(6, len(buckets))
+    # Minutes suffice for wide bars; bars under a minute wide need the seconds to be told apart.
+    chars = 16 if buckets[0].seconds >= 60 else 19
+    # A label takes about 130 px: fewer ticks when the bars are few and narrow.
+    ticks = max(1, min(6, len(buckets), int(len(buckets) * step // 130)))
     for k in range(ticks):
         i = round(k * (len(buckets) - 1) / max(ticks - 1, 1))
-        x = left + i * step + step / 2
-        label = format_time(buckets[i].start)[:16].replace("T", " ")
-        anchor = "start" if k == 0 else "end" if k == ticks - 1 and ticks > 1 else "middle"
+        x = x0 + i * step + step / 2
+        label = format_time(buckets[i].start)[:chars].replace("T", " ")
+        last = k == ticks - 1 and ticks > 1
+        full = len(buckets) >= MIN_SLOTS
+        anchor = "middle" if not full else "start" if k == 0 else "end" if last else "middle"
         x = left if anchor == "start" else left + plot_w if anchor == "end" else x
         out.append(
             f'<text x="{x:.1f}" y="{top + plot_h + 16}" font-size="11" text-anchor="{anchor}" '
             f'fill="#5a6470">{escape(label)}</text>'
         )
     legend = (
-        ("#5b8c5a", "allowed"),
-        ("#c0392b", "denied"),
-        ("#d35400", "bypass"),
-        ("#7d3c98", "audit gap"),
+        (ALLOWED_COLOR, "allowed"),
+        (DENIED_COLOR, "denied"),
+        (FAIL_OPEN_COLOR, "bypass: fail-open"),
+        (DODGED_COLOR, "bypass: dodged"),
+        (GAP_COLOR, "audit gap"),
     )
     for k, (color, label) in enumerate(legend):
-        lx = left + k * 110
+        lx = left + k * 140
         ly = height - 12
         out.append(
             f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{color}"/>'

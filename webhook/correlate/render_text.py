@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 from webhook.correlate.model import Report
 from webhook.correlate.render_cells import (
+    counted,
     duration,
     object_ref,
     resource_path,
@@ -17,6 +18,7 @@ from webhook.correlate.render_cells import (
     status_code,
     time_or_none,
 )
+from webhook.correlate.sources import warnings
 
 
 def render_text(report: Report) -> str:
@@ -24,19 +26,22 @@ def render_text(report: Report) -> str:
     o = report.options
     lines = [
         f"kubefence correlate: webhook {', '.join(o.webhook_names)}",
-        f"  audit logs  {span(report.audit_span)}: {s.audit_events} events, "
-        f"{s.malformed_lines} malformed lines",
+        f"  audit logs  {span(report.audit_span)}: {counted(s.audit_events, 'event')}, "
+        f"{counted(s.malformed_lines, 'malformed line')}",
         f"  decisions   {span(report.decision_span)}: {s.decisions}: {s.joined} joined, "
-        f"{s.retried} retried, {s.audit_gaps} audit gaps, {s.uncovered} outside the audit logs",
+        f"{s.retried} retried, {counted(s.audit_gaps, 'audit gap')}, {s.uncovered} outside the "
+        "audit logs",
     ]
     if o.since is not None or o.until is not None:
         lines.append(
             f"  window      {time_or_none(o.since) or '-'} .. {time_or_none(o.until) or '-'}"
         )
+    lines += [f"  WARNING: {w}" for w in warnings(report)]
     if s.audit_without_decision:
+        carry = "carries" if s.audit_without_decision == 1 else "carry"
         lines.append(
-            f"  {s.audit_without_decision} audit events carry a decision-id that no decision log "
-            "holds: is a replica's log missing?"
+            f"  {counted(s.audit_without_decision, 'audit event')} {carry} a decision-id that no "
+            "decision log holds: is a replica's log missing?"
         )
     lines += _section(
         f"BYPASSES: {s.bypasses} ({s.fail_open} fail-open, {s.dodged} dodged)",
@@ -103,7 +108,7 @@ def render_text(report: Report) -> str:
         if counts:
             lines.append(f"  {title}: " + ", ".join(f"{k or '-'} {n}" for k, n in counts.items()))
     lines += _section(
-        f"PROBING: {s.probers} users denied {o.probe_threshold}+ times within "
+        f"PROBING: {counted(s.probers, 'user')} denied {o.probe_threshold}+ times within "
         f"{duration(o.probe_window)}",
         ("USER", "DENIALS", "FROM", "TO"),
         ((p.user, str(p.denials), p.window_start, p.window_end) for p in report.probers),

@@ -2,13 +2,15 @@
 
 Invariants: counts are exact; each listed finding stops at `max_items`. Aggregates grow with
 users, namespaces, rules and minutes, never with the number of requests. Denials are counted per
-minute for the timeline and per user in a sliding `probe_window` for probers.
+second for the timeline (per minute once more than `SECOND_SLOTS` seconds had activity) and per
+user in a sliding `probe_window` for probers.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from math import ceil
 
 from webhook.correlate.model import (
     Access,
@@ -22,7 +24,17 @@ from webhook.correlate.model import (
     Summary,
 )
 from webhook.correlate.records import AuditRecord, DecisionRecord, SourceStats
+from webhook.correlate.sources import logs_overlap
 from webhook.correlate.timestamps import format_time
+
+# The timeline counts per second, so a span of a few minutes still gets bars of a few seconds; past
+# this many seconds with activity (two busy hours) it folds them into minutes, bounding memory.
+SECOND_SLOTS = 7200
+# Bar widths a reader takes in at a glance (seconds); wider spans use whole days.
+NICE_WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200)
+DAY = 86400
+# What a timeline slot counts, by index.
+ALLOWED, DENIED, FAIL_OPEN, DODGED, GAPS = range(5)
 
 
 class Tally:
@@ -41,15 +53,16 @@ class Tally:
         self._by_user: dict[str, int] = {}
         self._recent_denials: dict[str, deque[float]] = {}
         self._peaks: dict[str, tuple[int, float, float]] = {}
-        self._minutes: dict[int, list[int]] = {}
+        self._slots: dict[int, list[int]] = {}
+        self._resolution = 1  # seconds a slot spans: 1, then 60 once there are too many
 
     def decision(self, d: DecisionRecord) -> None:
         """A decision: allowed or denied per minute; denials by rule, namespace, user and prober."""
         bucket = self.bucket(d.time)
         if d.allowed:
-            bucket[0] += 1
+            bucket[ALLOWED] += 1
             return
-        bucket[1] += 1
+        bucket[DENIED] += 1
         self.count("denials")
         for rule in d.denied_by:
             self._by_rule[rule] = self._by_rule.get(rule, 0) + 1
@@ -64,11 +77,23 @@ class Tally:
             self._peaks[d.user] = (len(recent), recent[0], recent[-1])
 
     def bucket(self, t: float) -> list[int]:
-        minute = int(t // 60)
-        bucket = self._minutes.get(minute)
-        if bucket is None:
-            bucket = self._minutes[minute] = [0, 0, 0, 0]
-        return bucket
+        """The timeline slot of time `t`, indexed by ALLOWED, DENIED, FAIL_OPEN, DODGED, GAPS."""
+        key = int(t // self._resolution)
+        slot = self._slots.get(key)
+        if slot is None:
+            if self._resolution == 1 and len(self._slots) >= SECOND_SLOTS:
+                self._fold_into_minutes()
+                return self.bucket(t)
+            slot = self._slots[key] = [0] * 5
+        return slot
+
+    def _fold_into_minutes(self) -> None:
+        minutes: dict[int, list[int]] = {}
+        for second, counts in self._slots.items():
+            slot = minutes.setdefault(second // 60, [0] * 5)
+            for i, n in enumerate(counts):
+                slot[i] += n
+        self._slots, self._resolution = minutes, 60
 
     def count(self, name: str) -> None:
         self._counts[name] = self._counts.get(name, 0) + 1
@@ -97,7 +122,7 @@ class Tally:
         """A registered write that was admitted without a decision of ours."""
         self.count("bypasses")
         self.count("fail_open" if record.failed_open else "dodged")
-        self.bucket(record.received)[2] += 1
+        self.bucket(record.received)[FAIL_OPEN if record.failed_open else DODGED] += 1
         if len(self._bypasses) < self.options.max_items:
             self._bypasses.append(
                 Bypass(
@@ -140,7 +165,7 @@ class Tally:
     def gap(self, d: DecisionRecord, failed_open_audit_id: str) -> None:
         """A decision whose request the audit logs should hold but do not."""
         self.count("audit_gaps")
-        self.bucket(d.time)[3] += 1
+        self.bucket(d.time)[GAPS] += 1
         if len(self._gaps) < self.options.max_items:
             self._gaps.append(
                 AuditGap(
@@ -187,6 +212,7 @@ class Tally:
             probers=len(probers),
             sensitive_access=c("sensitive_access", 0),
             malformed_lines=sum(s.malformed for s in audit),
+            logs_overlap=logs_overlap(audit_span, decision_span, self.options.clock_skew),
         )
         return Report(
             summary=summary,
@@ -199,7 +225,7 @@ class Tally:
             denials_by_rule=_ranked(self._by_rule),
             denials_by_namespace=_ranked(self._by_namespace),
             denials_by_user=_ranked(self._by_user),
-            timeline=timeline(self._minutes),
+            timeline=timeline(self._slots, self._resolution),
             options=self.options,
             audit_span=audit_span,
             decision_span=decision_span,
@@ -212,19 +238,45 @@ def _ranked(counts: dict[str, int]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def timeline(minutes: dict[int, list[int]], bars: int = 120) -> tuple[Bucket, ...]:
-    """Per-minute counts merged into at most `bars` equal buckets, first to last minute."""
-    if not minutes:
+def timeline(
+    slots: dict[int, list[int]], resolution: int = 1, bars: int = 120
+) -> tuple[Bucket, ...]:
+    """The slots merged into at most `bars` buckets of one readable width, first to last slot.
+
+    `slots` maps `time // resolution` to its counts. The width is the narrowest of `NICE_WIDTHS`
+    (or whole days) that is a multiple of the resolution and fits the span in `bars`; buckets
+    start at multiples of it, so bars line up with the clock.
+    """
+    if not slots:
         return ()
-    first, last = min(minutes), max(minutes)
-    width = max(1, -(-(last - first + 1) // bars))
+    first, end = min(slots) * resolution, (max(slots) + 1) * resolution
+    width = _width(first, end, resolution, bars)
+    start = first - first % width
     merged: dict[int, list[int]] = {}
-    for minute, counts in minutes.items():
-        slot = merged.setdefault((minute - first) // width, [0, 0, 0, 0])
+    for key, counts in slots.items():
+        slot = merged.setdefault((key * resolution - start) // width, [0] * 5)
         for i, n in enumerate(counts):
             slot[i] += n
-    count = (last - first) // width + 1
+    count = ceil((end - start) / width)
+    empty = [0] * 5
     return tuple(
-        Bucket(float((first + i * width) * 60), float(width * 60), *merged.get(i, [0, 0, 0, 0]))
+        Bucket(
+            start=float(start + i * width),
+            seconds=float(width),
+            allowed=c[ALLOWED],
+            denied=c[DENIED],
+            fail_open=c[FAIL_OPEN],
+            dodged=c[DODGED],
+            gaps=c[GAPS],
+        )
         for i in range(count)
+        for c in (merged.get(i, empty),)
     )
+
+
+def _width(first: int, end: int, resolution: int, bars: int) -> int:
+    for width in NICE_WIDTHS:
+        if width % resolution == 0 and ceil((end - (first - first % width)) / width) <= bars:
+            return width
+    # Whole days; one bar fewer, so the aligned start still leaves room for the last one.
+    return DAY * max(1, ceil((end - first) / (DAY * (bars - 1))))

@@ -21,9 +21,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from webhook.admission import AdmissionRequest, GroupVersionKind, GroupVersionResource
+from webhook.auditpolicy import describe_rule
 from webhook.cluster.view import ClusterView, NamespaceFacts
 from webhook.findings.model import (
     POLICY_CRD_GROUPS,
+    AuditCause,
     AuditScopeFinding,
     NearlyOpen,
     PolicyCrd,
@@ -119,6 +121,7 @@ def scan(
         strict=settings.strict,
         audit_policy=settings.audit_policy_file,
         existing_policies={ns.name: frozenset(p.name for p in ns.policies) for ns in facts},
+        audit_min_level=settings.min_level.wire,
     )
 
 
@@ -157,6 +160,7 @@ def audit_scope_preflight(
     modes["auditScope"] = Mode.ENFORCE
     forced = replace(settings, modes=modes, overrides={})
     groups: dict[tuple[str, str, str, str], list[tuple[str, str, str]]] = {}
+    causes: dict[tuple[str, str, str, str], tuple[AuditCause, ...]] = {}
     for ns in namespaces:
         override = settings.overrides.get(ns.name, {})
         if override.get("auditScope") is Mode.OFF:
@@ -167,12 +171,40 @@ def audit_scope_preflight(
                     continue
                 shape = result.message.replace(f'namespace "{ns.name}"', "namespace *")
                 key = (resource, request.operation, writer, shape)
+                if key not in groups:
+                    causes[key] = _causes(request, settings)
                 groups.setdefault(key, []).append((ns.name, result.message, result.warning))
     return tuple(
         AuditScopeFinding(
-            resource, operation, writer, tuple(n for n, _, _ in hits), hits[0][1], hits[0][2]
+            resource,
+            operation,
+            writer,
+            tuple(n for n, _, _ in hits),
+            hits[0][1],
+            hits[0][2],
+            causes[(resource, operation, writer, shape)],
         )
-        for (resource, operation, writer, _), hits in groups.items()
+        for (resource, operation, writer, shape), hits in groups.items()
+    )
+
+
+def _causes(request: AdmissionRequest, settings: Settings) -> tuple[AuditCause, ...]:
+    """The audit policy rules (with the reason) that put the request's verbs out of scope."""
+    policy = settings.audit_policy
+    assert policy is not None  # the preflight runs only with a policy
+    merged: dict[tuple[int | None, str], list[str]] = {}
+    for verb, evaluation, reason in audit_scope.out_of_scope_verbs(
+        request, policy, settings.min_level
+    ):
+        merged.setdefault((evaluation.rule, reason), []).append(verb)
+    return tuple(
+        AuditCause(
+            rule,
+            describe_rule(policy, rule) if rule is not None else "no audit policy rule matches",
+            reason,
+            tuple(verbs),
+        )
+        for (rule, reason), verbs in merged.items()
     )
 
 

@@ -3,8 +3,9 @@
 A `ScanReport` holds, per namespace that is not exempt, not Terminating and whose rule is not
 `off`, the `Unfenced` directions (with the policies that neutralise them), the `PolicyFinding`s
 of policies that neutralise a fence or open the pods they select to every peer, the
-`AuditScopeFinding`s of the audit-scope preflight, the `PolicyCrd` groups the cluster serves and
-the namespaces whose labels do not enforce Pod Security Admission's baseline level.
+`AuditScopeFinding`s of the audit-scope preflight (each with the `AuditCause`s, the audit policy
+rules that put it out of scope), the `PolicyCrd` groups the cluster serves, the namespaces whose
+labels do not enforce Pod Security Admission's baseline level, and near-total openings.
 `judge.scan` builds it; `render` prints it. Data only: no I/O, no logic beyond derived views.
 """
 
@@ -32,7 +33,8 @@ POLICY_CRD_GROUPS: dict[str, tuple[str, str]] = {
     ),
     "cilium.io": (
         "CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy",
-        "allow rules that add to NetworkPolicies': a rule there can open a fenced namespace",
+        "allow rules that add to what NetworkPolicies allow: one of them can open a fenced "
+        "namespace",
     ),
 }
 
@@ -59,6 +61,20 @@ class PolicyFinding:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditCause:
+    """An audit policy rule that puts requests outside the audited scope, and why."""
+
+    rule: int | None  # index into the policy's rules (`rules[N]`, from 0); None: no rule matches
+    described: str  # `rules[N] (level ...; ...)`, or that no rule matches
+    reason: str  # "level None, below Metadata" | "stage ResponseComplete omitted, ..."
+    verbs: tuple[str, ...]  # the audit verbs of the request that it catches
+
+    @property
+    def key(self) -> tuple[int | None, str]:
+        return (self.rule, self.reason)
+
+
+@dataclass(frozen=True, slots=True)
 class AuditScopeFinding:
     resource: str  # "group/resource" or "resource/subresource"
     operation: str
@@ -66,6 +82,28 @@ class AuditScopeFinding:
     namespaces: tuple[str, ...]
     message: str  # the audit-scope rule's own message, for the first namespace
     warning: str
+    causes: tuple[AuditCause, ...] = ()  # one per audit rule (and reason) that catches it
+
+    @property
+    def cause_key(self) -> tuple[tuple[int | None, str], ...]:
+        """What `scan` groups findings by: the audit policy rules that put them out of scope."""
+        return tuple(c.key for c in self.causes)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditScopeGroup:
+    """The findings one audit policy rule (or pair of rules) puts outside the audited scope."""
+
+    causes: tuple[AuditCause, ...]  # with the verbs of every finding of the group
+    findings: tuple[AuditScopeFinding, ...]
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return tuple(sorted({ns for f in self.findings for ns in f.namespaces}))
+
+    @property
+    def rules(self) -> tuple[int, ...]:
+        return tuple(c.rule for c in self.causes if c.rule is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +143,30 @@ class ScanReport:
     # restricted): only kubefence's host-network rule refuses hostPID, privileged and hostPath pods.
     without_pod_security: tuple[str, ...] = ()
     nearly_open: tuple[NearlyOpen, ...] = ()  # allowNearlyAll: warned, not a finding
+    audit_min_level: str = "Metadata"
 
     @property
     def findings(self) -> bool:
         return bool(self.unfenced or self.neutralising or self.audit_scope)
+
+    def audit_scope_groups(self) -> tuple[AuditScopeGroup, ...]:
+        """The audit-scope findings grouped by the audit policy rules that catch them, in rule
+        order (a request no rule matches last)."""
+        grouped: dict[tuple[tuple[int | None, str], ...], list[AuditScopeFinding]] = {}
+        for finding in self.audit_scope:
+            grouped.setdefault(finding.cause_key, []).append(finding)
+        groups = []
+        for key, findings in grouped.items():
+            verbs: dict[tuple[int | None, str], dict[str, None]] = {k: {} for k in key}
+            first: dict[tuple[int | None, str], AuditCause] = {}
+            for finding in findings:
+                for cause in finding.causes:
+                    verbs[cause.key].update(dict.fromkeys(cause.verbs))
+                    first.setdefault(cause.key, cause)
+            causes = tuple(AuditCause(k[0], first[k].described, k[1], tuple(verbs[k])) for k in key)
+            groups.append(AuditScopeGroup(causes, tuple(findings)))
+        return tuple(sorted(groups, key=_rule_order))
+
+
+def _rule_order(group: AuditScopeGroup) -> tuple[float, ...]:
+    return tuple(float("inf") if c.rule is None else c.rule for c in group.causes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from webhook.findings.model import PolicyFinding, ScanReport
+from webhook.findings.model import AuditScopeFinding, AuditScopeGroup, PolicyFinding, ScanReport
 from webhook.remedy import remedy
 
 
@@ -85,6 +85,15 @@ def to_json(report: ScanReport) -> dict[str, object]:
                 "namespaces": list(a.namespaces),
                 "message": a.message,
                 "warning": a.warning,
+                "auditRules": [
+                    {
+                        "index": c.rule,
+                        "rule": c.described,
+                        "reason": c.reason,
+                        "verbs": list(c.verbs),
+                    }
+                    for c in a.causes
+                ],
             }
             for a in report.audit_scope
         ],
@@ -115,7 +124,8 @@ def render_table(report: ScanReport) -> str:
         if names
     ]
     lines = [
-        f"kubefence scan: {report.namespaces} namespaces, {len(report.scanned)} scanned"
+        f"kubefence scan: {report.namespaces} namespace{'' if report.namespaces == 1 else 's'}, "
+        f"{len(report.scanned)} scanned"
         + (f" ({', '.join(skipped)} skipped)" if skipped else "")
         + f"; fenced means a default-deny for {', '.join(report.require)}"
         + (" (definition: strict)" if report.strict else "")
@@ -142,17 +152,7 @@ def render_table(report: ScanReport) -> str:
     if report.audit_policy is None:
         lines += ["", "AUDITED SCOPE: not checked (no auditScope.policyFile in the config)"]
     else:
-        lines += [
-            "",
-            f"OUTSIDE THE AUDITED SCOPE: {len(report.audit_scope)} ({report.audit_policy})",
-        ]
-        for a in report.audit_scope:
-            shown = ", ".join(a.namespaces[:4]) + (", ..." if len(a.namespaces) > 4 else "")
-            lines.append(
-                f"  {a.operation} {a.resource} by {a.writer}, in {len(a.namespaces)} "
-                f"namespace{'s' if len(a.namespaces) != 1 else ''} ({shown}):"
-            )
-            lines.append(f"    {a.message}")
+        lines += _audit_scope_section(report)
     warnings = (
         [
             f"NetworkPolicy {p.namespace}/{p.policy} opens the pods it selects to every peer "
@@ -186,6 +186,60 @@ def _pod_security_warning(namespaces: Sequence[str]) -> str:
         "of baseline or restricted, so unless the API server's PodSecurity default is baseline, "
         "only kubefence's host-network rule refuses hostPID, privileged and hostPath pods there"
     )
+
+
+def _audit_scope_section(report: ScanReport) -> list[str]:
+    """The audit-scope findings grouped by the audit policy rules that put them out of scope.
+
+    One paragraph per rule (or pair of rules, when a request's verbs fall to different ones):
+    the rule, the verbs it catches and why, the namespaces, who is caught doing what, the fix.
+    """
+    groups = report.audit_scope_groups()
+    rules = {c.rule for g in groups for c in g.causes}
+    n = len(report.audit_scope)
+    lines = [
+        "",
+        f"OUTSIDE THE AUDITED SCOPE: {n} kind{'' if n == 1 else 's'} of request, by "
+        f"{len(rules)} audit policy rule{'' if len(rules) == 1 else 's'} ({report.audit_policy})",
+    ]
+    for group in groups:
+        for cause in group.causes:
+            lines.append(f"  {cause.described}")
+            verbs = ", ".join(v or '"" (OPTIONS)' for v in cause.verbs)
+            lines.append(f"    {verbs}: {cause.reason}")
+        namespaces = group.namespaces
+        shown = ", ".join(namespaces[:8])
+        if len(namespaces) > 8:
+            shown += f", +{len(namespaces) - 8} more"
+        count = f"{len(namespaces)} namespace{'' if len(namespaces) == 1 else 's'}"
+        lines.append(f"    in {count}: {shown}")
+        lines += [f"    {line}" for line in who_does_what(group.findings)]
+        lines.append(f"    fix: {audit_fix(group, report.audit_min_level)}")
+    return lines
+
+
+def who_does_what(findings: Sequence[AuditScopeFinding]) -> list[str]:
+    """`writer: OPERATIONS of resources; ...`, writers doing the same thing on one line."""
+    by_writer: dict[str, dict[str, list[str]]] = {}
+    for f in findings:
+        by_writer.setdefault(f.writer, {}).setdefault(f.resource, []).append(f.operation)
+    said: dict[str, list[str]] = {}
+    for writer, resources in by_writer.items():
+        by_operations: dict[str, list[str]] = {}
+        for resource, operations in resources.items():
+            by_operations.setdefault(", ".join(operations), []).append(resource)
+        what = "; ".join(f"{ops} of {', '.join(res)}" for ops, res in by_operations.items())
+        said.setdefault(what, []).append(writer)
+    return [f"{', '.join(writers)}: {what}" for what, writers in said.items()]
+
+
+def audit_fix(group: AuditScopeGroup, minimum: str) -> str:
+    """What to change in the audit policy so the group's requests are recorded."""
+    wanted = f"records them at {minimum} or above without omitting ResponseComplete"
+    named = " and ".join(f"rules[{rule}]" for rule in group.rules)
+    if not named:
+        return f"add a rule that {wanted}"
+    return f"put a rule before {named} that {wanted}, or narrow {named}"
 
 
 def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

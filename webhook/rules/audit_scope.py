@@ -79,14 +79,17 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
     # The namespace selector above reads the cluster; the audit Policy's verdict does not, so a
     # re-decision on a live read reuses it.
     key = (AUDIT_SCOPE, id(policy), settings.min_level)
-    shortfalls = subject.once(key, lambda: _shortfalls(request, policy, settings.min_level))
+    shortfalls = subject.once(key, lambda: out_of_scope_verbs(request, policy, settings.min_level))
     if not shortfalls:
         return (passed(AUDIT_SCOPE, mode, "inside the audited scope"),)
     return (_finding(request, policy, mode, shortfalls, settings.min_level),)
 
 
-def _shortfalls(request: AdmissionRequest, policy: Policy, minimum: Level) -> list[Shortfall]:
-    """The verbs the request may stand for whose audit level or stages fall short."""
+def out_of_scope_verbs(
+    request: AdmissionRequest, policy: Policy, minimum: Level
+) -> list[Shortfall]:
+    """The verbs the request may stand for whose audit level or stages fall short (`scan` groups
+    its findings by the audit policy rules these name)."""
     shortfalls = []
     verbs = PROXY_VERBS if _is_proxy(request) else VERBS[request.operation]
     for verb, named in verbs:

@@ -142,7 +142,7 @@ spelled out, so what is stored equals what is rendered.
   {{- end }}
 {{- end -}}
 
-{{/* kubefence's config file (DESIGN.md §2), from the values. */}}
+{{/* kubefence's config file (README.md, "Configuration"), from the values. */}}
 {{- define "kubefence.config" -}}
 {{- $modes := dict
   "enforce" (dict "enforce" "enforce" "warn" "warn")
