@@ -25,6 +25,12 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
+DESCRIPTION = (
+    "kubefence: a Kubernetes validating admission webhook that keeps workloads inside "
+    "NetworkPolicy fences and inside the cluster's audited scope, and the tools that read "
+    "its decision log beside the API server's audit log. `kubefence COMMAND --help` for more."
+)
+
 # Subcommand name -> module under webhook.commands; imported only when chosen, so `kubefence
 # audit-level` does not pay for aiohttp and the kubernetes client.
 COMMANDS: dict[str, str] = {
@@ -42,25 +48,48 @@ def _load(name: str) -> Command:
     return importlib.import_module(f"webhook.commands.{COMMANDS[name]}")
 
 
+class _Help(argparse.HelpFormatter):
+    """Every flag's default shown, unless its help already says it or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or default in (None, False, [], argparse.SUPPRESS)
+            or "default" in text
+            or "%(default)" in text
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
     def error(self, message: str) -> None:  # type: ignore[override]
         # argparse's own exit code for usage errors is 2 already; keep its one-line form.
         self.exit(exitcodes.BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    parser = _Parser(prog="kubefence", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="kubefence", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"kubefence {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    # Only the chosen command's module is imported; the others get a bare entry for --help.
+    # Only the chosen command's module is imported (`kubefence audit-level` does not pay for
+    # aiohttp); with none chosen (`kubefence --help`) every one is, for its line of help.
     chosen = next((a for a in argv if a in COMMANDS), None)
     for name in COMMANDS:
-        if name == chosen:
+        if chosen is None or name == chosen:
             command = _load(name)
-            command.add_arguments(sub.add_parser(name, help=command.HELP, description=command.HELP))
+            parser_ = sub.add_parser(name, help=command.HELP, description=command.HELP)
+            if name == chosen:
+                command.add_arguments(parser_)
         else:
-            sub.add_parser(name, help=f"see `kubefence {name} --help`")
+            sub.add_parser(name)
     return parser
 
 

@@ -42,17 +42,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE.jsonl",
         help="one JSON request per line ('-' = stdin); instead of the request flags",
     )
-    parser.add_argument("--format", choices=("json", "table"), default="json")
+    parser.add_argument(
+        "--format",
+        choices=("json", "table"),
+        default="json",
+        help="json: one object per request; table: for people",
+    )
     one = parser.add_argument_group("one request")
     one.add_argument("--user", help="user name (absent: unauthenticated)")
-    one.add_argument("--group", dest="groups", action="append", metavar="GROUP", default=None)
+    one.add_argument(
+        "--group",
+        dest="groups",
+        action="append",
+        metavar="GROUP",
+        default=None,
+        help="a group of the user (repeat for several)",
+    )
     one.add_argument("--verb", help="e.g. get, list, create, update, patch, delete")
     one.add_argument("--api-group", help='"" (default) is the core group')
-    one.add_argument("--api-version")
-    one.add_argument("--resource")
-    one.add_argument("--subresource")
-    one.add_argument("--namespace")
-    one.add_argument("--name")
+    one.add_argument("--api-version", help="the resource's API version, e.g. v1")
+    one.add_argument("--resource", help="the resource, plural, e.g. deployments")
+    one.add_argument("--subresource", help="e.g. exec, scale, status, proxy")
+    one.add_argument("--namespace", help="the namespace (absent: a cluster-scoped request)")
+    one.add_argument("--name", help="the object's name as the URL carries it")
     one.add_argument("--path", help="request path; alone, a non-resource request")
 
 

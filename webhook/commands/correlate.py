@@ -70,7 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--until", type=_rfc3339, metavar="TIME", help="report up to this time (RFC 3339)"
     )
-    parser.add_argument("--format", choices=("text", "json", "html"), default="text")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json", "html"),
+        default="text",
+        help="text tables, JSON (its keys are a contract) or one self-contained HTML page",
+    )
     parser.add_argument("--out", type=Path, metavar="FILE", help="write the report here")
     parser.add_argument(
         "--probe-threshold",

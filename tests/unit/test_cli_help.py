@@ -1,0 +1,53 @@
+"""`kubefence --help` and every command's help, as a newcomer reads them (issue 19 item 9)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from webhook import __version__
+from webhook.cli import COMMANDS, build_parser, main
+
+
+def test_the_top_level_help_says_what_each_command_does(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "see `kubefence" not in out  # one real line per command, not a pointer
+    for name in COMMANDS:
+        assert f"    {name}" in out
+    assert "validating admission webhook" in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"kubefence {__version__}"
+
+
+def _actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _actions(sub)
+        elif not isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            found.append(action)
+    return found
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_flag_has_help_and_shows_its_default(command: str) -> None:
+    parser = build_parser([command])
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    chosen = sub.choices[command]
+    for action in _actions(chosen):
+        if action.help == argparse.SUPPRESS:
+            continue
+        assert action.help, f"kubefence {command} {action.option_strings or action.dest}: no help"
+    text = chosen.format_help()
+    if any("--format" in a.option_strings for a in _actions(chosen)):
+        fmt = next(a for a in _actions(chosen) if "--format" in a.option_strings)
+        assert f"(default: {fmt.default})" in text or "(default)" in text
