@@ -79,6 +79,10 @@ STATES: dict[str, dict[str, bytes]] = {
         "policy.yaml": b"apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {}\n"
     },
     "state-items-not-list": {"list.yaml": b"apiVersion: v1\nkind: List\nitems: {a: 1}\n"},
+    "state-policy-types-string": {
+        "policy.yaml": b"apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+        b"metadata: {name: deny, namespace: team}\nspec: {podSelector: {}, policyTypes: Ingress}\n"
+    },
 }
 
 
@@ -96,6 +100,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for file, content in files.items():
             (root / name / file).write_bytes(content)
     (root / "state").mkdir()
+    (root / "state" / "team.yaml").write_text(
+        "{apiVersion: v1, kind: Namespace, metadata: {name: team}}\n"
+    )
     (root / "review.json").write_bytes(orjson.dumps(workload_review("Deployment")))
     (root / "policy.yaml").write_text(
         "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: Metadata}]\n"
