@@ -210,9 +210,17 @@ def write_bundle(
     cert: Certificate,
     key: PrivateKey,
 ) -> Paths:
-    """Write ca.crt, ca.key (when given), tls.key, then tls.crt; keys 0600, certificates 0644."""
+    """Write ca.crt, ca.key (when given), tls.key, then tls.crt; keys 0600, certificates 0644.
+
+    A folder that cannot be made is an InputError naming it; other write failures are OSError.
+    """
     paths = bundle_paths(out_dir)
-    paths.cert.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        paths.cert.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(f"{out_dir}: cannot write: a file is in the way of the folder") from None
+    except OSError as exc:
+        raise InputError(f"{out_dir}: cannot write: {exc.strerror or exc}") from None
     files = [(paths.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)]
     if ca_key is not None:
         files.append((Path(out_dir, "ca.key"), _key_pem(ca_key), 0o600))

@@ -3,6 +3,11 @@
 Every key is optional; unknown keys and wrong types raise ConfigError naming the file and the field
 path (`config.yaml: defaultDeny.require[1]: must be Ingress or Egress`). Paths inside the file are
 relative to its folder. File reading is injected, so parsing stays testable without a disk.
+
+Only `true` and `false` are booleans here: YAML 1.1 would read a bare `off`, `on`, `yes` or `no`
+as one, so `mode: no` would turn a rule off while `mode: yes` was an error. They stay the words
+they are, so a mode is exactly one of enforce, warn, audit, off (bare or quoted) and every other
+word, yes/no and true/false included, is an error naming the field.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ def parse_settings(
 ) -> Settings:
     """Parse the YAML text of a config file; `read_text` reads the audit policy file it names."""
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
@@ -129,6 +134,19 @@ def parse_settings(
     digest = hashlib.sha256(text.encode())
     digest.update(b"\0" + policy_text.encode())
     return _with_revision(settings, digest.hexdigest()[:12])
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2's booleans: `true`/`false` only (`off` stays a word)."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def _with_revision(settings: Settings, revision: str) -> Settings:
@@ -332,8 +350,6 @@ class _Reader:
     def mode(self, doc: Mapping[str, Any], base: str, key: str, default: Mode) -> Mode:
         if key not in doc:
             return default
-        if doc[key] is False:  # YAML 1.1 reads a bare `off` as false
-            return Mode.OFF
         values = tuple(m.value for m in Mode)
         return Mode(self.choice(doc[key], f"{base}.{key}", values))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,29 @@ def test_errors_name_the_file_and_field(text: str, message: str) -> None:
 
 def test_bare_off_in_yaml_means_off() -> None:
     assert parse("hostNetwork: {mode: off}").mode("hostNetwork", "x") is Mode.OFF  # type: ignore[attr-defined]
+    assert parse("overrides: [{namespaces: [a], hostPort: off}]").mode("hostPort", "a") is Mode.OFF  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("word", ["no", "yes", "on", "On", "false", "true", "n", "'no'"])
+def test_a_yes_or_no_is_not_a_mode_bare_or_quoted(word: str) -> None:
+    """YAML 1.1 reads `no` as false: it turned a rule off, while `yes` was an error."""
+    for text, field in (
+        (f"defaultDeny: {{mode: {word}}}", "defaultDeny.mode"),
+        (f"overrides: [{{namespaces: [a], allowAll: {word}}}]", "overrides[0].allowAll"),
+    ):
+        with pytest.raises(
+            ConfigError, match=rf"^config\.yaml: {re.escape(field)}: must be one of"
+        ):
+            parse(text)
+
+
+def test_only_true_and_false_are_booleans() -> None:
+    text = "drift: {webhookConfiguration: kubefence, ignoreCABundle: %s}"
+    assert parse(text % "true").drift.ca_bundle_injected  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match=r"drift\.ignoreCABundle: must be true or false"):
+        parse(text % "yes")
+    exempt = parse("exemptions: {namespaces: [no, on]}").exemptions  # type: ignore[attr-defined]
+    assert exempt.namespaces == {"no", "on"}  # namespaces called so, not booleans
 
 
 def test_durations() -> None:

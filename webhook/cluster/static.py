@@ -2,18 +2,22 @@
 
 Every `*.yaml`/`*.yml`/`*.json` file below the folder is read (multi-document, `kind: List` too);
 objects of other kinds are ignored. The folder is the whole cluster: a namespace with no Pod in it
-has no running Pods.
+has no running Pods. A manifest the API server would refuse to create is a ManifestError naming
+the file, document and field (`webhook.cluster.manifest_check`); a folder with none of the three
+kinds is an empty cluster, said on stderr.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from webhook.cluster.manifest_check import KINDS, refusal
 from webhook.cluster.view import NamespaceFacts, StaticView, namespace_facts
 from webhook.errors import ManifestError
 from webhook.labels import NAMESPACE_NAME_LABEL
@@ -22,12 +26,30 @@ from webhook.netpol import DEFAULT_LIMITS, Limits, PolicyFacts, analyse_policy
 _SUFFIXES = (".yaml", ".yml", ".json")
 
 
-def load_state(directory: str | Path, limits: Limits = DEFAULT_LIMITS) -> StaticView:
-    """Read a state folder into a StaticView; ManifestError names the file and document."""
+def load_state(
+    directory: str | Path,
+    limits: Limits = DEFAULT_LIMITS,
+    warn: Callable[[str], None] | None = None,
+) -> StaticView:
+    """Read a state folder into a StaticView; ManifestError names the file and document.
+
+    Policies are analysed under `limits`; `warn` (default: a line on stderr) is told when the
+    folder holds no object kubefence reads.
+    """
     root = Path(directory)
     if not root.is_dir():
         raise ManifestError(f"{root}: not a directory")
-    return StaticView(build_facts(_objects(root), limits))
+    objects = list(_objects(root))
+    if not any(obj.get("kind") in KINDS for _, obj in objects):
+        (warn or _warn_on_stderr)(
+            f"{root}: no Namespace, NetworkPolicy or Pod in any *.yaml, *.yml or *.json file:"
+            " an empty cluster, where no namespace is fenced"
+        )
+    return StaticView(build_facts(iter(objects), limits))
+
+
+def _warn_on_stderr(message: str) -> None:
+    print(f"kubefence: warning: {message}", file=sys.stderr, flush=True)
 
 
 def build_facts(
@@ -90,10 +112,25 @@ def _objects(root: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
                 if not isinstance(items, list):
                     raise ManifestError(f"{source}: items must be a list")
                 for item_index, item in enumerate(items):
-                    if isinstance(item, Mapping):
-                        yield f"{source}: items[{item_index}]", item
+                    at = f"{source}: items[{item_index}]"
+                    if not isinstance(item, Mapping):
+                        raise ManifestError(f"{at}: not a Kubernetes object")
+                    yield _checked(at, item)
                 continue
-            yield source, doc
+            yield _checked(source, doc)
+
+
+def _checked(source: str, obj: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+    refused = refusal(obj)
+    if refused is not None:
+        raise ManifestError(f"{source}: {obj.get('kind')}{_named(obj)}: {refused}")
+    return source, obj
+
+
+def _named(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata")
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    return f" {name}" if isinstance(name, str) and name else ""
 
 
 def _reason(exc: Exception) -> str:

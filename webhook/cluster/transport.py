@@ -10,8 +10,9 @@ Invariants:
 - Answers are taken raw and parsed with orjson: no per-object model deserialisation.
 - Each client is imported only by the function that opens it, so a command pays for the one it
   uses and `--state` for neither.
-- Credentials that will not load raise `CredentialsError`; a server that cannot be reached raises
-  `Unreachable` (blocking) or the connection error (aio); the callers word both.
+- Credentials that will not load raise `CredentialsError`, one line naming the file (and, for a
+  kubeconfig, the field: `webhook.cluster.kubeconfig` checks it first); a server that cannot be
+  reached raises `Unreachable` (blocking) or the connection error (aio); the callers word both.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import yaml
 
+from webhook.cluster import kubeconfig as kubeconfig_file
 from webhook.cluster.apiserver import JSON, ApiError, Lines
+from webhook.cluster.kubeconfig import CredentialsError
 
 if TYPE_CHECKING:
     import aiohttp
@@ -44,15 +47,6 @@ __all__ = [
 ]
 
 USER_AGENT = "kubefence"
-
-
-class CredentialsError(Exception):
-    """Cluster credentials would not load; `source` names where they were looked for."""
-
-    def __init__(self, source: str, reason: str) -> None:
-        super().__init__(f"{source}: {reason}")
-        self.source = source
-        self.reason = reason
 
 
 class Unreachable(Exception):
@@ -135,6 +129,8 @@ async def connect(kubeconfig: Path | None) -> tuple[ApiClient, Any]:
 
     configuration = Configuration()
     loader: Any = None
+    if kubeconfig is not None:
+        kubeconfig_file.check(kubeconfig)
     try:
         if kubeconfig is None:
             load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -146,7 +142,7 @@ async def connect(kubeconfig: Path | None) -> tuple[ApiClient, Any]:
             )
     except (ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as exc:
         where = str(kubeconfig) if kubeconfig is not None else "in-cluster config"
-        raise CredentialsError(where, str(exc)) from None
+        raise CredentialsError(where, kubeconfig_file.one_line(str(exc))) from None
     api = ApiClient(configuration)
     api.user_agent = USER_AGENT
     return api, loader
@@ -236,16 +232,20 @@ def blocking(kubeconfig: Path | None) -> Iterator[BlockingTransport]:
     elsewhere $KUBECONFIG or ~/.kube/config. Its connections are closed on leaving."""
     from kubernetes import client, config
 
+    in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ
+    checked = kubeconfig if kubeconfig is not None else kubeconfig_file.default_path()
+    if checked is not None and not in_cluster:
+        kubeconfig_file.check(checked)
     try:
         if kubeconfig is not None:
             api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
-        elif "KUBERNETES_SERVICE_HOST" in os.environ:
+        elif in_cluster:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
             api = client.ApiClient()
         else:
             api = config.new_client_from_config()  # type: ignore[no-untyped-call]
     except (config.ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as exc:
         where = str(kubeconfig) if kubeconfig is not None else "kubeconfig"
-        raise CredentialsError(where, str(exc)) from None
+        raise CredentialsError(where, kubeconfig_file.one_line(str(exc))) from None
     with api:
         yield BlockingTransport(api)

@@ -97,13 +97,16 @@ def _requests_from(args: argparse.Namespace) -> list[tuple[int | None, RequestAt
         return [(None, _from_flags(args))]
     if flags:
         raise InputError(f"--requests cannot be combined with {', '.join(flags)}")
-    if args.requests == "-":
-        return list(_from_lines(sys.stdin, "<stdin>"))
+    source = "<stdin>" if args.requests == "-" else args.requests
     try:
+        if args.requests == "-":
+            return list(_from_lines(sys.stdin, source))
         with Path(args.requests).open(encoding="utf-8") as stream:
-            return list(_from_lines(stream, args.requests))
+            return list(_from_lines(stream, source))
+    except UnicodeDecodeError:
+        raise InputError(f"{source}: cannot read: not UTF-8 text") from None
     except OSError as exc:
-        raise InputError(f"{args.requests}: cannot read: {exc.strerror or exc}") from None
+        raise InputError(f"{source}: cannot read: {exc.strerror or exc}") from None
 
 
 def _from_flags(args: argparse.Namespace) -> RequestAttributes:

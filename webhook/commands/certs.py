@@ -60,7 +60,10 @@ def _check_name(flag: str, value: str) -> None:
 def _generate(args: argparse.Namespace) -> int:
     _check_name("--service", args.service)
     _check_name("--namespace", args.namespace)
-    extra_dns, ips = certs.split_sans(args.san)
+    try:
+        extra_dns, ips = certs.split_sans(args.san)
+    except InputError as exc:
+        raise InputError(f"--san {exc}") from None
     out: Path = args.out
     if (args.ca_cert is None) != (args.ca_key is None):
         raise InputError("--ca-cert and --ca-key go together")

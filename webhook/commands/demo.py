@@ -21,6 +21,7 @@ import yaml
 from webhook import certs, decisionlog
 from webhook.cluster.static import build_facts
 from webhook.cluster.view import StaticView
+from webhook.commands.running import port_number
 from webhook.config import load_settings
 from webhook.serving import ServeOptions, serve
 
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
-    parser.add_argument("--port", type=int, default=8443, help="port (default 8443)")
+    parser.add_argument("--port", type=port_number, default=8443, help="port (default 8443)")
     parser.add_argument(
         "--config", type=Path, help="kubefence config file (default: built-in defaults)"
     )

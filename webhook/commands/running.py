@@ -1,8 +1,13 @@
-"""What every command shares: the one error handler, and the argument types of their flags."""
+"""What every command shares: the one error handler, and the argument types of their flags.
+
+A closed stdout (`kubefence scan | head -1`) ends the command quietly with exit 141, what a shell
+reports for a program killed by SIGPIPE; 1 would read as "findings" for scan and correlate.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -15,12 +20,28 @@ def run_command(
 ) -> int:
     """`run`'s exit code; bad input is `kubefence NAME: reason` on stderr, Ctrl-C INTERRUPTED."""
     try:
-        return run(args)
+        code = run(args)
+        sys.stdout.flush()  # here, so that a closed stdout is seen here and not at exit
+    except BrokenPipeError:
+        _silence_stdout()
+        return exitcodes.BROKEN_PIPE
     except InputError as exc:
         print(f"kubefence {name}: {exc}", file=sys.stderr)
         return exitcodes.BAD_INPUT
+    except OSError as exc:  # a file the command writes or reads that no check above foresaw
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"kubefence {name}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return exitcodes.BAD_INPUT
     except KeyboardInterrupt:
         return exitcodes.INTERRUPTED
+    return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's flush at exit does not fail again (the
+    recipe of the `signal` module's docs, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def positive_int(what: str) -> Callable[[str], int]:
@@ -32,3 +53,10 @@ def positive_int(what: str) -> Callable[[str], int]:
         return int(text)
 
     return parse
+
+
+def port_number(text: str) -> int:
+    """An argparse type for a TCP port, 0 (any free one) to 65535."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return int(text)

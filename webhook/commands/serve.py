@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from webhook import decisionlog, tls
+from webhook.cluster.kubeconfig import CredentialsError
+from webhook.cluster.kubeconfig import check as check_kubeconfig
 from webhook.cluster.static import load_state
 from webhook.commands import workers
-from webhook.commands.running import positive_int
+from webhook.commands.running import port_number, positive_int
 from webhook.config import load_settings
 from webhook.errors import InputError
 from webhook.server import Runtime
@@ -68,10 +70,12 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         " changes are remembered (a cluster CA also signs kubelets and users)",
     )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104
-    parser.add_argument("--port", type=int, default=8443, help="port to listen on (default 8443)")
+    parser.add_argument(
+        "--port", type=port_number, default=8443, help="port to listen on (default 8443)"
+    )
     parser.add_argument(
         "--probe-port",
-        type=int,
+        type=port_number,
         help="also serve /healthz, /readyz, /metrics over plain HTTP on this port (for probes"
         " and scrapers that cannot show a --client-ca certificate)",
     )
@@ -123,14 +127,21 @@ def run(args: argparse.Namespace) -> int:
         cluster = load_state(args.state, settings.limits)
     elif args.kubeconfig is None and "KUBERNETES_SERVICE_HOST" not in os.environ:
         raise InputError("no cluster: give --state DIR or --kubeconfig FILE, or run in a cluster")
-    elif args.kubeconfig is not None and not Path(args.kubeconfig).is_file():
-        raise InputError(f"{args.kubeconfig}: --kubeconfig file not found")
+    elif args.kubeconfig is not None:
+        try:  # now, not in each worker once the port is taken
+            check_kubeconfig(args.kubeconfig)
+        except CredentialsError as exc:
+            raise _credentials_error(exc) from None
     decisionlog.configure()
     if args.workers > 1:
         return workers.supervise(args, run)
     if args.state is not None:
         return asyncio.run(serve(options, settings, cluster))
     return asyncio.run(serve_live(options, settings, args.kubeconfig))
+
+
+def _credentials_error(exc: CredentialsError) -> InputError:
+    return InputError(f"{exc.source}: cannot load cluster credentials: {exc.reason}")
 
 
 async def serve_live(options: ServeOptions, settings: Settings, kubeconfig: Path | None) -> int:
@@ -144,7 +155,7 @@ async def serve_live(options: ServeOptions, settings: Settings, kubeconfig: Path
     try:
         api, loader = await transport.connect(kubeconfig)
     except transport.CredentialsError as exc:
-        raise InputError(f"{exc.source}: cannot load cluster credentials: {exc.reason}") from None
+        raise _credentials_error(exc) from None
     try:
         view = build(api, limits=settings.limits)
         background: list[Job] = [view.informer.run, DriftWatch(transport.KubeTransport(api)).run]

@@ -1,0 +1,78 @@
+"""The kubeconfig check refuses only what the client could not connect with.
+
+Its refusals, one line naming the file and field, are in test_broken_input.py; here, kubeconfigs
+the client loads pass it, and the client loads each of them (the check is no stricter than it).
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from kubernetes import config
+
+from webhook.cluster.kubeconfig import CredentialsError, check, default_path
+
+PEM = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").decode()
+
+
+def _kubeconfig(cluster: str, user: str = "{token: abc}", context_user: str = "u") -> str:
+    return f"""apiVersion: v1
+kind: Config
+current-context: c
+contexts:
+- name: c
+  context: {{cluster: k, user: {context_user}}}
+clusters:
+- name: k
+  cluster: {cluster}
+users:
+- name: u
+  user: {user}
+"""
+
+
+ACCEPTED = {
+    "ca-file-beside-it": _kubeconfig('{server: "https://127.0.0.1:6443", certificate-authority: ca.crt}'),
+    "ca-data": _kubeconfig(f'{{server: "https://127.0.0.1:6443", certificate-authority-data: "{PEM}"}}'),
+    "data-wins-over-a-missing-file": _kubeconfig(
+        f'{{server: "https://h:6443", certificate-authority: gone.crt, certificate-authority-data: "{PEM}"}}'
+    ),
+    "http-reads-no-ca": _kubeconfig('{server: "http://127.0.0.1:8080", certificate-authority: gone.crt}'),
+    "user-not-listed": _kubeconfig('{server: "https://127.0.0.1:6443"}', context_user="nobody"),
+    "token-file-beside-it": _kubeconfig('{server: "https://127.0.0.1:6443"}', user="{tokenFile: token}"),
+    "no-user-at-all": _kubeconfig('{server: "https://127.0.0.1:6443"}', user="{}", context_user='""'),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ACCEPTED)
+def test_what_the_check_accepts_the_client_loads(tmp_path: Path, name: str) -> None:
+    (tmp_path / "ca.crt").write_bytes(base64.b64decode(PEM))
+    (tmp_path / "token").write_text("abc\n")
+    path = tmp_path / "kubeconfig"
+    path.write_text(ACCEPTED[name])
+    check(path)
+    with config.new_client_from_config(config_file=str(path)) as api:
+        assert api.configuration.host.startswith("http")
+
+
+def test_a_relative_file_is_read_beside_the_kubeconfig_not_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "kubeconfig"
+    path.write_text(_kubeconfig('{server: "https://h:6443", certificate-authority: ca.crt}'))
+    (tmp_path / "ca.crt").write_text("in the working folder, not beside the kubeconfig")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CredentialsError, match=r"clusters\[0\]\.cluster\.certificate-authority: "):
+        check(path)
+
+
+def test_the_default_is_kubeconfig_env_then_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", "/a/config")
+    assert default_path() == Path("/a/config")
+    monkeypatch.setenv("KUBECONFIG", "/a/config:/b/config")
+    assert default_path() is None  # merged by the client
+    monkeypatch.delenv("KUBECONFIG")
+    assert default_path() == Path("~/.kube/config").expanduser()
