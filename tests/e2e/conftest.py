@@ -12,6 +12,7 @@ Every test under tests/e2e gets the ``e2e`` marker: ``pytest -m "not e2e"`` leav
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Iterator
@@ -29,6 +30,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """Collect garbage once the test's other fixtures (and its event loop) are gone: a socket or
+    transport a test left open is reported against that test, not against whichever later one a
+    garbage collection happens to run in. (Autouse: set up first, so torn down last.)"""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from objects import deny_all, netpol, parse, workload_review
 from webhook.cluster.live import LiveView, NamespaceReader, build
 from webhook.cluster.reflector import Backoff
 from webhook.cluster.state import Resource
-from webhook.cluster.transport import KubeTransport, connect
+from webhook.cluster.transport import KubeTransport, close, connect
 from webhook.cluster.view import NamespaceFacts
 from webhook.decide import decide
 from webhook.netpol import Direction
@@ -114,7 +114,7 @@ async def running(kubeconfig: Path, settings: Settings = DEFAULT_SETTINGS) -> As
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await api.close()
+        await close(api)
 
 
 @pytest.fixture
@@ -147,6 +147,7 @@ class Proxy:
         self._target = port
         self._cut = False
         self._writers: set[asyncio.StreamWriter] = set()
+        self._relays: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> Proxy:
@@ -159,6 +160,9 @@ class Proxy:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
+        # Python 3.11's wait_closed does not wait for the relays: wait for them here, so that no
+        # socket of theirs outlives the test's event loop.
+        await asyncio.gather(*self._relays, return_exceptions=True)
 
     def partition(self) -> None:
         self._cut = True
@@ -169,21 +173,29 @@ class Proxy:
         self._cut = False
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._relays.add(task)
+        try:
+            await self._relay(reader, writer)
+        finally:
+            self._relays.discard(task)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._cut:
-            writer.close()
+            await _closed(writer)
             return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target)
         except OSError:
-            writer.close()
+            await _closed(writer)
             return
         self._writers |= {writer, up_writer}
         try:
             await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
         finally:
             self._writers -= {writer, up_writer}
-            writer.close()
-            up_writer.close()
+            await asyncio.gather(_closed(writer), _closed(up_writer))
 
     @staticmethod
     async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -192,6 +204,13 @@ class Proxy:
                 writer.write(data)
                 await writer.drain()
         writer.close()
+
+
+async def _closed(writer: asyncio.StreamWriter) -> None:
+    """Close a stream and wait until its socket is (a reset peer is closed too)."""
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
 
 
 def kubeconfig_via(source: Path, target: Path, *, port: int | None = None, token: str = "") -> Path:
@@ -293,7 +312,7 @@ async def test_confirm_reads_a_namespace_the_cache_does_not_know_yet(
         missing = await view.confirm(f"kf-absent-{uuid.uuid4().hex[:6]}", 2.0)
         assert missing is not None  # read fine: a namespace that does not exist has no fence
     finally:
-        await api.close()
+        await close(api)
 
 
 async def test_concurrent_confirms_share_one_read_and_reuse_it_briefly(
@@ -312,7 +331,7 @@ async def test_concurrent_confirms_share_one_read_and_reuse_it_briefly(
         await reader.read(ns, 2.0)
         assert reader.reads == 2
     finally:
-        await api.close()
+        await close(api)
 
 
 async def test_a_read_before_a_fence_goes_is_never_a_remembered_one(
@@ -335,7 +354,7 @@ async def test_a_read_before_a_fence_goes_is_never_a_remembered_one(
         assert reader.reads == 3
         assert fresh.name == ns
     finally:
-        await api.close()
+        await close(api)
 
 
 async def test_confirm_fails_closed_when_the_api_server_cannot_answer(
@@ -357,10 +376,9 @@ async def test_confirm_fails_closed_when_the_api_server_cannot_answer(
                 assert await build(api).confirm("default", 0.5) is None
                 assert time.monotonic() - started < 2.0  # bounded by the caller's timeout
             finally:
-                await api.close()
+                await close(api)
     finally:
-        for writer in accepted:
-            writer.close()
+        await asyncio.gather(*(_closed(writer) for writer in accepted))
         server.close()
         await server.wait_closed()
 

@@ -100,7 +100,7 @@ class KubeTransport:
                 )
             yield response.content
         finally:
-            response.close()  # mid-stream: drop the connection rather than drain it
+            _drop(response)
 
     async def _open(
         self, path: str, query: Sequence[tuple[str, str]], *, timeout: float | None, accept: str
@@ -117,6 +117,17 @@ class KubeTransport:
         )
         response: aiohttp.ClientResponse = result.response
         return response
+
+
+def _drop(response: aiohttp.ClientResponse) -> None:
+    """End a response mid-stream: abort its connection rather than drain it, and without TLS's
+    closing handshake, which waits for the server's reply (a busy or restarting server may never
+    send it, and the socket stayed open until the event loop was gone)."""
+    connection = response.connection
+    stream = connection.transport if connection is not None else None
+    if stream is not None:
+        stream.abort()
+    response.close()
 
 
 async def connect(kubeconfig: Path | None) -> tuple[ApiClient, Any]:
@@ -144,8 +155,28 @@ async def connect(kubeconfig: Path | None) -> tuple[ApiClient, Any]:
         where = str(kubeconfig) if kubeconfig is not None else "in-cluster config"
         raise CredentialsError(where, kubeconfig_file.one_line(str(exc))) from None
     api = ApiClient(configuration)
+    api.rest_client = _rest_client(configuration)
     api.user_agent = USER_AGENT
     return api, loader
+
+
+def _rest_client(configuration: Any) -> Any:
+    """The client's connection pool, with a connector that, where asyncio needs it (Python before
+    3.12.8), aborts the TLS connections it has closed: 2 s after the close, and at the latest when
+    the client is closed. A close mid-response (a timeout, a cancelled read) waits for the
+    server's TLS goodbye, which a busy or restarting server may never send; the socket then stayed
+    open until the event loop was gone, and was reported at a later garbage collection."""
+    import aiohttp
+    from aiohttp.connector import NEEDS_CLEANUP_CLOSED
+    from kubernetes.aio.client import rest
+
+    class RestClient(rest.RESTClientObject):  # the client's documented seam for its connector
+        def _create_connector(self) -> aiohttp.TCPConnector:
+            return aiohttp.TCPConnector(
+                limit=self.maxsize, ssl=self.ssl_context, enable_cleanup_closed=NEEDS_CLEANUP_CLOSED
+            )
+
+    return RestClient(configuration)
 
 
 async def refresh_credentials(loader: Any, api: ApiClient) -> None:
