@@ -95,6 +95,9 @@ class PolicyFacts:
     reach: Mapping[Direction, Reach] = field(default_factory=dict)
     refused: str = ""  # the limit the policy exceeds (one line); it was not analysed then
     size: PolicySize = NO_SIZE
+    # Not (yet) in the cluster's view: a version this process just approved (webhook.cluster.
+    # approvals). Rules read it as an addition, never as what was there before.
+    remembered: bool = field(default=False, compare=False)
 
     def same_object(self, other: PolicyFacts) -> bool:
         """The same NetworkPolicy, perhaps another version: by uid when both have one, else name."""
@@ -148,6 +151,14 @@ class DirectionFence:
     @property
     def neutralised(self) -> bool:
         return bool(self.neutralised_by or self.refused or self.over_limit)
+
+    @property
+    def openers(self) -> tuple[str, ...]:
+        """Who opens a neutralised direction: the pooled policies, those over a limit (named as
+        such), or the namespace itself when it is over one."""
+        refused = tuple(f"{name} (over a limit, not analysed)" for name in self.refused)
+        over = (f"(the namespace is over a limit: {self.over_limit})",) if self.over_limit else ()
+        return tuple(sorted(self.neutralised_by)) + refused + over
 
 
 def effective_policy_types(spec: Mapping[str, Any]) -> frozenset[Direction]:

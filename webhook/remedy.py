@@ -20,18 +20,28 @@ POLICY_NAME = "kubefence-default-deny"
 @dataclass(frozen=True, slots=True)
 class Remedy:
     namespace: str
-    add: tuple[Direction, ...]  # fenced by applying `manifest`
-    manifest: str  # "" when no direction is fixed by adding a policy
-    narrow: Mapping[Direction, tuple[str, ...]]  # neutralised: the policies to narrow or delete
+    add: tuple[Direction, ...]  # isolated by applying `manifest`
+    manifest: str  # "" when every missing direction is isolated already
+    narrow: Mapping[Direction, tuple[str, ...]]  # opened to every peer: the policies to narrow
 
     def narrowing(self) -> list[str]:
-        """One sentence per neutralised direction: which policies to narrow or delete."""
-        return [
-            f"Its {direction} default-deny is neutralised by NetworkPolicy {', '.join(names)}, "
-            "which lets every peer in: narrow or delete "
-            f"{'it' if len(names) == 1 else 'them'} (a new default-deny does not help)."
-            for direction, names in self.narrow.items()
-        ]
+        """One sentence per opened direction: which policies to narrow or delete."""
+        lines = []
+        for direction, names in self.narrow.items():
+            them = "it" if len(names) == 1 else "them"
+            if direction in self.add:
+                lines.append(
+                    f"Its {direction} is also opened to every peer by NetworkPolicy "
+                    f"{', '.join(names)}: narrow or delete {them}, or the default-deny below "
+                    "will not fence it."
+                )
+            else:
+                lines.append(
+                    f"Its {direction} default-deny is neutralised by NetworkPolicy "
+                    f"{', '.join(names)}, which lets every peer in: narrow or delete {them} "
+                    "(a new default-deny does not help)."
+                )
+        return lines
 
     def steps(self) -> list[str]:
         """The remedy as lines of text: what to narrow, then what to apply."""
@@ -47,9 +57,11 @@ def remedy(
     missing: Sequence[Direction],
     neutralised: Mapping[Direction, tuple[str, ...]],
     taken: Collection[str],
+    isolated: Collection[Direction] = (),
 ) -> Remedy:
-    """The fix for `missing` directions, given who neutralises which and the names in use."""
-    add = tuple(d for d in missing if d not in neutralised)
+    """The fix for `missing` directions: a default-deny for those no policy isolates, and the
+    policies to narrow for those opened to every peer (`neutralised`); `taken`: names in use."""
+    add = tuple(d for d in missing if d not in isolated)
     narrow = {d: names for d, names in neutralised.items() if d in missing}
     manifest = default_deny_manifest(namespace, add, free_name(taken)) if add else ""
     return Remedy(namespace, add, manifest, narrow)

@@ -24,6 +24,7 @@ from webhook.decisionlog import DECISION_EVENT, decision_fields, get_logger
 from webhook.errors import BodyTooLarge, ReviewError
 from webhook.metrics import CONTENT_TYPE, Metrics
 from webhook.settings import Settings
+from webhook.workloads import is_network_policy
 
 BODY_READ_TIMEOUT = 10.0  # seconds a client may take to send one request body
 CONFIRM_TIMEOUT = 2.0  # upper bound of a live read before a denial
@@ -116,7 +117,7 @@ async def validate(request: web.Request) -> web.Response:
     return web.Response(body=payload, content_type="application/json")
 
 
-def _trusted(runtime: Runtime, client: str | None) -> bool:
+def _trusted(runtime: Runtime, client: ClientIdentity | None) -> bool:
     """Whether this caller's approvals may be remembered.
 
     Without a client CA nobody is authenticated and every approval is remembered: the rules read
@@ -128,7 +129,9 @@ def _trusted(runtime: Runtime, client: str | None) -> bool:
     if client is None:
         return False
     pinned = runtime.client_subject
-    return pinned is None or client == pinned or f"commonName={pinned}" in client.split(",")
+    # The whole subject as logged (values escaped, so it cannot be forged with a comma in one
+    # field), or its one and only commonName.
+    return pinned is None or pinned == client.subject or client.common_names == (pinned,)
 
 
 async def _decide(
@@ -141,12 +144,13 @@ async def _decide(
     approvals = runtime.approvals
     try:
         if len(approvals):
-            approvals.settle(runtime.cluster.namespace(review.namespace))
+            approvals.settle(review.namespace, runtime.cluster.namespace(review.namespace))
         decision = decide(review, runtime.cluster, settings, approvals)
-        # A denial may be lifted on a read shared with others of the last second; a fence may
-        # go only on a read made for this request (a remembered read may predate a Pod created
-        # since), so a denial that a shared read turns into a fence removal is read again.
-        fresh_only = decision.allowed
+        # A workload's denial may be lifted on a read shared with others of the last second; a
+        # NetworkPolicy change, and anything a fence removal lets through, only on a read made
+        # for this request (a remembered read may predate a Pod created, or an opener deleted,
+        # since). A workload denial that a shared read turns into a fence removal is read again.
+        fresh_only = decision.allowed or is_network_policy(review)
         while decision.confirm and runtime.confirmer is not None:
             namespace = decision.confirm
             fresh = await runtime.confirmer.confirm(
@@ -158,7 +162,7 @@ async def _decide(
             if fresh is None:
                 return unconfirmed(review, settings, namespace) if decision.allowed else decision
             if len(approvals):
-                approvals.settle(fresh.namespace(namespace), live=True)
+                approvals.settle(namespace, fresh.namespace(namespace), live=True)
             decision = reconsider(decision, fresh, settings, approvals)
             if fresh_only or not (decision.allowed and decision.confirm):
                 break
@@ -177,7 +181,7 @@ def _record(
     decision: Decision,
     latency: float,
     *,
-    client: str | None,
+    client: ClientIdentity | None,
 ) -> None:
     metrics = runtime.metrics
     metrics.duration.observe(latency)
@@ -189,19 +193,28 @@ def _record(
         decision,
         cache_synced=runtime.cluster.synced,
         latency_ms=latency * 1000,
-        client=client or UNAUTHENTICATED,
+        client=client.subject if client is not None else UNAUTHENTICATED,
         peer=_peer(request),
     )
     runtime.log.info(DECISION_EVENT, **fields)
 
 
+@dataclass(frozen=True, slots=True)
+class ClientIdentity:
+    """A verified client certificate's subject: as logged, and its commonNames."""
+
+    subject: str  # `key=value,...`, values escaped as RFC 4514 escapes them
+    common_names: tuple[str, ...]
+
+
 # The client certificate is fixed for a connection: its subject is rendered once per connection.
-_SUBJECTS: weakref.WeakKeyDictionary[asyncio.BaseTransport, str | None] = (
+_SUBJECTS: weakref.WeakKeyDictionary[asyncio.BaseTransport, ClientIdentity | None] = (
     weakref.WeakKeyDictionary()
 )
+_ESCAPED = str.maketrans({c: f"\\{c}" for c in ',+"\\<>;='})
 
 
-def _client_subject(request: web.Request) -> str | None:
+def _client_subject(request: web.Request) -> ClientIdentity | None:
     transport = request.transport
     if transport is None:
         return None
@@ -210,10 +223,17 @@ def _client_subject(request: web.Request) -> str | None:
     except KeyError:
         pass
     peer = transport.get_extra_info("peercert")
-    parts = [f"{k}={v}" for rdn in (peer or {}).get("subject", ()) for k, v in rdn]
-    subject = ",".join(parts) or None
-    _SUBJECTS[transport] = subject
-    return subject
+    pairs = [(str(k), str(v)) for rdn in (peer or {}).get("subject", ()) for k, v in rdn]
+    identity = (
+        ClientIdentity(
+            ",".join(f"{k}={v.translate(_ESCAPED)}" for k, v in pairs),
+            tuple(v for k, v in pairs if k == "commonName"),
+        )
+        if pairs
+        else None
+    )
+    _SUBJECTS[transport] = identity
+    return identity
 
 
 def _peer(request: web.Request) -> str:

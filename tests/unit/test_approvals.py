@@ -8,10 +8,10 @@ from typing import Any
 
 from objects import deny_all, netpol, netpol_review, parse, workload_review
 
-from webhook.cluster.approvals import RecentApprovals
+from webhook.cluster.approvals import MAX_TOTAL, RecentApprovals
 from webhook.cluster.view import StaticView, namespace_facts
 from webhook.decide import decide
-from webhook.netpol import PolicyFacts, analyse_policy
+from webhook.netpol import Direction, PolicyFacts, analyse_policy
 from webhook.settings import Settings
 
 
@@ -26,9 +26,10 @@ VIEW = StaticView([namespace_facts("team", [OLDEST, NEWER])])
 
 
 def names(view: Any) -> list[str]:
+    """The policies that fence the namespace (Ingress) in `view`."""
     facts = view.namespace("team")
     assert facts is not None
-    return sorted(p.name for p in facts.policies)
+    return sorted(p.name for p in facts.policies if p.fences(Direction.INGRESS, strict=False))
 
 
 def test_an_approved_removal_is_gone_from_the_fence_view_until_the_informer_sees_it() -> None:
@@ -37,10 +38,20 @@ def test_an_approved_removal_is_gone_from_the_fence_view_until_the_informer_sees
     assert names(approvals.removals(VIEW)) == ["default-deny"]
     assert names(approvals.additions(VIEW)) == ["default-deny", "newer"]  # never fewer fences
     # The informer still shows it long after: still gone (a stale view never counts it).
-    approvals.settle(VIEW.namespace("team"))
+    approvals.settle("team", VIEW.namespace("team"))
     assert names(approvals.removals(VIEW)) == ["default-deny"]
-    # The informer saw the delete: settled.
-    approvals.settle(namespace_facts("team", [OLDEST]))
+
+
+def test_a_removal_outlives_the_informer_for_the_grace_then_settles() -> None:
+    now = [0.0]
+    approvals = RecentApprovals(grace=15.0, clock=lambda: now[0])
+    approvals.record("team", NEWER, None)
+    # The informer saw the delete, but a live read remembered from before the write may still
+    # show the fence: within the grace the removal stays.
+    approvals.settle("team", namespace_facts("team", [OLDEST]))
+    assert len(approvals) == 1
+    now[0] = 16.0
+    approvals.settle("team", namespace_facts("team", [OLDEST]))
     assert len(approvals) == 0
 
 
@@ -56,12 +67,12 @@ def test_a_removal_the_api_server_never_made_is_forgotten_on_a_live_read_after_t
     now = [0.0]
     approvals = RecentApprovals(grace=15.0, clock=lambda: now[0])
     approvals.record("team", NEWER, None)
-    approvals.settle(VIEW.namespace("team"), live=True)  # within the grace: the write may be due
+    approvals.settle("team", VIEW.namespace("team"), live=True)  # within the grace: may be due
     assert len(approvals) == 1
     now[0] = 16.0
-    approvals.settle(VIEW.namespace("team"))  # the informer: keep, it may lag
+    approvals.settle("team", VIEW.namespace("team"))  # the informer: keep, it may lag
     assert len(approvals) == 1
-    approvals.settle(VIEW.namespace("team"), live=True)  # a fresh read still holds it: not done
+    approvals.settle("team", VIEW.namespace("team"), live=True)  # a fresh read still holds it
     assert len(approvals) == 0
 
 
@@ -78,8 +89,22 @@ def test_additions_are_forgotten_after_the_grace() -> None:
     approvals = RecentApprovals(grace=15.0, clock=lambda: now[0])
     approvals.record("team", None, analyse_policy(netpol("half")))
     now[0] = 16.0
-    approvals.settle(VIEW.namespace("team"))
+    approvals.settle("team", VIEW.namespace("team"))
     assert len(approvals) == 0
+
+
+def test_approvals_in_namespaces_the_view_does_not_know_expire_and_are_bounded() -> None:
+    now = [0.0]
+    approvals = RecentApprovals(grace=15.0, clock=lambda: now[0])
+    for i in range(3):
+        approvals.record(f"nope-{i}", None, analyse_policy(netpol("x", namespace=f"nope-{i}")))
+    now[0] = 16.0
+    for i in range(3):
+        approvals.settle(f"nope-{i}", None)
+    assert len(approvals) == 0
+    for i in range(MAX_TOTAL + 5):
+        approvals.record(f"flood-{i}", None, analyse_policy(netpol("x", namespace="flood")))
+    assert len(approvals) == MAX_TOTAL
 
 
 def test_a_policy_approved_again_and_again_is_remembered_once() -> None:
@@ -104,6 +129,26 @@ def test_a_forged_update_that_plants_a_fence_does_not_let_workloads_in() -> None
     approvals = RecentApprovals()
     approvals.record("team", None, analyse_policy(deny_all()))  # a forged UPDATE's object
     decision = decide(parse(workload_review("Pod")), OPEN_VIEW, SETTINGS, approvals)
+    assert decision.verdict == "deny"
+
+
+def test_a_forged_removal_of_an_opener_does_not_let_workloads_in() -> None:
+    # Taking an opener away must not make the namespace look fenced (a forged DELETE naming it).
+    opener = versioned(netpol("open", types=["Ingress", "Egress"], ingress=[{}], egress=[{}]), "11")
+    view = StaticView([namespace_facts("team", [OLDEST, opener])])
+    assert decide(parse(workload_review("Pod")), view, SETTINGS).verdict == "deny"
+    approvals = RecentApprovals()
+    approvals.record("team", opener, None)
+    assert decide(parse(workload_review("Pod")), view, SETTINGS, approvals).verdict == "deny"
+
+
+def test_a_forged_exempt_addition_does_not_let_a_neutralising_policy_through() -> None:
+    approvals = RecentApprovals()
+    opens = netpol("open", types=["Ingress"], ingress=[{}])
+    approvals.record("team", None, analyse_policy(opens))  # forged, as an exempt user
+    view = StaticView([namespace_facts("team", [OLDEST])])
+    mine = netpol("mine", types=["Ingress"], ingress=[{}])
+    decision = decide(parse(netpol_review("CREATE", new=mine)), view, SETTINGS, approvals)
     assert decision.verdict == "deny"
 
 
@@ -134,3 +179,19 @@ def test_two_halves_of_every_address_are_judged_together() -> None:
         parse(netpol_review("CREATE", new=half("high", "128.0.0.0/1"))), view, SETTINGS, approvals
     )
     assert second.verdict == "deny"
+
+
+def test_the_pinned_subject_cannot_be_forged_with_a_comma_in_another_field() -> None:
+    from webhook.server import ClientIdentity, Runtime, _trusted
+
+    runtime = Runtime(settings=SETTINGS, cluster=VIEW, client_ca=True, client_subject="apiserver")
+    real = ClientIdentity("commonName=apiserver", ("apiserver",))
+    # O="x,commonName=apiserver", CN=mallory: rendered escaped, one commonName that is not it.
+    forged = ClientIdentity(
+        r"organizationName=x\,commonName\=apiserver,commonName=mallory", ("mallory",)
+    )
+    two_names = ClientIdentity("commonName=apiserver,commonName=mallory", ("apiserver", "mallory"))
+    assert _trusted(runtime, real)
+    assert not _trusted(runtime, forged)
+    assert not _trusted(runtime, two_names)
+    assert not _trusted(runtime, None)

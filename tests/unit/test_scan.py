@@ -530,4 +530,4 @@ def test_near_total_openings_and_refused_policies_are_reported(tmp_path: Path) -
     # A policy kubefence refused to analyse (over a limit) counts as opening its directions.
     (big,) = report.unfenced
     assert big.namespace == "big"
-    assert big.neutralised_by == {Direction.INGRESS: ("huge",)}
+    assert big.neutralised_by == {Direction.INGRESS: ("huge (over a limit, not analysed)",)}

@@ -5,21 +5,26 @@ it, the view still shows the cluster as it was. Decisions in that window read th
 approved changes applied, each rule only in the direction that makes it deny more, because any
 client that reaches the port can send a review (DESIGN §3, Trust):
 
-- `removals(base)`, for the fence rules (`default-deny`, the guard): the versions approved for
-  DELETE or UPDATE are taken out, so one process never counts a fence it just let go. Only the
-  exact version the view holds goes (same name, uid and resourceVersion); a replacement is never
-  added, so a forged UPDATE cannot plant a fence.
-- `additions(base)`, for `allow-all`: the versions approved for CREATE or UPDATE are added beside
-  what the view holds, and nothing is taken out, so two halves of `0.0.0.0/0` approved a moment
-  apart are judged together, and a forged DELETE cannot make a fence look absent.
+- `removals(base)`, for the fence rules (`default-deny`, the guard): a version approved to go
+  (DELETE, UPDATE) no longer fences, so one process never counts a fence it just let go; what it
+  opens still counts (taking an opener away must not make a namespace look fenced). Only the
+  exact version the view holds is touched (same name, uid and resourceVersion); a replacement is
+  never added, so a forged UPDATE cannot plant a fence.
+- `additions(base)`, for `allow-all`: the versions approved to come (CREATE, UPDATE) are added
+  beside what the view holds, marked `remembered`, and nothing is taken out, so two halves of
+  `0.0.0.0/0` approved a moment apart are judged together and a forged DELETE cannot make a
+  fence look absent; allow-all never counts a remembered version as what was there before.
 
-A removal is remembered until the informer no longer holds that version, or, once `grace` has
-passed, until a live read shows the version still there (the write never happened); an addition
-for `grace`. At most `MAX_PER_NAMESPACE` changes a namespace are kept (the oldest go first).
+A removal is remembered for at least `grace` (a live read remembered for a second may predate
+the write), then until the informer no longer holds that version, or until a live read shows it
+still there (the write never happened); an addition for `grace`. At most `MAX_PER_NAMESPACE`
+changes a namespace and `MAX_TOTAL` in all are kept, the oldest going first: a flood of forged
+reviews can evict real approvals (use `--client-ca`), never grow memory without bound.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,6 +35,7 @@ from webhook.netpol import PolicyFacts
 GRACE_SECONDS = 15.0  # how long a write may take to reach the informer
 MAX_AGE_SECONDS = 600.0  # a removal nobody could settle is forgotten after this
 MAX_PER_NAMESPACE = 1000
+MAX_TOTAL = 10_000
 _REMOVALS, _ADDITIONS = 1, 2  # which view, as an index into the applied triple
 
 
@@ -59,6 +65,7 @@ class RecentApprovals:
         self._by_namespace: dict[str, dict[tuple[str, str], _Change]] = {}
         # namespace -> (the base facts, removals applied, additions applied)
         self._applied: dict[str, tuple[NamespaceFacts, NamespaceFacts, NamespaceFacts]] = {}
+        self._count = 0
 
     def record(self, namespace: str, old: PolicyFacts | None, new: PolicyFacts | None) -> None:
         """Remember an approved change: `old` taken away, `new` let in (either may be None)."""
@@ -66,37 +73,49 @@ class RecentApprovals:
         key = (
             (old.name, old.resource_version) if old is not None else (new.name if new else "", "+")
         )
-        changes.pop(key, None)
+        if changes.pop(key, None) is not None:
+            self._count -= 1
         changes[key] = _Change(old, new, self._clock())
+        self._count += 1
+        self._applied.pop(namespace, None)
         while len(changes) > MAX_PER_NAMESPACE:
-            del changes[next(iter(changes))]
+            self._forget(namespace, next(iter(changes)))
+        while self._count > MAX_TOTAL:
+            oldest = min(
+                self._by_namespace,
+                key=lambda n: next(iter(self._by_namespace[n].values())).recorded,
+            )
+            self._forget(oldest, next(iter(self._by_namespace[oldest])))
+
+    def _forget(self, namespace: str, key: tuple[str, str]) -> None:
+        changes = self._by_namespace[namespace]
+        del changes[key]
+        self._count -= 1
+        if not changes:
+            del self._by_namespace[namespace]
         self._applied.pop(namespace, None)
 
     def __len__(self) -> int:
-        return sum(len(c) for c in self._by_namespace.values())
+        return self._count
 
-    def settle(self, facts: NamespaceFacts | None, *, live: bool = False) -> None:
+    def settle(self, name: str, facts: NamespaceFacts | None, *, live: bool = False) -> None:
         """Forget what `facts` (the informer's, or with `live` a fresh read) show as settled."""
-        if facts is None or facts.name not in self._by_namespace:
+        changes = self._by_namespace.get(name)
+        if not changes:
             return
         now = self._clock()
-        held = {_version(p) for p in facts.policies}
-        changes = self._by_namespace[facts.name]
+        held = {_version(p) for p in facts.policies} if facts is not None else set()
         for key, change in list(changes.items()):
             age = now - change.recorded
             if age > self._max_age:
-                del changes[key]
-            elif change.old is None:
-                if age > self._grace:
-                    del changes[key]
-            elif _version(change.old) not in held:
-                if not live:  # the informer saw it go; a live read may be ahead of the informer
-                    del changes[key]
-            elif live and age > self._grace:
-                del changes[key]  # still there long after approval: the write did not happen
-        if not changes:
-            del self._by_namespace[facts.name]
-        self._applied.pop(facts.name, None)
+                self._forget(name, key)
+            elif age <= self._grace:
+                continue  # a remembered live read may still predate the write
+            elif change.old is None or (not live and _version(change.old) not in held):
+                self._forget(name, key)  # an addition's grace is over; the informer saw it go
+            elif live and _version(change.old) in held:
+                self._forget(name, key)  # still there long after approval: the write did not happen
+        self._applied.pop(name, None)
 
     def removals(self, base: ClusterView) -> ClusterView:
         """`base` without the versions approved to go; `base` itself when there are none."""
@@ -124,9 +143,13 @@ class RecentApprovals:
         self, facts: NamespaceFacts, changes: Iterable[_Change]
     ) -> tuple[NamespaceFacts, NamespaceFacts]:
         gone = {_version(c.old) for c in changes if c.old is not None}
-        added = [c.new for c in changes if c.new is not None]
-        kept = [p for p in facts.policies if _version(p) not in gone]
-        return self._facts(facts, kept), self._facts(facts, [*facts.policies, *added])
+        added = [dataclasses.replace(c.new, remembered=True) for c in changes if c.new is not None]
+        # Gone as a fence, not as an opening: the version stays, isolating nothing.
+        defenced = [
+            dataclasses.replace(p, selects_all=False) if _version(p) in gone else p
+            for p in facts.policies
+        ]
+        return self._facts(facts, defenced), self._facts(facts, [*facts.policies, *added])
 
     @staticmethod
     def _facts(facts: NamespaceFacts, policies: list[PolicyFacts]) -> NamespaceFacts:

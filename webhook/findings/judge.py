@@ -34,7 +34,7 @@ from webhook.findings.model import (
     Unfenced,
 )
 from webhook.findings.usual_writers import ANY_USER, CONNECTS, POD_UPDATES, USUAL_WRITERS
-from webhook.netpol import DIRECTIONS, DirectionFence, opens_selected_to_everyone
+from webhook.netpol import DIRECTIONS, opens_selected_to_everyone
 from webhook.rules import audit_scope
 from webhook.rules.default_deny import unfenced_directions
 from webhook.settings import Mode, Settings
@@ -68,7 +68,7 @@ def scan(
             scanned.append(ns.name)
             missing, _ = unfenced_directions(ns, settings)
             by_direction = {
-                d: _openers(ns.fence(d, settings.strict))
+                d: ns.fence(d, settings.strict).openers
                 for d in settings.require
                 if ns.fence(d, settings.strict).neutralised
             }
@@ -79,10 +79,11 @@ def scan(
                     if (fence := ns.fence(d, settings.strict)).nearly_all_by and fence.fenced
                 )
             if missing:
+                isolated = tuple(d for d in missing if ns.fence(d, settings.strict).fencing)
                 unfenced.append(
-                    Unfenced(ns.name, missing, by_direction, ns.running_pods, mode.value)
+                    Unfenced(ns.name, missing, by_direction, ns.running_pods, mode.value, isolated)
                 )
-            named = {p for names in by_direction.values() for p in names if not p.startswith("(")}
+            named = {p for d in by_direction for p in ns.fence(d, settings.strict).neutralised_by}
             for policy in sorted(named):
                 directions = tuple(d for d in DIRECTIONS if policy in by_direction.get(d, ()))
                 neutralising.append(PolicyFinding(ns.name, policy, directions))
@@ -137,13 +138,6 @@ def enforces_pod_security(labels: Mapping[str, str]) -> bool:
     """
     level = labels.get(POD_SECURITY_ENFORCE)
     return level is not None and level != "privileged"
-
-
-def _openers(fence: DirectionFence) -> tuple[str, ...]:
-    """Who opens a neutralised direction: the pooled policies, those over a limit, or the
-    namespace itself when it is over one (every one of them counts as opening it)."""
-    over = ("(namespace over a limit: " + fence.over_limit + ")",) if fence.over_limit else ()
-    return tuple(sorted({*fence.neutralised_by, *fence.refused})) + over
 
 
 def audit_scope_preflight(

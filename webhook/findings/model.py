@@ -46,11 +46,12 @@ class Unfenced:
     neutralised_by: Mapping[Direction, tuple[str, ...]]
     running_pods: int | None
     mode: str
+    isolated: tuple[Direction, ...] = ()  # missing directions a policy isolates (but opens too)
 
     @property
     def fixable(self) -> tuple[Direction, ...]:
-        """The directions a new default-deny policy fences (the others need a policy changed)."""
-        return tuple(d for d in self.missing if d not in self.neutralised_by)
+        """The directions a new default-deny policy is needed for (no policy isolates them)."""
+        return tuple(d for d in self.missing if d not in self.isolated)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ def fix_manifests(report: ScanReport) -> str:
     notes: list[str] = []
     for item in report.unfenced:
         taken = report.existing_policies.get(item.namespace, frozenset())
-        fix = remedy(item.namespace, item.missing, item.neutralised_by, taken)
+        fix = remedy(item.namespace, item.missing, item.neutralised_by, taken, item.isolated)
         notes.extend(f"# {item.namespace}: {line}" for line in fix.narrowing())
         if fix.manifest:
             docs.append(fix.manifest)

@@ -46,9 +46,13 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
     name = new.name or request.name
     old = change.old
     facts = cluster.namespace(namespace)
-    before = tuple(facts.policies) if facts else ()
+    present = tuple(facts.policies) if facts else ()
+    # What was there before is the view's; the versions this process just approved (remembered)
+    # count in the pool after, never as the state before (a forged one must not make a fence
+    # look gone already).
+    before = tuple(p for p in present if not p.remembered)
     others = tuple(
-        p for p in before if not (p.name == name or (old and p.uid and p.uid == old.uid))
+        p for p in present if not (p.name == name or (old and p.uid and p.uid == old.uid))
     )
     after = (*others, new)
     limit_mode = settings.mode("allowAll", namespace)

@@ -42,7 +42,8 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
     if not missing:
         return (passed(DEFAULT_DENY, mode, f'namespace "{request.namespace}" is fenced'),)
     taken = [p.name for p in facts.policies] if facts is not None else []
-    fix = remedy(request.namespace, missing, neutralised, taken)
+    isolated = [d for d in missing if facts is not None and facts.fence(d, settings.strict).fencing]
+    fix = remedy(request.namespace, missing, neutralised, taken, isolated)
     return (
         RuleResult(
             DEFAULT_DENY,
@@ -67,8 +68,8 @@ def unfenced_directions(
         fence = facts.fence(direction, settings.strict)
         if not fence.fenced:
             missing.append(direction)
-            if fence.fencing and fence.neutralised:
-                neutralised[direction] = fence.neutralised_by
+            if fence.neutralised:
+                neutralised[direction] = fence.openers
     return tuple(missing), neutralised
 
 
@@ -86,7 +87,8 @@ def unfenced_warning(namespace: str, fix: Remedy) -> str:
     if fix.add:
         parts.append(f"has no default-deny NetworkPolicy for {', '.join(fix.add)}")
     for direction, names in fix.narrow.items():
-        parts.append(f"has its {direction} default-deny neutralised by {', '.join(names)}")
+        what = "opened to every peer" if direction in fix.add else "default-deny neutralised"
+        parts.append(f"has its {direction} {what} by {', '.join(names)}")
     return f'namespace "{namespace}" ' + " and ".join(parts)
 
 
