@@ -354,6 +354,19 @@ def test_what_should_have_been_decided(change: dict[str, Any], bypass: bool) -> 
     assert report.summary.bypasses == (1 if bypass else 0)
 
 
+@pytest.mark.parametrize("verb", ["get", "create", "update", "patch", "delete", ""])
+def test_a_proxy_request_no_webhook_decided_is_a_bypass(verb: str) -> None:
+    event = real_event(
+        b'"stage":"ResponseComplete","requestURI":"/api/v1/namespaces/fenced/pods/web/exec'
+    )
+    event["objectRef"].update(resource="pods", subresource="proxy", namespace="fenced")
+    event["verb"] = verb
+    event["responseStatus"]["code"] = 200
+    event["annotations"] = {}
+    report = run([dump(event)], [])
+    assert report.summary.bypasses == 1
+
+
 def test_network_policy_deletes_and_namespace_creates_are_decided() -> None:
     policy = real_event(b'"verb":"delete","user"')
     assert policy["objectRef"]["resource"] == "networkpolicies"
@@ -390,6 +403,10 @@ def test_the_namespace_controller_emptying_a_namespace_is_not_a_dodge() -> None:
         ("get pods/portforward", 101, "fenced", True),
         ("get pods/proxy", 200, "fenced", True),
         ("get services/proxy", 200, "fenced", True),
+        ("delete pods/proxy", 200, "fenced", True),  # a proxy takes every HTTP method
+        (" pods/proxy", 200, "fenced", True),  # OPTIONS is recorded with the verb ""
+        ("get nodes/proxy", 200, "", True),  # the kubelet's API: exec into any pod on the node
+        ("patch pods/ephemeralcontainers", 200, "fenced", True),  # kubectl debug
         ("create pods/exec", 403, "fenced", False),
         ("create pods/exec", 400, "fenced", False),
         ("create pods/exec", 101, "kube-system", False),
@@ -398,6 +415,7 @@ def test_the_namespace_controller_emptying_a_namespace_is_not_a_dodge() -> None:
 )
 def test_sensitive_access(call: str, code: int, namespace: str, counted: bool) -> None:
     verb, _, path = call.partition(" ")
+    verb = verb.strip()
     resource, _, sub = path.partition("/")
     event = real_event(
         b'"stage":"ResponseComplete","requestURI":"/api/v1/namespaces/fenced/pods/web/exec'

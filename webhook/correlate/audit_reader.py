@@ -22,9 +22,10 @@ from webhook.registration import is_registered
 
 FAILED_OPEN_PREFIX = "failed-open.validating.webhook.admission.k8s.io/"
 CONNECT_SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
+# The API server's tunnels into pods (and the kubelet's API), and debug containers.
 SENSITIVE = frozenset(
     {("pods", "exec"), ("pods", "attach"), ("pods", "portforward"), ("pods", "proxy")}
-    | {("services", "proxy")}
+    | {("services", "proxy"), ("nodes", "proxy"), ("pods", "ephemeralcontainers")}
 )
 # Audit verb -> the admission operations it may reach the webhook as (DESIGN.md; FACTS: a patch
 # is UPDATE, or CREATE for a server-side apply that creates). create/get on a CONNECT
@@ -237,8 +238,14 @@ class AuditReader:
 
 
 def operations(verb: str, subresource: str) -> tuple[str, ...]:
-    """The admission operations an audit verb may reach a webhook as."""
+    """The admission operations an audit verb may reach a webhook as.
+
+    A proxy accepts every HTTP method, each recorded as its own verb (OPTIONS as ""), and every
+    one reaches admission as CONNECT (apiserver endpoints/handlers/rest.go).
+    """
     if subresource in CONNECT_SUBRESOURCES and verb in ("create", "get"):
+        return ("CONNECT",)
+    if subresource == "proxy":
         return ("CONNECT",)
     return VERB_OPERATIONS.get(verb, ())
 

@@ -115,7 +115,8 @@ def render_text(report: Report) -> str:
         s.probers,
     )
     lines += _section(
-        f"SENSITIVE ACCESS: {s.sensitive_access} (exec, attach, portforward, proxy)"
+        f"SENSITIVE ACCESS: {s.sensitive_access} "
+        "(exec, attach, portforward, proxies, debug containers)"
         + (
             ": " + ", ".join(f"{u} {n}" for u, n in report.sensitive_by_user.items())
             if report.sensitive_by_user
