@@ -457,12 +457,27 @@ def test_self_network_policy() -> None:
     assert ports == [{"name": "https", "containerPort": 8443, "protocol": "TCP"}]
 
 
+def test_allow_from_admits_only_those_sources_to_the_webhook_port() -> None:
+    docs = render({"webhook": {"allowFrom": ["10.0.0.0/8", "fd00::/8"]}})
+    (webhook_port,) = only(docs, "NetworkPolicy")["spec"]["ingress"]
+    assert webhook_port["from"] == [
+        {"ipBlock": {"cidr": "10.0.0.0/8"}},
+        {"ipBlock": {"cidr": "fd00::/8"}},
+    ]
+
+
+def test_the_pinned_client_subject_reaches_the_arguments() -> None:
+    docs = render({"clientCA": {"configMap": "api-ca", "subject": "kube-apiserver"}})
+    assert "--client-subject=kube-apiserver" in container(docs)["args"]
+
+
 def test_self_network_policy_values() -> None:
     docs = render(NON_DEFAULT)
     spec = only(docs, "NetworkPolicy")["spec"]
     assert spec["podSelector"] == only(docs, "Deployment")["spec"]["selector"]
     assert spec["ingress"] == [
-        {"ports": [{"port": 9443, "protocol": "TCP"}, {"port": 9080, "protocol": "TCP"}]}
+        {"ports": [{"port": 9443, "protocol": "TCP"}]},
+        {"ports": [{"port": 9080, "protocol": "TCP"}]},
     ]
     assert spec["egress"][0] == {"ports": [{"port": 6443, "protocol": "TCP"}]}
     assert len(spec["egress"][1]["ports"]) == 4

@@ -189,6 +189,9 @@ spelled out, so what is stored equals what is rendered.
 - --port={{ .Values.containerPort }}
 {{- if .Values.clientCA.configMap }}
 - --client-ca=/etc/kubefence/client-ca/{{ .Values.clientCA.key }}
+{{- with .Values.clientCA.subject }}
+- --client-subject={{ . }}
+{{- end }}
 - --probe-port={{ .Values.probePort }}
 {{- end }}
 {{- if gt (int .Values.workers) 1 }}
