@@ -146,13 +146,13 @@ async def _decide(
         if len(approvals):
             approvals.settle(review.namespace, runtime.cluster.namespace(review.namespace))
         decision = decide(review, runtime.cluster, settings, approvals)
-        # A workload's denial may be lifted on a read shared with others of the last second; a
-        # NetworkPolicy change, and anything a fence removal lets through, only on a read made
-        # for this request (a remembered read may predate a Pod created, or an opener deleted,
-        # since). A workload denial that a shared read turns into a fence removal is read again.
-        fresh_only = decision.allowed or is_network_policy(review)
-        while decision.confirm and runtime.confirmer is not None:
+        if decision.confirm and runtime.confirmer is not None:
             namespace = decision.confirm
+            # A workload's denial may be lifted on a read shared with others of the last second
+            # (only fence removals pass with a `confirm`, and only NetworkPolicy requests remove
+            # fences); a NetworkPolicy change is judged on a read made for this request: a
+            # remembered one may predate a Pod created, or an opener deleted, since.
+            fresh_only = decision.allowed or is_network_policy(review)
             fresh = await runtime.confirmer.confirm(
                 namespace,
                 min(CONFIRM_TIMEOUT, _deadline(request)),  # the query is parsed only here
@@ -164,9 +164,6 @@ async def _decide(
             if len(approvals):
                 approvals.settle(namespace, fresh.namespace(namespace), live=True)
             decision = reconsider(decision, fresh, settings, approvals)
-            if fresh_only or not (decision.allowed and decision.confirm):
-                break
-            fresh_only = True
     except Exception:
         runtime.metrics.internal_errors.inc()
         runtime.log.exception("admission.internal_error", decision_id=review.uid)
