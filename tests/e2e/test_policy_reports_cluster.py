@@ -1,5 +1,5 @@
 """`kubefence scan --format policyreport|openreports` against a real kube-apiserver: the Policy WG's
-CRDs (vendored in tests/fixtures/policy-reports) installed, the scan of the live cluster piped to
+CRDs (tests/fixtures/report-crds) installed, the scan of the live cluster piped to
 `kubectl apply --dry-run=server --validate=strict -f -`, as a user would pipe it, accepted whole;
 then applied for real and read back unpruned.
 """
@@ -19,7 +19,7 @@ from kubefence_process import AUDIT_POLICY
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
 from helmchart import tool
 
-CRDS = Path(__file__).resolve().parents[1] / "fixtures" / "policy-reports"
+CRDS = Path(__file__).resolve().parents[1] / "fixtures" / "report-crds"
 OPEN, FENCED = "kf-report-open", "kf-report-fenced"
 Cluster = ControlPlane | ExternalCluster
 

@@ -1,8 +1,9 @@
 """`kubefence scan --format policyreport|openreports`: the Policy WG's report objects.
 
-Each document is checked against the vendored CRD's own openAPIV3Schema (tests/fixtures/
-policy-reports), the way the API server's structural schema validation would; the e2e suite
-server-side dry-runs the same output against a real API server with those CRDs installed.
+Each document is checked against the report CRDs' openAPIV3Schema (tests/fixtures/report-crds,
+written for these tests from the published APIs), the way the API server's structural schema
+validation would; the e2e suite server-side dry-runs the same output against a real API server
+with those CRDs installed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from webhook.config import load_settings
 from webhook.findings.judge import scan
 from webhook.findings.policy_reports import render_reports
 
-CRDS = Path(__file__).resolve().parents[1] / "fixtures" / "policy-reports"
+CRDS = Path(__file__).resolve().parents[1] / "fixtures" / "report-crds"
 POLICY = """\
 apiVersion: audit.k8s.io/v1
 kind: Policy
