@@ -15,30 +15,13 @@ import pytest
 import yaml
 from controlplane import ControlPlane, ExternalCluster
 from kubefence_process import AUDIT_POLICY
+from test_chart_cluster import kubectl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
-from helmchart import tool
 
 CRDS = Path(__file__).resolve().parents[1] / "fixtures" / "report-crds"
 OPEN, FENCED = "kf-report-open", "kf-report-fenced"
 Cluster = ControlPlane | ExternalCluster
-
-
-def kubectl(
-    cluster: Cluster, *args: str, stdin: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    binary = tool("kubectl")
-    assert binary is not None, "kubectl not found: run hack/build-control-plane.sh"
-    proc = subprocess.run(
-        [str(binary), "--kubeconfig", str(cluster.kubeconfig_path), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
-    return proc
 
 
 @pytest.fixture(scope="module")
