@@ -7,6 +7,10 @@ controller-runtime envtest's. There is no kube-controller-manager, scheduler or 
 default ServiceAccount appears (the ServiceAccount admission plugin is off), Deployments create
 no Pods and deleted namespaces stay Terminating. That is enough for admission tests.
 
+With ``webhook_client_cn`` (off by default) the API server also gets an AdmissionConfiguration
+that makes it show admission webhooks a client certificate of that commonName, signed by the
+cluster CA (tests/e2e/admission_client_cert.py); ``issue_client_certificate`` signs others.
+
 Plain module, no pytest: ``with ControlPlane() as cp: ...`` works from a script too.
 """
 
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
+from admission_client_cert import issue_client_certificate, write_admission_configuration
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -136,6 +141,7 @@ class ControlPlane:
         work_dir: Path | None = None,
         extra_apiserver_args: list[str] | None = None,
         start_timeout: float = 90.0,
+        webhook_client_cn: str | None = None,
     ) -> None:
         self.bin_dir = binaries or bin_dir()
         self.audit_policy_path = Path(audit_policy or DEFAULT_AUDIT_POLICY).resolve()
@@ -158,6 +164,9 @@ class ControlPlane:
         self.server_url = f"https://127.0.0.1:{self.port}"
         self.etcd_url = f"http://127.0.0.1:{self.etcd_port}"
         self.ca_path = self.pki_dir / "ca.crt"
+        # The commonName of the certificate the API server shows webhooks (None: it shows none).
+        self.webhook_client_cn = webhook_client_cn
+        self.admission_config_path = self.work_dir / "admission-config.yaml"
         self.start_seconds: float | None = None
         self._etcd: _Proc | None = None
         self._apiserver: _Proc | None = None
@@ -183,6 +192,13 @@ class ControlPlane:
         if not self.ca_path.exists():
             self._write_pki()
             self._write_kubeconfig()
+        if self.webhook_client_cn is not None and not self.admission_config_path.exists():
+            cert, key = self.issue_client_certificate(
+                self.webhook_client_cn, self.pki_dir / "webhook-client"
+            )
+            write_admission_configuration(
+                self.admission_config_path, self.work_dir / "webhook-client.kubeconfig", cert, key
+            )
         if not self._atexit_registered:
             atexit.register(self.stop)
             self._atexit_registered = True
@@ -281,6 +297,11 @@ class ControlPlane:
             "--audit-log-format=json",
             "--audit-log-mode=blocking",
             "--profiling=false",
+            *(
+                [f"--admission-control-config-file={self.admission_config_path.resolve()}"]
+                if self.webhook_client_cn is not None
+                else []
+            ),
             *self.extra_apiserver_args,
         ]
 
@@ -433,6 +454,19 @@ class ControlPlane:
             "current-context": "kubefence-e2e",
         }
         _write_private(self.kubeconfig_path, yaml.safe_dump(config).encode())
+
+    def issue_client_certificate(
+        self, common_name: str, directory: Path, *, organizations: tuple[str, ...] = ()
+    ) -> tuple[Path, Path]:
+        """A client certificate and key signed by the cluster CA (as a kubelet's or a user's
+        is), written to ``directory``; their absolute paths."""
+        return issue_client_certificate(
+            self.ca_path,
+            self.pki_dir / "ca.key",
+            common_name,
+            directory,
+            organizations=organizations,
+        )
 
     # -- audit -------------------------------------------------------------------------------
 
