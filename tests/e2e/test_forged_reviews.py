@@ -19,14 +19,17 @@ registered webhook.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +41,12 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from test_webhook import deny_all, new_namespace
 
+from webhook import certs
 from webhook.cluster.approvals import GRACE_SECONDS
 
 API_SERVER_CN = "kube-apiserver-admission"
 FORGER_USER = "system:serviceaccount:tenant:forger"  # what the forged reviews claim
+VETO_LABEL = "kubefence-e2e/veto"  # namespaces where the veto webhook refuses NetworkPolicy DELETEs
 NETPOL_KIND = {"group": "networking.k8s.io", "version": "v1", "kind": "NetworkPolicy"}
 NETPOL_RESOURCE = {"group": "networking.k8s.io", "version": "v1", "resource": "networkpolicies"}
 Certificate = tuple[Path, Path] | None  # a client certificate and its key, or none
@@ -169,6 +174,80 @@ def kubelet_cert(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) 
     )
 
 
+class _Veto(BaseHTTPRequestHandler):
+    """A second validating webhook that refuses whatever it is sent."""
+
+    def do_POST(self) -> None:
+        review = orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        answer = {
+            "uid": review["request"]["uid"],
+            "allowed": False,
+            "status": {"code": 403, "message": "vetoed by the e2e veto webhook"},
+        }
+        body = orjson.dumps({**review, "response": answer})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def veto(
+    api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """A webhook registered beside kubefence that refuses NetworkPolicy DELETEs in namespaces
+    labelled `VETO_LABEL`: kubefence has approved such a DELETE when the API server gives up on
+    it, so the policy stays while kubefence remembers it going. The labels for such a namespace."""
+    ca_cert, ca_key = certs.generate_ca()
+    cert, key = certs.issue_serving_cert(ca_cert, ca_key, ["localhost"], ["127.0.0.1"])
+    paths = certs.write_bundle(tmp_path_factory.mktemp("veto"), ca_cert, ca_key, cert, key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(paths.cert, paths.key)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Veto)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    registration = client.AdmissionregistrationV1Api(api)
+    name = "kubefence-e2e-veto"
+    registration.create_validating_webhook_configuration(
+        {
+            "metadata": {"name": name},
+            "webhooks": [
+                {
+                    "name": "veto.e2e.kubefence.io",
+                    "clientConfig": {
+                        "url": f"https://127.0.0.1:{server.server_address[1]}/",
+                        "caBundle": base64.b64encode(paths.ca_cert.read_bytes()).decode(),
+                    },
+                    "rules": [
+                        {
+                            "apiGroups": ["networking.k8s.io"],
+                            "apiVersions": ["v1"],
+                            "operations": ["DELETE"],
+                            "resources": ["networkpolicies"],
+                        }
+                    ],
+                    "namespaceSelector": {"matchLabels": {VETO_LABEL: "true"}},
+                    "sideEffects": "None",
+                    "admissionReviewVersions": ["v1"],
+                    "failurePolicy": "Fail",
+                    "timeoutSeconds": 10,
+                }
+            ],
+        }
+    )
+    try:
+        yield {VETO_LABEL: "true"}
+    finally:
+        registration.delete_validating_webhook_configuration(name)
+        server.shutdown()
+        server.server_close()
+
+
 # --- forging ---------------------------------------------------------------------------------------
 
 
@@ -211,6 +290,16 @@ def send(hook: RunningWebhook, review: dict[str, Any], cert: Certificate) -> dic
         response: dict[str, Any] = orjson.loads(answer.read())["response"]
     assert response["uid"] == review["request"]["uid"]
     return response
+
+
+def plain_post(url: str, body: bytes) -> int:
+    """The status of one plain-HTTP POST."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code
 
 
 def held(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
@@ -262,10 +351,10 @@ def unfenced(api: client.ApiClient) -> str:
     return namespace
 
 
-def fenced(api: client.ApiClient) -> str:
+def fenced(api: client.ApiClient, labels: dict[str, str] | None = None) -> str:
     """A namespace fenced by `default-deny` alone, with no running Pods (so its removal would be
     a teardown, which the guard allows), once kubefence lets workloads in there."""
-    namespace = new_namespace(api, "forged-fenced")
+    namespace = new_namespace(api, "forged-fenced", labels)
     client.NetworkingV1Api(api).create_namespaced_network_policy(namespace, deny_all(namespace))
     core = client.CoreV1Api(api)
     deadline = time.monotonic() + 10
@@ -343,12 +432,33 @@ def test_the_api_server_shows_its_pinned_certificate(
     assert line["peer"] == "127.0.0.1"
 
 
+def test_the_api_servers_own_approvals_are_remembered(
+    api: client.ApiClient, mode_a: RunningWebhook, veto: dict[str, str]
+) -> None:
+    # The pin lets the API server in: a removal kubefence approved for it counts at once, here
+    # one that another webhook vetoed, so the policy stays and only the memory can deny.
+    namespace = fenced(api, veto)
+    net = client.NetworkingV1Api(api)
+    with pytest.raises(ApiException) as caught:
+        net.delete_namespaced_network_policy("default-deny", namespace)
+    assert "vetoed by the e2e veto webhook" in denial(caught.value)
+    assert logged_real(mode_a, namespace, "default-deny", "DELETE")["allowed"] is True
+    assert "is not fenced" in create_pod(api, namespace, "app")
+    assert [p.metadata.name for p in net.list_namespaced_network_policy(namespace).items] == [
+        "default-deny"
+    ]
+
+
 def test_a_client_without_a_certificate_is_refused_in_the_handshake(
     api: client.ApiClient, mode_a: RunningWebhook
 ) -> None:
     namespace = fenced(api)
     review = removal(api, namespace)
     assert refusal(mode_a, review) != "answered"
+    # Nor does the plain-HTTP probe port take reviews.
+    args = [str(a) for a in mode_a.process.args]
+    probe = f"http://127.0.0.1:{args[args.index('--probe-port') + 1]}/validate"
+    assert plain_post(probe, orjson.dumps(review)) in (404, 405)
     assert create_pod(api, namespace, "app") == "created"
     uid = review["request"]["uid"]
     assert not [d for d in mode_a.decisions() if d["decision_id"] == uid]
