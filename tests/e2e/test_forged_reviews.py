@@ -562,3 +562,22 @@ def test_a_neutraliser_after_a_forged_removal_is_denied(
     assert "would neutralise the default-deny" in denial(caught.value)
     names = client.NetworkingV1Api(api).list_namespaced_network_policy(namespace).items
     assert [p.metadata.name for p in names] == ["default-deny"]
+
+
+def test_a_forged_removal_of_an_opener_lets_nothing_in(
+    api: client.ApiClient, mode_b: RunningWebhook
+) -> None:
+    # A fence neutralised by a policy from before it (kubefence lets an opener into a namespace
+    # with nothing to neutralise yet): workloads are denied there, naming the opener.
+    namespace = new_namespace(api, "forged-opened")
+    net = client.NetworkingV1Api(api)
+    net.create_namespaced_network_policy(namespace, neutraliser(namespace))
+    net.create_namespaced_network_policy(namespace, deny_all(namespace))
+    assert "allow-everything" in create_pod(api, namespace, "probe", dry_run=True)
+    opener = held(api, namespace, "allow-everything")
+    review = forged_review("DELETE", namespace, "allow-everything", old=opener)
+    assert send(mode_b, review, None)["allowed"] is True
+    # A remembered removal takes a fence away, never an opening: still neutralised.
+    answer = create_pod(api, namespace, "app")
+    assert "is not fenced" in answer
+    assert "allow-everything" in answer
