@@ -19,55 +19,36 @@ registered webhook.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import os
-import ssl
-import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from controlplane import ControlPlane, bin_dir, free_port, missing_binaries
+from forgery import (
+    FORGER_USER,
+    VETOED,
+    AuthenticatedWebhook,
+    Certificate,
+    VetoWebhook,
+    forged_review,
+    held,
+    logged,
+    logged_real,
+    plain_post,
+    refusal,
+    send,
+)
 from kubefence_process import AUDIT_POLICY, RunningWebhook, denial, marker_pod
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from test_webhook import deny_all, new_namespace
 
-from webhook import certs
 from webhook.cluster.approvals import GRACE_SECONDS
 
 API_SERVER_CN = "kube-apiserver-admission"
-FORGER_USER = "system:serviceaccount:tenant:forger"  # what the forged reviews claim
-VETO_LABEL = "kubefence-e2e/veto"  # namespaces where the veto webhook refuses NetworkPolicy DELETEs
-NETPOL_KIND = {"group": "networking.k8s.io", "version": "v1", "kind": "NetworkPolicy"}
-NETPOL_RESOURCE = {"group": "networking.k8s.io", "version": "v1", "resource": "networkpolicies"}
-Certificate = tuple[Path, Path] | None  # a client certificate and its key, or none
-
-
-class AuthenticatedWebhook(RunningWebhook):
-    """`serve --client-ca`: its TLS port refuses clients without a certificate, readiness too, so
-    readiness is read on the plain-HTTP `--probe-port` (as the chart's kubelet probes do)."""
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        args = [str(a) for a in self.process.args]
-        url = f"http://127.0.0.1:{args[args.index('--probe-port') + 1]}/readyz"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"kubefence exited {self.returncode}: {self.stderr_tail()}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"kubefence not ready within {timeout}s: {self.stderr_tail()}")
 
 
 # --- the cluster and the two processes -----------------------------------------------------------
@@ -174,169 +155,14 @@ def kubelet_cert(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) 
     )
 
 
-class _Veto(BaseHTTPRequestHandler):
-    """A second validating webhook that refuses whatever it is sent."""
-
-    def do_POST(self) -> None:
-        review = orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        answer = {
-            "uid": review["request"]["uid"],
-            "allowed": False,
-            "status": {"code": 403, "message": "vetoed by the e2e veto webhook"},
-        }
-        body = orjson.dumps({**review, "response": answer})
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def veto(
     api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
-    """A webhook registered beside kubefence that refuses NetworkPolicy DELETEs in namespaces
-    labelled `VETO_LABEL`: kubefence has approved such a DELETE when the API server gives up on
-    it, so the policy stays while kubefence remembers it going. The labels for such a namespace."""
-    ca_cert, ca_key = certs.generate_ca()
-    cert, key = certs.issue_serving_cert(ca_cert, ca_key, ["localhost"], ["127.0.0.1"])
-    paths = certs.write_bundle(tmp_path_factory.mktemp("veto"), ca_cert, ca_key, cert, key)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(paths.cert, paths.key)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Veto)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    registration = client.AdmissionregistrationV1Api(api)
-    name = "kubefence-e2e-veto"
-    registration.create_validating_webhook_configuration(
-        {
-            "metadata": {"name": name},
-            "webhooks": [
-                {
-                    "name": "veto.e2e.kubefence.io",
-                    "clientConfig": {
-                        "url": f"https://127.0.0.1:{server.server_address[1]}/",
-                        "caBundle": base64.b64encode(paths.ca_cert.read_bytes()).decode(),
-                    },
-                    "rules": [
-                        {
-                            "apiGroups": ["networking.k8s.io"],
-                            "apiVersions": ["v1"],
-                            "operations": ["DELETE"],
-                            "resources": ["networkpolicies"],
-                        }
-                    ],
-                    "namespaceSelector": {"matchLabels": {VETO_LABEL: "true"}},
-                    "sideEffects": "None",
-                    "admissionReviewVersions": ["v1"],
-                    "failurePolicy": "Fail",
-                    "timeoutSeconds": 10,
-                }
-            ],
-        }
-    )
-    try:
-        yield {VETO_LABEL: "true"}
-    finally:
-        registration.delete_validating_webhook_configuration(name)
-        server.shutdown()
-        server.server_close()
-
-
-# --- forging ---------------------------------------------------------------------------------------
-
-
-def forged_review(
-    operation: str, namespace: str, name: str, *, new: Any = None, old: Any = None
-) -> dict[str, Any]:
-    """An AdmissionReview for a NetworkPolicy change, as the API server would send it."""
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": NETPOL_KIND,
-            "resource": NETPOL_RESOURCE,
-            "requestKind": NETPOL_KIND,
-            "requestResource": NETPOL_RESOURCE,
-            "name": name,
-            "namespace": namespace,
-            "operation": operation,
-            "userInfo": {"username": FORGER_USER, "groups": ["system:authenticated"]},
-            "object": new,
-            "oldObject": old,
-            "dryRun": False,
-        },
-    }
-
-
-def send(hook: RunningWebhook, review: dict[str, Any], cert: Certificate) -> dict[str, Any]:
-    """POST the review to kubefence's port as another client; kubefence's response."""
-    context = ssl.create_default_context(cadata=hook.ca_pem.decode())
-    if cert is not None:
-        context.load_cert_chain(*cert)
-    request = urllib.request.Request(
-        f"{hook.url}/validate",
-        data=orjson.dumps(review),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, context=context, timeout=10) as answer:
-        response: dict[str, Any] = orjson.loads(answer.read())["response"]
-    assert response["uid"] == review["request"]["uid"]
-    return response
-
-
-def plain_post(url: str, body: bytes) -> int:
-    """The status of one plain-HTTP POST."""
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=5) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code
-
-
-def held(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    """A NetworkPolicy exactly as the API server holds it (uid, resourceVersion): what a forger
-    who may read policies would put in `oldObject`."""
-    policy = client.NetworkingV1Api(api).read_namespaced_network_policy(name, namespace)
-    body: dict[str, Any] = api.sanitize_for_serialization(policy)
-    body.update(apiVersion="networking.k8s.io/v1", kind="NetworkPolicy")
-    return body
-
-
-def logged(hook: RunningWebhook, decision_id: str) -> dict[str, Any]:
-    """The decision-log line of one review (polled: the line is written as it is answered)."""
-    deadline = time.monotonic() + 10
-    while True:
-        found = [d for d in hook.decisions() if d["decision_id"] == decision_id]
-        if found:
-            (line,) = found
-            return line
-        assert time.monotonic() < deadline, f"no decision logged for {decision_id}"
-        time.sleep(0.1)
-
-
-def logged_real(hook: RunningWebhook, namespace: str, name: str, operation: str) -> dict[str, Any]:
-    """The last decision on a real (API server's) request for the object."""
-    deadline = time.monotonic() + 10
-    while True:
-        found = [
-            d
-            for d in hook.decisions()
-            if (d["namespace"], d["name"], d["operation"]) == (namespace, name, operation)
-            and d["user"] != FORGER_USER
-        ]
-        if found:
-            return found[-1]
-        assert time.monotonic() < deadline, f"no decision logged for {operation} {name}"
-        time.sleep(0.1)
+    """A second webhook refusing NetworkPolicy DELETEs in namespaces with these labels."""
+    labels = {"kubefence-e2e/veto": "true"}
+    with VetoWebhook(api, tmp_path_factory.mktemp("veto"), labels):
+        yield labels
 
 
 # --- the namespaces attacked ----------------------------------------------------------------------
@@ -394,19 +220,6 @@ def create_pod(api: client.ApiClient, namespace: str, name: str, *, dry_run: boo
     return "created"
 
 
-def refusal(hook: RunningWebhook, review: dict[str, Any]) -> str:
-    """How kubefence's port turns away a client without a certificate ("answered" if not).
-
-    The server refuses in the handshake; with TLS 1.3 the client may have sent its request by
-    then, and sees either the alert (`certificate required`) or the connection closed.
-    """
-    try:
-        send(hook, review, None)
-    except (ssl.SSLError, ConnectionError, urllib.error.URLError) as exc:
-        return str(exc)
-    return "answered"
-
-
 def neutraliser(namespace: str) -> dict[str, Any]:
     """A policy letting every peer in and out of every pod: it neutralises any default-deny."""
     body = deny_all(namespace, "allow-everything")
@@ -441,7 +254,7 @@ def test_the_api_servers_own_approvals_are_remembered(
     net = client.NetworkingV1Api(api)
     with pytest.raises(ApiException) as caught:
         net.delete_namespaced_network_policy("default-deny", namespace)
-    assert "vetoed by the e2e veto webhook" in denial(caught.value)
+    assert VETOED in denial(caught.value)
     assert logged_real(mode_a, namespace, "default-deny", "DELETE")["allowed"] is True
     assert "is not fenced" in create_pod(api, namespace, "app")
     assert [p.metadata.name for p in net.list_namespaced_network_policy(namespace).items] == [
@@ -456,9 +269,8 @@ def test_a_client_without_a_certificate_is_refused_in_the_handshake(
     review = removal(api, namespace)
     assert refusal(mode_a, review) != "answered"
     # Nor does the plain-HTTP probe port take reviews.
-    args = [str(a) for a in mode_a.process.args]
-    probe = f"http://127.0.0.1:{args[args.index('--probe-port') + 1]}/validate"
-    assert plain_post(probe, orjson.dumps(review)) in (404, 405)
+    assert isinstance(mode_a, AuthenticatedWebhook)
+    assert plain_post(f"{mode_a.probe_url}/validate", orjson.dumps(review)) in (404, 405)
     assert create_pod(api, namespace, "app") == "created"
     uid = review["request"]["uid"]
     assert not [d for d in mode_a.decisions() if d["decision_id"] == uid]
