@@ -110,7 +110,7 @@ spelled out, so what is stored equals what is rendered.
 {{- $conditions = append $conditions (dict "name" "break-glass" "expression" (printf "!has(request.userInfo.groups) || !(%s in request.userInfo.groups)" (.Values.webhook.breakGlassGroup | toJson))) -}}
 {{- end -}}
 {{- if .Values.webhook.skipUnchangedUpdates -}}
-{{- $conditions = append $conditions (dict "name" "spec-changed" "expression" "request.operation != 'UPDATE' || !has(object.spec) || !has(oldObject.spec) || object.spec != oldObject.spec") -}}
+{{- $conditions = append $conditions (dict "name" "spec-changed" "expression" "request.operation != 'UPDATE' || request.resource.resource == 'namespaces' || !has(object.spec) || !has(oldObject.spec) || object.spec != oldObject.spec") -}}
 {{- end -}}
 {{- $conditions = concat $conditions .Values.webhook.matchConditions -}}
 - name: {{ .Values.webhook.name }}
