@@ -181,7 +181,7 @@ def test_labelling_a_namespace_into_an_allow_rule_warns_naming_policy_and_label(
     assert decision.allowed
     assert decision.verdict == "warn"
     assert decision.warnings == (
-        "label team=monitoring lets namespace sneaky into NetworkPolicy app/from-monitoring",
+        "label team=monitoring: NetworkPolicy app/from-monitoring now trusts namespace sneaky",
     )
     assert decision.annotations["rules"] == "namespace-labels"
 
@@ -212,7 +212,7 @@ def test_many_matches_are_counted_in_one_warning() -> None:
     cluster = view(*(trusting(f"p{i}", f"ns{i}") for i in range(5)))
     decision = decide(parse(label_review("x", {}, {"team": "monitoring"})), cluster, settings())
     assert decision.warnings == (
-        "label team=monitoring lets namespace x into NetworkPolicy ns0/p0 (+4 more)",
+        "label team=monitoring: NetworkPolicy ns0/p0 (+4 more) now trusts namespace x",
     )
     assert "and 2 more" in decision.results[-1].message
 

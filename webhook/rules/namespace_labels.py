@@ -83,7 +83,9 @@ def warning(namespace: str, hits: tuple[Newly, ...]) -> str:
     first = hits[0]
     labels = ", ".join(first.labels)
     more = f" (+{len(hits) - 1} more)" if len(hits) > 1 else ""
+    # The policy and the label first: the line is cut at 120 characters, and the namespace is the
+    # one the user just changed.
     return (
-        f"label {labels} lets namespace {namespace} into NetworkPolicy "
-        f"{first.entry.namespace}/{first.entry.policy}{more}"
+        f"label {labels}: NetworkPolicy {first.entry.namespace}/{first.entry.policy}{more} "
+        f"now trusts namespace {namespace}"
     )
