@@ -106,6 +106,10 @@ def parse_settings(
     selector = None
     if scope.get("namespaceSelector") is not None:
         selector = reader.selector(scope["namespaceSelector"], "auditScope.namespaceSelector")
+    labels = reader.mapping(root.get("namespaceLabels"), "namespaceLabels", ("mode",))
+    modes["namespaceLabels"] = reader.mode(
+        labels, "namespaceLabels", "mode", modes["namespaceLabels"]
+    )
     cache = reader.mapping(root.get("cache"), "cache", ("maxStaleness", "onStale"))
     server = reader.mapping(root.get("server"), "server", ("maxBodyBytes",))
     settings = Settings(
@@ -159,6 +163,7 @@ _TOP_KEYS = (
     "defaultDeny",
     "hostNetwork",
     "auditScope",
+    "namespaceLabels",
     "exemptions",
     "overrides",
     "cache",

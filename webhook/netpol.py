@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from webhook.label_trust import TrustedSelector, trusted_selectors
 from webhook.labels import LabelSelector, is_empty_selector, parse_selector_lenient
 from webhook.labels import satisfiable_together as _satisfiable_together
 from webhook.netpol_limits import CONFIG_KEYS, DEFAULT_LIMITS, Limits, PolicySize, measure
@@ -95,6 +96,9 @@ class PolicyFacts:
     reach: Mapping[Direction, Reach] = field(default_factory=dict)
     refused: str = ""  # the limit the policy exceeds (one line); it was not analysed then
     size: PolicySize = NO_SIZE
+    # Allow-rule peers whose namespaceSelector keys on a label other than the namespace's name:
+    # they trust whoever may label namespaces (`webhook.label_trust`); () when refused.
+    label_trust: tuple[TrustedSelector, ...] = ()
     # Not (yet) in the cluster's view: a version this process just approved (webhook.cluster.
     # approvals). Rules read it as an addition, never as what was there before.
     remembered: bool = field(default=False, compare=False)
@@ -210,6 +214,7 @@ def analyse_policy(obj: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> P
         reach=reach,
         refused=refused,
         size=size,
+        label_trust=() if refused else trusted_selectors(spec, (d.value for d in types)),
     )
 
 

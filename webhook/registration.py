@@ -63,7 +63,9 @@ DEFAULT_RULES: tuple[WebhookRule, ...] = (
     WebhookRule(
         ("CREATE", "UPDATE", "DELETE"), ("networking.k8s.io",), ("networkpolicies",), "Namespaced"
     ),
-    WebhookRule(("CREATE",), ("",), ("namespaces",), "Cluster"),
+    # CREATE: a new namespace is not fenced yet; UPDATE: new labels may let it into allow rules
+    # that trust namespace labels.
+    WebhookRule(("CREATE", "UPDATE"), ("",), ("namespaces",), "Cluster"),
     WebhookRule(
         ("CONNECT",),
         ("",),

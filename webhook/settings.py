@@ -35,6 +35,7 @@ MODE_KEYS = (
     "hostPIDPtrace",
     "hostPath",
     "auditScope",
+    "namespaceLabels",
 )
 
 DEFAULT_WEBHOOK_NAME = "validate.kubefence.io"
@@ -82,6 +83,7 @@ class Settings:
             "hostPIDPtrace": Mode.ENFORCE,
             "hostPath": Mode.ENFORCE,
             "auditScope": Mode.ENFORCE,
+            "namespaceLabels": Mode.WARN,
         }
     )
     require: tuple[Direction, ...] = (Direction.INGRESS, Direction.EGRESS)

@@ -381,6 +381,9 @@ def test_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         "nearlyOpen": 0,
         "auditScope": 5,
         "policyCrds": 0,
+        "labelTrust": 0,
+        "externalIPs": 0,
+        "nodeProxy": 0,
         "findings": True,
     }
     assert render_table(run_scan(folder, settings_path)) == text
@@ -396,13 +399,15 @@ class FakeApiServer(BaseHTTPRequestHandler):
     data: ClassVar[dict[str, list[dict[str, Any]]]] = {}
     groups: ClassVar[list[str]] = []
     status: ClassVar[int] = 200
+    forbidden: ClassVar[frozenset[str]] = frozenset()  # paths answered 403
 
     def do_GET(self) -> None:
         url = urlparse(self.path)
         query = parse_qs(url.query)
         type(self).seen.append((url.path, query, self.headers.get("Accept", "")))
-        if self.status != 200:
-            self._send(self.status, {"kind": "Status", "message": "namespaces is forbidden"})
+        if self.status != 200 or url.path in self.forbidden:
+            code = 403 if url.path in self.forbidden else self.status
+            self._send(code, {"kind": "Status", "message": "namespaces is forbidden"})
             return
         if url.path in ("/apis", "/apis/"):
             self._send(200, {"kind": "APIGroupList", "groups": [{"name": g} for g in self.groups]})
@@ -442,6 +447,9 @@ def fake_cluster(tmp_path: Path) -> Iterator[tuple[Path, type[FakeApiServer]]]:
         "/api/v1/pods": [
             {"metadata": {"name": f"p{i}", "namespace": "b"}} for i in range(3)
         ],  # PartialObjectMetadata: no spec, no status
+        "/api/v1/services": [],
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles": [],
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings": [],
     }
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from webhook.cluster.view import ClusterView, NamespaceFacts, namespace_facts
+from webhook.label_trust import TrustIndex
 from webhook.netpol import PolicyFacts
 
 GRACE_SECONDS = 15.0  # how long a write may take to reach the informer
@@ -184,3 +185,6 @@ class _Applied:
 
     def staleness(self) -> float:
         return self._base.staleness()
+
+    def label_trust(self) -> TrustIndex:
+        return self._base.label_trust()

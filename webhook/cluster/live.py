@@ -27,6 +27,7 @@ from webhook.cluster.state import NamespaceRecord, namespace_record
 from webhook.cluster.transport import KubeTransport
 from webhook.cluster.view import ClusterView, NamespaceFacts, namespace_facts
 from webhook.decisionlog import get_logger
+from webhook.label_trust import TrustIndex
 from webhook.labels import NAMESPACE_NAME_LABEL
 from webhook.netpol import DEFAULT_LIMITS, Limits, PolicyFacts, analyse_policy
 
@@ -166,6 +167,9 @@ class ConfirmedView:
     def staleness(self) -> float:
         return 0.0  # the namespace in question was read just now
 
+    def label_trust(self) -> TrustIndex:
+        return self._base.label_trust()
+
 
 class LiveView:
     """A ClusterView over the informer, and the Confirmer that re-reads a namespace live."""
@@ -184,6 +188,9 @@ class LiveView:
 
     def staleness(self) -> float:
         return self.informer.staleness()
+
+    def label_trust(self) -> TrustIndex:
+        return self.informer.state.label_trust
 
     async def confirm(
         self, namespace: str, timeout: float, *, not_before: float | None = None

@@ -11,6 +11,8 @@ Invariants:
   a watch event swaps one immutable `NamespaceFacts` value, a (re-)list builds a whole new dict and
   swaps the reference, and every change is applied synchronously.
 - The state is synced once both resources have been listed.
+- The `TrustIndex` of label-trusting allow rules follows the facts: a namespace's entries are
+  replaced whenever its facts are rebuilt, so a Namespace UPDATE is judged without a scan.
 - Transitions (`lost` / `restored`) are returned for changes seen after the first full sync, never
   for the initial lists; `restored` only follows a `lost` this state saw, and a namespace being
   torn down (terminating, deleted) loses its fence silently.
@@ -24,7 +26,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from webhook.cluster.view import NamespaceFacts, namespace_facts
+from webhook.cluster.view import NamespaceFacts, namespace_facts, trust_entries
+from webhook.label_trust import TrustIndex
 from webhook.labels import NAMESPACE_NAME_LABEL
 from webhook.netpol import DEFAULT_LIMITS, Direction, Limits, PolicyFacts, analyse_policy
 from webhook.settings import Settings
@@ -80,9 +83,14 @@ class ClusterState:
         self._lost: set[tuple[str, Direction]] = set()
         self._shapes = Shapes()
         self._refused: list[PolicyFacts] = []  # analysis refused since the last drain
+        self._trust = TrustIndex()
 
     def get(self, name: str) -> NamespaceFacts | None:
         return self._facts.get(name)
+
+    @property
+    def label_trust(self) -> TrustIndex:
+        return self._trust
 
     def policy(self, obj: Mapping[str, Any]) -> PolicyFacts:
         """A NetworkPolicy's facts, sharing equal parts with the policies already kept.
@@ -154,6 +162,8 @@ class ClusterState:
             self._facts.pop(name, None)
         else:
             self._facts[name] = new
+        if new is not old:
+            self._trust.set(name, trust_entries(new))
         if not self.synced:
             return []
         version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
@@ -190,6 +200,9 @@ class ClusterState:
             if facts is not None:
                 new[name] = facts
         self._facts = new
+        for name in old.keys() | new.keys():
+            if old.get(name) is not new.get(name):
+                self._trust.set(name, trust_entries(new.get(name)))
         self._listed.add(resource)
         if not was_synced:
             return []

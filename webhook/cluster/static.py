@@ -1,5 +1,8 @@
 """A cluster given as manifests (`--state DIR`): Namespaces, NetworkPolicies and Pods from YAML.
 
+`objects_of` reads other kinds from the same folder (for `scan`: Services, ClusterRoles and
+ClusterRoleBindings), as they are; the folder is then also the whole cluster for those.
+
 Every `*.yaml`/`*.yml`/`*.json` file below the folder is read (multi-document, `kind: List` too);
 objects of other kinds are ignored. The folder is the whole cluster: a namespace with no Pod in it
 has no running Pods. A manifest the API server would refuse to create is a ManifestError naming
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,12 @@ def load_state(
             " an empty cluster, where no namespace is fenced"
         )
     return StaticView(build_facts(iter(objects), limits))
+
+
+def objects_of(directory: str | Path, kinds: Iterable[str]) -> list[Mapping[str, Any]]:
+    """Every object of the given kinds in a state folder (ManifestError as `load_state`)."""
+    wanted = frozenset(kinds)
+    return [obj for _, obj in _objects(Path(directory)) if obj.get("kind") in wanted]
 
 
 def _warn_on_stderr(message: str) -> None:

@@ -2,7 +2,9 @@
 
 Facts are reduced and precomputed when the cluster state changes (fences for both definitions), so
 a decision is a dictionary lookup. `StaticView` is the plain-dict implementation used by
-`--state DIR` and by tests; the live informer keeps the same facts up to date.
+`--state DIR` and by tests; the live informer keeps the same facts up to date. Across namespaces,
+a view holds one `TrustIndex` of the allow rules that trust namespace labels, built once per
+state (the informer keeps it up to date namespace by namespace), never per request.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from webhook.label_trust import TrustEntry, TrustIndex
 from webhook.netpol import (
     DEFAULT_LIMITS,
     DIRECTIONS,
@@ -42,6 +45,13 @@ class NamespaceFacts:
         if cached is not None:
             return cached
         return fence_for(self.policies, direction, strict=strict, limits=self.limits)
+
+
+def trust_entries(facts: NamespaceFacts | None) -> tuple[TrustEntry, ...]:
+    """The label-trusting allow-rule peers of a namespace's policies, for a `TrustIndex`."""
+    if facts is None:
+        return ()
+    return tuple(TrustEntry(facts.name, p.name, s) for p in facts.policies for s in p.label_trust)
 
 
 def namespace_facts(
@@ -87,6 +97,10 @@ class ClusterView(Protocol):
         """Seconds the view has been out of touch with its source (0 when in sync)."""
         ...
 
+    def label_trust(self) -> TrustIndex:
+        """Every allow-rule peer of the cluster that trusts a namespace label, indexed."""
+        ...
+
 
 class StaticView:
     """A ClusterView over a fixed dict of facts: manifests on disk, tests, the demo."""
@@ -94,6 +108,7 @@ class StaticView:
     def __init__(self, namespaces: Mapping[str, NamespaceFacts] | Iterable[NamespaceFacts]) -> None:
         items = namespaces.values() if isinstance(namespaces, Mapping) else namespaces
         self._namespaces = {ns.name: ns for ns in items}
+        self._trust: TrustIndex | None = None
 
     def namespace(self, name: str) -> NamespaceFacts | None:
         return self._namespaces.get(name)
@@ -104,6 +119,13 @@ class StaticView:
 
     def staleness(self) -> float:
         return 0.0
+
+    def label_trust(self) -> TrustIndex:
+        if self._trust is None:  # built on first use: most static views never need it
+            self._trust = TrustIndex()
+            for facts in self._namespaces.values():
+                self._trust.set(facts.name, trust_entries(facts))
+        return self._trust
 
     def names(self) -> list[str]:
         return sorted(self._namespaces)

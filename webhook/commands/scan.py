@@ -1,10 +1,11 @@
 """`kubefence scan`: the preflight. What the webhook would object to in a live cluster or manifests.
 
 The I/O shell around `webhook.scan`: reads the cluster once (a paginated LIST of Namespaces,
-NetworkPolicies and running Pods' metadata, raw JSON through orjson, and the served API groups)
-or a `--state` folder, and prints a table, JSON, or with `--fix` the YAML that fences every
-unfenced namespace. Exit 1 when there are findings, 0 when there are none, 2 for bad input or an
-unreachable cluster.
+NetworkPolicies and running Pods' metadata, raw JSON through orjson, the served API groups, and
+Services, ClusterRoles and ClusterRoleBindings: a 403 on one of those three is said in the report
+instead of failing the scan) or a `--state` folder, and prints a table, JSON, or with `--fix`
+the YAML that fences every unfenced namespace. Exit 1 when there are findings, 0 when there are
+none, 2 for bad input or an unreachable cluster.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import yaml
 
 from webhook import exitcodes
 from webhook.cluster.apiserver import JSON, METADATA_ONLY, RUNNING_PODS, ApiError, Getter, pages
-from webhook.cluster.static import build_facts, load_state
+from webhook.cluster.static import build_facts, load_state, objects_of
 from webhook.cluster.view import StaticView
 from webhook.config import load_settings
 from webhook.errors import InputError
+from webhook.findings.exposure import KINDS as EXPOSURE_KINDS
+from webhook.findings.exposure import Exposure, read_exposure
 from webhook.findings.judge import scan
 from webhook.findings.model import POLICY_CRD_GROUPS
 from webhook.findings.policy_reports import FORMATS, render_reports
@@ -32,8 +35,19 @@ from webhook.findings.render import fix_manifests, render_table, to_json
 from webhook.netpol import DEFAULT_LIMITS, Limits
 
 HELP = (
-    "list namespaces that are not fenced, policies that neutralise fences and workloads outside "
-    "the audited scope; --fix prints the NetworkPolicies that fence them"
+    "list namespaces that are not fenced, policies that neutralise fences, workloads outside "
+    "the audited scope, allow rules keyed on namespace labels, Services with externalIPs and who "
+    "holds nodes/proxy; --fix prints the NetworkPolicies that fence them"
+)
+# The exposure lists (webhook.findings.exposure); each may be forbidden to whoever runs scan.
+EXPOSURE_PATHS = (
+    ("/api/v1/services", "Service", "services"),
+    ("/apis/rbac.authorization.k8s.io/v1/clusterroles", "ClusterRole", "clusterroles"),
+    (
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+    ),
 )
 
 PAGE = 500
@@ -72,10 +86,11 @@ def run(args: argparse.Namespace) -> int:
     if args.state is not None:
         view = load_state(args.state, settings.limits)
         groups = policy_groups_in(args.state)
+        exposure = read_exposure(objects_of(args.state, EXPOSURE_KINDS))
     else:
-        view, groups = read_cluster(args.kubeconfig, settings.limits)
+        view, groups, exposure = read_cluster(args.kubeconfig, settings.limits)
     facts = [f for f in (view.namespace(n) for n in view.names()) if f is not None]
-    report = scan(facts, view, settings, groups)
+    report = scan(facts, view, settings, groups, exposure)
     out = sys.stdout
     if args.fix:
         out.write(fix_manifests(report))
@@ -94,14 +109,15 @@ def run(args: argparse.Namespace) -> int:
 
 def read_cluster(
     kubeconfig: Path | None, limits: Limits = DEFAULT_LIMITS
-) -> tuple[StaticView, tuple[str, ...]]:
-    """One consistent-enough read of the cluster: namespaces, policies, running pods, API groups."""
+) -> tuple[StaticView, tuple[str, ...], Exposure]:
+    """One consistent-enough read of the cluster: namespaces, policies, running pods, API groups,
+    and the exposure lists (Services, ClusterRoles, ClusterRoleBindings)."""
     return asyncio.run(_read_cluster(kubeconfig, limits))
 
 
 async def _read_cluster(
     kubeconfig: Path | None, limits: Limits
-) -> tuple[StaticView, tuple[str, ...]]:
+) -> tuple[StaticView, tuple[str, ...], Exposure]:
     from webhook.cluster import transport
 
     try:
@@ -121,6 +137,15 @@ async def _read_cluster(
                     ),
                 ]
                 groups = served_groups(await api.get("/apis/", timeout=None))
+                exposed: list[Mapping[str, Any]] = []
+                unread: list[str] = []
+                for path, kind, name in EXPOSURE_PATHS:
+                    try:
+                        exposed += [obj for _, obj in await _listed(api, path, kind)]
+                    except ApiError as exc:
+                        if exc.status != 403:
+                            raise
+                        unread.append(f"{name} ({exc.status} {exc.phrase or 'Forbidden'})")
             except ApiError as exc:
                 reason = f"{exc.status} {exc.phrase}: {_message(exc.body)}"
                 raise InputError(f"{api.server}: {reason}") from None
@@ -128,7 +153,8 @@ async def _read_cluster(
                 raise InputError(f"{api.server}: cannot reach the API server: {exc}") from None
     except transport.CredentialsError as exc:
         raise InputError(f"{exc.source}: cannot load: {exc.reason}") from None
-    return StaticView(build_facts(iter(objects), limits)), groups
+    view = StaticView(build_facts(iter(objects), limits))
+    return view, groups, read_exposure(exposed, unread)
 
 
 async def _listed(

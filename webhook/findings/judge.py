@@ -7,7 +7,11 @@ Findings, per namespace that is not exempt, not Terminating and whose rule is no
   default-deny cannot fix those directions, the policies must change;
 - outside the audited scope (with an audit policy configured): the `audit-scope` rule itself,
   run for each workload kind, operation and usual writer (`usual_writers`), whatever mode it is
-  in.
+  in;
+- allow rules keyed on a namespace label other than `kubernetes.io/metadata.name` (in
+  namespaces not exempt or Terminating, whatever the modes: the `namespace-labels` rule warns
+  only when a label changes), Services with externalIPs outside exempt namespaces, and who holds
+  nodes/proxy beyond the API server's own bindings (`webhook.findings.exposure`).
 Warnings, not findings: policies that open the pods they select to every peer, policy CRDs the
 cluster serves that can allow traffic beside NetworkPolicies (kubefence does not evaluate them),
 and namespaces whose labels do not enforce Pod Security Admission's `baseline` level, which
@@ -23,10 +27,12 @@ from dataclasses import replace
 from webhook.admission import AdmissionRequest, GroupVersionKind, GroupVersionResource
 from webhook.auditpolicy import describe_rule
 from webhook.cluster.view import ClusterView, NamespaceFacts
+from webhook.findings.exposure import NOTHING_READ, Exposure
 from webhook.findings.model import (
     POLICY_CRD_GROUPS,
     AuditCause,
     AuditScopeFinding,
+    LabelTrust,
     NearlyOpen,
     PolicyCrd,
     PolicyFinding,
@@ -46,8 +52,10 @@ def scan(
     cluster: ClusterView,
     settings: Settings,
     served_groups: Iterable[str] = (),
+    exposure: Exposure = NOTHING_READ,
 ) -> ScanReport:
-    """Judge every namespace of the view as the webhook would."""
+    """Judge every namespace of the view as the webhook would; `exposure` is what was read of
+    Services and RBAC."""
     facts = sorted(namespaces, key=lambda f: f.name)
     exempt, terminating, off, scanned = [], [], [], []
     unfenced: list[Unfenced] = []
@@ -123,6 +131,20 @@ def scan(
         audit_policy=settings.audit_policy_file,
         existing_policies={ns.name: frozenset(p.name for p in ns.policies) for ns in facts},
         audit_min_level=settings.min_level.wire,
+        label_trust=tuple(
+            LabelTrust(ns.name, p.name, t.direction, t.where, t.describe(), t.keys)
+            for ns in audited
+            for p in ns.policies
+            for t in p.label_trust
+        ),
+        exposure=replace(
+            exposure,
+            external_ips=tuple(
+                s
+                for s in exposure.external_ips
+                if s.namespace not in settings.exemptions.namespaces
+            ),
+        ),
     )
 
 

@@ -5,7 +5,9 @@ A `ScanReport` holds, per namespace that is not exempt, not Terminating and whos
 of policies that neutralise a fence or open the pods they select to every peer, the
 `AuditScopeFinding`s of the audit-scope preflight (each with the `AuditCause`s, the audit policy
 rules that put it out of scope), the `PolicyCrd` groups the cluster serves, the namespaces whose
-labels do not enforce Pod Security Admission's baseline level, and near-total openings.
+labels do not enforce Pod Security Admission's baseline level, near-total openings, the
+`LabelTrust` allow rules keyed on namespace labels, and the `exposure` findings (Services with
+externalIPs, who holds nodes/proxy: `webhook.findings.exposure`).
 `judge.scan` builds it; `render` prints it. Data only: no I/O, no logic beyond derived views.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from webhook.findings.exposure import NOTHING_READ, Exposure
 from webhook.netpol import Direction
 
 # API groups whose policies can allow traffic that a namespace's NetworkPolicies deny.
@@ -118,6 +121,19 @@ class NearlyOpen:
 
 
 @dataclass(frozen=True, slots=True)
+class LabelTrust:
+    """An allow-rule peer whose namespaceSelector keys on a namespace label other than the name:
+    whoever may label namespaces decides who it admits (Ingress) or lets the pods reach (Egress)."""
+
+    namespace: str
+    policy: str
+    direction: str
+    where: str  # spec.ingress[0].from[1].namespaceSelector
+    selector: str  # as `kubectl get -l` reads it
+    keys: tuple[str, ...]  # the trusted label keys
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyCrd:
     group: str
     kinds: str
@@ -145,10 +161,19 @@ class ScanReport:
     without_pod_security: tuple[str, ...] = ()
     nearly_open: tuple[NearlyOpen, ...] = ()  # allowNearlyAll: warned, not a finding
     audit_min_level: str = "Metadata"
+    label_trust: tuple[LabelTrust, ...] = ()
+    exposure: Exposure = NOTHING_READ
 
     @property
     def findings(self) -> bool:
-        return bool(self.unfenced or self.neutralising or self.audit_scope)
+        return bool(
+            self.unfenced
+            or self.neutralising
+            or self.audit_scope
+            or self.label_trust
+            or self.exposure.external_ips
+            or any(not h.builtin for h in self.exposure.node_proxy)
+        )
 
     def audit_scope_groups(self) -> tuple[AuditScopeGroup, ...]:
         """The audit-scope findings grouped by the audit policy rules that catch them, in rule

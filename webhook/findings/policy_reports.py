@@ -2,9 +2,11 @@
 
 One namespaced report per namespace kubefence judged, with what it found there: the namespace's
 fence (`default-deny`: fail, pass, or skip where the rule is off), the NetworkPolicies that open it
-(`allow-all`), the audit policy rules that leave it unaudited (`audit-scope`, one result per rule);
-and one cluster report for what is cluster-wide (policy APIs kubefence does not evaluate) or was
-not judged (exempt and Terminating namespaces: skip). `policyreport` writes
+(`allow-all`), the audit policy rules that leave it unaudited (`audit-scope`, one result per rule),
+its allow rules keyed on namespace labels (`namespace-labels`) and Services with externalIPs
+(`external-ips`); and one cluster report for what is cluster-wide (policy APIs kubefence does not
+evaluate, who holds nodes/proxy: `node-proxy`, lists scan could not read: error) or was not judged
+(exempt and Terminating namespaces: skip). `policyreport` writes
 `wgpolicyk8s.io/v1alpha2` PolicyReport and ClusterPolicyReport (what Kyverno and Policy Reporter
 read); `openreports` writes their successor, `openreports.io/v1alpha1` Report and ClusterReport.
 
@@ -22,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from webhook.findings.exposure import DENY_EXTERNAL_IPS
 from webhook.findings.model import AuditScopeGroup, ScanReport, Unfenced
 from webhook.findings.render import audit_fix, who_does_what
 
@@ -197,6 +200,42 @@ def _namespace_results(report: ScanReport) -> dict[str, list[dict[str, Any]]]:
     for group in report.audit_scope_groups():
         for ns in group.namespaces:
             results.setdefault(ns, []).append(_audit_failed(group, ns, report))
+    for t in report.label_trust:
+        results.setdefault(t.namespace, []).append(
+            _result(
+                "namespace-labels",
+                "trusts-namespace-labels",
+                "fail",
+                f"NetworkPolicy {t.policy} ({t.where}: {t.selector}) "
+                + ("admits traffic from" if t.direction == "Ingress" else "lets its pods reach")
+                + f" any namespace labelled so: whoever may label namespaces ({', '.join(t.keys)}) "
+                "decides who it trusts; key it on kubernetes.io/metadata.name",
+                severity="medium",
+                resources=[_network_policy(t.namespace, t.policy)],
+                properties={"field": t.where, "selector": t.selector, "labels": ",".join(t.keys)},
+            )
+        )
+    for e in report.exposure.external_ips:
+        results.setdefault(e.namespace, []).append(
+            _result(
+                "external-ips",
+                "service-external-ips",
+                "fail",
+                f"Service {e.service} sets externalIPs {', '.join(e.addresses)}: it captures "
+                "traffic to those addresses from every pod and node (CVE-2020-8554); enable the "
+                f"{DENY_EXTERNAL_IPS} admission plugin",
+                severity="high",
+                resources=[
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Service",
+                        "namespace": e.namespace,
+                        "name": e.service,
+                    }
+                ],
+                properties={"externalIPs": ",".join(e.addresses)},
+            )
+        )
     return results
 
 
@@ -261,6 +300,37 @@ def _cluster_results(report: ScanReport) -> list[dict[str, Any]]:
             properties={"group": c.group, "kinds": c.kinds},
         )
         for c in report.policy_crds
+    ]
+    results += [
+        _result(
+            "node-proxy",
+            "holds-node-proxy",
+            "skip" if h.builtin else "fail",
+            f"{h.subject} holds nodes/proxy ({','.join(h.verbs)}, on {h.on}) through ClusterRole "
+            f"{h.role} (ClusterRoleBinding {h.binding}"
+            + (", built in" if h.builtin else "")
+            + "): exec into any pod of those nodes on the kubelet's port, past admission",
+            severity="high",
+            resources=[
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding",
+                    "name": h.binding,
+                }
+            ],
+            properties={"subject": h.subject, "clusterRole": h.role, "verbs": ",".join(h.verbs)},
+        )
+        for h in report.exposure.node_proxy
+    ]
+    results += [
+        _result(
+            "scan",
+            "read",
+            "error",
+            f"could not list {what}: its findings are not known",
+            severity="medium",
+        )
+        for what in report.exposure.unread
     ]
     for names, why in (
         (report.exempt, "exempt (exemptions.namespaces): kubefence does not judge it"),

@@ -1,7 +1,8 @@
 """The renderings of a `ScanReport`: the text table, the JSON document and the `--fix` manifests.
 
 The table is for a terminal; the JSON keys (`summary`, `unfenced`, `neutralising`, `openSelected`,
-`auditScope`, `policyCrds`, `withoutPodSecurity`, `skipped`) are for pipelines; `fix_manifests`
+`auditScope`, `policyCrds`, `withoutPodSecurity`, `labelTrust`, `externalIPs`, `nodeProxy`,
+`unread`, `skipped`) are for pipelines; `fix_manifests`
 prints the minimal default-deny NetworkPolicies that fence every unfenced namespace, as YAML for
 `kubectl apply -f -`. Pure: a report in, a string (or a JSON-ready dict) out.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from webhook.findings.exposure import DENY_EXTERNAL_IPS
 from webhook.findings.model import AuditScopeFinding, AuditScopeGroup, PolicyFinding, ScanReport
 from webhook.remedy import remedy
 
@@ -50,6 +52,9 @@ def to_json(report: ScanReport) -> dict[str, object]:
             "nearlyOpen": len(report.nearly_open),
             "auditScope": len(report.audit_scope),
             "policyCrds": len(report.policy_crds),
+            "labelTrust": len(report.label_trust),
+            "externalIPs": len(report.exposure.external_ips),
+            "nodeProxy": sum(1 for h in report.exposure.node_proxy if not h.builtin),
             "findings": report.findings,
         },
         "require": list(report.require),
@@ -101,6 +106,33 @@ def to_json(report: ScanReport) -> dict[str, object]:
             {"group": c.group, "kinds": c.kinds, "note": c.note} for c in report.policy_crds
         ],
         "withoutPodSecurity": list(report.without_pod_security),
+        "labelTrust": [
+            {
+                "namespace": t.namespace,
+                "policy": t.policy,
+                "direction": t.direction,
+                "field": t.where,
+                "selector": t.selector,
+                "labels": list(t.keys),
+            }
+            for t in report.label_trust
+        ],
+        "externalIPs": [
+            {"namespace": e.namespace, "service": e.service, "addresses": list(e.addresses)}
+            for e in report.exposure.external_ips
+        ],
+        "nodeProxy": [
+            {
+                "subject": h.subject,
+                "clusterRole": h.role,
+                "clusterRoleBinding": h.binding,
+                "verbs": list(h.verbs),
+                "nodes": list(h.nodes),
+                "builtin": h.builtin,
+            }
+            for h in report.exposure.node_proxy
+        ],
+        "unread": list(report.exposure.unread),
         "skipped": {
             "exempt": list(report.exempt),
             "terminating": list(report.terminating),
@@ -149,6 +181,7 @@ def render_table(report: ScanReport) -> str:
         ("NAMESPACE", "POLICY", "OPENS"),
         [(p.namespace, p.policy, ", ".join(p.directions)) for p in report.neutralising],
     )
+    lines += _trust_and_exposure(report)
     if report.audit_policy is None:
         lines += ["", "AUDITED SCOPE: not checked (no auditScope.policyFile in the config)"]
     else:
@@ -171,11 +204,57 @@ def render_table(report: ScanReport) -> str:
     )
     if report.without_pod_security:
         warnings.append(_pod_security_warning(report.without_pod_security))
+    warnings += [
+        f"could not list {what}: its findings are not known" for what in report.exposure.unread
+    ]
     if warnings:
         lines += ["", f"WARNINGS: {len(warnings)}", *(f"  {w}" for w in warnings)]
     if any(u.fixable for u in report.unfenced):
         lines += ["", "Fence them: kubefence scan --fix ... | kubectl apply -f -"]
     return "\n".join(lines) + "\n"
+
+
+def _trust_and_exposure(report: ScanReport) -> list[str]:
+    """Allow rules keyed on namespace labels, Services with externalIPs, nodes/proxy holders."""
+    lines = _table(
+        f"ALLOW RULES THAT TRUST NAMESPACE LABELS: {len(report.label_trust)}",
+        ("NAMESPACE", "POLICY", "PEER", "SELECTOR"),
+        [(t.namespace, t.policy, t.where, t.selector) for t in report.label_trust],
+    )
+    if report.label_trust:
+        lines.append(
+            "  whoever may label namespaces decides who these admit or reach: key them on "
+            "kubernetes.io/metadata.name"
+        )
+    external = report.exposure.external_ips
+    lines += _table(
+        f"SERVICES WITH EXTERNAL IPS (CVE-2020-8554): {len(external)}",
+        ("NAMESPACE", "SERVICE", "EXTERNAL IPS"),
+        [(e.namespace, e.service, ", ".join(e.addresses)) for e in external],
+    )
+    if external:
+        lines.append(
+            "  they capture traffic to those addresses from every pod and node: enable the "
+            f"{DENY_EXTERNAL_IPS} admission plugin (kube-apiserver --enable-admission-plugins)"
+        )
+    holders = report.exposure.node_proxy
+    builtin = sum(1 for h in holders if h.builtin)
+    lines += _table(
+        f"WHO HOLDS nodes/proxy (exec on the kubelet, past admission): {len(holders) - builtin}"
+        + (f" (and {builtin} built in)" if builtin else ""),
+        ("SUBJECT", "CLUSTERROLE", "BINDING", "VERBS", "NODES"),
+        [
+            (
+                h.subject,
+                h.role,
+                h.binding + (" (built in)" if h.builtin else ""),
+                ",".join(h.verbs),
+                h.on,
+            )
+            for h in holders
+        ],
+    )
+    return lines
 
 
 def _pod_security_warning(namespaces: Sequence[str]) -> str:

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from enum import Enum
 
 from webhook.cluster.view import ClusterView
-from webhook.rules import allow_all, audit_scope, default_deny, fence_guard, host_network
+from webhook.rules import (
+    allow_all,
+    audit_scope,
+    default_deny,
+    fence_guard,
+    host_network,
+    namespace_labels,
+)
 from webhook.rules.result import RuleResult
 from webhook.settings import Settings
 from webhook.subject import Subject
@@ -58,4 +65,6 @@ RULES: tuple[Rule, ...] = (
     # evaluated once per request (memoised on the subject).
     # Services and nodes only for their proxies (CONNECT), the pods' tunnels with the workloads.
     Rule(audit_scope.RULE, audit_scope.check, _WORKLOADS | audit_scope.TUNNEL_RESOURCES, True),
+    # Namespace UPDATEs against every allow rule that trusts namespace labels (the view's index).
+    Rule(namespace_labels.RULE, namespace_labels.check, frozenset({("", "namespaces")}), True),
 )

@@ -10,6 +10,7 @@ DEFAULT_DENY = "default-deny"
 ALLOW_ALL = "allow-all"
 HOST_NETWORK = "host-network"
 AUDIT_SCOPE = "audit-scope"
+NAMESPACE_LABELS = "namespace-labels"
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,7 +110,7 @@ spelled out, so what is stored equals what is rendered.
 {{- $conditions = append $conditions (dict "name" "break-glass" "expression" (printf "!has(request.userInfo.groups) || !(%s in request.userInfo.groups)" (.Values.webhook.breakGlassGroup | toJson))) -}}
 {{- end -}}
 {{- if .Values.webhook.skipUnchangedUpdates -}}
-{{- $conditions = append $conditions (dict "name" "spec-changed" "expression" "request.operation != 'UPDATE' || !has(object.spec) || !has(oldObject.spec) || object.spec != oldObject.spec") -}}
+{{- $conditions = append $conditions (dict "name" "spec-changed" "expression" "request.operation != 'UPDATE' || request.resource.resource == 'namespaces' || !has(object.spec) || !has(oldObject.spec) || object.spec != oldObject.spec") -}}
 {{- end -}}
 {{- $conditions = concat $conditions .Values.webhook.matchConditions -}}
 - name: {{ .Values.webhook.name }}
@@ -197,4 +197,67 @@ spelled out, so what is stored equals what is rendered.
 {{- if gt (int .Values.workers) 1 }}
 - --workers={{ .Values.workers }}
 {{- end }}
+{{- end -}}
+
+{{- define "kubefence.monitorName" -}}
+{{- printf "%s-monitor" (include "kubefence.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "kubefence.monitorSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubefence.name" . }}-monitor
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "kubefence.monitorTLSSecretName" -}}
+{{- if eq .Values.certs.mode "secret" -}}
+{{- .Values.monitor.certs.secretName -}}
+{{- else -}}
+{{- printf "%s-tls" (include "kubefence.monitorName" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kubefence.monitorDNSNames" -}}
+{{- $svc := include "kubefence.monitorName" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- toJson (list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns)) -}}
+{{- end -}}
+
+{{/*
+The monitor's generated TLS material as JSON {ca, cert, key} (base64 PEM): its own CA, and a
+certificate for the Service's fixed ClusterIP (an IP SAN: the API server dials the address) and
+names. Kept across upgrades while the address stays the same (the Secret's annotation says
+which address it was made for); made again when the address changes.
+*/}}
+{{- define "kubefence.monitorGeneratedTLS" -}}
+{{- if not (hasKey . "kubefenceMonitorTLS") -}}
+{{- $name := include "kubefence.monitorTLSSecretName" . -}}
+{{- $ip := .Values.monitor.service.clusterIP -}}
+{{- $old := lookup "v1" "Secret" .Release.Namespace $name -}}
+{{- $data := dict -}}
+{{- $madeFor := "" -}}
+{{- if and $old $old.data -}}
+{{- $data = $old.data -}}
+{{- $madeFor = index ($old.metadata.annotations | default dict) "kubefence.io/monitor-address" | default "" -}}
+{{- end -}}
+{{- if and (eq $madeFor $ip) (index $data "ca.crt") (index $data "tls.crt") (index $data "tls.key") -}}
+{{- $_ := set . "kubefenceMonitorTLS" (dict "ca" (index $data "ca.crt") "cert" (index $data "tls.crt") "key" (index $data "tls.key")) -}}
+{{- else -}}
+{{- $days := int .Values.certs.generated.days -}}
+{{- $ca := genCAWithKey (printf "%s-ca" (include "kubefence.monitorName" .)) $days (genPrivateKey "ecdsa") -}}
+{{- $dns := include "kubefence.monitorDNSNames" . | fromJsonArray -}}
+{{- $cert := genSignedCertWithKey $ip (list $ip) $dns $days $ca (genPrivateKey "ecdsa") -}}
+{{- $_ := set . "kubefenceMonitorTLS" (dict "ca" ($ca.Cert | b64enc) "cert" ($cert.Cert | b64enc) "key" ($cert.Key | b64enc)) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson (get . "kubefenceMonitorTLS") -}}
+{{- end -}}
+
+{{/* A Go-style duration of one unit (`90s`, `10m`, `1h`) in whole seconds, for PromQL. */}}
+{{- define "kubefence.seconds" -}}
+{{- $d := toString . -}}
+{{- if hasSuffix "ms" $d -}}{{- div (trimSuffix "ms" $d | int) 1000 -}}
+{{- else if hasSuffix "s" $d -}}{{- trimSuffix "s" $d | int -}}
+{{- else if hasSuffix "m" $d -}}{{- mul (trimSuffix "m" $d | int) 60 -}}
+{{- else if hasSuffix "h" $d -}}{{- mul (trimSuffix "h" $d | int) 3600 -}}
+{{- end -}}
 {{- end -}}

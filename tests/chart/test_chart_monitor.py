@@ -1,0 +1,209 @@
+"""The chart's `kubefence monitor` (issue 18): the Deployment, its fixed-address Service, the
+certificate with an IP SAN in each certificate mode, the client CA, the NOTES that wire the API
+server to it, and the PrometheusRule, rendered by the pinned helm."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from helmchart import (
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    HelmError,
+    helm,
+    kinds,
+    render,
+    tool,
+    values_file,
+)
+
+from webhook.cli import COMMANDS, build_parser
+from webhook.config import parse_settings
+
+MONITOR = f"{RELEASE}-kubefence-monitor"
+ADDRESS = "10.96.0.50"
+ENABLED: dict[str, Any] = {
+    "monitor": {
+        "enabled": True,
+        "service": {"clusterIP": ADDRESS},
+        "clientCA": {"configMap": "apiserver-audit-ca"},
+    }
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _helm() -> None:
+    if tool("helm") is None:
+        message = "helm not found: run hack/build-control-plane.sh helm"
+        if os.environ.get("KUBEFENCE_E2E") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return found
+
+
+def with_values(**extra: Any) -> dict[str, Any]:
+    values = {key: dict(value) for key, value in ENABLED.items()}
+    for key, value in extra.items():
+        values[key] = {**values.get(key, {}), **value}
+    return values
+
+
+def notes(values: dict[str, Any], tmp_path: Path) -> str:
+    """NOTES.txt as helm renders it after an install (helm template never prints it)."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    (chart / "notes.txt").write_text((chart / "templates" / "NOTES.txt").read_text())
+    (chart / "templates" / "NOTES.txt").unlink()
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: |\n"
+        '{{ tpl (.Files.Get "notes.txt") . | indent 4 }}\n'
+    )
+    text = helm(
+        "template", RELEASE, str(chart), "--namespace", NAMESPACE,
+        "--values", str(values_file(values, tmp_path)), "--show-only", "templates/zz-notes.yaml",
+    )  # fmt: skip
+    return str(yaml.safe_load(text)["data"]["notes"])
+
+
+def test_off_by_default() -> None:
+    docs = render()
+    assert not [d for d in docs if d["metadata"]["name"].startswith(MONITOR)]
+    assert "PrometheusRule" not in kinds(docs)
+
+
+def test_the_deployment_runs_monitor_with_the_flags_it_accepts() -> None:
+    docs = render(ENABLED)
+    pod = named(docs, "Deployment", MONITOR)["spec"]["template"]["spec"]
+    (box,) = pod["containers"]
+    assert box["command"] == ["kubefence", "monitor"]
+    assert box["args"] == [
+        "--cert=/etc/kubefence/tls/tls.crt",
+        "--key=/etc/kubefence/tls/tls.key",
+        "--client-ca=/etc/kubefence/client-ca/ca.crt",
+        "--port=8444",
+        "--probe-port=8082",
+        "--config=/etc/kubefence/config/config.yaml",
+    ]
+    mounts = {m["mountPath"]: m["name"] for m in box["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/etc/kubefence/client-ca"]]["configMap"]["name"] == "apiserver-audit-ca"
+    assert volumes[mounts["/etc/kubefence/tls"]]["secret"]["secretName"] == f"{MONITOR}-tls"
+    assert box["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "probes"}
+    assert box["securityContext"]["readOnlyRootFilesystem"] is True
+    # Every flag is one `kubefence monitor` parses, where this tree has the command (it is written
+    # on another branch; the flags are issue 18's).
+    if "monitor" not in COMMANDS:
+        return
+    argv = ["monitor", *box["args"]]
+    parsed = build_parser(argv).parse_args(argv)
+    assert str(parsed.client_ca) == "/etc/kubefence/client-ca/ca.crt"
+
+
+def test_the_service_has_the_fixed_cluster_ip_the_api_server_dials() -> None:
+    service = named(render(ENABLED), "Service", MONITOR)
+    assert service["spec"]["clusterIP"] == ADDRESS
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {
+        "audit": 8444,
+        "probes": 8082,
+    }
+    deployment = named(render(ENABLED), "Deployment", MONITOR)
+    assert (
+        deployment["spec"]["selector"]["matchLabels"].items() <= service["spec"]["selector"].items()
+    )
+
+
+def test_generated_certificate_names_the_address() -> None:
+    secret = named(render(ENABLED), "Secret", f"{MONITOR}-tls")
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address(ADDRESS) in names.get_values_for_type(x509.IPAddress)
+    assert f"{MONITOR}.{NAMESPACE}.svc" in names.get_values_for_type(x509.DNSName)
+    assert cert.issuer == ca.subject
+    assert secret["metadata"]["annotations"]["kubefence.io/monitor-address"] == ADDRESS
+
+
+def test_cert_manager_certificate_has_the_ip_san() -> None:
+    docs = render(with_values(certs={"mode": "certManager"}))
+    certificate = named(docs, "Certificate", f"{MONITOR}-tls")
+    assert certificate["spec"]["ipAddresses"] == [ADDRESS]
+    assert certificate["spec"]["issuerRef"]["name"] == f"{RELEASE}-kubefence-ca"
+    assert not [
+        d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == f"{MONITOR}-tls"
+    ]
+
+
+def test_secret_mode_uses_the_given_secret() -> None:
+    values = with_values(
+        certs={"mode": "secret", "secret": {"name": "my-tls", "caBundle": "Zm9v"}},
+        monitor={"certs": {"secretName": "monitor-tls"}},
+    )
+    pod = named(render(values), "Deployment", MONITOR)["spec"]["template"]["spec"]
+    assert {v["name"]: v for v in pod["volumes"]}["tls"]["secret"]["secretName"] == "monitor-tls"
+
+
+@pytest.mark.parametrize(
+    ("monitor", "message"),
+    [
+        (
+            {"enabled": True, "clientCA": {"configMap": "ca"}},
+            "/monitor/service/clusterIP': minLength",
+        ),
+        (
+            {"enabled": True, "service": {"clusterIP": ADDRESS}},
+            "/monitor/clientCA/configMap': minLength",
+        ),
+    ],
+)
+def test_the_schema_wants_an_address_and_a_client_ca(monitor: dict[str, Any], message: str) -> None:
+    with pytest.raises(HelmError) as err:
+        render({"monitor": monitor})
+    assert message in str(err.value)
+
+
+def test_the_own_network_policy_admits_the_audit_feed() -> None:
+    policy = named(render(ENABLED), "NetworkPolicy", f"{RELEASE}-kubefence")
+    ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert {8444, 8082} <= ports
+
+
+def test_notes_print_the_api_server_flags_and_the_kubeconfig(tmp_path: Path) -> None:
+    text = notes(ENABLED, tmp_path)
+    assert "--audit-webhook-config-file=" in text
+    assert "--audit-webhook-batch-max-wait=" in text
+    assert f"server: https://{ADDRESS}:8444/audit" in text
+    assert "client-certificate:" in text
+    assert f"get secret {MONITOR}-tls" in text
+    assert "--audit-webhook-config-file" not in notes({}, tmp_path / "off")
+
+
+def test_prometheus_rule_alerts_on_alerts_and_on_a_silent_feed() -> None:
+    docs = render(
+        with_values(monitoring={"prometheusRule": {"enabled": True, "silentFeedAfter": "15m"}})
+    )
+    rule = named(docs, "PrometheusRule", f"{RELEASE}-kubefence")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert "kubefence_monitor_alerts_total" in alerts["KubefenceEvasion"]["expr"]
+    silent = alerts["KubefenceAuditFeedSilent"]["expr"]
+    assert "kubefence_monitor_last_event_timestamp_seconds" in silent
+    assert silent.endswith("> 900")
+    assert "{{ $labels.kind }}" in alerts["KubefenceEvasion"]["annotations"]["summary"]
+    assert "PrometheusRule" not in kinds(render(ENABLED))
+
+
+def test_the_config_the_monitor_reads_parses(tmp_path: Path) -> None:
+    config = named(render(ENABLED), "ConfigMap", f"{RELEASE}-kubefence-config")
+    parse_settings(config["data"]["config.yaml"], "config.yaml", tmp_path, lambda _: "")
