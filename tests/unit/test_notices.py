@@ -4,6 +4,7 @@ fence.lost names the workloads left in its namespace, from a bounded live list."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from webhook.cluster.apiserver import ApiError
@@ -50,6 +51,8 @@ async def drain(notices: Notices) -> None:
     for _ in range(50):
         await asyncio.sleep(0)
     task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def test_two_replicas_observing_the_same_change_send_it_once() -> None:
@@ -85,7 +88,7 @@ async def test_a_new_leader_sends_what_it_kept_since_the_previous_holder_was_las
 async def test_fence_lost_names_the_workloads_left_in_its_namespace() -> None:
     log = Log()
     lister = Workloads({"pods": ["web-1"], "deployments": ["web"]})
-    notices = Notices(log=log, lister=lister)
+    notices = Notices(log=log, settle=0, lister=lister)
     notices.emit(lost())
     notices.emit(Notice("fence.restored", {"namespace": "shop"}))
     await drain(notices)
@@ -124,7 +127,7 @@ async def test_a_failed_list_is_said_and_the_notice_still_sent() -> None:
     log = Log()
     lister = Workloads({})
     lister.fail = True
-    notices = Notices(log=log, lister=lister)
+    notices = Notices(log=log, settle=0, lister=lister)
     notices.emit(lost())
     await drain(notices)
     assert log.lines == [
@@ -135,7 +138,7 @@ async def test_a_failed_list_is_said_and_the_notice_still_sent() -> None:
 async def test_leadership_lost_while_listing_keeps_the_notice_unsent() -> None:
     log = Log()
     leading = True
-    notices = Notices(log=log, lister=Workloads({"pods": ["web-1"]}))
+    notices = Notices(log=log, settle=0, lister=Workloads({"pods": ["web-1"]}))
     notices.leading = lambda: leading
     notices.emit(lost())
     leading = False

@@ -12,11 +12,14 @@ Invariants:
   when observed and when sent. A follower keeps what it observed for `KEEP_SECONDS`; on becoming
   leader it sends those observed since the previous holder was last seen renewing, marked
   `replayed: true`: a handover may repeat a notice of its last seconds, never drop one.
-- With a workload lister, a `fence.lost` first lists the workloads left in that namespace (live,
-  metadata only, at most `WORKLOAD_NAMES` names, within `LIST_TIMEOUT`) and names them: a
-  workload another replica admitted while the fence went (the cross-replica window) is named in
-  the one `fence.lost` of the cluster. A failed list is said (`workloads_error`), never waited on.
-- Notices are sent in the order observed: one queue, one consumer.
+- With a workload lister, a `fence.lost` names the workloads left in that namespace: listed live
+  (metadata only, at most `WORKLOAD_NAMES` names, within `LIST_TIMEOUT`) `SETTLE_SECONDS` after
+  the fence went. A workload another replica admitted while the fence went (the cross-replica
+  window) is persisted after that replica's answer, which can be after this replica saw the
+  fence go: the settle covers that and replicas' informers lagging each other by up to it. A
+  failed list is said (`workloads_error`), never waited on.
+- Notices are sent in the order observed: their lists run concurrently (at most `LISTS_AT_ONCE`
+  namespaces), one consumer sends them in turn.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ KEEP_SECONDS = 60.0  # a follower's memory of what it did not send: several leas
 KEEP_MAX = 10_000
 WORKLOAD_NAMES = 20  # named in one fence.lost; the rest are counted
 LIST_TIMEOUT = 5.0
+SETTLE_SECONDS = 2.0
+LISTS_AT_ONCE = 8
 
 _KINDS = {
     "pods": "Pod",
@@ -73,17 +78,25 @@ class Notices:
     lister: Getter | None = None  # lists the workloads a fence.lost names
     clock: Callable[[], float] = time.monotonic
     leading: Callable[[], bool] = lambda: True
+    settle: float = SETTLE_SECONDS
     sent: int = 0
     _kept: deque[_Kept] = field(default_factory=deque)
-    _queue: asyncio.Queue[Notice] = field(default_factory=asyncio.Queue)
+    _queue: asyncio.Queue[asyncio.Future[Notice]] = field(default_factory=asyncio.Queue)
+    _lists: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(LISTS_AT_ONCE))
 
     def emit(self, notice: Notice) -> None:
         if not self.leading():
             self._keep(notice)
         elif self.lister is None:
             self._send(notice)
+        elif notice.workloads_of is None:
+            ready: asyncio.Future[Notice] = asyncio.get_running_loop().create_future()
+            ready.set_result(notice)
+            self._queue.put_nowait(ready)
         else:
-            self._queue.put_nowait(notice)
+            self._queue.put_nowait(
+                asyncio.ensure_future(self._named(notice, self.lister, notice.workloads_of))
+            )
 
     def leadership_changed(self, leading: bool, since: float) -> None:
         """The elector's listener: on taking over, send what the previous leader may not have."""
@@ -96,15 +109,22 @@ class Notices:
 
     async def run(self, host: object = None) -> None:
         """Send queued notices in order, each fence.lost with its workloads, until cancelled."""
-        while True:
-            notice = await self._queue.get()
-            if notice.workloads_of is not None and self.lister is not None:
-                named = await workloads(self.lister, notice.workloads_of)
-                notice = replace(notice, fields={**notice.fields, **named})
-            if self.leading():
-                self._send(notice)
-            else:
-                self._keep(notice)
+        try:
+            while True:
+                notice = await (await self._queue.get())
+                if self.leading():
+                    self._send(notice)
+                else:
+                    self._keep(notice)
+        finally:  # shutting down: the lists still to come are not waited for
+            while not self._queue.empty():
+                self._queue.get_nowait().cancel()
+
+    async def _named(self, notice: Notice, lister: Getter, namespace: str) -> Notice:
+        await asyncio.sleep(self.settle)
+        async with self._lists:
+            named = await workloads(lister, namespace)
+        return replace(notice, fields={**notice.fields, **named})
 
     def _send(self, notice: Notice) -> None:
         self.sent += 1
