@@ -124,6 +124,13 @@ class Metrics:
             registry=r,
         )
 
+        self.leader = Gauge(
+            "kubefence_leader",
+            "1 while this process holds the notifier Lease (sends fence.lost and webhook.drift"
+            " for the cluster); 0 on followers. Always 1 without leader election.",
+            registry=r,
+        )
+
     def count_decision(self, verdict: str, operation: str, failures: list[tuple[str, str]]) -> None:
         """Count one decision; label children are looked up once (`labels()` locks each call)."""
         self._inc(self.decisions, (verdict, operation))

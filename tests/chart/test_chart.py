@@ -97,6 +97,8 @@ def test_default_objects() -> None:
             "Deployment",
             "NetworkPolicy",
             "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
             "Secret",
             "Service",
             "ServiceAccount",
@@ -497,7 +499,17 @@ def test_rbac_rules() -> None:
         for verb in rule["verbs"]
     }
     read = ("get", "list", "watch")
-    expected = {("", "pods", "list")} | {
+    workloads = [
+        ("", "pods"),
+        ("", "replicationcontrollers"),
+        ("apps", "deployments"),
+        ("apps", "replicasets"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+    ]
+    expected = {(group, resource, "list") for group, resource in workloads} | {
         (group, resource, verb)
         for group, resource in [
             ("", "namespaces"),
@@ -509,7 +521,33 @@ def test_rbac_rules() -> None:
         for verb in read
     }
     assert granted == expected
-    assert "Role" not in kinds(docs)
+
+
+def test_leader_election_may_write_one_lease_in_the_release_namespace_only() -> None:
+    docs = render()
+    role = only(docs, "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [
+                f"{role['metadata']['name'].removesuffix('-leader-election')}-notifier"
+            ],
+            "verbs": ["get", "update"],
+        },
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]
+    binding = only(docs, "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    args = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--leader-election-namespace={NAMESPACE}" in args
+    assert f"--leader-election-id={role['rules'][0]['resourceNames'][0]}" in args
+    off = render({"leaderElection": {"enabled": False}})
+    assert "Role" not in kinds(off)
+    assert "RoleBinding" not in kinds(off)
+    off_args = only(off, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--leader-election-namespace=" in off_args  # every Pod notifies
 
 
 # --- the first install ---------------------------------------------------------------------------

@@ -14,7 +14,9 @@ Invariants:
 - An object that is absent is drift: `(missing)` if this process never saw it, else `(deleted)`.
 - `webhook.drift` is logged when drift appears or its paths change, `webhook.drift_resolved` when
   an object matches again after a reported drift; a re-list that finds nothing new logs nothing.
-  `kubefence_webhook_drift{object,name}` is 1 while an object drifts, 0 while it matches.
+  `kubefence_webhook_drift{object,name}` is 1 while an object drifts, 0 while it matches. Given
+  `notices` (`webhook.cluster.notices`), the two lines and their counter go through them: only
+  the leader of the replicas sends them; the gauge is every replica's.
 - The `drift` section is re-read while running: a changed section restarts the watches (and
   re-compares), a removed one stops them; what was reported of an object still named is kept.
 - Each object is listed and watched by name (fieldSelector `metadata.name`) by
@@ -33,6 +35,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from webhook.cluster.apiserver import Transport
+from webhook.cluster.notices import Notice, Notices
 from webhook.cluster.reflector import IDLE_TIMEOUT, Backoff, Collection, Reflector, Stream
 from webhook.drift import DriftSpec, webhook_drift
 from webhook.metrics import Metrics
@@ -150,7 +153,9 @@ class DriftWatch:
         backoff: Backoff | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
         settings_poll: float = SETTINGS_POLL,
+        notices: Notices | None = None,
     ) -> None:
+        self.notices = notices
         self.trackers: dict[Target, Tracker] = {}
         self.streams: dict[Target, Stream] = {}
         self._transport = transport
@@ -191,7 +196,7 @@ class DriftWatch:
         reflector = Reflector(
             self._transport,
             collection,
-            _Observer(tracker, spec, host),
+            _Observer(tracker, spec, host, self.notices),
             stream,
             log=host.log,
             backoff=self._backoff,
@@ -203,7 +208,10 @@ class DriftWatch:
 class _Observer:
     """One object's lists and events, compared by its tracker; drift reported and counted."""
 
-    def __init__(self, tracker: Tracker, spec: DriftSpec, host: Host) -> None:
+    def __init__(
+        self, tracker: Tracker, spec: DriftSpec, host: Host, notices: Notices | None
+    ) -> None:
+        self._notices = notices
         self._tracker = tracker
         self._spec = spec
         self._host = host
@@ -239,16 +247,20 @@ class _Observer:
         if report is None:
             return
         drifted = report.event == DRIFT
-        host.metrics.webhook_drift_events.labels(
+        counter = host.metrics.webhook_drift_events.labels(
             target.kind.value, "drift" if drifted else "resolved"
-        ).inc()
-        (host.log.warning if drifted else host.log.info)(
-            report.event,
-            object=target.kind.value,
-            name=target.name,
-            paths=list(report.paths),
-            resource_version=report.resource_version,
         )
+        fields = {
+            "object": target.kind.value,
+            "name": target.name,
+            "paths": list(report.paths),
+            "resource_version": report.resource_version,
+        }
+        if self._notices is not None:
+            self._notices.emit(Notice(report.event, fields, warning=drifted, count=counter.inc))
+            return
+        counter.inc()
+        (host.log.warning if drifted else host.log.info)(report.event, **fields)
 
 
 def _name(obj: Mapping[str, Any]) -> str:

@@ -7,7 +7,9 @@ Invariants:
   the last resourceVersion with bookmarks, a 410 Gone re-lists that resource, any other failure
   re-watches after a capped, jittered backoff. The state is synced once both have been listed.
 - The state's transitions are reported as `fence.lost` / `fence.restored` log lines and counted in
-  `kubefence_fence_transitions_total`.
+  `kubefence_fence_transitions_total`; given `notices` (`webhook.cluster.notices`), through them:
+  only the leader of the replicas sends and counts them, each `fence.lost` naming the workloads
+  left in its namespace. The state itself is every replica's.
 - After every list the heap is frozen (`gc.freeze`): the state just built is long-lived, and the
   collector's full passes, which walked all of it and stalled the loop for hundreds of ms during
   a re-list, skip it from then on. Frozen objects are still freed when no longer referenced; only
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from webhook.cluster.apiserver import Transport
+from webhook.cluster.notices import Notice, Notices
 from webhook.cluster.reflector import (
     IDLE_TIMEOUT,
     PAGE_SIZE,
@@ -69,8 +72,10 @@ class Informer:
         backoff: Backoff | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
         limits: Limits = DEFAULT_LIMITS,
+        notices: Notices | None = None,
     ) -> None:
         self.state = ClusterState(limits)
+        self.notices = notices
         self.streams = {resource: Stream() for resource in Resource}
         self._transport = transport
         self._page_size = page_size
@@ -136,14 +141,28 @@ class Informer:
                 directions=sorted(policy.types),
             )
         for t in transitions:
-            host.metrics.fence_transitions.labels(t.event, t.direction.value).inc()
-            emit = self._log.warning if t.event == "lost" else self._log.info
-            emit(
-                f"fence.{t.event}",
-                namespace=t.namespace,
-                direction=t.direction.value,
-                policy=t.policy,
-                resource_version=t.resource_version,
+            counter = host.metrics.fence_transitions.labels(t.event, t.direction.value)
+            fields = {
+                "namespace": t.namespace,
+                "direction": t.direction.value,
+                "policy": t.policy,
+                "resource_version": t.resource_version,
+            }
+            if self.notices is not None:
+                lost = t.event == "lost"
+                self.notices.emit(
+                    Notice(
+                        f"fence.{t.event}",
+                        fields,
+                        warning=lost,
+                        count=counter.inc,
+                        workloads_of=t.namespace if lost else None,
+                    )
+                )
+                continue
+            counter.inc()
+            (self._log.warning if t.event == "lost" else self._log.info)(
+                f"fence.{t.event}", **fields
             )
 
 

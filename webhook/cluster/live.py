@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from webhook.cluster.apiserver import METADATA_ONLY, RUNNING_PODS, ApiError, Transport, pages
 from webhook.cluster.informer import Informer
+from webhook.cluster.notices import Notices
 from webhook.cluster.reflector import Backoff
 from webhook.cluster.state import NamespaceRecord, namespace_record
 from webhook.cluster.transport import KubeTransport
@@ -207,12 +208,17 @@ class LiveView:
 
 
 def build(
-    api: ApiClient, *, backoff: Backoff | None = None, limits: Limits = DEFAULT_LIMITS
+    api: ApiClient,
+    *,
+    backoff: Backoff | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    notices: Notices | None = None,
 ) -> LiveView:
     """An informer and a reader over one client, behind one view; policies analysed under
-    `limits` (the config's at start: a changed `limits:` applies from the next start)."""
+    `limits` (the config's at start: a changed `limits:` applies from the next start); the
+    informer's notices sent through `notices` when given."""
     transport = KubeTransport(api)
     return LiveView(
-        Informer(transport, backoff=backoff, limits=limits),
+        Informer(transport, backoff=backoff, limits=limits, notices=notices),
         NamespaceReader(transport, limits=limits),
     )

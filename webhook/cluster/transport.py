@@ -1,7 +1,8 @@
 """The Kubernetes client, and the only module that imports it: credentials, TLS, connections.
 
 `KubeTransport` is the `kubernetes.aio` client behind `webhook.cluster.apiserver.Transport`, for
-what runs for long in `kubefence serve`: the informer, the drift watch and the live reads.
+what runs for long in `kubefence serve`: the informer, the drift watch and the live reads; and
+its one writer, the leader election's Lease (`send`).
 `BlockingTransport` is the synchronous client behind the same GETs, for `kubefence scan`: a
 one-shot command with nothing else on its event loop, so its requests may block it; it keeps that
 client's credential loading, retries and failure texts.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +81,41 @@ class KubeTransport:
                     body=body,
                 )
         parsed = orjson.loads(body)
+        if not isinstance(parsed, dict):
+            raise ApiError(500, "the answer is not a JSON object")
+        return parsed
+
+    async def send(
+        self, method: str, path: str, body: Mapping[str, Any], *, timeout: float | None
+    ) -> dict[str, Any]:
+        """POST or PUT one JSON object (the election's Lease); the answer parsed, as `get`'s."""
+        serialized, url, headers, payload, post = await self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            header_params={"Accept": JSON, "Content-Type": JSON},
+            body=dict(body),
+            auth_settings=["BearerToken"],
+        )
+        result = await self.api.call_api(
+            serialized,
+            url,
+            headers,
+            payload,
+            post,
+            _request_timeout=timeout,
+            _preload_content=False,
+        )
+        response: aiohttp.ClientResponse = result.response
+        async with response:
+            answer = await response.read()
+            if response.status not in (200, 201):
+                raise ApiError(
+                    response.status,
+                    _reason(answer, response.reason),
+                    phrase=response.reason,
+                    body=answer,
+                )
+        parsed = orjson.loads(answer)
         if not isinstance(parsed, dict):
             raise ApiError(500, "the answer is not a JSON object")
         return parsed

@@ -4,6 +4,13 @@ Everything a start needs (TLS pair, client CA, config, state folder, cluster cre
 port) is checked before serving; what will not do is one line naming the file or address, exit 2,
 never a traceback. With a live cluster this command owns the API client: opened before serving,
 closed after.
+
+Replicas (and `--workers`) elect one notifier on a Lease in kubefence's own namespace
+(`--leader-election-namespace`: `$POD_NAMESPACE`, else the service account's namespace in a
+Pod); each process contends under its own identity (`$POD_NAME` or the host name, and a random
+suffix), so the cluster has one whichever the count. Every process serves reviews and keeps its
+view. With no such namespace (`--state`, or a kubeconfig outside a Pod without the flag) there is
+no election and the one process notifies.
 """
 
 from __future__ import annotations
@@ -11,12 +18,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from webhook import decisionlog, tls
 from webhook.cluster.kubeconfig import CredentialsError
 from webhook.cluster.kubeconfig import check as check_kubeconfig
+from webhook.cluster.leaderelection import DEFAULT_LEASE_NAME
 from webhook.cluster.static import load_state
 from webhook.commands import workers
 from webhook.commands.running import port_number, positive_int
@@ -27,6 +38,8 @@ from webhook.serving import Job, ServeOptions, serve
 from webhook.settings import Settings
 
 if TYPE_CHECKING:
+    from webhook.cluster.leaderelection import Elector
+    from webhook.cluster.notices import Notices
     from webhook.cluster.transport import ApiClient
 
 HELP = "run the webhook (TLS) against a live cluster (--kubeconfig, in-cluster) or --state DIR"
@@ -47,6 +60,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="serving processes sharing the port (SO_REUSEPORT), each with its own cluster view"
         " and metrics (default 1)",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=None,
+        help="namespace of the Lease that elects the one notifier of fence.lost and"
+        " webhook.drift among replicas (default: $POD_NAMESPACE, else the service account's"
+        ' namespace in a Pod; "" or neither: no election, this process notifies)',
+    )
+    parser.add_argument(
+        "--leader-election-id",
+        default=DEFAULT_LEASE_NAME,
+        help=f"name of that Lease (default {DEFAULT_LEASE_NAME})",
     )
     # Set by the supervisor of --workers in each worker: share the port, stop with the parent.
     parser.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)
@@ -136,34 +161,108 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         return workers.supervise(args, run)
     if args.state is not None:
-        return asyncio.run(serve(options, settings, cluster))
-    return asyncio.run(serve_live(options, settings, args.kubeconfig))
+        return asyncio.run(serve(options, settings, cluster, background=[_sole_notifier]))
+    election = Election(
+        namespace=election_namespace(args.leader_election_namespace),
+        name=args.leader_election_id,
+        identity=identity(),
+    )
+    return asyncio.run(serve_live(options, settings, args.kubeconfig, election))
 
 
 def _credentials_error(exc: CredentialsError) -> InputError:
     return InputError(f"{exc.source}: cannot load cluster credentials: {exc.reason}")
 
 
-async def serve_live(options: ServeOptions, settings: Settings, kubeconfig: Path | None) -> int:
-    """Serve with the live cluster view: the informer, the drift watch and (for a kubeconfig) its
-    credential refreshes run beside the server in its loop, over one API client owned here."""
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+@dataclass(frozen=True)
+class Election:
+    namespace: str  # "": no election
+    name: str
+    identity: str
+
+
+def election_namespace(flag: str | None) -> str:
+    """The Lease's namespace: the flag, else $POD_NAMESPACE, else the Pod's service account's."""
+    if flag is not None:
+        return flag
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    except OSError:
+        return ""
+
+
+def identity() -> str:
+    """This process among the candidates: the Pod (or host) and a random suffix, as client-go's
+    users write `hostname + "_" + uuid` — workers of one Pod, and a restarted Pod, differ."""
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4()}"
+
+
+async def _sole_notifier(runtime: Runtime) -> None:
+    runtime.metrics.leader.set(1)  # no election: this process sends every notice
+
+
+async def serve_live(
+    options: ServeOptions,
+    settings: Settings,
+    kubeconfig: Path | None,
+    election: Election | None = None,
+) -> int:
+    """Serve with the live cluster view: the informer, the drift watch, the notices (elected when
+    `election` names a namespace) and (for a kubeconfig) its credential refreshes run beside the
+    server in its loop, over one API client owned here."""
     # Imported here: `serve --state` loads no Kubernetes client.
     from webhook.cluster import transport
     from webhook.cluster.driftwatch import DriftWatch
+    from webhook.cluster.leaderelection import Elector
     from webhook.cluster.live import build
+    from webhook.cluster.notices import Notices
 
     try:
         api, loader = await transport.connect(kubeconfig)
     except transport.CredentialsError as exc:
         raise _credentials_error(exc) from None
     try:
-        view = build(api, limits=settings.limits)
-        background: list[Job] = [view.informer.run, DriftWatch(transport.KubeTransport(api)).run]
+        kube = transport.KubeTransport(api)
+        log = decisionlog.get_logger()
+        notices = Notices(log=log, lister=kube)
+        view = build(api, limits=settings.limits, notices=notices)
+        background: list[Job] = [
+            view.informer.run,
+            DriftWatch(kube, notices=notices).run,
+            notices.run,
+        ]
+        if election is not None and election.namespace:
+            elector = Elector(kube, election.namespace, election.name, election.identity, log=log)
+            notices.leading = lambda: elector.leading
+            background.append(_elect(elector, notices))
+        else:
+            log.info(
+                "leader_election.off", reason="no namespace for the Lease: this process notifies"
+            )
+            background.append(_sole_notifier)
         if loader is not None:
             background.append(_refresh(loader, api))
         return await serve(options, settings, view, background=background, confirmer=view)
     finally:
         await transport.close(api)
+
+
+def _elect(elector: Elector, notices: Notices) -> Job:
+    async def job(runtime: Runtime) -> None:
+        def changed(leading: bool, since: float) -> None:
+            runtime.metrics.leader.set(1 if leading else 0)
+            notices.leadership_changed(leading, since)
+
+        elector.on_change = changed
+        runtime.metrics.leader.set(0)
+        await elector.run()
+
+    return job
 
 
 def _refresh(loader: Any, api: ApiClient) -> Job:

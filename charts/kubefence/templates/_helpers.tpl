@@ -197,6 +197,17 @@ spelled out, so what is stored equals what is rendered.
 {{- if gt (int .Values.workers) 1 }}
 - --workers={{ .Values.workers }}
 {{- end }}
+{{- if .Values.leaderElection.enabled }}
+- --leader-election-namespace={{ .Release.Namespace }}
+- --leader-election-id={{ include "kubefence.leaseName" . }}
+{{- else }}
+- --leader-election-namespace=
+{{- end }}
+{{- end -}}
+
+{{/* The notifier Lease (leader election): leaderElection.leaseName or <fullname>-notifier. */}}
+{{- define "kubefence.leaseName" -}}
+{{- .Values.leaderElection.leaseName | default (printf "%s-notifier" (include "kubefence.fullname" .)) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{- define "kubefence.monitorName" -}}
