@@ -18,17 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from webhook.correlate.audit_reader import operations
+from webhook.correlate.detect import BYPASS, SENSITIVE_ACCESS, findings
 from webhook.correlate.model import CorrelateOptions, Report
 from webhook.correlate.records import AuditRecord, DecisionRecord, SourceStats
 from webhook.correlate.tally import Tally
 
 FINAL_STAGES = frozenset({"ResponseComplete", "Panic"})
-FAILED_OPEN_PREFIX = "failed-open.validating.webhook.admission.k8s.io/"
-# Controllers that empty a Terminating namespace with deletecollection; an empty collection
-# calls no webhook, so their deletecollection without a trace is not a dodge.
-NAMESPACE_CLEANERS = frozenset(
-    {"system:serviceaccount:kube-system:namespace-controller", "system:kube-controller-manager"}
-)
 
 _Key = tuple[str, str, str, str, str]  # user, resource, subresource, namespace, name
 
@@ -189,25 +184,16 @@ class Correlator:
         return seen
 
     def _judge(self, record: AuditRecord) -> None:
-        """Bypass and sensitive-access findings of a request's last stage."""
+        """Bypass and sensitive-access findings of a request's last stage (`detect.findings`)."""
         if not self._in_window(record.received):
             return
-        ok = record.code is None or record.code < 400
-        exempt = record.namespace in self.options.exempt_namespaces
-        if record.registered and ok and not exempt and not record.decision_ids:
-            self._bypass(record)
-        if record.sensitive and record.code is not None and record.code < 400 and not exempt:
-            self._tally.access(record)
-
-    def _bypass(self, record: AuditRecord) -> None:
-        if record.failed_open:
-            cause = "fail-open"
-            self._remember(record, "")
-        elif record.verb == "deletecollection" and record.auth_user in NAMESPACE_CLEANERS:
-            return
-        else:
-            cause = "dodged"
-        self._tally.bypass(record, cause)
+        for kind, cause in findings(record, self.options.exempt_namespaces):
+            if kind == BYPASS:
+                if cause == "fail-open":
+                    self._remember(record, "")
+                self._tally.bypass(record, cause)
+            elif kind == SENSITIVE_ACCESS:
+                self._tally.access(record)
 
     def _resolve(self, d: DecisionRecord, *, final: bool) -> None:
         """An unjoined decision whose audit event can no longer come: retried, gap or uncovered."""
