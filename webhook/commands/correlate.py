@@ -65,6 +65,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config", type=Path, metavar="FILE", help="kubefence config file (exemptions, names)"
     )
     parser.add_argument(
+        "--client-subject",
+        action="append",
+        metavar="SUBJECT",
+        help="the API server's client certificate (commonName or whole subject, as `serve"
+        " --client-subject`); decisions for other clients, or unauthenticated ones, count only"
+        " when an audit event records them, and are listed apart otherwise (repeatable; default:"
+        " any verified certificate)",
+    )
+    parser.add_argument(
         "--since", type=_rfc3339, metavar="TIME", help="report from this time (RFC 3339)"
     )
     parser.add_argument(
@@ -132,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         probe_threshold=args.probe_threshold,
         probe_window=args.probe_window,
         max_items=args.max_items,
+        client_subjects=frozenset(args.client_subject or ()),
     )
     with contextlib.ExitStack() as stack:
         audit = [(p, open_lines(p, stack)) for p in args.audit_log]

@@ -67,6 +67,9 @@ class DecisionRecord:
     name: str
     user: str
     dry_run: bool
+    client: str = ""  # the verified certificate subject, "unauthenticated", or "" (older logs)
+    peer: str = ""
+    common_names: tuple[str, ...] = ()  # of `client`, parsed
 
 
 @dataclass(slots=True)
