@@ -3,9 +3,9 @@
 The file backend writes one Event a line and rotates by renaming (`--audit-log-maxsize`): the file
 is re-opened when the path names another inode, or read from the start when it shrank
 (truncated; as with `tail -F`, a truncated file that has already grown past the point read is
-not told apart from one that grew). A partly written last line waits for its newline. Lines go through the same
-`AuditReader` screen and `Detector` as `correlate` and `monitor`; alerts are printed as the
-monitor logs them.
+not told apart from one that grew). A partly written last line waits for its newline. Lines go
+through the same `AuditReader` screen and `Detector` as `correlate` and `monitor`; alerts are
+printed as the monitor logs them.
 """
 
 from __future__ import annotations

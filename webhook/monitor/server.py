@@ -69,6 +69,7 @@ class MonitorRuntime:
     token: bytes | None = None
     shutting_down: bool = False
     newest: float = 0.0  # the newest event's stageTimestamp
+    received: int = 0  # events counted (duplicates not), for the stop line
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def alert(self, alert: Alert) -> None:
@@ -140,6 +141,7 @@ def _account(
     m = runtime.metrics
     for stage, n in stages.items():
         m.events.labels(stage).inc(n)
+        runtime.received += n
     if duplicates:
         m.duplicates.inc(duplicates)
     if malformed:
@@ -311,7 +313,7 @@ async def run_monitor(
         await asyncio.gather(*tasks, return_exceptions=True)
         if probes is not None:
             await probes.cleanup()
-    runtime.log.info("monitor.stopped")
+    runtime.log.info("monitor.stopped", events=runtime.received)
     return exitcodes.OK
 
 
