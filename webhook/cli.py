@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "audit-level": "audit_level",
     "scan": "scan",
     "correlate": "correlate",
+    "monitor": "monitor",
     "certs": "certs",
 }
 

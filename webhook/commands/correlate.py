@@ -30,6 +30,7 @@ from webhook.correlate.render_text import render_text
 from webhook.correlate.sources import Kind, refusal, warnings
 from webhook.correlate.timestamps import parse_time
 from webhook.errors import InputError
+from webhook.settings import Settings
 
 HELP = (
     "join decision logs with kube-apiserver audit logs; report bypasses (fail-open or dodged), "
@@ -43,16 +44,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--audit-log",
         action="append",
-        required=True,
         metavar="FILE",
-        help="kube-apiserver audit log (JSON lines, plain or gzip, - for stdin); repeatable",
+        help="kube-apiserver audit log (JSON lines, plain or gzip, - for stdin); repeatable;"
+        " required without --follow",
     )
     parser.add_argument(
         "--decision-log",
         action="append",
-        required=True,
         metavar="FILE",
-        help="kubefence decision log (plain or gzip, - for stdin); repeatable",
+        help="kubefence decision log (plain or gzip, - for stdin); repeatable; required without"
+        " --follow",
+    )
+    parser.add_argument(
+        "--follow",
+        type=Path,
+        metavar="FILE",
+        help="instead of a report: follow this growing, rotating audit log file (the file"
+        " backend) and print one JSON alert line per detection, as `kubefence monitor` does",
     )
     parser.add_argument(
         "--webhook-name",
@@ -63,6 +71,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--config", type=Path, metavar="FILE", help="kubefence config file (exemptions, names)"
+    )
+    parser.add_argument(
+        "--client-subject",
+        action="append",
+        metavar="SUBJECT",
+        help="the API server's client certificate (commonName or whole subject, as `serve"
+        " --client-subject`); decisions for other clients, or unauthenticated ones, count only"
+        " when an audit event records them, and are listed apart otherwise (repeatable; default:"
+        " any verified certificate)",
     )
     parser.add_argument(
         "--since", type=_rfc3339, metavar="TIME", help="report from this time (RFC 3339)"
@@ -117,6 +134,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    if args.follow is not None:
+        if args.audit_log or args.decision_log:
+            raise InputError("--follow reads one audit log: give no --audit-log or --decision-log")
+        return _follow(args, settings)
+    given = (("--audit-log", args.audit_log), ("--decision-log", args.decision_log))
+    missing = [flag for flag, value in given if not value]
+    if missing:
+        raise InputError(f"the following arguments are required: {', '.join(missing)}")
     if args.since is not None and args.until is not None and args.since > args.until:
         raise InputError("--since is after --until")
     paths = [*args.audit_log, *args.decision_log]
@@ -132,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         probe_threshold=args.probe_threshold,
         probe_window=args.probe_window,
         max_items=args.max_items,
+        client_subjects=frozenset(args.client_subject or ()),
     )
     with contextlib.ExitStack() as stack:
         audit = [(p, open_lines(p, stack)) for p in args.audit_log]
@@ -168,6 +194,29 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     return 1 if report.summary.bypasses else 0
+
+
+def _follow(args: argparse.Namespace, settings: Settings) -> int:
+    """Alert lines for a followed audit log until interrupted (exit 0)."""
+    from webhook import decisionlog
+    from webhook.monitor.follow import follow_alerts, follow_lines
+
+    if not args.follow.exists():
+        raise InputError(f"{args.follow}: cannot read: No such file or directory")
+    options = CorrelateOptions(
+        webhook_names=tuple(dict.fromkeys(args.webhook_name or settings.webhook_names)),
+        exempt_namespaces=settings.exemptions.namespaces,
+        since=args.since,
+        until=args.until,
+        probe_threshold=args.probe_threshold,
+        probe_window=args.probe_window,
+    )
+    decisionlog.configure()
+    log = decisionlog.get_logger()
+    with contextlib.suppress(KeyboardInterrupt):
+        for alert in follow_alerts(follow_lines(args.follow), options):
+            log.warning(alert.event, **alert.fields())
+    return 0
 
 
 def open_lines(path: str, stack: contextlib.ExitStack) -> Iterable[bytes]:

@@ -50,6 +50,7 @@ class AuditReader:
         self._options = options
         self._rules = options.rules
         self._decision_keys = tuple(f"{n}/decision-id" for n in options.webhook_names)
+        self._verdict_keys = tuple(f"{n}/decision" for n in options.webhook_names)
         self._names = frozenset(options.webhook_names)
         self._groups = tuple({g for r in options.rules for g in r.api_groups} | {""})
         self._relevant: dict[tuple[bytes, bytes, bytes], bool] = {}
@@ -166,6 +167,34 @@ class AuditReader:
             is_registered(self._rules, op, g, r, s) for op in operations(v, s) for g in self._groups
         )
 
+    def relevant(self, doc: Any) -> AuditRecord | None:
+        """The record of one parsed Event if it can matter (as `records` yields), else None.
+
+        For events that arrive parsed (the webhook backend's EventList): the same verb, resource
+        and annotation screen as `_cannot_matter`, on the parsed object, before the full record.
+        """
+        if not isinstance(doc, dict) or doc.get("stage") == "RequestReceived":
+            return None
+        ref = doc.get("objectRef")
+        if not isinstance(ref, dict):
+            return None
+        key = (
+            _s(doc.get("verb")).encode(),
+            _s(ref.get("resource")).encode(),
+            _s(ref.get("subresource")).encode(),
+        )
+        wanted = self._relevant.get(key)
+        if wanted is None:
+            wanted = self._relevant[key] = self._might_matter(*key)
+        if not wanted:
+            notes = doc.get("annotations")
+            if not isinstance(notes, dict) or not any(k in notes for k in self._decision_keys):
+                return None
+        record = self._record(doc)
+        if record is None or not (record.registered or record.sensitive or record.decision_ids):
+            return None
+        return record
+
     def _record(self, doc: Any) -> AuditRecord | None:
         """The record of one Event (relevant or not); None when it is not a valid Event."""
         if not isinstance(doc, dict):
@@ -211,9 +240,10 @@ class AuditReader:
         code = status.get("code") if isinstance(status, dict) else None
         impersonated = doc.get("impersonatedUser")
         auth_user = _s(user.get("username"))
-        effective = (
-            _s(impersonated.get("username")) if isinstance(impersonated, dict) else auth_user
-        )
+        as_user = _s(impersonated.get("username")) if isinstance(impersonated, dict) else ""
+        effective = as_user or auth_user
+        groups = user.get("groups")
+        ips = doc.get("sourceIPs")
         return AuditRecord(
             audit_id=audit_id,
             stage=stage,
@@ -234,6 +264,11 @@ class AuditReader:
             failed_open=failed_open,
             registered=registered,
             sensitive=sensitive,
+            denied=any(annotations.get(k) == "deny" for k in self._verdict_keys),
+            impersonated_user=as_user,
+            groups=_strings(groups),
+            source_ips=_strings(ips),
+            user_agent=_s(doc.get("userAgent")),
         )
 
 
@@ -293,3 +328,7 @@ def _line_time(line: bytes) -> float | None:
 
 def _s(value: object) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()

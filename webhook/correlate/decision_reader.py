@@ -6,6 +6,7 @@ decision line that does not parse counts as malformed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -97,7 +98,19 @@ def _decision(doc: Any) -> DecisionRecord | None:
         name=_s(doc.get("name")),
         user=_s(doc.get("user")),
         dry_run=doc.get("dry_run") is True,
+        client=(client := _s(doc.get("client"))),
+        peer=_s(doc.get("peer")),
+        common_names=_common_names(client),
     )
+
+
+def _common_names(subject: str) -> tuple[str, ...]:
+    """The commonName values of a subject as the server logs it (`,` `=` escaped with `\\`)."""
+    names: list[str] = []
+    for part in re.split(r"(?<!\\),", subject):
+        if part.startswith("commonName="):
+            names.append(re.sub(r"\\(.)", r"\1", part[len("commonName=") :]))
+    return tuple(names)
 
 
 def _s(value: object) -> str:

@@ -18,17 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from webhook.correlate.audit_reader import operations
+from webhook.correlate.detect import BYPASS, SENSITIVE_ACCESS, findings
 from webhook.correlate.model import CorrelateOptions, Report
 from webhook.correlate.records import AuditRecord, DecisionRecord, SourceStats
 from webhook.correlate.tally import Tally
 
 FINAL_STAGES = frozenset({"ResponseComplete", "Panic"})
-FAILED_OPEN_PREFIX = "failed-open.validating.webhook.admission.k8s.io/"
-# Controllers that empty a Terminating namespace with deletecollection; an empty collection
-# calls no webhook, so their deletecollection without a trace is not a dodge.
-NAMESPACE_CLEANERS = frozenset(
-    {"system:serviceaccount:kube-system:namespace-controller", "system:kube-controller-manager"}
-)
+UNAUTHENTICATED = "unauthenticated"  # the decision log's `client` without a certificate
 
 _Key = tuple[str, str, str, str, str]  # user, resource, subresource, namespace, name
 
@@ -67,7 +63,7 @@ class Correlator:
         # decisions waiting for their audit event, and audit events waiting for their decision
         self._pending: dict[str, DecisionRecord] = {}
         self._pending_q: deque[DecisionRecord] = deque()
-        self._early: dict[str, tuple[float, _Seen | None]] = {}
+        self._early: dict[str, tuple[float, _Seen | None, str]] = {}  # ..., authenticated user
         self._early_q: deque[tuple[float, str]] = deque()
         # recorded requests by object, for pairing retried decisions; ResponseStarted in flight
         self._seen: dict[_Key, list[_Seen]] = {}
@@ -110,9 +106,6 @@ class Correlator:
         else:
             span[:] = [record.time, record.time]
         in_window = self._in_window(record.time)
-        if in_window:
-            self._tally.count("decisions")
-            self._tally.decision(record)
         if record.time > self._decision_clock:
             self._decision_clock = record.time
             self._expire_early(record.time - self.options.join_window)
@@ -121,6 +114,7 @@ class Correlator:
             if early[1] is not None:
                 early[1].first = record.time
             if in_window:
+                self._count(record, early[2])
                 self._tally.count("joined")
         elif self.audit_done:
             self._resolve(record, final=True)  # no audit event can come any more
@@ -166,12 +160,13 @@ class Correlator:
             found = self._pending.pop(decision_id, None)
             if found is not None:
                 if self._in_window(found.time):
+                    self._count(found, record.auth_user)
                     self._tally.count("joined")
                 if decision_id == seen.decision_id:
                     seen.first = found.time
             else:
                 recorded = seen if decision_id == seen.decision_id else None
-                self._early[decision_id] = (record.stage_time, recorded)
+                self._early[decision_id] = (record.stage_time, recorded, record.auth_user)
                 self._early_q.append((record.stage_time, decision_id))
 
     def _remember(self, record: AuditRecord, decision_id: str) -> _Seen:
@@ -189,30 +184,25 @@ class Correlator:
         return seen
 
     def _judge(self, record: AuditRecord) -> None:
-        """Bypass and sensitive-access findings of a request's last stage."""
+        """Bypass and sensitive-access findings of a request's last stage (`detect.findings`)."""
         if not self._in_window(record.received):
             return
-        ok = record.code is None or record.code < 400
-        exempt = record.namespace in self.options.exempt_namespaces
-        if record.registered and ok and not exempt and not record.decision_ids:
-            self._bypass(record)
-        if record.sensitive and record.code is not None and record.code < 400 and not exempt:
-            self._tally.access(record)
-
-    def _bypass(self, record: AuditRecord) -> None:
-        if record.failed_open:
-            cause = "fail-open"
-            self._remember(record, "")
-        elif record.verb == "deletecollection" and record.auth_user in NAMESPACE_CLEANERS:
-            return
-        else:
-            cause = "dodged"
-        self._tally.bypass(record, cause)
+        for kind, cause in findings(record, self.options.exempt_namespaces):
+            if kind == BYPASS:
+                if cause == "fail-open":
+                    self._remember(record, "")
+                self._tally.bypass(record, cause)
+            elif kind == SENSITIVE_ACCESS:
+                self._tally.access(record)
 
     def _resolve(self, d: DecisionRecord, *, final: bool) -> None:
         """An unjoined decision whose audit event can no longer come: retried, gap or uncovered."""
         if not self._in_window(d.time):
             return
+        if not self._from_api_server(d):
+            self._tally.unverified(d)  # no audit event recorded it: never the API server's
+            return
+        self._count(d, d.user)
         paired = self._pair(d)
         if paired is not None and paired.decision_id:
             self._tally.retried(d, paired.audit_id, paired.decision_id, paired.collection)
@@ -228,6 +218,22 @@ class Correlator:
             self._tally.count("uncovered")
             return
         self._tally.gap(d, paired.audit_id if paired is not None else "")
+
+    def _count(self, d: DecisionRecord, auth_user: str) -> None:
+        """Count a decision as the API server's; probing goes by the authenticated user (the
+        joined audit event's), the webhook's user when no event recorded it."""
+        self._tally.count("decisions")
+        self._tally.decision(d, auth_user or d.user)
+
+    def _from_api_server(self, d: DecisionRecord) -> bool:
+        """Whether an unjoined decision may be the API server's: an older log without `client`,
+        or a verified client that is the API server's (any, when no subject is given)."""
+        if not d.client:
+            return True
+        if d.client == UNAUTHENTICATED:
+            return False
+        subjects = self.options.client_subjects
+        return not subjects or d.client in subjects or any(n in subjects for n in d.common_names)
 
     def _pair(self, d: DecisionRecord) -> _Seen | None:
         """The recorded request this decision was one more webhook call of, if any.

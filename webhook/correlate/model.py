@@ -26,6 +26,9 @@ class CorrelateOptions:
     probe_window: float = 600.0
     max_items: int = 1000  # per listed finding; counts stay exact
     max_open_requests: int = 100_000  # ResponseStarted events waiting for ResponseComplete
+    # The API server's client-certificate subjects (commonName or whole subject); empty: any
+    # verified certificate. Decisions from other clients count only when an audit event joins.
+    client_subjects: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,7 @@ class Bypass:
     code: int | None
     dry_run: bool
     webhook: str  # the webhook that failed open ("" when dodged)
+    auth_user: str = ""  # the authenticated user, when `user` is the one it impersonated
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,24 @@ class Access:
     name: str
     code: int | None
     decision_id: str
+    auth_user: str = ""  # the authenticated user, when `user` is the one it impersonated
+
+
+@dataclass(frozen=True, slots=True)
+class Unverified:
+    """A decision made for a client other than the API server, that no audit event recorded."""
+
+    time: str
+    decision_id: str
+    client: str  # the verified certificate subject, or "unauthenticated"
+    peer: str
+    decision: str
+    operation: str
+    resource: str
+    subresource: str
+    namespace: str
+    name: str
+    user: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +149,7 @@ class Summary:
     sensitive_access: int
     malformed_lines: int
     logs_overlap: bool = True  # False: the audit and decision logs lie apart in time
+    unverified: int = 0  # decisions for other clients than the API server, never recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,3 +170,4 @@ class Report:
     decision_span: tuple[float | None, float | None]
     audit_sources: tuple[SourceStats, ...] = ()
     decision_sources: tuple[SourceStats, ...] = ()
+    unverified: tuple[Unverified, ...] = ()

@@ -31,6 +31,11 @@ class AuditRecord:
     failed_open: str  # the first of our webhook names that failed open, or ""
     registered: bool
     sensitive: bool
+    denied: bool = False  # one of our webhooks denied it (its `decision` annotation is `deny`)
+    impersonated_user: str = ""  # "" when the request was not impersonated
+    groups: tuple[str, ...] = ()  # the authenticated user's
+    source_ips: tuple[str, ...] = ()
+    user_agent: str = ""
 
     @property
     def resource_key(self) -> str:
@@ -62,6 +67,9 @@ class DecisionRecord:
     name: str
     user: str
     dry_run: bool
+    client: str = ""  # the verified certificate subject, "unauthenticated", or "" (older logs)
+    peer: str = ""
+    common_names: tuple[str, ...] = ()  # of `client`, parsed
 
 
 @dataclass(slots=True)

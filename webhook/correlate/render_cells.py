@@ -55,3 +55,8 @@ def duration(seconds: float) -> str:
 def counted(n: int, noun: str, nouns: str = "") -> str:
     """`1 user`, `2 users`: a count with its noun (`nouns`, else `noun` + "s", when not one)."""
     return f"{n} {noun if n == 1 else nouns or noun + 's'}"
+
+
+def user_cell(user: str, auth_user: str) -> str:
+    """The user a request ran as, after the authenticated one if it impersonated: `alice as sa`."""
+    return f"{auth_user} as {user}" if auth_user and auth_user != user else user

@@ -17,6 +17,7 @@ from webhook.correlate.render_cells import (
     span,
     status_code,
     time_or_none,
+    user_cell,
 )
 from webhook.correlate.render_svg import DODGED_COLOR, FAIL_OPEN_COLOR, timeline_svg
 from webhook.correlate.sources import warnings
@@ -106,7 +107,7 @@ def render_html(report: Report) -> str:
                     escape(b.time),
                     f'<span class="tag {b.cause}">{escape(b.cause)}</span>'
                     + (" dry run" if b.dry_run else ""),
-                    escape(b.user),
+                    escape(user_cell(b.user, b.auth_user)),
                     escape(b.verb),
                     escape(resource_path(b.resource, b.subresource)),
                     escape(object_ref(b.namespace, b.name)),
@@ -158,7 +159,7 @@ def render_html(report: Report) -> str:
             (
                 (
                     escape(a.time),
-                    escape(a.user),
+                    escape(user_cell(a.user, a.auth_user)),
                     escape(a.verb),
                     escape(resource_path(a.resource, a.subresource)),
                     escape(object_ref(a.namespace, a.name)),

@@ -37,6 +37,7 @@ def to_json(report: Report) -> dict[str, Any]:
             "sensitiveAccess": s.sensitive_access,
             "malformedLines": s.malformed_lines,
             "logsOverlap": s.logs_overlap,
+            "unverifiedClients": s.unverified,
         },
         "warnings": warnings(report),
         "window": {
@@ -59,6 +60,7 @@ def to_json(report: Report) -> dict[str, Any]:
                 "cause": b.cause,
                 "webhook": b.webhook,
                 "user": b.user,
+                "authenticatedUser": b.auth_user or b.user,
                 "verb": b.verb,
                 "resource": b.resource,
                 "subresource": b.subresource,
@@ -120,6 +122,7 @@ def to_json(report: Report) -> dict[str, Any]:
                 "auditID": a.audit_id,
                 "decisionID": a.decision_id,
                 "user": a.user,
+                "authenticatedUser": a.auth_user or a.user,
                 "verb": a.verb,
                 "resource": a.resource,
                 "subresource": a.subresource,
@@ -130,6 +133,22 @@ def to_json(report: Report) -> dict[str, Any]:
             for a in report.sensitive_access
         ],
         "sensitiveAccessByUser": report.sensitive_by_user,
+        "unverifiedClients": [
+            {
+                "time": u.time,
+                "decisionID": u.decision_id,
+                "client": u.client,
+                "peer": u.peer,
+                "decision": u.decision,
+                "operation": u.operation,
+                "resource": u.resource,
+                "subresource": u.subresource,
+                "namespace": u.namespace,
+                "name": u.name,
+                "user": u.user,
+            }
+            for u in report.unverified
+        ],
         "timeline": [
             {
                 "start": format_time(b.start),

@@ -17,6 +17,7 @@ from webhook.correlate.render_cells import (
     span,
     status_code,
     time_or_none,
+    user_cell,
 )
 from webhook.correlate.sources import warnings
 
@@ -50,7 +51,7 @@ def render_text(report: Report) -> str:
             (
                 b.time,
                 b.cause + (" (dry run)" if b.dry_run else ""),
-                b.user,
+                user_cell(b.user, b.auth_user),
                 b.verb,
                 resource_path(b.resource, b.subresource),
                 object_ref(b.namespace, b.name),
@@ -126,7 +127,7 @@ def render_text(report: Report) -> str:
         (
             (
                 a.time,
-                a.user,
+                user_cell(a.user, a.auth_user),
                 a.verb,
                 resource_path(a.resource, a.subresource),
                 object_ref(a.namespace, a.name),
@@ -137,6 +138,35 @@ def render_text(report: Report) -> str:
         ),
         s.sensitive_access,
     )
+    if s.unverified:
+        lines += _section(
+            f"UNVERIFIED CLIENTS: {s.unverified} (decisions for another client than the API "
+            "server, never recorded by it; not counted above)",
+            (
+                "TIME",
+                "CLIENT",
+                "PEER",
+                "DECISION",
+                "USER",
+                "OPERATION",
+                "RESOURCE",
+                "NAMESPACE/NAME",
+            ),
+            (
+                (
+                    u.time,
+                    u.client,
+                    u.peer or "-",
+                    u.decision,
+                    u.user,
+                    u.operation,
+                    resource_path(u.resource, u.subresource),
+                    object_ref(u.namespace, u.name),
+                )
+                for u in report.unverified
+            ),
+            s.unverified,
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,7 @@ user in a sliding `probe_window` for probers.
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_left, insort
 from collections.abc import Sequence
 from math import ceil
 
@@ -22,6 +22,7 @@ from webhook.correlate.model import (
     Report,
     Retried,
     Summary,
+    Unverified,
 )
 from webhook.correlate.records import AuditRecord, DecisionRecord, SourceStats
 from webhook.correlate.sources import logs_overlap
@@ -51,13 +52,19 @@ class Tally:
         self._by_rule: dict[str, int] = {}
         self._by_namespace: dict[str, int] = {}
         self._by_user: dict[str, int] = {}
-        self._recent_denials: dict[str, deque[float]] = {}
+        self._recent_denials: dict[str, list[float]] = {}
+        self._unverified: list[Unverified] = []
         self._peaks: dict[str, tuple[int, float, float]] = {}
         self._slots: dict[int, list[int]] = {}
         self._resolution = 1  # seconds a slot spans: 1, then 60 once there are too many
 
-    def decision(self, d: DecisionRecord) -> None:
-        """A decision: allowed or denied per minute; denials by rule, namespace, user and prober."""
+    def decision(self, d: DecisionRecord, prober: str) -> None:
+        """A decision: allowed or denied per second; denials by rule, namespace, user, and by
+        `prober` (the authenticated user) in the sliding probe window.
+
+        Decisions come in as they are joined, so a little out of time order: the window's times
+        are kept sorted and its densest stretch measured when it grows.
+        """
         bucket = self.bucket(d.time)
         if d.allowed:
             bucket[ALLOWED] += 1
@@ -68,13 +75,14 @@ class Tally:
             self._by_rule[rule] = self._by_rule.get(rule, 0) + 1
         self._by_namespace[d.namespace] = self._by_namespace.get(d.namespace, 0) + 1
         self._by_user[d.user] = self._by_user.get(d.user, 0) + 1
-        recent = self._recent_denials.setdefault(d.user, deque())
-        recent.append(d.time)
-        while recent and recent[0] < d.time - self.options.probe_window:
-            recent.popleft()
-        peak = self._peaks.get(d.user)
+        recent = self._recent_denials.setdefault(prober, [])
+        insort(recent, d.time)
+        cut = bisect_left(recent, recent[-1] - self.options.probe_window)
+        if cut:
+            del recent[:cut]
+        peak = self._peaks.get(prober)
         if len(recent) >= self.options.probe_threshold and (peak is None or len(recent) > peak[0]):
-            self._peaks[d.user] = (len(recent), recent[0], recent[-1])
+            self._peaks[prober] = (len(recent), recent[0], recent[-1])
 
     def bucket(self, t: float) -> list[int]:
         """The timeline slot of time `t`, indexed by ALLOWED, DENIED, FAIL_OPEN, DODGED, GAPS."""
@@ -115,6 +123,7 @@ class Tally:
                     record.name,
                     record.code,
                     record.decision_ids[0] if record.decision_ids else "",
+                    _authenticated(record),
                 )
             )
 
@@ -138,6 +147,7 @@ class Tally:
                     record.code,
                     record.dry_run,
                     record.failed_open,
+                    _authenticated(record),
                 )
             )
 
@@ -159,6 +169,26 @@ class Tally:
                     audit_id,
                     recorded_decision_id,
                     collection,
+                )
+            )
+
+    def unverified(self, d: DecisionRecord) -> None:
+        """A decision for another client than the API server, that no audit event recorded."""
+        self.count("unverified")
+        if len(self._unverified) < self.options.max_items:
+            self._unverified.append(
+                Unverified(
+                    d.time_text,
+                    d.decision_id,
+                    d.client,
+                    d.peer,
+                    d.decision,
+                    d.operation,
+                    d.resource,
+                    d.subresource,
+                    d.namespace,
+                    d.name,
+                    d.user,
                 )
             )
 
@@ -213,6 +243,7 @@ class Tally:
             sensitive_access=c("sensitive_access", 0),
             malformed_lines=sum(s.malformed for s in audit),
             logs_overlap=logs_overlap(audit_span, decision_span, self.options.clock_skew),
+            unverified=c("unverified", 0),
         )
         return Report(
             summary=summary,
@@ -231,7 +262,13 @@ class Tally:
             decision_span=decision_span,
             audit_sources=tuple(audit),
             decision_sources=tuple(decisions),
+            unverified=tuple(self._unverified),
         )
+
+
+def _authenticated(record: AuditRecord) -> str:
+    """The authenticated user when it differs from the one the request ran as, else ""."""
+    return record.auth_user if record.auth_user != record.user else ""
 
 
 def _ranked(counts: dict[str, int]) -> dict[str, int]:

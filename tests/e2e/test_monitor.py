@@ -1,0 +1,351 @@
+"""`kubefence monitor` fed by a real kube-apiserver's audit webhook backend (issue 18, "Done when").
+
+This module starts its own control plane: the API server gets `--audit-webhook-config-file` (a
+kubeconfig naming the monitor, with a client certificate the monitor's `--client-ca` signed) and
+`--audit-webhook-batch-max-wait=1s`, beside the file backend every e2e control plane writes. Every
+wait polls for a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+import trustme
+from controlplane import ControlPlane, free_port, missing_binaries, read_audit_log
+from kubefence_process import (
+    AUDIT_POLICY,
+    CONFIGURATION,
+    WEBHOOK_NAME,
+    RunningWebhook,
+    webhook_configuration,
+)
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from test_trail import await_configuration, eventually_created, reconfigure
+from test_webhook import create_deployment, new_namespace
+
+from webhook import certs
+
+T = TypeVar("T")
+
+
+def eventually(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found is not None and found is not False:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f}s: {what}")
+        time.sleep(0.2)
+
+
+@dataclass
+class Monitor:
+    work: Path
+    port: int
+    probe_port: int
+    args: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    runs: int = 0
+
+    @property
+    def log(self) -> Path:
+        return self.work / f"monitor-{self.runs}.log"
+
+    def start(self) -> None:
+        self.runs += 1
+        with self.log.open("wb") as out, (self.work / f"stderr-{self.runs}.log").open("wb") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "webhook", "monitor", *self.args], stdout=out, stderr=err
+            )
+        eventually("the monitor is ready", self._ready, timeout=30)
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(
+                (self.work / f"stderr-{self.runs}.log").read_text(errors="replace")
+            )
+        try:
+            url = f"http://127.0.0.1:{self.probe_port}/readyz"
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(30)
+
+    def lines(self, run: int | None = None) -> list[dict[str, Any]]:
+        out = []
+        for n in [run] if run is not None else range(1, self.runs + 1):
+            for raw in (self.work / f"monitor-{n}.log").read_bytes().splitlines():
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    out.append(orjson.loads(raw))
+        return out
+
+    def alerts(self, kind: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines() if line.get("event") == kind]
+
+    def metric(self, name: str) -> float:
+        url = f"http://127.0.0.1:{self.probe_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith((name + "{", name + " "))
+        )
+
+
+@dataclass
+class Setup:
+    cp: ControlPlane
+    kube: client.ApiClient
+    monitor: Monitor
+    server_ca: Path
+    client_pair: tuple[Path, Path]
+    work: Path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    if missing_binaries():
+        pytest.skip("no local control plane binaries")
+    work = tmp_path_factory.mktemp("monitor")
+    ca_cert, ca_key = certs.generate_ca()
+    cert, key = certs.issue_serving_cert(ca_cert, ca_key, ["localhost"], ["127.0.0.1"])
+    paths = certs.write_bundle(work / "certs", ca_cert, ca_key, cert, key)
+    senders = trustme.CA()
+    client_ca = work / "client-ca.crt"
+    senders.cert_pem.write_to_path(str(client_ca))
+    leaf = senders.issue_cert("kube-apiserver")
+    client_cert, client_key = work / "apiserver.crt", work / "apiserver.key"
+    leaf.cert_chain_pems[0].write_to_path(str(client_cert))
+    leaf.private_key_pem.write_to_path(str(client_key))
+    port, probe_port = free_port(), free_port()
+    audit_kubeconfig = work / "audit-webhook.kubeconfig"
+    audit_kubeconfig.write_bytes(
+        orjson.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "monitor",
+                        "cluster": {
+                            "server": f"https://127.0.0.1:{port}/audit",
+                            "certificate-authority": str(paths.ca_cert),
+                        },
+                    }
+                ],
+                "users": [
+                    {
+                        "name": "apiserver",
+                        "user": {
+                            "client-certificate": str(client_cert),
+                            "client-key": str(client_key),
+                        },
+                    }
+                ],
+                "contexts": [
+                    {"name": "monitor", "context": {"cluster": "monitor", "user": "apiserver"}}
+                ],
+                "current-context": "monitor",
+            }
+        )
+    )
+    cp = ControlPlane(
+        work_dir=work / "cp",
+        extra_apiserver_args=[
+            f"--audit-webhook-config-file={audit_kubeconfig}",
+            "--audit-webhook-batch-max-wait=1s",
+        ],
+    )
+    cp.start()
+    kube = config.new_client_from_config(config_file=str(cp.kubeconfig_path))
+    monitor = Monitor(
+        work,
+        port,
+        probe_port,
+        [
+            "--cert", str(paths.cert), "--key", str(paths.key), "--client-ca", str(client_ca),
+            "--host", "127.0.0.1", "--port", str(port), "--probe-port", str(probe_port),
+            "--webhook-name", WEBHOOK_NAME, "--probe-threshold", "10",
+        ],
+    )  # fmt: skip
+    try:
+        monitor.start()
+        yield Setup(cp, kube, monitor, paths.ca_cert, (client_cert, client_key), work)
+    finally:
+        monitor.stop()
+        kube.close()
+        cp.stop()
+
+
+def post(s: Setup, body: bytes, *, with_cert: bool) -> int:
+    context = ssl.create_default_context(cafile=str(s.server_ca))
+    if with_cert:
+        context.load_cert_chain(*s.client_pair)
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{s.monitor.port}/audit", data=body, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_a_fail_open_create_is_alerted_within_seconds(setup: Setup) -> None:
+    kube, audit_log = setup.kube, setup.cp.audit_log_path
+    open_ns = new_namespace(kube, "mon-open")
+    dead = f"https://127.0.0.1:{free_port()}/validate"
+    ca_pem = setup.server_ca.read_bytes()
+    manifest = webhook_configuration(
+        CONFIGURATION, WEBHOOK_NAME, dead, ca_pem, failure_policy="Ignore"
+    )
+    client.AdmissionregistrationV1Api(kube).create_validating_webhook_configuration(manifest)
+    try:
+        await_configuration(kube, audit_log, open_ns, failing_open=True)
+        eventually_created(kube, open_ns)  # kubefence is down: the API server fails open
+        created = time.monotonic()
+        alert = eventually(
+            "an evasion.bypass fail-open alert for the Deployment",
+            lambda: next(
+                (
+                    a
+                    for a in setup.monitor.alerts("evasion.bypass")
+                    if a["namespace"] == open_ns
+                    and a["resource"] == "apps/deployments"
+                    and a["verb"] == "create"
+                    and "dryRun" not in str(a)
+                ),
+                None,
+            ),
+            timeout=30,
+        )
+        print(f"fail-open alerted {time.monotonic() - created:.1f}s after the create")
+    finally:
+        with contextlib.suppress(ApiException):
+            client.AdmissionregistrationV1Api(kube).delete_validating_webhook_configuration(
+                CONFIGURATION
+            )
+    assert alert["cause"] == "fail-open"
+    assert alert["user"] == "kubefence-admin"
+    assert alert["source_ips"]
+    assert "requestObject" not in alert
+
+
+def test_a_user_denied_a_dozen_times_is_probing(setup: Setup) -> None:
+    kube = setup.kube
+    hook = RunningWebhook.start(setup.work / "serve", setup.cp.kubeconfig_path, AUDIT_POLICY)
+    try:
+        hook.register(kube)
+        ns = new_namespace(kube, "mon-probe")  # unfenced: every Deployment is denied
+        for _ in range(12):
+            with pytest.raises(ApiException):
+                create_deployment(kube, ns)
+        alert = eventually(
+            "an evasion.probing alert",
+            lambda: next(iter(setup.monitor.alerts("evasion.probing")), None),
+            timeout=30,
+        )
+    finally:
+        reconfigure(kube, hook, None)
+        hook.stop()
+    assert alert["user"] == "kubefence-admin"
+    assert alert["denials"] == 10
+
+
+def test_a_sender_without_the_client_certificate_is_refused(setup: Setup) -> None:
+    body = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[]}'
+    with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
+        post(setup, body, with_cert=False)
+    assert post(setup, body, with_cert=True) == 200
+
+
+def test_a_malformed_batch_gets_400_and_the_monitor_goes_on(setup: Setup) -> None:
+    before = setup.monitor.metric("kubefence_monitor_audit_events_total")
+    assert post(setup, b'{"kind":"Event"}', with_cert=True) == 400
+    new_namespace(setup.kube, "mon-after-400")
+    eventually(
+        "events after the 400",
+        lambda: setup.monitor.metric("kubefence_monitor_audit_events_total") > before,
+    )
+
+
+def test_every_file_event_is_received_once_across_a_restart(setup: Setup) -> None:
+    m = setup.monitor
+    new_namespace(setup.kube, "mon-before-restart")
+    m.stop()
+    first = m.runs
+    for _ in range(3):  # while the monitor is down: the API server retries these later
+        new_namespace(setup.kube, "mon-while-down")
+    m.start()
+    new_namespace(setup.kube, "mon-after-restart")
+
+    def counts() -> tuple[int, int] | None:
+        stopped = [line for r in range(1, first + 1) for line in m.lines(r)]
+        earlier = sum(line["events"] for line in stopped if line.get("event") == "monitor.stopped")
+        received = earlier + int(m.metric("kubefence_monitor_audit_events_total"))
+        in_file = len({(e["auditID"], e["stage"]) for e in read_audit_log(setup.cp.audit_log_path)})
+        return (received, in_file) if received == in_file else None
+
+    received, in_file = eventually("the monitor's count equals the file's", counts, timeout=90)
+    assert received == in_file
+    assert m.metric("kubefence_monitor_duplicate_events_total") == 0
+
+
+def test_the_canary_alerts_when_its_feed_is_cut(setup: Setup) -> None:
+    # A second monitor the API server does not send to: its canaries never come back.
+    port, probe_port = free_port(), free_port()
+    args = list(setup.monitor.args)
+    args[args.index("--port") + 1] = str(port)
+    args[args.index("--probe-port") + 1] = str(probe_port)
+    cut = Monitor(
+        setup.work / "cut",
+        port,
+        probe_port,
+        [
+            *args,
+            "--canary", "1",
+            "--canary-configmap", "default/kubefence-monitor-canary",
+            "--kubeconfig", str(setup.cp.kubeconfig_path),
+        ],
+    )  # fmt: skip
+    cut.work.mkdir()
+    cut.start()
+    try:
+        alert = eventually(
+            "evasion.feed_silent",
+            lambda: next(iter(cut.alerts("evasion.feed_silent")), None),
+            timeout=30,
+        )
+    finally:
+        cut.stop()
+    assert alert["cause"] == "canary-missing"
+    # The fed monitor received the cut one's canaries (so the audit policy records them).
+    eventually(
+        "the canary's events in the fed feed",
+        lambda: any(
+            str(e.get("userAgent", "")).startswith("kubefence-monitor-canary/")
+            for e in read_audit_log(setup.cp.audit_log_path)
+        ),
+    )

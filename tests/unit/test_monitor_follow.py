@@ -1,0 +1,66 @@
+"""`correlate --follow`'s file reading across rotation and truncation, and the canary's deadline."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from webhook.correlate.detect import CANARY_AGENT, FEED_SILENT, CanaryWatch
+from webhook.monitor.follow import follow_lines
+
+
+def test_follow_reads_across_rename_rotation_and_truncation(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"one\ntwo\npart")
+    got: list[bytes] = []
+    done = threading.Event()
+    grew = threading.Condition()
+
+    def reader() -> None:
+        for line in follow_lines(log, stop=done.is_set):
+            with grew:
+                got.append(line)
+                grew.notify_all()
+
+    def wait_for(n: int) -> None:
+        with grew:
+            assert grew.wait_for(lambda: len(got) >= n, timeout=10), got
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        wait_for(2)
+        with log.open("ab") as f:
+            f.write(b"ial\n")  # the partly written line completes
+        wait_for(3)
+        os.rename(log, tmp_path / "audit.log.1")
+        with (tmp_path / "audit.log.1").open("ab") as f:
+            f.write(b"late\n")  # written to the old file just before the switch
+        log.write_bytes(b"rotated\n")
+        wait_for(5)
+        log.write_bytes(b"")  # truncated in place
+        with log.open("ab") as f:
+            f.write(b"cut\n")  # shorter than what was read: a truncation is told by size
+        wait_for(6)
+    finally:
+        done.set()
+        thread.join(10)
+    assert got == [b"one\n", b"two\n", b"partial\n", b"late\n", b"rotated\n", b"cut\n"]
+
+
+def test_canary_alerts_once_when_overdue_and_again_after_it_came_back() -> None:
+    watch = CanaryWatch(timeout=10.0)
+    watch.sent(f"{CANARY_AGENT}p/1", 100.0)
+    assert watch.check(105.0) is None
+    assert watch.seen(f"{CANARY_AGENT}p/1", 106.0)
+    watch.sent(f"{CANARY_AGENT}p/2", 110.0)
+    alert = watch.check(121.0)
+    assert alert is not None
+    assert alert.event == FEED_SILENT
+    assert watch.check(130.0) is None  # once until the feed is back
+    watch.sent(f"{CANARY_AGENT}p/3", 131.0)
+    assert watch.seen(f"{CANARY_AGENT}p/3", 132.0)
+    watch.sent(f"{CANARY_AGENT}p/4", 140.0)
+    assert watch.check(151.0) is not None
+    assert not watch.seen("kubectl/v1.37", 152.0)

@@ -1,0 +1,248 @@
+"""The live detections: audit records in, alert records out; shared by correlate and the monitor.
+
+`findings` is the one judgement of a request's audit event (bypass, fail-open or dodged; sensitive
+access; fence removal) that `join.Correlator` applies to each request's last stage and `Detector`
+to each request's first judged stage, so `kubefence correlate`, `correlate --follow` and
+`kubefence monitor` classify the same events the same way. `Detector` adds what a live feed needs:
+probing by the *authenticated* user in a sliding window, and `CanaryWatch`, the feed's heartbeat.
+
+Invariants:
+- Pure: records and clock readings in, `Alert`s out; no I/O, no clock of its own.
+- Bounded: requests already judged (to ignore later stages and batches sent again), users with
+  recent denials and canaries in flight are each capped; the oldest is forgotten first.
+- An `Alert` holds request metadata only, never object contents (the audit event's
+  `requestObject`/`responseObject` are never read).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from webhook.correlate.model import CorrelateOptions
+from webhook.correlate.records import AuditRecord
+from webhook.correlate.timestamps import format_time
+
+BYPASS = "evasion.bypass"
+SENSITIVE_ACCESS = "evasion.sensitive_access"
+PROBING = "evasion.probing"
+FENCE_REMOVED = "evasion.fence_removed"
+FEED_SILENT = "evasion.feed_silent"
+ALERT_KINDS = (BYPASS, SENSITIVE_ACCESS, PROBING, FENCE_REMOVED, FEED_SILENT)
+
+# Controllers that empty a Terminating namespace with deletecollection; an empty collection
+# calls no webhook, so their deletecollection without a trace is not a dodge.
+NAMESPACE_CLEANERS = frozenset(
+    {"system:serviceaccount:kube-system:namespace-controller", "system:kube-controller-manager"}
+)
+# A canary's user agent starts with this; what follows tells one canary from another.
+CANARY_AGENT = "kubefence-monitor-canary/"
+MAX_JUDGED = 100_000  # requests remembered as judged (a batch sent again, a later stage)
+MAX_PROBE_USERS = 10_000  # users with recent denials remembered for probing
+MAX_CANARIES = 64  # canaries in flight remembered
+
+
+def findings(record: AuditRecord, exempt_namespaces: frozenset[str]) -> Iterator[tuple[str, str]]:
+    """(alert kind, cause) of one request's judged audit event: bypass, sensitive, fence removed.
+
+    A bypass is a registered write admitted (code below 400) outside the exempt namespaces that
+    no kubefence webhook decided: `fail-open` when the API server's `failed-open` annotation names
+    one of ours, `dodged` without any trace (not the namespace controller's deletecollection).
+    """
+    ok = record.code is None or record.code < 400
+    if record.namespace in exempt_namespaces:
+        return
+    if record.registered and ok and not record.decision_ids:
+        if record.failed_open:
+            yield BYPASS, "fail-open"
+        elif not (record.verb == "deletecollection" and record.auth_user in NAMESPACE_CLEANERS):
+            yield BYPASS, "dodged"
+    if record.sensitive and record.code is not None and record.code < 400:
+        yield SENSITIVE_ACCESS, ""
+    if (
+        record.group == "networking.k8s.io"
+        and record.resource == "networkpolicies"
+        and record.verb in ("delete", "deletecollection")
+        and ok
+        and not record.dry_run
+    ):
+        # The audit event does not say what was left: a decided removal passed the fence guard
+        # (teardown, or an older fence stays); an undecided one is also a bypass.
+        yield FENCE_REMOVED, "decided" if record.decision_ids else "undecided"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert line; `fields()` is what the log line carries besides `event`."""
+
+    event: str
+    time: str
+    audit_id: str = ""
+    user: str = ""  # the authenticated user
+    impersonated_user: str = ""
+    groups: tuple[str, ...] = ()
+    verb: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+    code: int | None = None
+    cause: str = ""
+    source_ips: tuple[str, ...] = ()
+    user_agent: str = ""
+    denials: int = 0  # probing: denials within the window
+    window_start: str = ""  # probing: the first of them; feed_silent: the canary sent then
+
+    def fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "time": self.time,
+            "audit_id": self.audit_id,
+            "user": self.user,
+            "impersonated_user": self.impersonated_user,
+            "groups": list(self.groups),
+            "verb": self.verb,
+            "resource": self.resource,
+            "subresource": self.subresource,
+            "namespace": self.namespace,
+            "name": self.name,
+            "code": self.code,
+            "cause": self.cause,
+            "source_ips": list(self.source_ips),
+            "user_agent": self.user_agent,
+        }
+        if self.event == PROBING:
+            fields["denials"], fields["window_start"] = self.denials, self.window_start
+        elif self.event == FEED_SILENT:
+            fields["canary_sent"] = self.window_start
+        return fields
+
+
+def alert_of(record: AuditRecord, kind: str, cause: str) -> Alert:
+    return Alert(
+        event=kind,
+        time=record.received_text,
+        audit_id=record.audit_id,
+        user=record.auth_user,
+        impersonated_user=record.impersonated_user,
+        groups=record.groups,
+        verb=record.verb,
+        resource=record.resource_key,
+        subresource=record.subresource,
+        namespace=record.namespace,
+        name=record.name,
+        code=record.code,
+        cause=cause,
+        source_ips=record.source_ips,
+        user_agent=record.user_agent,
+    )
+
+
+class Detector:
+    """Alerts from audit records as they arrive, in (roughly) time order, any stage but the first.
+
+    Each request is judged once, at the first of its stages seen (admission is over by then: its
+    annotations and code are there), so a long-running exec alerts when it starts, not when it
+    ends. A user denied by kubefence `probe_threshold` times within `probe_window` (audit time) is
+    probing, alerted once per window.
+    """
+
+    def __init__(self, options: CorrelateOptions, *, max_judged: int = MAX_JUDGED) -> None:
+        self.options = options
+        self._max_judged = max_judged
+        self._judged: OrderedDict[tuple[str, str, str, str, str], None] = OrderedDict()
+        self._denials: OrderedDict[str, deque[float]] = OrderedDict()
+        self._alerted: dict[str, float] = {}  # user -> when probing was last alerted
+
+    def feed(self, record: AuditRecord) -> list[Alert]:
+        """The alerts of one record (none for a request already judged)."""
+        key = record.request_key
+        if key in self._judged:
+            return []
+        self._judged[key] = None
+        if len(self._judged) > self._max_judged:
+            self._judged.popitem(last=False)
+        if record.received < (self.options.since or float("-inf")) or record.received > (
+            self.options.until or float("inf")
+        ):
+            return []
+        alerts = [
+            alert_of(record, kind, cause)
+            for kind, cause in findings(record, self.options.exempt_namespaces)
+        ]
+        if record.denied:
+            probing = self._denied(record)
+            if probing is not None:
+                alerts.append(probing)
+        return alerts
+
+    def _denied(self, record: AuditRecord) -> Alert | None:
+        o = self.options
+        user, t = record.auth_user, record.stage_time
+        recent = self._denials.get(user)
+        if recent is None:
+            recent = self._denials[user] = deque(maxlen=o.probe_threshold)
+            if len(self._denials) > MAX_PROBE_USERS:
+                gone, _ = self._denials.popitem(last=False)
+                self._alerted.pop(gone, None)
+        else:
+            self._denials.move_to_end(user)
+        recent.append(t)
+        if len(recent) < o.probe_threshold or recent[-1] - recent[0] > o.probe_window:
+            return None
+        last = self._alerted.get(user)
+        if last is not None and t - last <= o.probe_window:
+            return None
+        self._alerted[user] = t
+        return replace(
+            alert_of(record, PROBING, ""), denials=len(recent), window_start=format_time(recent[0])
+        )
+
+
+class CanaryWatch:
+    """The feed's heartbeat: canaries sent (by user agent) must come back through the feed in time.
+
+    `sent` when the API server answered a canary request (so it was audited); `seen` when its
+    event arrives; `check` yields one `evasion.feed_silent` alert for the oldest canary overdue by
+    more than `timeout` seconds, then stays quiet until a canary comes back.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._pending: OrderedDict[str, float] = OrderedDict()
+        self._silent = False
+        self.last_seen: float | None = None
+
+    def sent(self, agent: str, now: float) -> None:
+        self._pending[agent] = now
+        if len(self._pending) > MAX_CANARIES:
+            self._pending.popitem(last=False)
+
+    def seen(self, agent: str, now: float) -> bool:
+        """Whether `agent` is a canary's; every canary sent before it is accounted for too."""
+        if not agent.startswith(CANARY_AGENT):
+            return False
+        if agent in self._pending:
+            while self._pending:
+                first, _ = self._pending.popitem(last=False)
+                if first == agent:
+                    break
+            self._silent = False
+            self.last_seen = now
+        return True
+
+    def check(self, now: float) -> Alert | None:
+        if self._silent or not self._pending:
+            return None
+        agent, sent = next(iter(self._pending.items()))
+        if now - sent <= self.timeout:
+            return None
+        self._silent = True
+        return Alert(
+            event=FEED_SILENT,
+            time=format_time(now),
+            cause="canary-missing",
+            user_agent=agent,
+            window_start=format_time(sent),
+        )

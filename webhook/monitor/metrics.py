@@ -1,0 +1,82 @@
+"""Prometheus metrics of one monitor process, in a registry of its own (tests apart)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from webhook.correlate.detect import ALERT_KINDS
+
+_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_SIZES = (1, 5, 10, 25, 50, 100, 200, 400, 1000, 5000)
+_CAUSES = {
+    "evasion.bypass": ("fail-open", "dodged"),
+    "evasion.fence_removed": ("decided", "undecided"),
+    "evasion.feed_silent": ("canary-missing",),
+}
+
+
+@dataclass
+class MonitorMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.events = Counter(
+            "kubefence_monitor_audit_events_total",
+            "Audit events received, by stage; an event sent again (auditID, stage) counts once.",
+            ["stage"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "kubefence_monitor_duplicate_events_total",
+            "Audit events received again (a batch the API server sent once more), not counted"
+            " above.",
+            registry=r,
+        )
+        self.malformed = Counter(
+            "kubefence_monitor_malformed_events_total",
+            "EventList items without an auditID and stage, skipped.",
+            registry=r,
+        )
+        self.batches = Counter(
+            "kubefence_monitor_batches_total",
+            "POST /audit requests by HTTP status.",
+            ["code"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            "kubefence_monitor_alerts_total",
+            "Alerts raised, by kind (the log line's event) and cause.",
+            ["kind", "cause"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "kubefence_monitor_batch_events",
+            "Events per EventList received.",
+            buckets=_SIZES,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "kubefence_monitor_batch_processing_seconds",
+            "Time from a batch's body read to its answer.",
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.last_event = Gauge(
+            "kubefence_monitor_last_event_timestamp_seconds",
+            "stageTimestamp of the newest audit event received (Unix time; 0: none yet).",
+            registry=r,
+        )
+        self.canary_seen = Gauge(
+            "kubefence_monitor_canary_last_seen_timestamp_seconds",
+            "When the monitor's own canary request last came back through the feed (0: never).",
+            registry=r,
+        )
+        for kind in ALERT_KINDS:
+            for cause in _CAUSES.get(kind, ("",)):
+                self.alerts.labels(kind, cause)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

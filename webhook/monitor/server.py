@@ -1,0 +1,344 @@
+"""The monitor's HTTPS shell: `POST /audit` (the API server's audit webhook backend), probes.
+
+Invariants:
+- The sender is authenticated before its body is read: with a client CA at the TLS layer (no
+  certificate signed by it, no connection), with a token file by `Authorization: Bearer` (401).
+- An answer is one line: 200 `{}` once every event of the batch is counted and judged; 400 with a
+  JSON reason for a body that is not an EventList; 413 over `MAX_BODY_BYTES`. The API server drops a
+  batch answered 4xx and sends again one answered late, which the feed de-duplicates.
+- A batch is judged in slices of `SLICE` events with the loop given back between them, so a
+  400-event batch never holds it for long; batches keep their order (one at a time).
+- Alert lines go through structlog, like the decision log: the `event` is the alert kind.
+- Certificates (and the token file) are re-read on change; SIGTERM turns /readyz 503, drains
+  briefly and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import hdrs, web
+
+from webhook import exitcodes, tls
+from webhook.correlate.detect import Alert
+from webhook.metrics import CONTENT_TYPE
+from webhook.monitor.feed import BatchError, Feed, parse_batch
+from webhook.monitor.metrics import MonitorMetrics
+from webhook.serving import HANDSHAKE_TIMEOUT, listen
+
+# The API server's truncating backend caps a batch at 10 MiB by default
+# (--audit-webhook-truncate-max-batch-size); without it a batch of 400 Metadata-level events is
+# well under 1 MiB. A 4xx loses the whole batch, so the cap sits far above either.
+MAX_BODY_BYTES = 64 << 20
+SLICE = 100  # events judged between yields to the loop
+BODY_READ_TIMEOUT = 30.0  # the API server's own timeout for one send
+CHECK_INTERVAL = 1.0  # canary deadline and token file checks
+DRAIN_SECONDS = 2.0
+
+Job = Callable[["MonitorRuntime"], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class MonitorOptions:
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+    token_file: Path | None = None
+    host: str = "0.0.0.0"  # noqa: S104 - in a Pod it listens on the Pod's addresses
+    port: int = 8444
+    probe_port: int | None = None
+    drain_seconds: float = DRAIN_SECONDS  # after SIGTERM: /readyz 503, still receiving
+    cert_poll_seconds: float = tls.POLL_INTERVAL
+
+
+@dataclass
+class MonitorRuntime:
+    feed: Feed
+    log: Any
+    metrics: MonitorMetrics = field(default_factory=MonitorMetrics)
+    token: bytes | None = None
+    shutting_down: bool = False
+    newest: float = 0.0  # the newest event's stageTimestamp
+    received: int = 0  # events counted (duplicates not), for the stop line
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def alert(self, alert: Alert) -> None:
+        self.metrics.alerts.labels(alert.event, alert.cause).inc()
+        self.log.warning(alert.event, **alert.fields())
+
+
+RUNTIME = web.AppKey("monitor", MonitorRuntime)
+
+
+def build_app(runtime: MonitorRuntime) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[RUNTIME] = runtime
+    app.router.add_post("/audit", receive)
+    _add_probes(app)
+    app.router.add_route("*", "/audit", _method_not_allowed)
+    app.router.add_route("*", "/{path:.*}", _not_found)
+    app.on_response_prepare.append(_without_server_header)
+    return app
+
+
+async def receive(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    response = await _receive(request, runtime)
+    runtime.metrics.batches.labels(str(response.status)).inc()
+    return response
+
+
+async def _receive(request: web.Request, runtime: MonitorRuntime) -> web.Response:
+    if runtime.token is not None and not _bearer_ok(request, runtime.token):
+        response = _error(401, "a bearer token is required (the monitor's --token-file)")
+        response.headers[hdrs.WWW_AUTHENTICATE] = "Bearer"
+        return response
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        return _error(413, f"batch exceeds {MAX_BODY_BYTES} bytes")
+    try:
+        async with asyncio.timeout(BODY_READ_TIMEOUT):
+            body = await request.content.read(MAX_BODY_BYTES + 1)
+            if len(body) > MAX_BODY_BYTES:
+                return _error(413, f"batch exceeds {MAX_BODY_BYTES} bytes")
+    except TimeoutError:
+        return _error(400, f"body not received within {BODY_READ_TIMEOUT:.0f}s")
+    started = time.perf_counter()
+    try:
+        items = parse_batch(body)
+    except BatchError as exc:
+        return _error(400, str(exc))
+    async with runtime.lock:  # one batch at a time: alerts and de-duplication keep their order
+        for start in range(0, len(items), SLICE):
+            taken = runtime.feed.take(items[start : start + SLICE], time.time())
+            _account(runtime, taken.stages, taken.duplicates, taken.malformed, taken.newest)
+            for alert in taken.alerts:
+                runtime.alert(alert)
+            if start + SLICE < len(items):
+                await asyncio.sleep(0)
+    runtime.metrics.batch_size.observe(len(items))
+    runtime.metrics.batch_seconds.observe(time.perf_counter() - started)
+    return web.Response(body=b"{}\n", content_type="application/json")
+
+
+def _account(
+    runtime: MonitorRuntime,
+    stages: dict[str, int],
+    duplicates: int,
+    malformed: int,
+    newest: float | None,
+) -> None:
+    m = runtime.metrics
+    for stage, n in stages.items():
+        m.events.labels(stage).inc(n)
+        runtime.received += n
+    if duplicates:
+        m.duplicates.inc(duplicates)
+    if malformed:
+        m.malformed.inc(malformed)
+    if newest is not None and newest > runtime.newest:
+        runtime.newest = newest
+        m.last_event.set(newest)
+
+
+def _bearer_ok(request: web.Request, token: bytes) -> bool:
+    header = request.headers.get(hdrs.AUTHORIZATION, "")
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token)
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps({"error": reason}) + b"\n", content_type="application/json"
+    )
+
+
+async def _method_not_allowed(request: web.Request) -> web.Response:
+    response = _error(405, f"method {request.method} not allowed; POST an audit EventList")
+    response.headers["Allow"] = "POST"
+    return response
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return _error(404, "not found; the monitor serves POST /audit")
+
+
+async def _without_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.popall(hdrs.SERVER, None)
+    if request.app[RUNTIME].shutting_down:
+        response.force_close()
+
+
+def _add_probes(app: web.Application) -> None:
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    if request.app[RUNTIME].shutting_down:
+        return web.Response(status=503, text="shutting down\n")
+    return web.Response(text="ok\n")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=request.app[RUNTIME].metrics.render())
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
+
+
+def read_token(path: Path) -> bytes:
+    """The bearer token in a file (surrounding whitespace dropped); OSError/ValueError if none."""
+    token = path.read_bytes().strip()
+    if not token:
+        raise ValueError("empty")
+    return token
+
+
+async def _watch_token(runtime: MonitorRuntime, path: Path | None) -> None:
+    """Re-read a rotated token file; an unreadable or empty one keeps the token in force."""
+    if path is None:
+        return
+    signature = tls.file_signature(path)
+    while True:
+        await asyncio.sleep(CHECK_INTERVAL * 2)
+        current = tls.file_signature(path)
+        if current == signature:
+            continue
+        signature = current
+        try:
+            runtime.token = read_token(path)
+        except (OSError, ValueError) as exc:
+            runtime.log.error("monitor.token_rejected", file=str(path), reason=str(exc))
+            continue
+        runtime.log.info("monitor.token_reloaded", file=str(path))
+
+
+async def _watch_canary(runtime: MonitorRuntime) -> None:
+    if runtime.feed.canary is None:
+        return
+    while True:
+        await asyncio.sleep(CHECK_INTERVAL)
+        alert = runtime.feed.check(time.time())
+        if alert is not None:
+            runtime.alert(alert)
+        seen = runtime.feed.canary.last_seen
+        if seen is not None:
+            runtime.metrics.canary_seen.set(seen)
+
+
+async def run_monitor(
+    options: MonitorOptions,
+    runtime: MonitorRuntime,
+    *,
+    background: list[Job] | None = None,
+    started: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT (or `stop`); the exit code."""
+    reloader = tls.CertificateReloader(
+        options.cert, options.key, options.client_ca, interval=options.cert_poll_seconds
+    )
+    reloader.on_result = lambda result, pair, reason: _report_reload(runtime, options, pair, reason)
+    app = build_app(runtime)
+    sock = listen(options.host, options.port)
+    try:
+        probe_sock = (
+            listen(options.host, options.probe_port) if options.probe_port is not None else None
+        )
+    except Exception:
+        sock.close()
+        raise
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    assert runner.server is not None
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        runner.server, sock=sock, ssl=reloader.context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+    )
+    probes = await _start_probes(runtime, probe_sock) if probe_sock is not None else None
+    port = sock.getsockname()[1]
+    runtime.log.info(
+        "monitor.started",
+        port=port,
+        probe_port=probe_sock.getsockname()[1] if probe_sock is not None else None,
+        pid=os.getpid(),
+        client_ca=str(options.client_ca) if options.client_ca else None,
+        token=options.token_file is not None,
+        canary=runtime.feed.canary is not None,
+    )
+    if started is not None:
+        started(port)
+    stop = stop or asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    jobs = [
+        reloader.run(),
+        _watch_token(runtime, options.token_file),
+        _watch_canary(runtime),
+        *(job(runtime) for job in background or ()),
+    ]
+    tasks = [asyncio.create_task(job) for job in jobs]
+    for task in tasks:
+        task.add_done_callback(lambda t: _job_ended(runtime, t))
+    try:
+        await stop.wait()
+        runtime.shutting_down = True
+        runtime.log.info("monitor.draining", seconds=options.drain_seconds)
+        await asyncio.sleep(options.drain_seconds)
+        server.close()
+        async with runtime.lock:  # the batch being judged is answered first
+            pass
+        await runner.cleanup()
+        await server.wait_closed()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if probes is not None:
+            await probes.cleanup()
+    runtime.log.info("monitor.stopped", events=runtime.received)
+    return exitcodes.OK
+
+
+async def _start_probes(runtime: MonitorRuntime, sock: socket.socket) -> web.AppRunner:
+    """Plain-HTTP health, readiness and metrics, for probes and scrapers without a client cert."""
+    app = web.Application()
+    app[RUNTIME] = runtime
+    _add_probes(app)
+    app.on_response_prepare.append(_without_server_header)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    return runner
+
+
+def _report_reload(
+    runtime: MonitorRuntime, options: MonitorOptions, pair: tls.KeyPair | None, reason: str
+) -> None:
+    if pair is None:
+        runtime.log.error("certificate.rejected", cert=str(options.cert), reason=reason)
+    else:
+        runtime.log.info("certificate.reloaded", cert=str(options.cert), serial=pair.serial)
+
+
+def _job_ended(runtime: MonitorRuntime, task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        job = getattr(task.get_coro(), "__qualname__", task.get_name())
+        runtime.log.error("monitor.job_failed", job=job, exc_info=task.exception())
