@@ -51,6 +51,14 @@ class Metrics:
             buckets=_BUCKETS,
             registry=r,
         )
+        self.handshake_failures = Counter(
+            "kubefence_tls_handshake_failures_total",
+            "TLS handshakes refused on the webhook port, by kind (no_client_certificate, "
+            "untrusted_client_certificate, not_tls, protocol, other): a client the client CA "
+            "turns away is counted here, since it never reaches a handler.",
+            ["kind"],
+            registry=r,
+        )
         self.bad_requests = Counter(
             "kubefence_bad_requests_total",
             "Requests answered 400/413 because the body was not a valid AdmissionReview.",

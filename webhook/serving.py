@@ -96,6 +96,11 @@ async def serve(
     runtime.metrics.cert_not_after.set(reloader.pair.not_after)
     for result in ("applied", "rejected"):
         runtime.metrics.cert_reloads.labels(result)
+    for kind in tls.HANDSHAKE_FAILURE_KINDS:
+        runtime.metrics.handshake_failures.labels(kind)
+    tls.count_handshake_failures(
+        reloader.context, lambda kind: runtime.metrics.handshake_failures.labels(kind).inc()
+    )
     app = build_app(runtime)
     app.on_response_prepare.append(_close_while_draining)
     sock = listen(options.host, options.port, reuse_port=options.reuse_port)

@@ -93,6 +93,44 @@ def hardened_context(pair: KeyPair, client_ca: str | Path | None = None) -> ssl.
     return context
 
 
+# OpenSSL's reasons for a refused handshake, in the few kinds an operator acts on. A bounded
+# label set: anything else is "other".
+HANDSHAKE_FAILURES = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no_client_certificate",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "no_client_certificate",
+    "CERTIFICATE_VERIFY_FAILED": "untrusted_client_certificate",
+    "WRONG_VERSION_NUMBER": "not_tls",
+    "HTTP_REQUEST": "not_tls",
+    "HTTPS_PROXY_REQUEST": "not_tls",
+    "UNSUPPORTED_PROTOCOL": "protocol",
+    "NO_SHARED_CIPHER": "protocol",
+    "VERSION_TOO_LOW": "protocol",
+}
+HANDSHAKE_FAILURE_KINDS = (*dict.fromkeys(HANDSHAKE_FAILURES.values()), "other")
+
+
+def count_handshake_failures(context: ssl.SSLContext, count: Callable[[str], None]) -> None:
+    """Call `count(kind)` for every handshake the context refuses, with the kind of refusal.
+
+    asyncio reports a refused handshake nowhere (an SSLError is an OSError, which its SSL
+    transport drops unless the loop runs in debug mode), so a client refused for lack of a
+    client certificate would leave no trace. The context's SSLObject class is the one hook every
+    asyncio TLS connection goes through (`SSLContext.wrap_bio`).
+    """
+
+    class _Counting(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            try:
+                super().do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except ssl.SSLError as exc:
+                count(HANDSHAKE_FAILURES.get(exc.reason or "", "other"))
+                raise
+
+    context.sslobject_class = _Counting
+
+
 def server_context(
     cert: str | Path, key: str | Path, client_ca: str | Path | None = None
 ) -> ssl.SSLContext:

@@ -8,6 +8,7 @@ within 10 s, and a broken pair must leave the old one in service, logged and cou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import shutil
 import ssl
@@ -284,6 +285,44 @@ async def test_handshake_fails_without_a_valid_client_certificate(
     ):
         await post_review(server, tls_material.ca_file, client)
     assert [e for e in logs if e["event"] == "admission.decision"] == []
+
+
+async def test_refused_handshakes_are_counted_by_kind(
+    mtls_server: tuple[Server, trustme.CA, Path], tls_material: TlsMaterial
+) -> None:
+    """A client the client CA turns away reaches no handler: the counter is its only trace."""
+    server, clients, tmp = mtls_server
+    stranger = client_files(trustme.CA(), tmp, "mallory")
+    for client in (None, None, stranger):
+        with pytest.raises((aiohttp.ClientError, ssl.SSLError, ConnectionError)):
+            await post_review(server, tls_material.ca_file, client)
+    # Plain HTTP to the TLS port, once (an HTTP client would retry the GET on the reset).
+    reader, writer = await asyncio.open_connection(HOST, server.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: kubefence\r\n\r\n")
+    await writer.drain()
+    with contextlib.suppress(ConnectionError):
+        await reader.read()  # until the server closes
+    writer.close()
+    await post_review(server, tls_material.ca_file, client_files(clients, tmp, "kube-apiserver"))
+    context = ssl.create_default_context(cafile=str(tls_material.ca_file))
+    context.load_cert_chain(*client_files(clients, tmp, "scraper"))
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
+        session.get(server.url + "/metrics") as response,
+    ):
+        text = await response.text()
+    counts = {
+        line.split('"')[1]: float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("kubefence_tls_handshake_failures_total{")
+    }
+    assert counts == {
+        "no_client_certificate": 2.0,
+        "untrusted_client_certificate": 1.0,
+        "not_tls": 1.0,
+        "protocol": 0.0,
+        "other": 0.0,
+    }
 
 
 async def test_probe_port_answers_without_a_client_certificate(
