@@ -16,8 +16,8 @@ import orjson
 import pytest
 import structlog
 import trustme
+from correlate_kit import WEBHOOK, lines, real_event
 
-from tests.unit.test_correlate import WEBHOOK, lines, real_event
 from webhook.correlate.detect import CanaryWatch
 from webhook.correlate.model import CorrelateOptions
 from webhook.monitor.feed import Feed

@@ -17,63 +17,29 @@ from typing import Any
 
 import orjson
 import pytest
+from correlate_kit import (
+    EXEMPT,
+    FIXTURES,
+    OPTIONS,
+    WEBHOOK,
+    at,
+    dump,
+    lines,
+    real_decision,
+    real_event,
+    run,
+)
 
 from webhook.cli import main
 from webhook.correlate.audit_reader import AuditReader
-from webhook.correlate.correlation import Correlation, correlate
+from webhook.correlate.correlation import Correlation
 from webhook.correlate.decision_reader import decision_records
 from webhook.correlate.join import Correlator
-from webhook.correlate.model import CorrelateOptions, Report
+from webhook.correlate.model import CorrelateOptions
 from webhook.correlate.records import DecisionRecord, SourceStats
 from webhook.correlate.render_json import to_json
 from webhook.correlate.render_text import render_text
 from webhook.correlate.timestamps import format_time, parse_time
-
-FIXTURES = Path(__file__).parent / "fixtures" / "correlate"
-WEBHOOK = "validate.kubefence.io"
-EXEMPT = frozenset({"kube-system", "kube-public", "kube-node-lease"})
-OPTIONS = CorrelateOptions(webhook_names=(WEBHOOK,), exempt_namespaces=EXEMPT)
-
-
-def lines(name: str) -> list[bytes]:
-    return (FIXTURES / name).read_bytes().splitlines(keepends=True)
-
-
-def run(
-    audit: list[bytes] | list[list[bytes]],
-    decisions: list[bytes],
-    options: CorrelateOptions = OPTIONS,
-) -> Report:
-    streams = audit if audit and isinstance(audit[0], list) else [audit]
-    return correlate(
-        [(f"audit-{i}", iter(s)) for i, s in enumerate(streams)],  # type: ignore[arg-type]
-        [("decisions", iter(decisions))],
-        options,
-    )
-
-
-def real_event(marker: bytes, name: str = "outage.audit.log") -> dict[str, Any]:
-    """A real event (the first line containing `marker`), as a dict to copy and change."""
-    line = next(x for x in lines(name) if marker in x)
-    return dict(orjson.loads(line))
-
-
-def real_decision(marker: bytes, name: str = "outage.decisions.log") -> dict[str, Any]:
-    line = next(x for x in lines(name) if marker in x and b"admission.decision" in x)
-    return dict(orjson.loads(line))
-
-
-def dump(doc: dict[str, Any]) -> bytes:
-    return orjson.dumps(doc) + b"\n"
-
-
-def at(doc: dict[str, Any], t: float, duration: float = 0.004) -> dict[str, Any]:
-    """A copy of an event received at `t` (epoch seconds)."""
-    doc = copy.deepcopy(doc)
-    doc["requestReceivedTimestamp"] = format_time(t)
-    doc["stageTimestamp"] = format_time(t + duration)
-    return doc
-
 
 # --- the real logs --------------------------------------------------------------------------------
 

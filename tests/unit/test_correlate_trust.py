@@ -9,8 +9,7 @@ import copy
 from typing import Any
 
 import orjson
-
-from tests.unit.test_correlate import (
+from correlate_kit import (
     OPTIONS,
     WEBHOOK,
     at,
@@ -20,6 +19,7 @@ from tests.unit.test_correlate import (
     real_event,
     run,
 )
+
 from webhook.correlate.audit_reader import AuditReader
 from webhook.correlate.detect import BYPASS, PROBING, SENSITIVE_ACCESS, Detector
 from webhook.correlate.model import CorrelateOptions
