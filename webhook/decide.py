@@ -7,6 +7,12 @@ audit-mode rules failed, else `allow`. A `Decision` carries everything the shell
 response (with the audit annotations that join it with the API server's audit log), the namespace
 to confirm live, and the policy change to remember if the answer stands. `reconsider` re-runs, on
 one fresh cluster snapshot, only the rules that read the cluster. Pure: no I/O, no clock.
+
+An allowed NetworkPolicy DELETE or UPDATE that leaves its namespace without a fence for a
+required direction says so in the `fence-lost` annotation (the directions, comma-separated), from
+the fence guard's results; an exempt user's or group's too, analysed though no rule judges it.
+A dry run carries it as well: the annotation says what the answer means, as `decision` does, and
+the audit event's `dryRun` says nothing changed.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from typing import Protocol
 
 from webhook.admission import AdmissionRequest, AdmissionResponse
 from webhook.cluster.view import ClusterView
-from webhook.netpol import PolicyFacts
-from webhook.rules import RULES, Remembered, Rule
+from webhook.netpol import Direction, PolicyFacts
+from webhook.rules import FENCE_GUARD, RULES, Remembered, Rule
+from webhook.rules.fence_guard import left_unfenced
 from webhook.rules.result import DEFAULT_DENY, RuleResult
 from webhook.settings import Mode, Settings
 from webhook.subject import Subject, object_name, policy_change, subject_namespace, subject_of
@@ -137,7 +144,7 @@ def decide(
     namespace = subject_namespace(request)
     exempt = _exemption(request, namespace, cluster, settings)
     if exempt:
-        return _decision(request, namespace, None, (), settings, exempt=exempt)
+        return _exempt(request, namespace, exempt, cluster, settings, memory=memory)
     subject = subject_of(request, settings.limits)
     rules = _RULES_BY_RESOURCE.get((request.resource.group, request.resource.resource), ())
     views = _views(cluster, memory)
@@ -159,7 +166,9 @@ def reconsider(
     request = subject.request
     exempt = _exemption(request, subject.namespace, cluster, settings)
     if exempt:
-        return _decision(request, subject.namespace, None, (), settings, exempt=exempt)
+        return _exempt(
+            request, subject.namespace, exempt, cluster, settings, memory=memory, subject=subject
+        )
     views = _views(cluster, memory)
     by_rule = tuple(
         (
@@ -211,12 +220,48 @@ def _exemption(
     group = next((g for g in request.user.groups if g in exemptions.groups), None)
     if group is not None:
         return f'group "{group}" is exempt'
+    return _namespace_exemption(namespace, cluster, settings)
+
+
+def _namespace_exemption(namespace: str, cluster: ClusterView, settings: Settings) -> str:
+    exemptions = settings.exemptions
     if namespace in exemptions.namespaces:
         return f'namespace "{namespace}" is exempt'
     facts = cluster.namespace(namespace) if namespace else None
     if facts is not None and facts.terminating:
         return f'namespace "{namespace}" is terminating'
     return ""
+
+
+def _exempt(
+    request: AdmissionRequest,
+    namespace: str,
+    reason: str,
+    cluster: ClusterView,
+    settings: Settings,
+    *,
+    memory: Memory | None,
+    subject: Subject | None = None,
+) -> Decision:
+    """The decision when no rule runs (`reason`).
+
+    An exempt user's or group's NetworkPolicy DELETE or UPDATE is still analysed, on the view the
+    fence guard reads, for what it leaves unfenced: kubefence lets it through and the namespace
+    loses its fence all the same, which is what the `fence-lost` annotation tells the audit log.
+    An exempt namespace is held to no fence, and a terminating one goes with its Pods: neither
+    loses a required one, and neither is analysed.
+    """
+    lost: tuple[Direction, ...] = ()
+    if (
+        is_network_policy(request)
+        and request.operation in ("DELETE", "UPDATE")
+        and not _namespace_exemption(namespace, cluster, settings)
+    ):
+        subject = subject or subject_of(request, settings.limits)
+        lost = left_unfenced(subject, _views(cluster, memory)[FENCE_GUARD.remembered], settings)
+    return _decision(
+        request, namespace, None, (), settings, exempt=reason, analysed=subject, lost=lost
+    )
 
 
 def _decision(
@@ -227,8 +272,15 @@ def _decision(
     settings: Settings,
     *,
     exempt: str = "",
+    analysed: Subject | None = None,
+    lost: tuple[Direction, ...] = (),
 ) -> Decision:
+    """The verdict of `by_rule`'s results. An exempt request (`exempt`, no rules) may come with
+    the subject built to analyse it and what it leaves unfenced; a judged one's is its results'."""
     results = tuple(r for _, rule_results in by_rule for r in rule_results)
+    if subject is not None:
+        lost = tuple(dict.fromkeys(d for r in results for d in r.fence_lost))
+        analysed = subject
     failed = tuple(r for r in results if not r.passed)
     modes = {r.mode for r in failed}
     if Mode.ENFORCE in modes:
@@ -243,26 +295,33 @@ def _decision(
         request.uid,
         verdict,
         results,
-        _annotations(request, verdict, failed, settings),
+        _annotations(request, verdict, failed, settings, lost),
         namespace,
         exempt,
         failed,
         name=subject.name if subject is not None else object_name(request),
-        approval=_approval(request, subject, settings) if verdict != "deny" else None,
+        approval=_approval(request, analysed, settings) if verdict != "deny" else None,
         subject=subject,
         by_rule=by_rule,
     )
 
 
 def _annotations(
-    request: AdmissionRequest, verdict: str, failed: tuple[RuleResult, ...], settings: Settings
+    request: AdmissionRequest,
+    verdict: str,
+    failed: tuple[RuleResult, ...],
+    settings: Settings,
+    lost: tuple[Direction, ...] = (),
 ) -> dict[str, str]:
-    return {
+    annotations = {
         "decision": verdict,
         "rules": ",".join(dict.fromkeys(r.rule for r in failed)),
         "decision-id": request.uid,
         "policy-revision": settings.revision,
     }
+    if lost and verdict != "deny":  # a denied removal leaves the fence where it was
+        annotations["fence-lost"] = ",".join(lost)
+    return annotations
 
 
 def _approval(
@@ -270,7 +329,7 @@ def _approval(
 ) -> Approval | None:
     """An allowed NetworkPolicy change to count as done until the view shows it.
 
-    Dry runs change nothing. Exempt requests have no subject: their policies are analysed here.
+    Dry runs change nothing. An exempt request may have no subject: its policies are analysed here.
     """
     if request.dry_run or not is_network_policy(request):
         return None

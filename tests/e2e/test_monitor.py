@@ -35,9 +35,11 @@ from kubefence_process import (
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from test_trail import await_configuration, eventually_created, reconfigure
-from test_webhook import create_deployment, new_namespace
+from test_webhook import create_deployment, fence, new_namespace
 
 from webhook import certs
+from webhook.correlate.model import CorrelateOptions
+from webhook.monitor.follow import follow_alerts
 
 T = TypeVar("T")
 
@@ -272,6 +274,73 @@ def test_a_user_denied_a_dozen_times_is_probing(setup: Setup) -> None:
         hook.stop()
     assert alert["user"] == "kubefence-admin"
     assert alert["denials"] == 10
+
+
+def all_received(s: Setup) -> bool:
+    """Whether every event of the file backend has reached the monitor (none counted twice)."""
+    m = s.monitor
+    stopped = [line for r in range(1, m.runs) for line in m.lines(r)]
+    earlier = sum(line["events"] for line in stopped if line.get("event") == "monitor.stopped")
+    received = earlier + int(m.metric("kubefence_monitor_audit_events_total"))
+    return received == len(
+        {(e["auditID"], e["stage"]) for e in read_audit_log(s.cp.audit_log_path)}
+    )
+
+
+def test_a_teardown_delete_is_a_fence_removal_and_a_covered_delete_is_not(setup: Setup) -> None:
+    kube, audit_log = setup.kube, setup.cp.audit_log_path
+    hook = RunningWebhook.start(setup.work / "serve-fence", setup.cp.kubeconfig_path, AUDIT_POLICY)
+    api = client.NetworkingV1Api(kube)
+    try:
+        hook.register(kube)
+        covered = new_namespace(kube, "mon-covered")  # two fences; no Pod runs (no kubelet)
+        fence(kube, covered, "a-older")
+        fence(kube, covered, "b-newer")  # same second or later: the name breaks the tie
+        torn_down = new_namespace(kube, "mon-teardown")  # one fence, no Pod: a teardown
+        fence(kube, torn_down)
+        # Whatever the webhook's cache holds yet, it decides a removal on a live read.
+        api.delete_namespaced_network_policy("b-newer", covered)
+        api.delete_namespaced_network_policy("default-deny", torn_down)
+        alert = eventually(
+            "an evasion.fence_removed alert for the teardown",
+            lambda: next(
+                (
+                    a
+                    for a in setup.monitor.alerts("evasion.fence_removed")
+                    if a["namespace"] == torn_down
+                ),
+                None,
+            ),
+            timeout=30,
+        )
+        eventually("every event of the file backend at the monitor", lambda: all_received(setup))
+    finally:
+        reconfigure(kube, hook, None)
+        hook.stop()
+    assert (alert["cause"], alert["verb"], alert["name"]) == ("decided", "delete", "default-deny")
+    assert alert["user"] == "kubefence-admin"
+    # The covered delete's event was judged too: kubefence said nothing was lost.
+    ours = {covered, torn_down}
+    removals = [a for a in setup.monitor.alerts("evasion.fence_removed") if a["namespace"] in ours]
+    assert [a["namespace"] for a in removals] == [torn_down]
+    # At the source: the annotation the API server stored, and nothing on the covered delete.
+    deletes = {
+        e["objectRef"]["namespace"]: e.get("annotations", {})
+        for e in read_audit_log(audit_log)
+        if e["verb"] == "delete" and e["stage"] == "ResponseComplete"
+        and e["objectRef"].get("namespace") in ours
+    }  # fmt: skip
+    assert deletes[torn_down][f"{WEBHOOK_NAME}/fence-lost"] == "Ingress,Egress"
+    assert f"{WEBHOOK_NAME}/decision-id" in deletes[covered]
+    assert f"{WEBHOOK_NAME}/fence-lost" not in deletes[covered]
+    # `correlate --follow` over the file backend alerts the same.
+    with audit_log.open("rb") as lines:
+        followed = [
+            (a.event, a.namespace, a.cause)
+            for a in follow_alerts(iter(lines), CorrelateOptions(webhook_names=(WEBHOOK_NAME,)))
+            if a.namespace in ours
+        ]
+    assert followed == [("evasion.fence_removed", torn_down, "decided")]
 
 
 def test_a_sender_without_the_client_certificate_is_refused(setup: Setup) -> None:

@@ -314,3 +314,34 @@ async def test_a_fence_is_not_let_go_when_the_live_read_fails(webhook: Webhook) 
     assert "does not let a fence go on cached state alone" in out["response"]["status"]["message"]
     _, out = await webhook.post(workload_review("Pod", namespace="team"))
     assert out["response"]["allowed"] is True  # an allowed workload needs no live read
+
+
+class _LiveReads:
+    """A live source that returns `fresh`: what the API server holds when the cache lags."""
+
+    def __init__(self, fresh: StaticView) -> None:
+        self.fresh = fresh
+
+    async def confirm(
+        self, namespace: str, timeout: float, *, not_before: float | None = None
+    ) -> StaticView:
+        return self.fresh
+
+
+async def test_fence_lost_is_annotated_from_the_decision_on_the_live_read(
+    webhook: Webhook,
+) -> None:
+    older, newer = (
+        deny_all("a", "team", "2026-01-01T00:00:00Z"),
+        deny_all("b", "team", "2026-02-01T00:00:00Z"),
+    )
+    # The cache still has the older fence; the API server says it is gone and no Pod runs.
+    webhook.runtime.cluster = StaticView(
+        [namespace_facts("team", [analyse_policy(older), analyse_policy(newer)])]
+    )
+    webhook.runtime.confirmer = _LiveReads(
+        StaticView([namespace_facts("team", [analyse_policy(newer)], running_pods=0)])
+    )
+    _, out = await webhook.post(netpol_review("DELETE", old=newer))
+    assert out["response"]["allowed"] is True
+    assert out["response"]["auditAnnotations"]["fence-lost"] == "Ingress,Egress"

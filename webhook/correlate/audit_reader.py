@@ -5,7 +5,9 @@ Invariants:
   that never reaches the webhook (status, scale) is never a bypass.
 - A line that cannot matter (verb/resource no rule registers, no decision-id annotation) is
   recognised from a few byte searches on the API server's canonical encoding and never parsed;
-  it is still counted in the source's stats.
+  it is still counted in the source's stats. Our `fence-lost` annotation comes in the same
+  AdmissionResponse as its `decision-id` (the API server stores both, `<webhook name>/<key>`), so
+  the decision-id screen keeps every line that carries one.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class AuditReader:
         self._rules = options.rules
         self._decision_keys = tuple(f"{n}/decision-id" for n in options.webhook_names)
         self._verdict_keys = tuple(f"{n}/decision" for n in options.webhook_names)
+        self._fence_keys = tuple(f"{n}/fence-lost" for n in options.webhook_names)
         self._names = frozenset(options.webhook_names)
         self._groups = tuple({g for r in options.rules for g in r.api_groups} | {""})
         self._relevant: dict[tuple[bytes, bytes, bytes], bool] = {}
@@ -227,6 +230,9 @@ class AuditReader:
         ids = tuple(
             v for k in self._decision_keys if isinstance(v := annotations.get(k), str) and v
         )
+        lost = next(
+            (v for k in self._fence_keys if isinstance(v := annotations.get(k), str) and v), ""
+        )
         failed_open = ""
         for key, value in annotations.items():
             if key.startswith(FAILED_OPEN_PREFIX) and value in self._names:
@@ -265,6 +271,7 @@ class AuditReader:
             registered=registered,
             sensitive=sensitive,
             denied=any(annotations.get(k) == "deny" for k in self._verdict_keys),
+            fence_lost=tuple(d for d in lost.split(",") if d),
             impersonated_user=as_user,
             groups=_strings(groups),
             source_ips=_strings(ips),

@@ -31,6 +31,8 @@ PROBING = "evasion.probing"
 FENCE_REMOVED = "evasion.fence_removed"
 FEED_SILENT = "evasion.feed_silent"
 ALERT_KINDS = (BYPASS, SENSITIVE_ACCESS, PROBING, FENCE_REMOVED, FEED_SILENT)
+# The audit verbs that may take a NetworkPolicy away or weaken it (DELETE and UPDATE in admission).
+POLICY_REMOVALS = frozenset({"delete", "deletecollection", "update", "patch"})
 
 # Controllers that empty a Terminating namespace with deletecollection; an empty collection
 # calls no webhook, so their deletecollection without a trace is not a dodge.
@@ -50,27 +52,38 @@ def findings(record: AuditRecord, exempt_namespaces: frozenset[str]) -> Iterator
     A bypass is a registered write admitted (code below 400) outside the exempt namespaces that
     no kubefence webhook decided: `fail-open` when the API server's `failed-open` annotation names
     one of ours, `dodged` without any trace (not the namespace controller's deletecollection).
+
+    A fence removal is a NetworkPolicy delete, deletecollection, update or patch that went
+    through, not a dry run: `decided` when our webhook's `fence-lost` annotation says letting it
+    through left the namespace unfenced (a teardown, warn or audit mode, an exempt user; a
+    deletecollection carries the first of its items' that did); `undecided` when it is a bypass
+    too (no decision of ours: it may have taken any fence away). A decided one without the
+    annotation left every required direction fenced and is no alert.
     """
     ok = record.code is None or record.code < 400
     if record.namespace in exempt_namespaces:
         return
+    bypass = ""
     if record.registered and ok and not record.decision_ids:
         if record.failed_open:
-            yield BYPASS, "fail-open"
+            bypass = "fail-open"
         elif not (record.verb == "deletecollection" and record.auth_user in NAMESPACE_CLEANERS):
-            yield BYPASS, "dodged"
+            bypass = "dodged"
+    if bypass:
+        yield BYPASS, bypass
     if record.sensitive and record.code is not None and record.code < 400:
         yield SENSITIVE_ACCESS, ""
     if (
         record.group == "networking.k8s.io"
         and record.resource == "networkpolicies"
-        and record.verb in ("delete", "deletecollection")
+        and record.verb in POLICY_REMOVALS
         and ok
         and not record.dry_run
     ):
-        # The audit event does not say what was left: a decided removal passed the fence guard
-        # (teardown, or an older fence stays); an undecided one is also a bypass.
-        yield FENCE_REMOVED, "decided" if record.decision_ids else "undecided"
+        if record.fence_lost:
+            yield FENCE_REMOVED, "decided"
+        elif bypass:
+            yield FENCE_REMOVED, "undecided"
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,8 @@ class AuditRecord:
     registered: bool
     sensitive: bool
     denied: bool = False  # one of our webhooks denied it (its `decision` annotation is `deny`)
+    # The directions our webhook said letting it through left unfenced (`fence-lost`), or ()
+    fence_lost: tuple[str, ...] = ()
     impersonated_user: str = ""  # "" when the request was not impersonated
     groups: tuple[str, ...] = ()  # the authenticated user's
     source_ips: tuple[str, ...] = ()

@@ -50,6 +50,11 @@ class Rule:
 _WORKLOADS = frozenset(WORKLOAD_TEMPLATES)
 _NETWORK_POLICIES = frozenset({("networking.k8s.io", "networkpolicies")})
 
+# `decide` also asks it what an exempt user's removal leaves unfenced, on the view it reads.
+FENCE_GUARD = Rule(
+    fence_guard.RULE, fence_guard.check, _NETWORK_POLICIES, True, Remembered.REMOVALS
+)
+
 RULES: tuple[Rule, ...] = (
     Rule(
         default_deny.RULE,
@@ -58,7 +63,7 @@ RULES: tuple[Rule, ...] = (
         True,
         Remembered.REMOVALS,
     ),
-    Rule(fence_guard.RULE, fence_guard.check, _NETWORK_POLICIES, True, Remembered.REMOVALS),
+    FENCE_GUARD,
     Rule(allow_all.RULE, allow_all.check, _NETWORK_POLICIES, True, Remembered.ADDITIONS),
     Rule(host_network.RULE, host_network.check, _WORKLOADS, False),
     # Reads the namespace's labels for auditScope.namespaceSelector; the audit Policy itself is

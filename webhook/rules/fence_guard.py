@@ -6,11 +6,18 @@ removals decided at once therefore never both pass: of any two fences, only the 
 oldest fence goes only by teardown (the namespace has no running Pods, or is terminating); an
 UPDATE that keeps P fencing is always allowed. A deletecollection item arrives with an empty
 `name`: the policy is the one in `oldObject`.
+
+Each result of a removal also says which required directions letting it through leaves
+unfenced (`RuleResult.fence_lost`: the losing directions that the remaining policies, the
+replacement included, do not fence): the teardown pass, or a blocked removal that warn or audit
+mode lets go. Never when another fence, older or newer, keeps the direction fenced.
 """
 
 from __future__ import annotations
 
-from webhook.cluster.view import ClusterView
+from dataclasses import dataclass
+
+from webhook.cluster.view import ClusterView, NamespaceFacts
 from webhook.netpol import Direction, PolicyFacts, fence_for
 from webhook.rules.result import DEFAULT_DENY, RuleResult, passed
 from webhook.settings import Mode, Settings
@@ -19,40 +26,37 @@ from webhook.subject import Subject
 RULE = DEFAULT_DENY
 
 
+@dataclass(frozen=True, slots=True)
+class _Removal:
+    """A DELETE or UPDATE of a policy that fences some required direction today."""
+
+    removed: PolicyFacts
+    replacement: PolicyFacts | None  # the UPDATE's new version; None for a DELETE
+    others: tuple[PolicyFacts, ...]  # the namespace's other policies
+    facts: NamespaceFacts | None
+    losing: tuple[Direction, ...]  # fenced today, by `removed` and not by `replacement`
+    lost: tuple[Direction, ...]  # of `losing`, those the remaining policies do not fence
+
+
 def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[RuleResult, ...]:
     request = subject.request
-    change = subject.policy
-    if change is None or request.operation not in ("DELETE", "UPDATE"):
-        return ()
     mode = settings.mode("defaultDeny", request.namespace)
-    removed = change.old
-    if mode is Mode.OFF or removed is None:
+    removal = _removal(subject, cluster, settings) if mode is not Mode.OFF else None
+    if removal is None:
         return ()
-    replacement = change.new if request.operation == "UPDATE" else None
-    verb = "deleting" if replacement is None else "this update of"
-    facts = cluster.namespace(request.namespace)
-    others = tuple(p for p in (facts.policies if facts else ()) if not p.same_object(removed))
-    current = (*others, removed)
-    losing = [
-        d
-        for d in settings.require
-        if removed.fences(d, settings.strict)
-        and not (replacement is not None and replacement.fences(d, settings.strict))
-        and _fenced(current, d, settings.strict)
-    ]
-    if not losing:
+    removed, others, lost = removal.removed, removal.others, removal.lost
+    verb = "deleting" if removal.replacement is None else "this update of"
+    if not removal.losing:
         return (passed(DEFAULT_DENY, mode, "no fence is lost"),)
     # From here the answer rests on the cached policies and Pods: the shell re-reads them live
     # before it lets a fence go (a stale cache must never let the last fence go).
-    if facts is not None and facts.running_pods == 0:
-        return (
-            _confirmed_pass(mode, "teardown: the namespace has no running Pods", request.namespace),
-        )
-    blocked = [d for d in losing if not _older_fence(others, removed, d, settings.strict)]
+    if removal.facts is not None and removal.facts.running_pods == 0:
+        message = "teardown: the namespace has no running Pods"
+        return (_confirmed_pass(mode, message, request.namespace, lost),)
+    blocked = [d for d in removal.losing if not _older_fence(others, removed, d, settings.strict)]
     if not blocked:
-        return (
-            _confirmed_pass(mode, "an older policy keeps the namespace fenced", request.namespace),
-        )
+        message = "an older policy keeps the namespace fenced"
+        return (_confirmed_pass(mode, message, request.namespace, lost),)
     newer = sorted({p.name for p in others for d in blocked if p.fences(d, settings.strict)})
     text = (
         f'{verb} NetworkPolicy "{removed.name}" would leave namespace "{request.namespace}" '
@@ -73,13 +77,61 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
         f'NetworkPolicy "{removed.name}" is the last fence of namespace "{request.namespace}" '
         f"for {', '.join(blocked)}"
     )
+    # Denied in enforce mode (the decision then reports no loss); let through in warn or audit
+    # mode, when it leaves `lost` unfenced.
     return (
-        RuleResult(DEFAULT_DENY, mode, False, text, warning=warning, confirm=request.namespace),
+        RuleResult(
+            DEFAULT_DENY,
+            mode,
+            False,
+            text,
+            warning=warning,
+            confirm=request.namespace,
+            fence_lost=lost,
+        ),
     )
 
 
-def _confirmed_pass(mode: Mode, message: str, namespace: str) -> RuleResult:
-    return RuleResult(DEFAULT_DENY, mode, True, message, confirm=namespace)
+def left_unfenced(
+    subject: Subject, cluster: ClusterView, settings: Settings
+) -> tuple[Direction, ...]:
+    """The required directions that letting `subject`'s DELETE or UPDATE through leaves unfenced,
+    whatever the guard would answer (for a request no rule judges: an exempt user's)."""
+    if settings.mode("defaultDeny", subject.request.namespace) is Mode.OFF:
+        return ()
+    removal = _removal(subject, cluster, settings)
+    return removal.lost if removal is not None else ()
+
+
+def _removal(subject: Subject, cluster: ClusterView, settings: Settings) -> _Removal | None:
+    request = subject.request
+    change = subject.policy
+    if change is None or request.operation not in ("DELETE", "UPDATE"):
+        return None
+    removed = change.old
+    if removed is None:
+        return None
+    replacement = change.new if request.operation == "UPDATE" else None
+    facts = cluster.namespace(request.namespace)
+    others = tuple(p for p in (facts.policies if facts else ()) if not p.same_object(removed))
+    current = (*others, removed)
+    strict = settings.strict
+    losing = tuple(
+        d
+        for d in settings.require
+        if removed.fences(d, strict)
+        and not (replacement is not None and replacement.fences(d, strict))
+        and _fenced(current, d, strict)
+    )
+    remaining = (*others, replacement) if replacement is not None else others
+    lost = tuple(d for d in losing if not _fenced(remaining, d, strict))
+    return _Removal(removed, replacement, others, facts, losing, lost)
+
+
+def _confirmed_pass(
+    mode: Mode, message: str, namespace: str, lost: tuple[Direction, ...]
+) -> RuleResult:
+    return RuleResult(DEFAULT_DENY, mode, True, message, confirm=namespace, fence_lost=lost)
 
 
 def _fenced(policies: tuple[PolicyFacts, ...], direction: Direction, strict: bool) -> bool:

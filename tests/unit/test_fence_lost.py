@@ -1,0 +1,179 @@
+"""The `fence-lost` audit annotation: an allowed NetworkPolicy removal says what it left unfenced.
+
+The API server stores it as `<webhook>/fence-lost`; `kubefence monitor` alerts on it. It must be
+there exactly when letting the request through leaves a required direction without any fence.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from objects import deny_all, netpol, netpol_review, parse
+
+from webhook.cluster.view import StaticView, namespace_facts
+from webhook.config import parse_settings
+from webhook.decide import Decision, decide, reconsider
+from webhook.netpol import analyse_policy
+from webhook.settings import Settings
+
+OLD = deny_all("a-oldest", created="2026-01-01T00:00:00Z")
+NEW = deny_all("b-newer", created="2026-02-01T00:00:00Z")
+INGRESS_ONLY = netpol("c-ingress", types=["Ingress"], created="2026-03-01T00:00:00Z")
+
+
+def view(*policies: dict[str, Any], running_pods: int = 3, terminating: bool = False) -> StaticView:
+    facts = namespace_facts(
+        "team",
+        [analyse_policy(p) for p in policies],
+        running_pods=running_pods,
+        terminating=terminating,
+    )
+    return StaticView([facts])
+
+
+def settings(text: str = "") -> Settings:
+    return parse_settings(text, "config.yaml", Path())
+
+
+def lost(decision: Decision) -> str | None:
+    return decision.response().audit_annotations.get("fence-lost")
+
+
+def delete(policy: dict[str, Any], **kw: Any) -> Any:
+    return parse(netpol_review("DELETE", old=policy, **kw))
+
+
+def test_a_teardown_of_the_last_fence_names_both_directions() -> None:
+    decision = decide(delete(OLD), view(OLD, running_pods=0), settings())
+    assert decision.verdict == "allow"
+    assert lost(decision) == "Ingress,Egress"
+
+
+def test_a_teardown_names_only_the_directions_no_other_policy_fences() -> None:
+    decision = decide(delete(OLD), view(OLD, INGRESS_ONLY, running_pods=0), settings())
+    assert lost(decision) == "Egress"
+
+
+@pytest.mark.parametrize(
+    ("gone", "stays"), [(NEW, OLD), (OLD, NEW)], ids=["an-older-stays", "a-newer-stays"]
+)
+def test_no_annotation_while_another_fence_keeps_the_namespace_fenced(
+    gone: dict[str, Any], stays: dict[str, Any]
+) -> None:
+    decision = decide(delete(gone), view(OLD, NEW, running_pods=0), settings())
+    assert decision.verdict == "allow"
+    assert lost(decision) is None
+
+
+def test_an_older_fence_staying_in_a_running_namespace_loses_nothing() -> None:
+    decision = decide(delete(NEW), view(OLD, NEW), settings())
+    assert decision.verdict == "allow"
+    assert lost(decision) is None
+
+
+@pytest.mark.parametrize("mode", ["warn", "audit"])
+def test_warn_or_audit_mode_letting_the_last_fence_go_says_so(mode: str) -> None:
+    decision = decide(delete(OLD), view(OLD), settings(f"defaultDeny: {{mode: {mode}}}"))
+    assert decision.verdict == mode
+    assert decision.annotations["rules"] == "default-deny"
+    assert lost(decision) == "Ingress,Egress"
+
+
+def test_a_denied_removal_leaves_the_fence_and_says_nothing() -> None:
+    decision = decide(delete(OLD), view(OLD), settings())
+    assert decision.verdict == "deny"
+    assert lost(decision) is None
+
+
+def test_a_removal_denied_by_another_rule_says_nothing() -> None:
+    # Warn mode lets the last fence go, but the replacement opens Ingress to everyone: denied.
+    opener = netpol("a-oldest", types=["Ingress"], ingress=[{}], created="2026-01-01T00:00:00Z")
+    request = parse(netpol_review("UPDATE", new=opener, old=OLD))
+    decision = decide(request, view(OLD), settings("defaultDeny: {mode: warn}"))
+    assert decision.verdict == "deny"
+    assert lost(decision) is None
+
+
+def test_an_update_that_keeps_fencing_says_nothing() -> None:
+    keep = deny_all("a-oldest")
+    keep["spec"]["ingress"] = [{"from": [{"podSelector": {}}]}]
+    for pods in (3, 0):
+        decision = decide(
+            parse(netpol_review("UPDATE", new=keep, old=OLD)),
+            view(OLD, running_pods=pods),
+            settings(),
+        )
+        assert decision.verdict == "allow"
+        assert lost(decision) is None
+
+
+def test_an_update_that_weakens_the_last_fence_in_a_teardown_names_the_direction() -> None:
+    drop = netpol("a-oldest", types=["Ingress"], created="2026-01-01T00:00:00Z")
+    request = parse(netpol_review("UPDATE", new=drop, old=OLD))
+    decision = decide(request, view(OLD, running_pods=0), settings())
+    assert decision.verdict == "allow"
+    assert lost(decision) == "Egress"
+
+
+def test_only_the_required_directions_are_named() -> None:
+    decision = decide(
+        delete(OLD), view(OLD, running_pods=0), settings("defaultDeny: {require: [Egress]}")
+    )
+    assert lost(decision) == "Egress"
+
+
+def test_nothing_is_lost_where_the_rule_is_off() -> None:
+    decision = decide(delete(OLD), view(OLD), settings("defaultDeny: {mode: off}"))
+    assert decision.verdict == "allow"
+    assert lost(decision) is None
+
+
+def test_a_dry_run_says_what_the_answer_means_and_approves_nothing() -> None:
+    decision = decide(delete(OLD, dry_run=True), view(OLD, running_pods=0), settings())
+    assert lost(decision) == "Ingress,Egress"
+    assert decision.approval is None
+
+
+@pytest.mark.parametrize(
+    ("config", "kw"),
+    [
+        ("exemptions: {users: [ci-bot]}", {"user": "ci-bot"}),
+        ("exemptions: {groups: [platform]}", {"groups": ["system:authenticated", "platform"]}),
+    ],
+)
+def test_an_exempt_user_removing_the_last_fence_is_still_annotated(
+    config: str, kw: dict[str, Any]
+) -> None:
+    decision = decide(delete(OLD, **kw), view(OLD), settings(config))
+    assert decision.exempt
+    assert decision.verdict == "allow"
+    assert lost(decision) == "Ingress,Egress"
+    assert decision.approval is not None
+    assert decision.approval.old is not None
+    # ... and an exempt user's removal that another fence covers is not.
+    assert lost(decide(delete(NEW, **kw), view(OLD, NEW), settings(config))) is None
+
+
+def test_an_exempt_or_terminating_namespace_loses_no_required_fence() -> None:
+    exempt = decide(delete(OLD), view(OLD), settings("exemptions: {namespaces: [team]}"))
+    terminating = decide(delete(OLD), view(OLD, terminating=True), settings())
+    for decision in (exempt, terminating):
+        assert decision.exempt
+        assert lost(decision) is None
+
+
+def test_the_annotation_comes_from_the_decision_made_on_the_live_read() -> None:
+    request = delete(NEW)
+    cached = decide(request, view(OLD, NEW), settings())
+    assert cached.confirm == "team"
+    assert lost(cached) is None
+    # The live read shows the older fence gone and the namespace empty: the last fence goes.
+    fresh = reconsider(cached, view(NEW, running_pods=0), settings())
+    assert fresh.verdict == "allow"
+    assert lost(fresh) == "Ingress,Egress"
+    # And the other way round: a fence the cache missed keeps the namespace fenced.
+    cached = decide(delete(OLD), view(OLD, running_pods=0), settings())
+    assert lost(cached) == "Ingress,Egress"
+    assert lost(reconsider(cached, view(OLD, NEW, running_pods=0), settings())) is None

@@ -1,0 +1,152 @@
+"""`evasion.fence_removed`: a NetworkPolicy removal that left a namespace unfenced, from the audit log.
+
+The webhook's `<name>/fence-lost` annotation says so; a removal no kubefence webhook decided may
+have taken any fence away. Synthetic events are copies of a real decided delete in
+fixtures/correlate (outage.audit.log) with a few fields changed. `correlate --follow` (lines) and
+`monitor` (parsed EventList items) must classify them alike.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.unit.test_correlate import OPTIONS, WEBHOOK, dump, real_event
+from tests.unit.test_correlate_trust import _detector_alerts, _parsed_alerts
+from webhook.correlate.audit_reader import AuditReader
+from webhook.correlate.detect import BYPASS, FENCE_REMOVED, Detector, findings
+from webhook.correlate.model import CorrelateOptions
+from webhook.registration import DEFAULT_RULES
+
+DELETE = real_event(b'"auditID":"8b514446-311e-4904-92f9-d6b8630c20c6","stage":"ResponseComplete"')
+
+
+def event(
+    audit_id: str,
+    *,
+    verb: str = "delete",
+    lost: str = "",
+    decided: bool = True,
+    code: int = 200,
+    dry_run: bool = False,
+    namespace: str = "fenced",
+) -> dict[str, Any]:
+    doc = copy.deepcopy(DELETE)
+    doc["auditID"], doc["verb"] = audit_id, verb
+    doc["responseStatus"]["code"] = code
+    doc["objectRef"]["namespace"] = namespace
+    doc["requestURI"] = doc["requestURI"].replace("/fenced/", f"/{namespace}/")
+    if dry_run:
+        doc["requestURI"] += "?dryRun=All"
+    notes = doc["annotations"]
+    if lost:
+        notes[f"{WEBHOOK}/fence-lost"] = lost
+    if not decided:
+        for key in [k for k in notes if k.startswith(f"{WEBHOOK}/")]:
+            del notes[key]
+    return doc
+
+
+def kinds(doc: dict[str, Any], options: CorrelateOptions = OPTIONS) -> list[tuple[str, str]]:
+    record = AuditReader(options).relevant(doc)
+    assert record is not None
+    return list(findings(record, options.exempt_namespaces))
+
+
+@pytest.mark.parametrize("verb", ["delete", "deletecollection", "update", "patch"])
+def test_a_removal_kubefence_let_through_unfenced_is_alerted_decided(verb: str) -> None:
+    assert kinds(event("a", verb=verb, lost="Ingress,Egress")) == [(FENCE_REMOVED, "decided")]
+
+
+def test_the_alert_names_who_removed_the_fence_and_where() -> None:
+    record = AuditReader(OPTIONS).relevant(event("a", lost="Egress"))
+    assert record is not None
+    assert record.fence_lost == ("Egress",)
+    (alert,) = Detector(OPTIONS).feed(record)
+    fields = alert.fields()
+    assert (alert.event, fields["cause"], fields["user"]) == (
+        FENCE_REMOVED,
+        "decided",
+        "kubefence-admin",
+    )
+    assert (fields["namespace"], fields["name"], fields["verb"]) == (
+        "fenced",
+        "default-deny-2",
+        "delete",
+    )
+
+
+def test_a_decided_removal_that_left_the_namespace_fenced_is_no_alert() -> None:
+    assert kinds(event("a")) == []  # the real event: an older fence stayed
+
+
+def test_a_removal_no_kubefence_webhook_decided_is_undecided_and_a_bypass() -> None:
+    for verb in ("delete", "deletecollection", "update", "patch"):
+        assert kinds(event("a", verb=verb, decided=False)) == [
+            (BYPASS, "dodged"),
+            (FENCE_REMOVED, "undecided"),
+        ]
+
+
+def test_the_namespace_controller_emptying_a_namespace_is_no_alert() -> None:
+    doc = event("a", verb="deletecollection", decided=False)
+    doc["user"]["username"] = "system:serviceaccount:kube-system:namespace-controller"
+    assert kinds(doc) == []
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        event("a", lost="Egress", dry_run=True),
+        event("a", lost="Egress", code=409),
+        event("a", verb="create", lost="Egress"),
+        event("a", lost="Egress", namespace="kube-system"),
+    ],
+    ids=["dry-run", "failed", "create", "exempt-namespace"],
+)
+def test_no_fence_was_removed(doc: dict[str, Any]) -> None:
+    assert (FENCE_REMOVED, "decided") not in kinds(doc)
+
+
+def test_another_webhooks_fence_lost_annotation_is_not_ours() -> None:
+    doc = event("a")
+    doc["annotations"]["other.example.com/fence-lost"] = "Ingress"
+    assert kinds(doc) == []
+
+
+def test_the_prescreen_keeps_the_annotated_line_even_where_no_rule_registers_it() -> None:
+    # With rules that do not register NetworkPolicies, the line is kept for its decision-id,
+    # which comes in the same response as `fence-lost`.
+    unregistered = CorrelateOptions(
+        webhook_names=(WEBHOOK,), rules=tuple(r for r in DEFAULT_RULES if "pods" in r.resources)
+    )
+    lines = [dump(event("a", lost="Ingress")), dump(event("b", decided=False))]
+    assert _detector_alerts(lines, unregistered) == [(FENCE_REMOVED, "a")]
+    assert _parsed_alerts(lines, unregistered) == [(FENCE_REMOVED, "a")]
+
+
+def test_correlate_follow_and_monitor_alert_fence_removals_alike() -> None:
+    docs = [
+        event("teardown", lost="Ingress,Egress"),
+        event("covered"),
+        event("warn-update", verb="update", lost="Egress"),
+        event("outage", verb="patch", decided=False),
+        event("dry", lost="Egress", dry_run=True),
+        event("conflict", verb="update", lost="Egress", code=409),
+    ]
+    # The canonical encoding of the file backend: the keys in the API server's order.
+    lines = [orjson.dumps(d) + b"\n" for d in docs]
+    lines.append(lines[0])  # a line seen twice is judged once
+    expected = sorted(
+        [
+            (FENCE_REMOVED, "teardown"),
+            (FENCE_REMOVED, "warn-update"),
+            (FENCE_REMOVED, "outage"),
+            (BYPASS, "outage"),
+        ]
+    )
+    assert sorted(_detector_alerts(lines, OPTIONS)) == expected
+    assert sorted(_parsed_alerts(lines, OPTIONS)) == expected
