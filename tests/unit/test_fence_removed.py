@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
+from correlate_kit import OPTIONS, WEBHOOK, dump, real_event
 
-from tests.unit.test_correlate import OPTIONS, WEBHOOK, dump, real_event
 from tests.unit.test_correlate_trust import _detector_alerts, _parsed_alerts
 from webhook.correlate.audit_reader import AuditReader
 from webhook.correlate.detect import BYPASS, FENCE_REMOVED, Detector, findings
