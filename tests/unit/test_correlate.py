@@ -276,6 +276,17 @@ def test_fail_open_of_another_webhook_is_a_dodge_for_ours() -> None:
     assert report.bypasses[0].cause == "fail-open"
 
 
+@pytest.mark.parametrize("value", [{"a": 1}, ["validate.kubefence.io"], 7, None])
+def test_a_failed_open_annotation_that_is_not_a_string_is_no_fail_open(value: object) -> None:
+    """A forged event (the monitor's feed, a doctored file) may put any JSON there."""
+    outage = real_event(b'"during-outage"')
+    outage["annotations"] = {
+        "failed-open.validating.webhook.admission.k8s.io/round_0_index_0": value
+    }
+    (bypass,) = run([dump(outage)], []).bypasses
+    assert bypass.cause == "dodged"
+
+
 def test_any_configured_webhook_name_joins() -> None:
     event = real_event(b'"name":"web","apiGroup":"apps"')
     event["annotations"] = {

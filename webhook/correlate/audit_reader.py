@@ -235,7 +235,11 @@ class AuditReader:
         )
         failed_open = ""
         for key, value in annotations.items():
-            if key.startswith(FAILED_OPEN_PREFIX) and value in self._names:
+            if (
+                key.startswith(FAILED_OPEN_PREFIX)
+                and isinstance(value, str)  # a forged event may carry any JSON here
+                and value in self._names
+            ):
                 failed_open = value
                 break
         registered = any(
