@@ -96,6 +96,8 @@ def test_the_deployment_runs_monitor_with_the_flags_it_accepts() -> None:
         "--port=8444",
         "--probe-port=8082",
         "--config=/etc/kubefence/config/config.yaml",
+        f"--leader-election-namespace={NAMESPACE}",
+        f"--leader-election-id={MONITOR}",
     ]
     mounts = {m["mountPath"]: m["name"] for m in box["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -207,3 +209,112 @@ def test_prometheus_rule_alerts_on_alerts_and_on_a_silent_feed() -> None:
 def test_the_config_the_monitor_reads_parses(tmp_path: Path) -> None:
     config = named(render(ENABLED), "ConfigMap", f"{RELEASE}-kubefence-config")
     parse_settings(config["data"]["config.yaml"], "config.yaml", tmp_path, lambda _: "")
+
+
+def _pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(named(docs, "Deployment", MONITOR)["spec"]["template"]["spec"])
+
+
+def _parsed(args: list[str]) -> Any:
+    argv = ["monitor", *args]
+    return build_parser(argv).parse_args(argv)
+
+
+def test_replicas_elect_one_active_monitor_on_a_lease_of_their_own() -> None:
+    docs = render(with_values(monitor={"replicaCount": 2}))
+    deployment = named(docs, "Deployment", MONITOR)
+    assert deployment["spec"]["replicas"] == 2
+    # Only the holder is Ready: a rolling update would wait forever on a new follower.
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = _pod(docs)
+    assert pod["serviceAccountName"] == MONITOR
+    assert pod["automountServiceAccountToken"] is True  # the Lease needs the token
+    (box,) = pod["containers"]
+    parsed = _parsed(box["args"])
+    assert (parsed.leader_election_namespace, parsed.leader_election_id) == (NAMESPACE, MONITOR)
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in box[
+        "env"
+    ]
+    role = named(docs, "Role", MONITOR)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [MONITOR],
+            "verbs": ["get", "update"],
+        },
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]
+    binding = named(docs, "RoleBinding", MONITOR)
+    assert binding["roleRef"]["name"] == MONITOR
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": MONITOR, "namespace": NAMESPACE}
+    ]
+    account = named(docs, "ServiceAccount", MONITOR)
+    assert account["automountServiceAccountToken"] is False  # the Pod opts in, nothing else
+    # The webhook's own Role stays the notifier Lease's alone.
+    webhook_role = named(docs, "Role", f"{RELEASE}-kubefence-leader-election")
+    assert MONITOR not in str(webhook_role["rules"])
+
+
+def test_a_lease_name_of_ones_own(tmp_path: Path) -> None:
+    docs = render(with_values(monitor={"leaderElection": {"enabled": True, "leaseName": "mon"}}))
+    assert _parsed(_pod(docs)["containers"][0]["args"]).leader_election_id == "mon"
+    assert named(docs, "Role", MONITOR)["rules"][0]["resourceNames"] == ["mon"]
+
+
+def test_more_than_one_replica_needs_leader_election() -> None:
+    with pytest.raises(HelmError) as err:
+        render(with_values(monitor={"replicaCount": 2, "leaderElection": {"enabled": False}}))
+    assert "monitor.replicaCount > 1 needs monitor.leaderElection.enabled" in str(err.value)
+
+
+def test_without_election_or_canary_the_monitor_has_no_token_and_no_role() -> None:
+    docs = render(with_values(monitor={"leaderElection": {"enabled": False}}))
+    pod = _pod(docs)
+    assert pod["automountServiceAccountToken"] is False
+    assert "--leader-election-namespace=" in pod["containers"][0]["args"]  # no election
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding") and MONITOR in str(d)]
+    assert not [a for a in pod["containers"][0]["args"] if a.startswith("--canary")]
+
+
+def test_the_canary_gets_a_configmap_of_the_chart_and_may_get_only_that() -> None:
+    canary = f"{MONITOR}-canary"
+    docs = render(with_values(monitor={"canary": 30, "leaderElection": {"enabled": False}}))
+    pod = _pod(docs)
+    assert pod["automountServiceAccountToken"] is True
+    parsed = _parsed(pod["containers"][0]["args"])
+    assert parsed.canary == 30.0
+    assert parsed.canary_configmap == f"{NAMESPACE}/{canary}"
+    assert named(docs, "ConfigMap", canary)["metadata"]["namespace"] == NAMESPACE
+    assert named(docs, "Role", MONITOR)["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [canary],
+            "verbs": ["get"],
+        }
+    ]
+    off = render(ENABLED)
+    assert not [d for d in off if d["metadata"]["name"] == canary]
+    assert "configmaps" not in str(named(off, "Role", MONITOR)["rules"])
+
+
+@pytest.mark.parametrize("canary", [-1, "often"])
+def test_the_schema_wants_a_canary_interval_in_seconds(canary: Any) -> None:
+    with pytest.raises(HelmError) as err:
+        render(with_values(monitor={"canary": canary}))
+    assert "/monitor/canary'" in str(err.value)
+
+
+def test_notes_say_the_audit_policy_must_record_the_canary(tmp_path: Path) -> None:
+    account = f"system:serviceaccount:{NAMESPACE}:{MONITOR}"
+    text = notes(with_values(monitor={"canary": 30, "replicaCount": 2}), tmp_path)
+    assert f"GETs ConfigMap {NAMESPACE}/{MONITOR}-canary as {account}" in text
+    assert "must record that GET" in text
+    assert "kubefence audit-level --policy /etc/kubernetes/audit-policy.yaml \\\n" in text
+    assert f"--user {account} --group system:serviceaccounts" in text
+    assert f"--resource configmaps --namespace {NAMESPACE} --name {MONITOR}-canary" in text
+    assert "1/2 ready" in text
+    assert "must record that GET" not in notes(ENABLED, tmp_path / "off")

@@ -24,6 +24,7 @@ from webhook.correlate.audit_reader import AuditReader
 from webhook.correlate.detect import BYPASS, PROBING, SENSITIVE_ACCESS, Detector
 from webhook.correlate.model import CorrelateOptions
 from webhook.correlate.records import SourceStats
+from webhook.correlate.render_html import render_html
 from webhook.correlate.render_json import to_json
 from webhook.correlate.render_text import render_text
 from webhook.correlate.timestamps import format_time, parse_time
@@ -101,6 +102,24 @@ def test_unrecorded_decisions_of_other_clients_are_listed_apart_never_counted() 
     assert "UNVERIFIED CLIENTS: 2" in text
     assert "commonName=kubelet" in text
     assert to_json(report)["summary"]["unverifiedClients"] == 2
+    page = render_html(report)
+    assert "<h2>Unverified clients (2)</h2>" in page
+    assert "<td>commonName=kubelet</td><td>10.0.0.9</td>" in page
+    assert "<code>f2</code>" in page
+    assert "<b>2</b><span>unverified clients</span>" in page
+
+
+def test_the_html_page_escapes_an_unverified_client_and_lists_none_when_there_are_none() -> None:
+    t0 = parse_time("2026-11-26T06:52:01Z")
+    audit, decision = denial_pair(1, t0)
+    options = CorrelateOptions(webhook_names=(WEBHOOK,), client_subjects=frozenset({"apiserver"}))
+    hostile = _forged(decision, "commonName=<script>x</script>", "f1")
+    page = render_html(run([audit], [decision, hostile], options))
+    assert "commonName=&lt;script&gt;x&lt;/script&gt;" in page
+    assert "<script>" not in page
+    clean = render_html(run([audit], [decision], options))
+    assert "Unverified clients" not in clean
+    assert "unverified clients" not in clean
 
 
 def _detector_alerts(events: list[bytes], options: CorrelateOptions) -> list[tuple[str, str]]:

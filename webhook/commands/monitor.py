@@ -4,6 +4,12 @@ Everything a start needs (TLS pair, client CA, token file, config, ports, cluste
 `--canary`) is checked before serving; what will not do is one line, exit 2. Without a client CA
 or a token file the sender is anyone who can reach the port (an "all clear" or a flood), so the
 monitor refuses to start unless `--insecure-allow-unauthenticated` says so.
+
+Replicas elect one active monitor on a Lease (`--leader-election-namespace`: `$POD_NAMESPACE`,
+else the service account's namespace in a Pod; `--leader-election-id`, default
+`kubefence-monitor`), as `serve` elects its notifier: only the holder is Ready and takes batches
+(`webhook.monitor.server`). Election needs cluster credentials (`--kubeconfig`, or in-cluster);
+without them, or with no namespace, there is none and this process takes every batch.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ import argparse
 import asyncio
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from webhook import decisionlog, tls
 from webhook.cluster.kubeconfig import CredentialsError
 from webhook.cluster.kubeconfig import check as check_kubeconfig
 from webhook.commands.running import port_number, positive_int
+from webhook.commands.serve import Election, election_namespace, identity
 from webhook.config import load_settings
 from webhook.correlate.detect import CanaryWatch
 from webhook.correlate.model import CorrelateOptions
@@ -24,12 +32,16 @@ from webhook.errors import InputError
 from webhook.monitor.feed import Feed
 from webhook.monitor.server import Job, MonitorOptions, MonitorRuntime, read_token, run_monitor
 
+if TYPE_CHECKING:
+    from webhook.cluster.transport import ApiClient
+
 HELP = (
     "receive the API server's audit webhook backend (POST /audit) and log evasion alerts live: "
     "bypasses, sensitive access, probing, fence removals, a silent feed"
 )
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+MONITOR_LEASE_NAME = "kubefence-monitor"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +113,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kubeconfig",
         type=Path,
-        help="kubeconfig for the canary's requests (default: in-cluster)",
+        help="kubeconfig for the canary's requests and the Lease (default: in-cluster)",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=None,
+        help="namespace of the Lease that elects the one active monitor among replicas: only"
+        " its holder is Ready and takes batches, a follower answers 503 so the API server"
+        " re-sends to the holder (default: $POD_NAMESPACE, else the service account's namespace"
+        ' in a Pod; "", no namespace or no cluster credentials: no election)',
+    )
+    parser.add_argument(
+        "--leader-election-id",
+        default=MONITOR_LEASE_NAME,
+        help=f"name of that Lease (default {MONITOR_LEASE_NAME})",
     )
 
 
@@ -138,19 +163,31 @@ def run(args: argparse.Namespace) -> int:
         probe_window=args.probe_window,
     )
     canary_target = _canary_target(args) if args.canary is not None else None
-    if args.canary is not None:
-        if args.kubeconfig is None and "KUBERNETES_SERVICE_HOST" not in os.environ:
-            raise InputError("--canary needs cluster credentials: give --kubeconfig FILE")
-        if args.kubeconfig is not None:
-            try:
-                check_kubeconfig(args.kubeconfig)
-            except CredentialsError as exc:
-                raise InputError(
-                    f"{exc.source}: cannot load cluster credentials: {exc.reason}"
-                ) from None
+    credentials = args.kubeconfig is not None or "KUBERNETES_SERVICE_HOST" in os.environ
+    if args.canary is not None and not credentials:
+        raise InputError("--canary needs cluster credentials: give --kubeconfig FILE")
+    if args.leader_election_namespace and not credentials:
+        raise InputError(
+            "--leader-election-namespace needs cluster credentials: give --kubeconfig FILE"
+        )
+    election = None
+    if credentials:
+        namespace = election_namespace(args.leader_election_namespace)
+        if namespace:
+            election = Election(namespace, args.leader_election_id, identity())
+    if args.kubeconfig is not None and (args.canary is not None or election is not None):
+        try:
+            check_kubeconfig(args.kubeconfig)
+        except CredentialsError as exc:
+            raise InputError(
+                f"{exc.source}: cannot load cluster credentials: {exc.reason}"
+            ) from None
     decisionlog.configure()
     watch = CanaryWatch(2 * args.canary) if args.canary is not None else None
     runtime = MonitorRuntime(feed=Feed(options, watch), log=decisionlog.get_logger(), token=token)
+    if election is not None:
+        runtime.lease = f"{election.namespace}/{election.name}"
+        runtime.leading = lambda: False  # until the elector has written the Lease
     serve_options = MonitorOptions(
         cert=args.cert,
         key=args.key,
@@ -160,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         probe_port=args.probe_port,
     )
-    return asyncio.run(_serve(serve_options, runtime, args, canary_target))
+    return asyncio.run(_serve(serve_options, runtime, args, canary_target, election))
 
 
 def _canary_target(args: argparse.Namespace) -> tuple[str, str]:
@@ -182,25 +219,74 @@ async def _serve(
     runtime: MonitorRuntime,
     args: argparse.Namespace,
     canary_target: tuple[str, str] | None,
+    election: Election | None,
 ) -> int:
-    watch = runtime.feed.canary
-    if watch is None or canary_target is None:
+    if election is None and ("KUBERNETES_SERVICE_HOST" in os.environ or args.kubeconfig):
+        runtime.log.info(
+            "leader_election.off", reason="no namespace for the Lease: this process takes batches"
+        )
+    if canary_target is None and election is None:
         return await run_monitor(options, runtime)
-    # Imported here: a monitor without --canary loads no Kubernetes client.
+    # Imported here: a monitor without --canary or election loads no Kubernetes client.
     from webhook.cluster import transport
-    from webhook.monitor.canary import send_canaries
 
+    clients: list[transport.ApiClient] = []
     try:
-        api, _ = await transport.connect(args.kubeconfig)
-    except transport.CredentialsError as exc:
-        raise InputError(f"{exc.source}: cannot load cluster credentials: {exc.reason}") from None
-    namespace, name = canary_target
-
-    async def canary(rt: MonitorRuntime) -> None:
-        await send_canaries(api, watch, (namespace, name), interval=args.canary, log=rt.log)
-
-    jobs: list[Job] = [canary]
-    try:
+        jobs: list[Job] = []
+        if election is not None:
+            clients.append(await _connect(args.kubeconfig))
+            jobs.append(_elect(clients[-1], election, runtime))
+        if canary_target is not None:
+            clients.append(await _connect(args.kubeconfig))
+            jobs.append(_canary(clients[-1], canary_target, args.canary))
         return await run_monitor(options, runtime, background=jobs)
     finally:
-        await transport.close(api)
+        for api in clients:
+            await transport.close(api)
+
+
+async def _connect(kubeconfig: Path | None) -> ApiClient:
+    from webhook.cluster import transport
+
+    try:
+        api, _ = await transport.connect(kubeconfig)
+    except transport.CredentialsError as exc:
+        raise InputError(f"{exc.source}: cannot load cluster credentials: {exc.reason}") from None
+    return api
+
+
+def _elect(api: ApiClient, election: Election, runtime: MonitorRuntime) -> Job:
+    """Contend for the monitor Lease on a client of its own; a takeover starts a fresh feed."""
+    from webhook.cluster import transport
+    from webhook.cluster.leaderelection import Elector
+
+    elector = Elector(
+        transport.KubeTransport(api),
+        election.namespace,
+        election.name,
+        election.identity,
+        log=runtime.log,
+        on_change=lambda leading, since: runtime.took_over() if leading else None,
+    )
+    runtime.leading = lambda: elector.leading
+
+    async def job(rt: MonitorRuntime) -> None:
+        await elector.run()
+
+    return job
+
+
+def _canary(api: ApiClient, target: tuple[str, str], interval: float) -> Job:
+    from webhook.monitor.canary import send_canaries
+
+    async def job(rt: MonitorRuntime) -> None:
+        await send_canaries(
+            api,
+            lambda: rt.feed.canary,
+            target,
+            interval=interval,
+            log=rt.log,
+            leading=rt.leading,
+        )
+
+    return job

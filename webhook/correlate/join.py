@@ -9,6 +9,12 @@ Invariants:
   for two windows; a ResponseStarted waits for its ResponseComplete (long-running CONNECTs only).
 - Only the request's final stage (or the last one held when reading ends) is judged for bypass
   and sensitive access; what is found is counted in one `Tally`.
+- An audit event repeated in the logs (a file given twice, overlapping rotations, a webhook
+  backend's re-sent batch written out) is judged once, as the live paths judge it: a stage is
+  skipped when the same request (its request key, not the auditID alone, which a client may
+  choose) at the same stage and stageTimestamp was seen within `join_window` of audit time. The
+  logs are merged by stageTimestamp, so repeats arrive close together; memory is bounded by that
+  window.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ FINAL_STAGES = frozenset({"ResponseComplete", "Panic"})
 UNAUTHENTICATED = "unauthenticated"  # the decision log's `client` without a certificate
 
 _Key = tuple[str, str, str, str, str]  # user, resource, subresource, namespace, name
+_StageKey = tuple[tuple[str, str, str, str, str], str, float]  # request key, stage, stageTimestamp
 
 
 @dataclass(slots=True)
@@ -69,12 +76,16 @@ class Correlator:
         self._seen: dict[_Key, list[_Seen]] = {}
         self._seen_q: deque[tuple[float, _Key]] = deque()
         self._open: dict[tuple[str, str, str, str, str], _Open] = {}
+        self._stages: set[_StageKey] = set()  # stages judged within the window: repeats skipped
+        self._stages_q: deque[_StageKey] = deque()
         self._tally = Tally(options)
 
     # -- input ------------------------------------------------------------------------------------
 
     def audit(self, record: AuditRecord) -> None:
         key = record.request_key
+        if self._repeated((key, record.stage, record.stage_time)):
+            return
         if record.stage in FINAL_STAGES:
             held = self._open.pop(key, None)
             if held is None or not held.joined:
@@ -266,6 +277,18 @@ class Correlator:
                 if best is None or rank > best[0]:
                     best = (rank, seen)
         return best[1] if best is not None else None
+
+    def _repeated(self, stage: _StageKey) -> bool:
+        stages = self._stages
+        if stage in stages:
+            return True
+        stages.add(stage)
+        queue = self._stages_q
+        queue.append(stage)
+        forget = max(self._audit_clock, stage[2]) - self.options.join_window
+        while queue and queue[0][2] < forget:
+            stages.discard(queue.popleft())
+        return False
 
     # -- expiry -----------------------------------------------------------------------------------
 

@@ -72,6 +72,8 @@ def render_html(report: Report) -> str:
         ("audit events", s.audit_events, ""),
         ("malformed lines", s.malformed_lines, "warn" if s.malformed_lines else ""),
     ]
+    if s.unverified:  # as in the text report: shown only when there are some
+        cards.append(("unverified clients", s.unverified, "warn"))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -171,6 +173,7 @@ def render_html(report: Report) -> str:
             s.sensitive_access,
         ),
         "</div>",
+        *_unverified(report),
         f"<h2>Retried decisions ({s.retried})</h2>",
         "<details><summary>webhook calls after the first of one request (conflict retries, "
         "deletecollection items): recorded by the request's audit event</summary>",
@@ -194,6 +197,47 @@ def render_html(report: Report) -> str:
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _unverified(report: Report) -> list[str]:
+    """Decisions for another client than the API server: no audit event records them, so they
+    are apart from the counts above (the text and JSON reports list them too)."""
+    total = report.summary.unverified
+    if not total:
+        return []
+    return [
+        f"<h2>Unverified clients ({total})</h2>",
+        '<p class="meta">decisions for another client than the API server (its verified '
+        "certificate subject, or unauthenticated), never recorded by it; not counted above</p>",
+        _html_table(
+            (
+                "time",
+                "client",
+                "peer",
+                "decision",
+                "user",
+                "operation",
+                "resource",
+                "namespace/name",
+                "decision ID",
+            ),
+            (
+                (
+                    escape(u.time),
+                    escape(u.client),
+                    escape(u.peer or "-"),
+                    escape(u.decision),
+                    escape(u.user),
+                    escape(u.operation),
+                    escape(resource_path(u.resource, u.subresource)),
+                    escape(object_ref(u.namespace, u.name)),
+                    f"<code>{escape(u.decision_id)}</code>",
+                )
+                for u in report.unverified
+            ),
+            total,
+        ),
+    ]
 
 
 def _html_table(header: Sequence[str], rows: Iterable[Sequence[str]], total: int) -> str:

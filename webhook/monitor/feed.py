@@ -106,6 +106,12 @@ class Feed:
                 taken.alerts += self.detector.feed(record)
         return taken
 
+    def renewed(self) -> Feed:
+        """A feed with the same options and nothing remembered: what a replica that takes over
+        the monitor Lease starts from (its canaries too: those sent before went to the other)."""
+        canary = CanaryWatch(self.canary.timeout) if self.canary is not None else None
+        return Feed(self.options, canary)
+
     def check(self, now: float) -> Alert | None:
         """A `evasion.feed_silent` alert when a canary is overdue."""
         return self.canary.check(now) if self.canary is not None else None

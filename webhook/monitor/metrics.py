@@ -74,6 +74,12 @@ class MonitorMetrics:
             "When the monitor's own canary request last came back through the feed (0: never).",
             registry=r,
         )
+        self.leader = Gauge(
+            "kubefence_monitor_leader",
+            "1 while this monitor holds the monitor Lease and takes batches (Ready); 0 on a"
+            " follower, which answers 503. Always 1 without leader election.",
+            registry=r,
+        )
         for kind in ALERT_KINDS:
             for cause in _CAUSES.get(kind, ("",)):
                 self.alerts.labels(kind, cause)

@@ -9,6 +9,12 @@ Invariants:
 - A batch is judged in slices of `SLICE` events with the loop given back between them, so a
   400-event batch never holds it for long; batches keep their order (one at a time).
 - Alert lines go through structlog, like the decision log: the `event` is the alert kind.
+- With leader election (`leading` not always True) only the holder of the monitor Lease is Ready
+  and takes batches. A follower answers /readyz 503 (the Service routes to the holder) and a
+  batch that reaches it anyway 503 with `Connection: close`: the audit webhook backend retries a
+  failed send on any error (k8s.io/apiserver@v0.37.2 plugin/pkg/audit/webhook/webhook.go,
+  `retryOnError`), on a new connection the Service routes to the holder, so detections are neither
+  split between replicas nor counted twice. `took_over` gives the new holder a fresh feed.
 - Certificates (and the token file) are re-read on change; SIGTERM turns /readyz 503, drains
   briefly and stops.
 """
@@ -44,6 +50,7 @@ SLICE = 100  # events judged between yields to the loop
 BODY_READ_TIMEOUT = 30.0  # the API server's own timeout for one send
 CHECK_INTERVAL = 1.0  # canary deadline and token file checks
 DRAIN_SECONDS = 2.0
+FOLLOWER_RETRY_AFTER = 1  # seconds: a follower's 503 asks the API server to re-send this soon
 
 Job = Callable[["MonitorRuntime"], Coroutine[Any, Any, None]]
 
@@ -70,7 +77,18 @@ class MonitorRuntime:
     shutting_down: bool = False
     newest: float = 0.0  # the newest event's stageTimestamp
     received: int = 0  # events counted (duplicates not), for the stop line
+    refused: int = 0  # batches answered 503 as a follower, for the stop line
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    leading: Callable[[], bool] = lambda: True  # holds the monitor Lease (always, unelected)
+    lease: str | None = None  # "namespace/name" of that Lease; None: no election
+
+    def __post_init__(self) -> None:
+        self.metrics.leader.set_function(lambda: 1.0 if self.leading() else 0.0)
+
+    def took_over(self) -> None:
+        """This replica now holds the Lease: it starts from an empty feed. What the previous
+        holder counted (probing windows, de-duplication, canaries) stayed with it."""
+        self.feed = self.feed.renewed()
 
     def alert(self, alert: Alert) -> None:
         self.metrics.alerts.labels(alert.event, alert.cause).inc()
@@ -103,6 +121,8 @@ async def _receive(request: web.Request, runtime: MonitorRuntime) -> web.Respons
         response = _error(401, "a bearer token is required (the monitor's --token-file)")
         response.headers[hdrs.WWW_AUTHENTICATE] = "Bearer"
         return response
+    if not runtime.leading():
+        return _follower(runtime, None)
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
         return _error(413, f"batch exceeds {MAX_BODY_BYTES} bytes")
@@ -119,8 +139,11 @@ async def _receive(request: web.Request, runtime: MonitorRuntime) -> web.Respons
     except BatchError as exc:
         return _error(400, str(exc))
     async with runtime.lock:  # one batch at a time: alerts and de-duplication keep their order
+        if not runtime.leading():  # lost the Lease while this batch waited
+            return _follower(runtime, len(items))
+        feed = runtime.feed  # the whole batch to one feed, whatever happens to the Lease meanwhile
         for start in range(0, len(items), SLICE):
-            taken = runtime.feed.take(items[start : start + SLICE], time.time())
+            taken = feed.take(items[start : start + SLICE], time.time())
             _account(runtime, taken.stages, taken.duplicates, taken.malformed, taken.newest)
             for alert in taken.alerts:
                 runtime.alert(alert)
@@ -149,6 +172,27 @@ def _account(
     if newest is not None and newest > runtime.newest:
         runtime.newest = newest
         m.last_event.set(newest)
+
+
+def _follower(runtime: MonitorRuntime, events: int | None) -> web.Response:
+    """A batch sent to a replica that does not hold the Lease: judged here it would split the
+    detections, so it is refused with a status the API server retries, on a new connection (this
+    one is closed) that the Service gives to the holder. Two retries stack: client-go's REST
+    client re-sends a 5xx carrying Retry-After after that many seconds, up to 10 times
+    (k8s.io/client-go@v0.37.2 rest/with_retry.go, `checkWait`; the EventList is re-readable
+    bytes), and the audit backend retries any error from 10 s, times 1.5, 5 tries
+    (k8s.io/apiserver@v0.37.2 plugin/pkg/audit/webhook/webhook.go, `retryOnError`)."""
+    runtime.refused += 1
+    runtime.log.warning(
+        "monitor.batch_refused",
+        reason="not the leader: another replica holds the monitor Lease",
+        lease=runtime.lease,
+        events=events,
+    )
+    response = _error(503, f"not the leader: another replica holds the Lease {runtime.lease}")
+    response.headers[hdrs.RETRY_AFTER] = str(FOLLOWER_RETRY_AFTER)
+    response.force_close()
+    return response
 
 
 def _bearer_ok(request: web.Request, token: bytes) -> bool:
@@ -190,8 +234,11 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    if request.app[RUNTIME].shutting_down:
+    runtime = request.app[RUNTIME]
+    if runtime.shutting_down:
         return web.Response(status=503, text="shutting down\n")
+    if not runtime.leading():
+        return web.Response(status=503, text=f"not the leader of Lease {runtime.lease}\n")
     return web.Response(text="ok\n")
 
 
@@ -233,10 +280,13 @@ async def _watch_canary(runtime: MonitorRuntime) -> None:
         return
     while True:
         await asyncio.sleep(CHECK_INTERVAL)
+        canary = runtime.feed.canary
+        if canary is None or not runtime.leading():  # a follower sends no canaries
+            continue
         alert = runtime.feed.check(time.time())
         if alert is not None:
             runtime.alert(alert)
-        seen = runtime.feed.canary.last_seen
+        seen = canary.last_seen
         if seen is not None:
             runtime.metrics.canary_seen.set(seen)
 
@@ -280,6 +330,7 @@ async def run_monitor(
         client_ca=str(options.client_ca) if options.client_ca else None,
         token=options.token_file is not None,
         canary=runtime.feed.canary is not None,
+        lease=runtime.lease,
     )
     if started is not None:
         started(port)
@@ -313,7 +364,7 @@ async def run_monitor(
         await asyncio.gather(*tasks, return_exceptions=True)
         if probes is not None:
             await probes.cleanup()
-    runtime.log.info("monitor.stopped", events=runtime.received)
+    runtime.log.info("monitor.stopped", events=runtime.received, refused=runtime.refused)
     return exitcodes.OK
 
 

@@ -210,6 +210,21 @@ spelled out, so what is stored equals what is rendered.
 {{- .Values.leaderElection.leaseName | default (printf "%s-notifier" (include "kubefence.fullname" .)) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The monitor Lease (one active monitor): monitor.leaderElection.leaseName or <fullname>-monitor. */}}
+{{- define "kubefence.monitorLeaseName" -}}
+{{- .Values.monitor.leaderElection.leaseName | default (printf "%s-monitor" (include "kubefence.fullname" .)) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The ConfigMap the monitor's canary GETs. */}}
+{{- define "kubefence.monitorCanaryName" -}}
+{{- printf "%s-canary" (include "kubefence.monitorName" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Whether the monitor talks to the API server (Lease, canary): its token is mounted then. */}}
+{{- define "kubefence.monitorUsesAPI" -}}
+{{- if or .Values.monitor.leaderElection.enabled (gt (float64 .Values.monitor.canary) 0.0) }}true{{ end -}}
+{{- end -}}
+
 {{- define "kubefence.monitorName" -}}
 {{- printf "%s-monitor" (include "kubefence.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
