@@ -9,8 +9,11 @@ from typing import Any
 
 import orjson
 
+from webhook.correlate.audit_reader import AuditReader
 from webhook.correlate.correlation import correlate
+from webhook.correlate.detect import PROBING, Detector
 from webhook.correlate.model import CorrelateOptions, Report
+from webhook.correlate.records import SourceStats
 from webhook.correlate.timestamps import format_time
 
 FIXTURES = Path(__file__).parent / "unit" / "fixtures" / "correlate"
@@ -57,3 +60,32 @@ def at(doc: dict[str, Any], t: float, duration: float = 0.004) -> dict[str, Any]
     doc["requestReceivedTimestamp"] = format_time(t)
     doc["stageTimestamp"] = format_time(t + duration)
     return doc
+
+
+# --- the detection core's two intakes, for comparing them ------------------------------------------
+
+
+def detector_alerts(events: list[bytes], options: CorrelateOptions) -> list[tuple[str, str]]:
+    reader = AuditReader(options)
+    detector = Detector(options)
+    found: list[tuple[str, str]] = []
+    for record in reader.records(iter(events), SourceStats("audit")):
+        found += [
+            (a.event, a.user if a.event == PROBING else a.audit_id) for a in detector.feed(record)
+        ]
+    return found
+
+
+def parsed_alerts(events: list[bytes], options: CorrelateOptions) -> list[tuple[str, str]]:
+    """What the monitor does: parsed EventList items, screened by `relevant`."""
+    reader = AuditReader(options)
+    detector = Detector(options)
+    found: list[tuple[str, str]] = []
+    for item in orjson.loads(b'{"kind":"EventList","items":[' + b",".join(events) + b"]}")["items"]:
+        record = reader.relevant(item)
+        if record is not None:
+            found += [
+                (a.event, a.user if a.event == PROBING else a.audit_id)
+                for a in detector.feed(record)
+            ]
+    return found

@@ -17,10 +17,10 @@ import aiohttp
 import orjson
 import pytest
 import structlog
+from correlate_kit import real_event
+from monitor_kit import Monitor, event_list
 from scripted_api import ScriptedLeases
 
-from tests.server.test_monitor_server import Monitor, event_list
-from tests.unit.test_correlate import real_event
 from webhook.cluster.leaderelection import Elector, Timing
 from webhook.monitor.canary import send_canaries
 from webhook.monitor.server import run_monitor

@@ -5,7 +5,8 @@ is still judged."""
 
 from __future__ import annotations
 
-from tests.unit.test_correlate import OPTIONS, at, dump, lines, real_event, run
+from correlate_kit import OPTIONS, at, dump, lines, real_event, run
+
 from webhook.correlate.model import Report
 from webhook.correlate.timestamps import parse_time
 

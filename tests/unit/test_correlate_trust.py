@@ -13,17 +13,17 @@ from correlate_kit import (
     OPTIONS,
     WEBHOOK,
     at,
+    detector_alerts,
     dump,
     lines,
+    parsed_alerts,
     real_decision,
     real_event,
     run,
 )
 
-from webhook.correlate.audit_reader import AuditReader
-from webhook.correlate.detect import BYPASS, PROBING, SENSITIVE_ACCESS, Detector
+from webhook.correlate.detect import BYPASS, PROBING, SENSITIVE_ACCESS
 from webhook.correlate.model import CorrelateOptions
-from webhook.correlate.records import SourceStats
 from webhook.correlate.render_html import render_html
 from webhook.correlate.render_json import to_json
 from webhook.correlate.render_text import render_text
@@ -122,32 +122,6 @@ def test_the_html_page_escapes_an_unverified_client_and_lists_none_when_there_ar
     assert "unverified clients" not in clean
 
 
-def _detector_alerts(events: list[bytes], options: CorrelateOptions) -> list[tuple[str, str]]:
-    reader = AuditReader(options)
-    detector = Detector(options)
-    found: list[tuple[str, str]] = []
-    for record in reader.records(iter(events), SourceStats("audit")):
-        found += [
-            (a.event, a.user if a.event == PROBING else a.audit_id) for a in detector.feed(record)
-        ]
-    return found
-
-
-def _parsed_alerts(events: list[bytes], options: CorrelateOptions) -> list[tuple[str, str]]:
-    """What the monitor does: parsed EventList items, screened by `relevant`."""
-    reader = AuditReader(options)
-    detector = Detector(options)
-    found: list[tuple[str, str]] = []
-    for item in orjson.loads(b'{"kind":"EventList","items":[' + b",".join(events) + b"]}")["items"]:
-        record = reader.relevant(item)
-        if record is not None:
-            found += [
-                (a.event, a.user if a.event == PROBING else a.audit_id)
-                for a in detector.feed(record)
-            ]
-    return found
-
-
 def test_correlate_follow_and_monitor_classify_alike() -> None:
     t0 = parse_time("2026-11-26T06:52:10Z")
     pairs = [denial_pair(i, t0 + i) for i in range(10)]
@@ -175,8 +149,8 @@ def test_correlate_follow_and_monitor_classify_alike() -> None:
         + [(PROBING, p.user) for p in report.probers]
     )
     resent = [*events, dump(exec_event)]  # the live feed may send a batch again
-    live = sorted(x for x in _detector_alerts(resent, options) if x[0] != "evasion.fence_removed")
-    parsed = sorted(x for x in _parsed_alerts(resent, options) if x[0] != "evasion.fence_removed")
+    live = sorted(x for x in detector_alerts(resent, options) if x[0] != "evasion.fence_removed")
+    parsed = sorted(x for x in parsed_alerts(resent, options) if x[0] != "evasion.fence_removed")
     assert live == batch == parsed
     assert (PROBING, "kubefence-admin") in batch
     assert (SENSITIVE_ACCESS, "exec-ran") in batch

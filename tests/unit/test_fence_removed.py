@@ -13,9 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
-from correlate_kit import OPTIONS, WEBHOOK, dump, real_event
+from correlate_kit import OPTIONS, WEBHOOK, detector_alerts, dump, parsed_alerts, real_event
 
-from tests.unit.test_correlate_trust import _detector_alerts, _parsed_alerts
 from webhook.correlate.audit_reader import AuditReader
 from webhook.correlate.detect import BYPASS, FENCE_REMOVED, Detector, findings
 from webhook.correlate.model import CorrelateOptions
@@ -124,8 +123,8 @@ def test_the_prescreen_keeps_the_annotated_line_even_where_no_rule_registers_it(
         webhook_names=(WEBHOOK,), rules=tuple(r for r in DEFAULT_RULES if "pods" in r.resources)
     )
     lines = [dump(event("a", lost="Ingress")), dump(event("b", decided=False))]
-    assert _detector_alerts(lines, unregistered) == [(FENCE_REMOVED, "a")]
-    assert _parsed_alerts(lines, unregistered) == [(FENCE_REMOVED, "a")]
+    assert detector_alerts(lines, unregistered) == [(FENCE_REMOVED, "a")]
+    assert parsed_alerts(lines, unregistered) == [(FENCE_REMOVED, "a")]
 
 
 def test_correlate_follow_and_monitor_alert_fence_removals_alike() -> None:
@@ -148,5 +147,5 @@ def test_correlate_follow_and_monitor_alert_fence_removals_alike() -> None:
             (BYPASS, "outage"),
         ]
     )
-    assert sorted(_detector_alerts(lines, OPTIONS)) == expected
-    assert sorted(_parsed_alerts(lines, OPTIONS)) == expected
+    assert sorted(detector_alerts(lines, OPTIONS)) == expected
+    assert sorted(parsed_alerts(lines, OPTIONS)) == expected
