@@ -2,8 +2,8 @@
 
 The chart's `values.yaml` renders these rules into the ValidatingWebhookConfiguration (a test keeps
 the two equal), the e2e suite registers them, and `correlate` treats exactly this set as "should
-have been decided": controllers' `status` and `scale` writes never reach the webhook, so they are
-not bypasses.
+have been decided": controllers' `status` and `scale` writes of workloads never reach the webhook,
+so they are not bypasses (a Namespace's `status` and `finalize` writes do: they can set labels).
 """
 
 from __future__ import annotations
@@ -63,9 +63,13 @@ DEFAULT_RULES: tuple[WebhookRule, ...] = (
     WebhookRule(
         ("CREATE", "UPDATE", "DELETE"), ("networking.k8s.io",), ("networkpolicies",), "Namespaced"
     ),
-    # CREATE: a new namespace is not fenced yet; UPDATE: new labels may let it into allow rules
-    # that trust namespace labels.
+    # CREATE: a new namespace is not fenced yet; CREATE and UPDATE: its labels may let it into
+    # allow rules that trust namespace labels.
     WebhookRule(("CREATE", "UPDATE"), ("",), ("namespaces",), "Cluster"),
+    # Labels change through these subresources too: they reset only status or spec (upstream
+    # pkg/registry/core/namespace/strategy.go). The namespace controller's writes during a
+    # deletion change no label and pass at once (`webhook.rules.namespace_labels`).
+    WebhookRule(("UPDATE",), ("",), ("namespaces/status", "namespaces/finalize"), "Cluster"),
     WebhookRule(
         ("CONNECT",),
         ("",),

@@ -234,3 +234,69 @@ def test_a_live_scan_reads_them_and_says_what_it_may_not_read(
         "could not list clusterroles (403 Forbidden): its findings are not known"
         in capsys.readouterr().out
     )
+
+
+# --- which holders are built in -------------------------------------------------------------------
+
+MASTERS = {"kind": "Group", "name": "system:masters"}
+
+
+def holders(*objects: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    return [(h.subject, h.binding, h.builtin) for h in read_exposure(objects).node_proxy]
+
+
+def test_a_subject_added_to_a_default_binding_is_a_finding() -> None:
+    # Reconciliation adds missing default subjects but never removes extra ones.
+    admin = cluster_role("cluster-admin", rule(["*"], ["*"], ["*"]))
+    crb = binding(
+        "cluster-admin", "cluster-admin", MASTERS, {"kind": "User", "name": "mallory"}, builtin=True
+    )
+    assert holders(admin, crb) == [
+        ("User mallory", "cluster-admin", False),
+        ("Group system:masters", "cluster-admin", True),
+    ]
+
+
+def test_the_bootstrap_label_or_a_default_name_makes_no_holder_built_in() -> None:
+    own = cluster_role("np", rule(["nodes/proxy"], ["get"]))
+    spoofed = binding(
+        "system:kube-dns-x",
+        "np",
+        {"kind": "ServiceAccount", "name": "x", "namespace": "team-a"},
+        builtin=True,
+    )
+    # The default binding's name and subject, but another role: not what upstream bootstraps.
+    renamed = binding("cluster-admin", "np", MASTERS, builtin=True)
+    assert holders(own, spoofed) == [("ServiceAccount team-a/x", "system:kube-dns-x", False)]
+    assert holders(own, renamed) == [("Group system:masters", "cluster-admin", False)]
+
+
+@pytest.mark.parametrize("controller", ["generic-garbage-collector", "namespace-controller"])
+def test_the_controllers_upstream_lets_get_every_resource_are_built_in(controller: str) -> None:
+    name = f"system:controller:{controller}"
+    role = cluster_role(name, rule(["*"], ["get", "list", "watch", "delete"], ["*"]))
+    own = {"kind": "ServiceAccount", "name": controller, "namespace": "kube-system"}
+    # The same account name in another namespace is someone else.
+    lookalike = {"kind": "ServiceAccount", "name": controller, "namespace": "team-a"}
+    assert holders(role, binding(name, name, own, lookalike, builtin=True)) == [
+        (f"ServiceAccount team-a/{controller}", name, False),
+        (f"ServiceAccount kube-system/{controller}", name, True),
+    ]
+
+
+def test_kubelet_api_admin_is_bound_to_no_one_upstream() -> None:
+    role = cluster_role("system:kubelet-api-admin", rule(["nodes/proxy"], ["*"]))
+    apiserver = {"kind": "User", "name": "kube-apiserver-kubelet-client"}
+    crb = binding("kubelet-api-admin", "system:kubelet-api-admin", apiserver, builtin=True)
+    assert holders(role, crb) == [
+        ("User kube-apiserver-kubelet-client", "kubelet-api-admin", False)
+    ]
+
+
+def test_malformed_subjects_are_skipped() -> None:
+    admin = cluster_role("cluster-admin", rule(["*"], ["*"], ["*"]))
+    crb = binding("cluster-admin", "cluster-admin", MASTERS)
+    crb["subjects"].extend([{"kind": "User"}, "User eve", {"kind": 1, "name": "x"}])
+    assert holders(admin, crb) == [("Group system:masters", "cluster-admin", True)]
+    crb["subjects"] = {"kind": "User", "name": "eve"}  # not a list: no subjects
+    assert holders(admin, crb) == []

@@ -8,8 +8,11 @@
   (`pkg/apis/rbac/v1/evaluation_helpers.go`): apiGroups `""` or `*`; resources `nodes/proxy`,
   `*/proxy` or `*` (`nodes/*` is no pattern RBAC knows); verbs `get`, `create` or `*`. Nodes are
   cluster-scoped, so only ClusterRoleBindings grant it: a RoleBinding grants within its namespace
-  only. Bindings the API server creates itself (label `kubernetes.io/bootstrapping:
-  rbac-defaults`: `cluster-admin` for `system:masters`) are listed but are not findings.
+  only. The holders the API server bootstraps itself (`BUILTIN_HOLDERS`) are listed but are not
+  findings: each is one exact (binding, role, subject). Neither a binding's name nor its label
+  `kubernetes.io/bootstrapping: rbac-defaults` makes a holder built in: whoever may write bindings
+  can set both, and the API server's reconciliation adds missing default subjects back but never
+  removes extra ones, so a subject added to a default binding is a finding like any other.
 Pure: plain objects in, frozen findings out; malformed fields are skipped, never raised.
 """
 
@@ -20,7 +23,25 @@ from dataclasses import dataclass
 from typing import Any
 
 DENY_EXTERNAL_IPS = "DenyServiceExternalIPs"
-BOOTSTRAP_LABEL = "kubernetes.io/bootstrapping"
+_CONTROLLER = "system:controller:"
+
+# The default ClusterRoleBindings whose ClusterRole grants get, create or * on nodes/proxy, as
+# (binding, role, subject), read from k8s.io/kubernetes@v1.37.2
+# plugin/pkg/auth/authorizer/rbac/bootstrappolicy:
+# - policy.go ClusterRoleBindings: `cluster-admin` (every verb on every resource) for the group
+#   system:masters. None of its other default bindings binds a role that grants nodes/proxy;
+#   `system:kubelet-api-admin` grants it but upstream binds it to no one (an installer's binding
+#   of it is a finding).
+# - controller_policy.go: each `system:controller:<name>` role bound by a binding of the same name
+#   to the service account kube-system/<name> (addControllerRole). The garbage collector's and the
+#   namespace controller's grant get on every resource of every group, nodes/proxy included.
+BUILTIN_HOLDERS: frozenset[tuple[str, str, str]] = frozenset(
+    {("cluster-admin", "cluster-admin", "Group system:masters")}
+    | {
+        (_CONTROLLER + name, _CONTROLLER + name, f"ServiceAccount kube-system/{name}")
+        for name in ("generic-garbage-collector", "namespace-controller")
+    }
+)
 KINDS = frozenset({"Service", "ClusterRole", "ClusterRoleBinding"})
 _VERBS = ("get", "create", "*")  # the kubelet authorizes a GET as get, a POST (exec) as create
 
@@ -39,7 +60,7 @@ class NodeProxyHolder:
     binding: str  # the ClusterRoleBinding
     verbs: tuple[str, ...]  # of get, create, * that the role grants on nodes/proxy
     nodes: tuple[str, ...] = ()  # resourceNames: () for every node
-    builtin: bool = False  # a binding the API server bootstraps itself
+    builtin: bool = False  # one of BUILTIN_HOLDERS: the API server bootstraps it itself
 
     @property
     def on(self) -> str:
@@ -120,17 +141,28 @@ def _holders(
     ref = _map(binding.get("roleRef"))
     if ref.get("kind") != "ClusterRole" or ref.get("name") not in grants:
         return
-    role = str(ref["name"])
+    role, name = str(ref["name"]), str(meta.get("name"))
     verbs, nodes = grants[role]
-    builtin = _map(meta.get("labels")).get(BOOTSTRAP_LABEL) == "rbac-defaults"
-    for listed in binding.get("subjects") or ():
-        subject = _map(listed)
-        kind, name = subject.get("kind"), subject.get("name")
-        if not isinstance(kind, str) or not isinstance(name, str):
-            continue
-        if kind == "ServiceAccount":
-            name = f"{subject.get('namespace') or ''}/{name}"
-        yield NodeProxyHolder(f"{kind} {name}", role, str(meta.get("name")), verbs, nodes, builtin)
+    subjects = binding.get("subjects")
+    for listed in subjects if isinstance(subjects, list) else ():
+        held = subject_of(_map(listed))
+        if held:
+            builtin = (name, role, held) in BUILTIN_HOLDERS
+            yield NodeProxyHolder(held, role, name, verbs, nodes, builtin)
+
+
+def subject_of(subject: Mapping[str, Any]) -> str:
+    """`User alice`, `Group ops`, `ServiceAccount monitoring/prometheus`; "" when malformed.
+
+    A ServiceAccount is named with its namespace; RBAC reads a User's or Group's without one.
+    """
+    kind, name = subject.get("kind"), subject.get("name")
+    if not isinstance(kind, str) or not isinstance(name, str):
+        return ""
+    if kind == "ServiceAccount":
+        namespace = subject.get("namespace")
+        name = f"{namespace if isinstance(namespace, str) else ''}/{name}"
+    return f"{kind} {name}"
 
 
 def _map(value: object) -> Mapping[str, Any]:

@@ -70,6 +70,7 @@ RULES: tuple[Rule, ...] = (
     # evaluated once per request (memoised on the subject).
     # Services and nodes only for their proxies (CONNECT), the pods' tunnels with the workloads.
     Rule(audit_scope.RULE, audit_scope.check, _WORKLOADS | audit_scope.TUNNEL_RESOURCES, True),
-    # Namespace UPDATEs against every allow rule that trusts namespace labels (the view's index).
+    # Namespace CREATEs and UPDATEs (status and finalize too) against every allow rule that
+    # trusts namespace labels (the view's index).
     Rule(namespace_labels.RULE, namespace_labels.check, frozenset({("", "namespaces")}), True),
 )
