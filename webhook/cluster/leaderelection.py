@@ -25,9 +25,9 @@ Invariants:
 - No request's failure ends `run`: whatever an attempt raises (ApiError, a dropped connection, a
   garbled answer) is a failed attempt, logged by type (and the Status message), never a body.
 - A Lease deleted while another held it, as last seen here, is waited out as an unexpired one:
-  its holder creates it again at its next renewal, so it never has two leaders. A candidate that
-  never saw the Lease creates it at once, and the old holder leads on until its next renewal, at
-  most a retry period (client-go's window, whatever this process saw).
+  its holder creates it again at its next renewal, and no candidate that saw it held leads
+  beside it. One that never saw the Lease creates it at once, and the old holder leads on until
+  its next renewal finds it taken: at most a retry period (client-go's window for all).
 - On shutdown the leader releases the Lease (holder emptied, leaseDurationSeconds 1), as
   client-go's ReleaseOnCancel does, so a follower takes over at its next retry: on a fresh read,
   retried once on 409, and only while the Lease read names this process.
