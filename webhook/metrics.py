@@ -135,7 +135,8 @@ class Metrics:
         self.leader = Gauge(
             "kubefence_leader",
             "1 while this process holds the notifier Lease (sends fence.lost and webhook.drift"
-            " for the cluster); 0 on followers. Always 1 without leader election.",
+            " for the cluster), or notifies because the Lease is refused to it (RBAC); 0 on"
+            " followers. Always 1 without leader election. Alert on sum(kubefence_leader) != 1.",
             registry=r,
         )
 

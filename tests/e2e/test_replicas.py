@@ -163,7 +163,13 @@ def poll(condition: Callable[[], Any], timeout: float = WAIT, what: str = "condi
 
 
 def start_replica(
-    work: Path, kubeconfig: Path, paths: certs.Paths, lease: str, index: int
+    work: Path,
+    kubeconfig: Path,
+    paths: certs.Paths,
+    lease: str,
+    index: int,
+    *,
+    namespace: str = OWN_NAMESPACE,
 ) -> RunningWebhook:
     work.mkdir(parents=True, exist_ok=True)
     config_file = work / "config.yaml"
@@ -179,7 +185,7 @@ def start_replica(
         "--config", str(config_file),
         "--host", "127.0.0.1", "--port", str(port),
         "--drain-seconds", "0",
-        "--leader-election-namespace", OWN_NAMESPACE,
+        "--leader-election-namespace", namespace,
         "--leader-election-id", lease,
     ]  # fmt: skip
     env = {**os.environ, "POD_NAME": f"replica-{index}"}
@@ -386,6 +392,53 @@ def test_a_follower_takes_over_when_the_leader_is_killed(
     assert sorted(line["direction"] for _, line in found) == ["Egress", "Ingress"]
     assert {hook.port for hook, _ in found} == {follower.port}
     assert [line["workloads"] for _, line in found] == [[], []]
+
+
+def test_a_replica_refused_its_lease_warns_once_and_notifies_by_itself(
+    control_plane: ControlPlane | ExternalCluster, kube: client.ApiClient, tmp_path: Path
+) -> None:
+    """A Lease the API server refuses (here its namespace does not exist; a missing Role is a
+    403, handled alike): duplicates rather than silence, and the reason said once."""
+    if not getattr(control_plane, "local", False):
+        pytest.skip("the replica runs on loopback: local control plane only")
+    ca_cert, ca_key = certs.generate_ca()
+    cert, key = certs.issue_serving_cert(ca_cert, ca_key, ["localhost"], ["127.0.0.1"])
+    paths = certs.write_bundle(tmp_path / "certs", ca_cert, ca_key, cert, key)
+    missing = f"no-such-namespace-{time.time_ns() % 10**8}"
+    hook = start_replica(
+        tmp_path / "refused",
+        control_plane.kubeconfig_path,
+        paths,
+        "kubefence-refused",
+        0,
+        namespace=missing,
+    )
+    direct = Direct(hook)
+    try:
+        poll(lambda: hook.events("leader.acquired"), what="leading while refused")
+        namespace = new_namespace(kube)
+        fence(kube, namespace)
+        poll(lambda: direct.allows_a_pod(namespace), what="fenced")
+        client.NetworkingV1Api(kube).delete_namespaced_network_policy("default-deny", namespace)
+        lost = poll(
+            lambda: (
+                (found := [e for e in hook.events("fence.lost") if e["namespace"] == namespace])
+                and len(found) == 2
+                and found
+            ),
+            what="fence.lost",
+        )
+        metrics = _metrics(hook)
+    finally:
+        direct.close()
+        hook.stop()
+    assert sorted(line["direction"] for line in lost) == ["Egress", "Ingress"]
+    refused = hook.events("leader.lease_refused")
+    assert len(refused) == 1  # once per change, not once per attempt
+    assert refused[0]["level"] == "warning"
+    assert f"Lease {missing}/kubefence-refused" in refused[0]["reason"]
+    assert f'namespaces "{missing}" not found' in refused[0]["reason"]
+    assert "kubefence_leader 1.0" in metrics
 
 
 # --- the cross-replica window ---------------------------------------------------------------------

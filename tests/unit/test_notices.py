@@ -149,3 +149,19 @@ async def test_leadership_lost_while_listing_keeps_the_notice_unsent() -> None:
     await drain(notices)
     assert [event for event, _ in log.lines] == ["fence.lost"]
     assert log.lines[0][1]["replayed"] is True
+
+
+async def test_a_takeover_replays_what_the_previous_leader_may_still_have_been_listing() -> None:
+    """The previous leader sends a fence.lost only after the settle and its list: one it observed
+    that long before it stopped may never have gone out."""
+    log, now = Log(), [100.0]
+    notices = Notices(log=log, clock=lambda: now[0], settle=2.0, lister=Workloads({}))
+    notices.leading = lambda: False
+    notices.emit(lost("listed-too-late"))  # kept at 100
+    now[0] = 120.0
+    notices.leading = lambda: True
+    notices.leadership_changed(True, since=106.0)  # 100 + 2 s settle + 5 s list > 106
+    notices.settle = 0  # the replay's own settle, not waited for here
+    await drain(notices)
+    assert [fields["namespace"] for _, fields in log.lines] == ["listed-too-late"]
+    assert log.lines[0][1]["replayed"] is True

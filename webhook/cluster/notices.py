@@ -10,8 +10,12 @@ Invariants:
 - `emit` is synchronous (the informer calls it between two awaits) and never does I/O.
 - Without an elector every notice is sent. With one, a notice is sent only while `leading`, both
   when observed and when sent. A follower keeps what it observed for `KEEP_SECONDS`; on becoming
-  leader it sends those observed since the previous holder was last seen renewing, marked
-  `replayed: true`: a handover may repeat a notice of its last seconds, never drop one.
+  leader it sends those observed since the previous holder may have stopped leading, less the
+  time the pipeline takes, marked `replayed: true`: a handover may repeat a notice of its last
+  seconds, never drop one.
+- The pipeline is bounded: with a lister, a notice is sent (or kept, if this process no longer
+  leads) at most `settle + LIST_TIMEOUT` after it was observed, the wait for a turn to list
+  included; so a leader that stops may leave unsent only what it observed that long before.
 - With a workload lister, a `fence.lost` names the workloads left in that namespace: listed live
   (metadata only, at most `WORKLOAD_NAMES` names, within `LIST_TIMEOUT`) `SETTLE_SECONDS` after
   the fence went. A workload another replica admitted while the fence went (the cross-replica
@@ -99,12 +103,15 @@ class Notices:
             )
 
     def leadership_changed(self, leading: bool, since: float) -> None:
-        """The elector's listener: on taking over, send what the previous leader may not have."""
+        """The elector's listener: on taking over, send what the previous leader may not have:
+        it stopped leading from `since`, and was still listing for what it observed up to one
+        pipeline earlier (its queue is cancelled when it stops)."""
         if not leading:
             return
+        start = since - self.pipeline_seconds()
         kept, self._kept = self._kept, deque()
         for item in kept:
-            if item.observed_at >= since:
+            if item.observed_at >= start:
                 self.emit(replace(item.notice, replayed=True))
 
     async def run(self, host: object = None) -> None:
@@ -120,10 +127,17 @@ class Notices:
             while not self._queue.empty():
                 self._queue.get_nowait().cancel()
 
+    def pipeline_seconds(self) -> float:
+        """The longest a notice takes from observed to sent: the settle and the list."""
+        return self.settle + LIST_TIMEOUT if self.lister is not None else 0.0
+
     async def _named(self, notice: Notice, lister: Getter, namespace: str) -> Notice:
         await asyncio.sleep(self.settle)
-        async with self._lists:
-            named = await workloads(lister, namespace)
+        try:  # the wait for a turn counts in the list's time: the pipeline's bound
+            async with asyncio.timeout(LIST_TIMEOUT), self._lists:
+                named = await workloads(lister, namespace)
+        except TimeoutError as exc:
+            named = {"workloads_error": type(exc).__name__}
         return replace(notice, fields={**notice.fields, **named})
 
     def _send(self, notice: Notice) -> None:

@@ -8,9 +8,10 @@ closed after.
 Replicas (and `--workers`) elect one notifier on a Lease in kubefence's own namespace
 (`--leader-election-namespace`: `$POD_NAMESPACE`, else the service account's namespace in a
 Pod); each process contends under its own identity (`$POD_NAME` or the host name, and a random
-suffix), so the cluster has one whichever the count. Every process serves reviews and keeps its
-view. With no such namespace (`--state`, or a kubeconfig outside a Pod without the flag) there is
-no election and the one process notifies.
+suffix), so the cluster has one whichever the count. A process refused the Lease (no RBAC for
+it, or no such namespace) notifies by itself until it gets it. Every process serves reviews and
+keeps its view. With no namespace given (`--state`, or a kubeconfig outside a Pod without the
+flag) there is no election and the one process notifies.
 """
 
 from __future__ import annotations
@@ -237,7 +238,14 @@ async def serve_live(
             notices.run,
         ]
         if election is not None and election.namespace:
-            elector = Elector(kube, election.namespace, election.name, election.identity, log=log)
+            elector = Elector(
+                kube,
+                election.namespace,
+                election.name,
+                election.identity,
+                log=log,
+                lead_when_refused=True,  # no RBAC for the Lease: duplicates, not silence
+            )
             notices.leading = lambda: elector.leading
             background.append(_elect(elector, notices))
         else:
