@@ -344,3 +344,23 @@ def test_the_readme_audit_level_example_prints_what_it_shows(
     monkeypatch.chdir(REPO)
     assert main(shlex.split(command)[1:]) == 0
     assert capsys.readouterr().out.strip() == shown
+
+
+def test_the_layout_names_every_module() -> None:
+    """README's Layout is the map a newcomer reads first: every module of `webhook/` is on it,
+    either by its path or by its name under its folder's line."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    entries = [line.split()[0] for line in layout.splitlines() if line.startswith("    ")]
+    missing = []
+    for module in sorted((REPO / "webhook").rglob("*.py")):
+        rel = module.relative_to(REPO).as_posix()
+        if module.name == "__init__.py" and rel != "webhook/rules/__init__.py":
+            continue
+        folder = module.parent.relative_to(REPO).as_posix() + "/"
+        under_folder = folder in entries and module.name in entries[entries.index(folder) :]
+        # Two folders are named whole: the audit Policy package, and one module per command.
+        command = folder == "webhook/commands/" and module.stem.replace("_", "-") in COMMANDS
+        if not (rel in entries or under_folder or command or folder == "webhook/auditpolicy/"):
+            missing.append(rel)
+    assert missing == []
