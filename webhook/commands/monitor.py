@@ -55,6 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="require client certificates signed by this CA (refused at the TLS layer)",
     )
     parser.add_argument(
+        "--client-subject",
+        action="append",
+        metavar="NAME",
+        help="with --client-ca: the only sender allowed (repeatable), by the commonName of its"
+        " certificate or its whole subject as `key=value,...` (403 for another: a cluster CA also"
+        " signs kubelets and users)",
+    )
+    parser.add_argument(
         "--token-file",
         type=Path,
         help="require `Authorization: Bearer` with the token in this file (401 otherwise; re-read)",
@@ -140,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
             "refusing to start without sender authentication: give --client-ca or --token-file"
             " (or --insecure-allow-unauthenticated)"
         )
+    if args.client_subject and args.client_ca is None:
+        raise InputError("--client-subject needs --client-ca (a subject is only known verified)")
     if args.config is not None and not Path(args.config).is_file():
         raise InputError(f"{args.config}: --config file not found")
     if args.canary is not None and not args.canary > 0:
@@ -184,7 +194,12 @@ def run(args: argparse.Namespace) -> int:
             ) from None
     decisionlog.configure()
     watch = CanaryWatch(2 * args.canary) if args.canary is not None else None
-    runtime = MonitorRuntime(feed=Feed(options, watch), log=decisionlog.get_logger(), token=token)
+    runtime = MonitorRuntime(
+        feed=Feed(options, watch),
+        log=decisionlog.get_logger(),
+        token=token,
+        client_subjects=tuple(dict.fromkeys(args.client_subject or ())),
+    )
     if election is not None:
         runtime.lease = f"{election.namespace}/{election.name}"
         runtime.leading = lambda: False  # until the elector has written the Lease
