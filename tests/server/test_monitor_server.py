@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import ssl
@@ -16,9 +17,10 @@ import aiohttp
 import orjson
 import pytest
 import structlog
-from correlate_kit import lines, real_event
+from correlate_kit import WEBHOOK, lines, real_event
 from monitor_kit import Monitor, event_list
 
+from webhook.commands.monitor import follow_config
 from webhook.monitor.server import MAX_BODY_BYTES, run_monitor
 
 
@@ -254,3 +256,38 @@ async def test_a_certificate_of_another_subject_is_refused_with_403(tmp_path: Pa
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_a_changed_config_applies_to_the_events_after_it(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"webhookName: {WEBHOOK}\nexemptions: {{namespaces: [kube-system]}}\n")
+    m = Monitor(tmp_path, mtls=True)
+    args = argparse.Namespace(config=config, webhook_name=None)
+    stop, started = asyncio.Event(), asyncio.Event()
+
+    def on_start(port: int) -> None:
+        m.port = port
+        started.set()
+
+    dodged = real_event(b"6ff153f2")  # a dodged create in namespace "open"
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(
+            run_monitor(
+                m.options, m.runtime, background=[follow_config(args)], started=on_start, stop=stop
+            )
+        )
+        await asyncio.wait_for(started.wait(), 10)
+        try:
+            assert (await m.post(event_list([orjson.dumps(dodged)])))[0] == 200
+            config.write_text(f"webhookName: {WEBHOOK}\nexemptions: {{namespaces: [open]}}\n")
+            deadline = time.monotonic() + 30
+            while not [e for e in logs if e["event"] == "config.applied"]:
+                assert time.monotonic() < deadline, "the changed config was never applied"
+                await asyncio.sleep(0.05)
+            again = {**dodged, "auditID": "after-the-change"}
+            assert (await m.post(event_list([orjson.dumps(again)])))[0] == 200
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    bypasses = [e["audit_id"] for e in logs if e["event"] == "evasion.bypass"]
+    assert bypasses == [dodged["auditID"]]  # "open" is exempt after the change

@@ -88,6 +88,13 @@ class Feed:
                 taken.alerts += self.detector.feed(record)
         return taken
 
+    def reconfigured(self, options: CorrelateOptions) -> None:
+        """Judge from now on with `options` (a config file changed: exemptions, webhook names);
+        what is remembered (de-duplication, judged requests, probing windows, canaries) stays."""
+        self.options = options
+        self.reader = AuditReader(options)
+        self.detector.options = options
+
     def renewed(self) -> Feed:
         """A feed with the same options and nothing remembered: what a replica that takes over
         the monitor Lease starts from (its canaries too: those sent before went to the other)."""
