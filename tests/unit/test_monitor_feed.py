@@ -126,6 +126,7 @@ def test_slices_give_the_items_of_the_whole_body_in_order() -> None:
     [
         (event_list([b"{}"] * (MAX_ITEMS + 1)), f"more than {MAX_ITEMS} items"),
         (event_list([b"[]"] * 1_000_001), "more than 1000000 JSON objects and arrays"),
+        (event_list([b"[" + b"0," * 2_000_000 + b"0]"]), "more than 2000000 JSON values"),
         (event_list([b"{}", b"{"]), "not JSON"),
         (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":{}}', "not a list"),
     ],

@@ -15,7 +15,8 @@ does not check out) the body is parsed whole, as it always was.
 Invariants:
 - `iter_items` yields exactly `orjson.loads(body)["items"]`, in order, or raises `BatchError`
   (the one-line reason) for a body that is not an EventList, holds over `max_items` items or
-  over `MAX_CONTAINERS` objects and arrays (checked before anything is parsed).
+  over `MAX_CONTAINERS` objects and arrays or `MAX_COMMAS` commas (checked before anything is
+  parsed).
 - No slice parsed is longer than twice `SLICE_BYTES` plus one item, except on the whole-body path.
 """
 
@@ -33,6 +34,9 @@ MAX_ITEMS = 100_000  # items in one EventList; the API server sends at most 400 
 # Real events hold one per 60 bytes or more (a RequestResponse Pod spec about one per 25), so a
 # capped 16 MiB body of them stays under it; a body of empty arrays would make 5.6 M of them.
 MAX_CONTAINERS = 1_000_000
+# Commas (in strings too) bound the scalars an array or object can hold: real events have one per
+# 35 bytes or more, a 16 MiB body of them ~500,000; a body of 8 M zeros would make 64 MiB of list.
+MAX_COMMAS = 2_000_000
 _ITEMS = b'"items":['
 _CUT = b"},{"
 
@@ -56,6 +60,8 @@ def iter_items(body: bytes, max_items: int = MAX_ITEMS) -> Iterator[list[Any]]:
         raise BatchError(
             f"EventList holds more than {MAX_CONTAINERS} JSON objects and arrays", too_many=True
         )
+    if body.count(b",") > MAX_COMMAS:
+        raise BatchError(f"EventList holds more than {MAX_COMMAS} JSON values", too_many=True)
     region = _items_region(body)
     if region is not None:
         count = 0
