@@ -134,3 +134,9 @@ def test_slices_give_the_items_of_the_whole_body_in_order() -> None:
 def test_a_body_over_the_caps_or_broken_is_one_reason(body: bytes, reason: str) -> None:
     with pytest.raises(BatchError, match=reason):
         parse_batch(body)
+
+
+def test_an_event_with_a_value_json_cannot_encode_is_taken_not_a_type_error() -> None:
+    odd = {**at(innocuous_get(), T0), "stageTimestamp": 10**30}  # past 64 bits
+    taken = Feed(OPTIONS).take([odd, odd], T0)
+    assert (taken.stages, taken.duplicates) == ({"ResponseComplete": 1}, 1)

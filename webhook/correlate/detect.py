@@ -56,8 +56,14 @@ def request_digest(*parts: object) -> bytes:
 
     The parts are JSON-encoded as one list, so no two different tuples of parts share an
     encoding; a 128-bit blake2b digest of it is as good as the parts for telling requests apart.
+    What JSON cannot encode (an integer past 64 bits, never from orjson's parser, which makes it
+    a float) is told apart by its repr, which no JSON list encoding starts like.
     """
-    return blake2b(orjson.dumps(parts), digest_size=16).digest()
+    try:
+        encoded = orjson.dumps(parts)
+    except TypeError:
+        encoded = repr(parts).encode("utf-8", "backslashreplace")
+    return blake2b(encoded, digest_size=16).digest()
 
 
 def findings(record: AuditRecord, exempt_namespaces: frozenset[str]) -> Iterator[tuple[str, str]]:
