@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import ssl
+from collections.abc import AsyncIterable
 from pathlib import Path
 
 import aiohttp
@@ -21,7 +22,14 @@ OPTIONS = CorrelateOptions(webhook_names=(WEBHOOK,), exempt_namespaces=frozenset
 
 
 class Monitor:
-    def __init__(self, tmp: Path, *, mtls: bool, token: bytes | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        mtls: bool,
+        token: bytes | None = None,
+        client_subjects: tuple[str, ...] = (),
+    ) -> None:
         self.ca = trustme.CA()
         self.clients = trustme.CA()
         self.tmp = tmp
@@ -41,27 +49,31 @@ class Monitor:
             self.cert, self.key, client_ca=client_ca, token_file=token_file, port=0, drain_seconds=0
         )
         self.runtime = MonitorRuntime(
-            feed=Feed(OPTIONS, CanaryWatch(60.0)), log=structlog.get_logger(), token=token
+            feed=Feed(OPTIONS, CanaryWatch(60.0)),
+            log=structlog.get_logger(),
+            token=token,
+            client_subjects=client_subjects,
         )
         self.port = 0
 
-    def context(self, with_cert: bool = True) -> ssl.SSLContext:
+    def context(self, with_cert: bool = True, client: str = "kube-apiserver") -> ssl.SSLContext:
         context = ssl.create_default_context()
         self.ca.configure_trust(context)
         if with_cert:
-            self.clients.issue_cert("kube-apiserver").configure_cert(context)
+            self.clients.issue_cert("sender.client", common_name=client).configure_cert(context)
         return context
 
     async def post(
         self,
-        body: bytes | io.BytesIO,
+        body: bytes | io.BytesIO | AsyncIterable[bytes],
         *,
         with_cert: bool = True,
         headers: dict[str, str] | None = None,
+        client: str = "kube-apiserver",
     ) -> tuple[int, bytes]:
         async with (
             aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self.context(with_cert))
+                connector=aiohttp.TCPConnector(ssl=self.context(with_cert, client))
             ) as session,
             session.post(
                 f"https://127.0.0.1:{self.port}/audit", data=body, headers=headers

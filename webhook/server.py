@@ -106,7 +106,7 @@ async def validate(request: web.Request) -> web.Response:
         runtime.metrics.bad_requests.labels(str(exc.status)).inc()
         runtime.log.warning("admission.bad_request", status=exc.status, reason=str(exc))
         return _error(exc.status, str(exc))
-    client = _client_subject(request)
+    client = client_identity(request)
     decision = await _decide(runtime, review, settings, request, arrived)
     if decision.approval is not None and _trusted(runtime, client):
         approval = decision.approval
@@ -129,9 +129,7 @@ def _trusted(runtime: Runtime, client: ClientIdentity | None) -> bool:
     if client is None:
         return False
     pinned = runtime.client_subject
-    # The whole subject as logged (values escaped, so it cannot be forged with a comma in one
-    # field), or its one and only commonName.
-    return pinned is None or pinned == client.subject or client.common_names == (pinned,)
+    return pinned is None or client.matches(pinned)
 
 
 async def _decide(
@@ -203,6 +201,11 @@ class ClientIdentity:
     subject: str  # `key=value,...`, values escaped as RFC 4514 escapes them
     common_names: tuple[str, ...]
 
+    def matches(self, pinned: str) -> bool:
+        """Whether this is the pinned client: the whole subject as logged (values escaped, so it
+        cannot be forged with a comma in one field), or its one and only commonName."""
+        return pinned == self.subject or self.common_names == (pinned,)
+
 
 # The client certificate is fixed for a connection: its subject is rendered once per connection.
 _SUBJECTS: weakref.WeakKeyDictionary[asyncio.BaseTransport, ClientIdentity | None] = (
@@ -211,7 +214,7 @@ _SUBJECTS: weakref.WeakKeyDictionary[asyncio.BaseTransport, ClientIdentity | Non
 _ESCAPED = str.maketrans({c: f"\\{c}" for c in ',+"\\<>;='})
 
 
-def _client_subject(request: web.Request) -> ClientIdentity | None:
+def client_identity(request: web.Request) -> ClientIdentity | None:
     transport = request.transport
     if transport is None:
         return None

@@ -24,7 +24,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from webhook.correlate.model import CorrelateOptions
-from webhook.monitor.feed import Feed, parse_batch
+from webhook.monitor.batch import parse_batch
+from webhook.monitor.feed import Feed
 
 WEBHOOK = "validate.kubefence.io"
 BATCH = 400

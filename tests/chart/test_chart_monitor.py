@@ -114,6 +114,15 @@ def test_the_deployment_runs_monitor_with_the_flags_it_accepts() -> None:
     assert str(parsed.client_ca) == "/etc/kubefence/client-ca/ca.crt"
 
 
+@pytest.mark.parametrize("subject", ["kube-apiserver", "CN=kube-apiserver,O=system:masters"])
+def test_the_pinned_sender_reaches_the_monitor_arguments(subject: str) -> None:
+    docs = render(with_values(monitor={"clientCA": {"configMap": "ca", "subject": subject}}))
+    args = _pod(docs)["containers"][0]["args"]
+    assert f"--client-subject={subject}" in args
+    assert _parsed(args).client_subject == [subject]
+    assert not [a for a in _pod(render(ENABLED))["containers"][0]["args"] if "subject" in a]
+
+
 def test_the_service_has_the_fixed_cluster_ip_the_api_server_dials() -> None:
     service = named(render(ENABLED), "Service", MONITOR)
     assert service["spec"]["clusterIP"] == ADDRESS

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,10 @@ import aiohttp
 import orjson
 import pytest
 import structlog
-from correlate_kit import lines, real_event
+from correlate_kit import WEBHOOK, lines, real_event
 from monitor_kit import Monitor, event_list
 
+from webhook.commands.monitor import follow_config
 from webhook.monitor.server import MAX_BODY_BYTES, run_monitor
 
 
@@ -143,3 +146,148 @@ def test_refuses_to_start_unauthenticated(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "--insecure-allow-unauthenticated" in result.stderr
+
+
+async def paced(body: bytes, piece: int = 16 << 10) -> AsyncIterator[bytes]:
+    """A body as the network delivers it: in pieces, with the loop (and time) between them."""
+    for i in range(0, len(body), piece):
+        yield body[i : i + piece]
+        await asyncio.sleep(0.001)
+
+
+def many_events(n: int) -> list[bytes]:
+    get = real_event(b"6dc1e0f3-9c6a-4053-ba1b-5431a20f6659")
+    return [orjson.dumps({**get, "auditID": f"paced-{i:06d}"}) for i in range(n)]
+
+
+async def events_counted(monitor: Monitor) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in (await monitor.metrics()).splitlines()
+        if line.startswith("kubefence_monitor_audit_events_total{")
+    )
+
+
+async def test_a_batch_arriving_in_pieces_is_read_whole_and_counted(monitor: Monitor) -> None:
+    events = many_events(1700)
+    body = event_list(events)
+    assert len(body) > 1 << 20
+    status, answer = await monitor.post(paced(body))  # chunked, no Content-Length
+    assert (status, answer) == (200, b"{}\n")
+    assert await events_counted(monitor) == len(events)
+
+
+async def test_a_chunked_body_over_the_limit_is_413(monitor: Monitor) -> None:
+    status, answer = await monitor.post(paced(b" " * (MAX_BODY_BYTES + 1), 1 << 20))
+    assert status == 413
+    assert b"exceeds" in answer
+
+
+async def test_an_event_list_of_too_many_items_is_413_in_one_line(monitor: Monitor) -> None:
+    status, answer = await monitor.post(event_list([b"{}"] * 100_001))
+    assert status == 413
+    assert "more than 100000 items" in orjson.loads(answer)["error"]
+    assert (await monitor.post(event_list(many_events(3))))[0] == 200
+
+
+async def test_a_token_that_is_not_utf8_is_401(tmp_path: Path) -> None:
+    m = Monitor(tmp_path, mtls=False, token=b"s3cret")
+    stop, started = asyncio.Event(), asyncio.Event()
+
+    def on_start(port: int) -> None:
+        m.port = port
+        started.set()
+
+    task = asyncio.create_task(run_monitor(m.options, m.runtime, started=on_start, stop=stop))
+    await asyncio.wait_for(started.wait(), 10)
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", m.port, ssl=m.context(with_cert=False)
+        )
+        writer.write(
+            b"POST /audit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+            b"Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+        )
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 401")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_the_last_event_gauge_is_the_receive_time_not_a_forged_stamp(
+    monitor: Monitor,
+) -> None:
+    future = {**real_event(b"6dc1e0f3"), "auditID": "from-the-future"}
+    future["stageTimestamp"] = "2999-01-01T00:00:00.000000Z"
+    before = time.time()
+    assert (await monitor.post(event_list([orjson.dumps(future)])))[0] == 200
+    line = next(
+        x
+        for x in (await monitor.metrics()).splitlines()
+        if x.startswith("kubefence_monitor_last_event_timestamp_seconds ")
+    )
+    assert before <= float(line.split()[1]) <= time.time()
+
+
+async def test_a_certificate_of_another_subject_is_refused_with_403(tmp_path: Path) -> None:
+    m = Monitor(tmp_path, mtls=True, client_subjects=("kube-apiserver",))
+    stop, started = asyncio.Event(), asyncio.Event()
+
+    def on_start(port: int) -> None:
+        m.port = port
+        started.set()
+
+    task = asyncio.create_task(run_monitor(m.options, m.runtime, started=on_start, stop=stop))
+    await asyncio.wait_for(started.wait(), 10)
+    try:
+        events = [orjson.dumps({**real_event(b"6ff153f2"), "auditID": "from-a-kubelet"})]
+        with structlog.testing.capture_logs() as logs:
+            status, answer = await m.post(event_list(events), client="system:node:worker-1")
+        assert status == 403
+        assert answer.count(b"\n") == 1
+        assert "system:node:worker-1" in orjson.loads(answer)["error"]
+        assert not [e for e in logs if e["event"].startswith("evasion.")]
+        assert (await m.post(event_list(events)))[0] == 200  # the API server's certificate
+        text = await m.metrics()
+        assert 'kubefence_monitor_batches_total{code="403"} 1.0' in text
+        assert 'kubefence_monitor_batches_total{code="200"} 1.0' in text
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_a_changed_config_applies_to_the_events_after_it(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"webhookName: {WEBHOOK}\nexemptions: {{namespaces: [kube-system]}}\n")
+    m = Monitor(tmp_path, mtls=True)
+    args = argparse.Namespace(config=config, webhook_name=None)
+    stop, started = asyncio.Event(), asyncio.Event()
+
+    def on_start(port: int) -> None:
+        m.port = port
+        started.set()
+
+    dodged = real_event(b"6ff153f2")  # a dodged create in namespace "open"
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(
+            run_monitor(
+                m.options, m.runtime, background=[follow_config(args)], started=on_start, stop=stop
+            )
+        )
+        await asyncio.wait_for(started.wait(), 10)
+        try:
+            assert (await m.post(event_list([orjson.dumps(dodged)])))[0] == 200
+            config.write_text(f"webhookName: {WEBHOOK}\nexemptions: {{namespaces: [open]}}\n")
+            deadline = time.monotonic() + 30
+            while not [e for e in logs if e["event"] == "config.applied"]:
+                assert time.monotonic() < deadline, "the changed config was never applied"
+                await asyncio.sleep(0.05)
+            again = {**dodged, "auditID": "after-the-change"}
+            assert (await m.post(event_list([orjson.dumps(again)])))[0] == 200
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    bypasses = [e["audit_id"] for e in logs if e["event"] == "evasion.bypass"]
+    assert bypasses == [dodged["auditID"]]  # "open" is exempt after the change

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from correlate_kit import OPTIONS, WEBHOOK, detector_alerts, dump, parsed_alerts, real_event
+from correlate_kit import OPTIONS, WEBHOOK, detector_alerts, dump, parsed_alerts, real_event, run
 
 from webhook.correlate.audit_reader import AuditReader
 from webhook.correlate.detect import BYPASS, FENCE_REMOVED, Detector, findings
@@ -149,3 +149,12 @@ def test_correlate_follow_and_monitor_alert_fence_removals_alike() -> None:
     )
     assert sorted(detector_alerts(lines, OPTIONS)) == expected
     assert sorted(parsed_alerts(lines, OPTIONS)) == expected
+    # ... and the batch report lists the same removals, with who and what was left unfenced.
+    report = run(lines, [])
+    assert report.summary.fence_removals == 3
+    assert sorted((f.audit_id, f.cause, f.unfenced) for f in report.fence_removals) == [
+        ("outage", "undecided", ()),
+        ("teardown", "decided", ("Ingress", "Egress")),
+        ("warn-update", "decided", ("Egress",)),
+    ]
+    assert {f.user for f in report.fence_removals} == {DELETE["user"]["username"]}

@@ -3,7 +3,8 @@
 Everything a start needs (TLS pair, client CA, token file, config, ports, cluster credentials for
 `--canary`) is checked before serving; what will not do is one line, exit 2. Without a client CA
 or a token file the sender is anyone who can reach the port (an "all clear" or a flood), so the
-monitor refuses to start unless `--insecure-allow-unauthenticated` says so.
+monitor refuses to start unless `--insecure-allow-unauthenticated` says so. `--config` is
+re-read when it changes, as `serve` re-reads it (exemptions and webhook names apply from then on).
 
 Replicas elect one active monitor on a Lease (`--leader-election-namespace`: `$POD_NAMESPACE`,
 else the service account's namespace in a Pod; `--leader-election-id`, default
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +33,7 @@ from webhook.correlate.model import CorrelateOptions
 from webhook.errors import InputError
 from webhook.monitor.feed import Feed
 from webhook.monitor.server import Job, MonitorOptions, MonitorRuntime, read_token, run_monitor
+from webhook.settings import Settings
 
 if TYPE_CHECKING:
     from webhook.cluster.transport import ApiClient
@@ -42,6 +45,7 @@ HELP = (
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 MONITOR_LEASE_NAME = "kubefence-monitor"
+CONFIG_POLL_SECONDS = 2.0  # as `serve` polls its config file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--client-ca",
         type=Path,
         help="require client certificates signed by this CA (refused at the TLS layer)",
+    )
+    parser.add_argument(
+        "--client-subject",
+        action="append",
+        metavar="NAME",
+        help="with --client-ca: the only sender allowed (repeatable), by the commonName of its"
+        " certificate or its whole subject as `key=value,...` (403 for another: a cluster CA also"
+        " signs kubelets and users)",
     )
     parser.add_argument(
         "--token-file",
@@ -140,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
             "refusing to start without sender authentication: give --client-ca or --token-file"
             " (or --insecure-allow-unauthenticated)"
         )
+    if args.client_subject and args.client_ca is None:
+        raise InputError("--client-subject needs --client-ca (a subject is only known verified)")
     if args.config is not None and not Path(args.config).is_file():
         raise InputError(f"{args.config}: --config file not found")
     if args.canary is not None and not args.canary > 0:
@@ -157,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     tls.server_context(args.cert, args.key, args.client_ca)  # fail now, naming the file
     settings = load_settings(args.config)
     options = CorrelateOptions(
-        webhook_names=tuple(dict.fromkeys(args.webhook_name or settings.webhook_names)),
+        webhook_names=_webhook_names(args, settings),
         exempt_namespaces=settings.exemptions.namespaces,
         probe_threshold=args.probe_threshold,
         probe_window=args.probe_window,
@@ -184,7 +198,12 @@ def run(args: argparse.Namespace) -> int:
             ) from None
     decisionlog.configure()
     watch = CanaryWatch(2 * args.canary) if args.canary is not None else None
-    runtime = MonitorRuntime(feed=Feed(options, watch), log=decisionlog.get_logger(), token=token)
+    runtime = MonitorRuntime(
+        feed=Feed(options, watch),
+        log=decisionlog.get_logger(),
+        token=token,
+        client_subjects=tuple(dict.fromkeys(args.client_subject or ())),
+    )
     if election is not None:
         runtime.lease = f"{election.namespace}/{election.name}"
         runtime.leading = lambda: False  # until the elector has written the Lease
@@ -225,14 +244,15 @@ async def _serve(
         runtime.log.info(
             "leader_election.off", reason="no namespace for the Lease: this process takes batches"
         )
+    config = [follow_config(args)] if args.config is not None else []
     if canary_target is None and election is None:
-        return await run_monitor(options, runtime)
+        return await run_monitor(options, runtime, background=config)
     # Imported here: a monitor without --canary or election loads no Kubernetes client.
     from webhook.cluster import transport
 
     clients: list[transport.ApiClient] = []
     try:
-        jobs: list[Job] = []
+        jobs: list[Job] = [*config]
         if election is not None:
             clients.append(await _connect(args.kubeconfig))
             jobs.append(_elect(clients[-1], election, runtime))
@@ -243,6 +263,40 @@ async def _serve(
     finally:
         for api in clients:
             await transport.close(api)
+
+
+def _webhook_names(args: argparse.Namespace, settings: Settings) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(args.webhook_name or settings.webhook_names))
+
+
+def follow_config(args: argparse.Namespace) -> Job:
+    """Re-read `--config` when it changes, as `serve` does: its exemptions and webhook names
+    (unless `--webhook-name` gives them) apply to the events that come after; a config that does
+    not load is logged and the one in force stays."""
+    path = Path(args.config)
+
+    async def job(rt: MonitorRuntime) -> None:
+        signature = tls.file_signature(path)
+        while True:
+            await asyncio.sleep(CONFIG_POLL_SECONDS)
+            current = tls.file_signature(path)
+            if current == signature:
+                continue
+            signature = current
+            try:
+                settings = load_settings(path)
+            except InputError as exc:
+                rt.log.error("config.rejected", file=str(path), reason=str(exc))
+                continue
+            options = dataclasses.replace(
+                rt.feed.options,
+                webhook_names=_webhook_names(args, settings),
+                exempt_namespaces=settings.exemptions.namespaces,
+            )
+            rt.feed.reconfigured(options)
+            rt.log.info("config.applied", file=str(path), revision=settings.revision)
+
+    return job
 
 
 async def _connect(kubeconfig: Path | None) -> ApiClient:

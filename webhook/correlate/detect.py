@@ -9,7 +9,9 @@ probing by the *authenticated* user in a sliding window, and `CanaryWatch`, the 
 Invariants:
 - Pure: records and clock readings in, `Alert`s out; no I/O, no clock of its own.
 - Bounded: requests already judged (to ignore later stages and batches sent again), users with
-  recent denials and canaries in flight are each capped; the oldest is forgotten first.
+  recent denials and canaries in flight are each capped; the oldest is forgotten first. A
+  request is remembered by a 16-byte digest of its request key (`request_digest`), never by its
+  auditID or URI, which a client chooses and may make as long as it likes.
 - An `Alert` holds request metadata only, never object contents (the audit event's
   `requestObject`/`responseObject` are never read).
 """
@@ -19,7 +21,10 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from hashlib import blake2b
 from typing import Any
+
+import orjson
 
 from webhook.correlate.model import CorrelateOptions
 from webhook.correlate.records import AuditRecord
@@ -44,6 +49,21 @@ CANARY_AGENT = "kubefence-monitor-canary/"
 MAX_JUDGED = 100_000  # requests remembered as judged (a batch sent again, a later stage)
 MAX_PROBE_USERS = 10_000  # users with recent denials remembered for probing
 MAX_CANARIES = 64  # canaries in flight remembered
+
+
+def request_digest(*parts: object) -> bytes:
+    """A fixed-size key for a request (its request key, and a stage when that is what is kept).
+
+    The parts are JSON-encoded as one list, so no two different tuples of parts share an
+    encoding; a 128-bit blake2b digest of it is as good as the parts for telling requests apart.
+    What JSON cannot encode (an integer past 64 bits, never from orjson's parser, which makes it
+    a float) is told apart by its repr, which no JSON list encoding starts like.
+    """
+    try:
+        encoded = orjson.dumps(parts)
+    except TypeError:
+        encoded = repr(parts).encode("utf-8", "backslashreplace")
+    return blake2b(encoded, digest_size=16).digest()
 
 
 def findings(record: AuditRecord, exempt_namespaces: frozenset[str]) -> Iterator[tuple[str, str]]:
@@ -164,13 +184,13 @@ class Detector:
     def __init__(self, options: CorrelateOptions, *, max_judged: int = MAX_JUDGED) -> None:
         self.options = options
         self._max_judged = max_judged
-        self._judged: OrderedDict[tuple[str, str, str, str, str], None] = OrderedDict()
+        self._judged: OrderedDict[bytes, None] = OrderedDict()  # request_digest of request keys
         self._denials: OrderedDict[str, deque[float]] = OrderedDict()
         self._alerted: dict[str, float] = {}  # user -> when probing was last alerted
 
     def feed(self, record: AuditRecord) -> list[Alert]:
         """The alerts of one record (none for a request already judged)."""
-        key = record.request_key
+        key = request_digest(*record.request_key)
         if key in self._judged:
             return []
         self._judged[key] = None
@@ -233,16 +253,17 @@ class CanaryWatch:
             self._pending.popitem(last=False)
 
     def seen(self, agent: str, now: float) -> bool:
-        """Whether `agent` is a canary's; every canary sent before it is accounted for too."""
-        if not agent.startswith(CANARY_AGENT):
+        """Whether `agent` is a canary sent and not yet seen; every canary sent before it is
+        accounted for too. Only the agents sent count: anyone may set a user agent that starts
+        with `CANARY_AGENT`, and the event is judged all the same (the caller's business)."""
+        if agent not in self._pending:
             return False
-        if agent in self._pending:
-            while self._pending:
-                first, _ = self._pending.popitem(last=False)
-                if first == agent:
-                    break
-            self._silent = False
-            self.last_seen = now
+        while self._pending:
+            first, _ = self._pending.popitem(last=False)
+            if first == agent:
+                break
+        self._silent = False
+        self.last_seen = now
         return True
 
     def check(self, now: float) -> Alert | None:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from webhook.correlate.audit_reader import operations
-from webhook.correlate.detect import BYPASS, SENSITIVE_ACCESS, findings
+from webhook.correlate.detect import BYPASS, FENCE_REMOVED, SENSITIVE_ACCESS, findings
 from webhook.correlate.model import CorrelateOptions, Report
 from webhook.correlate.records import AuditRecord, DecisionRecord, SourceStats
 from webhook.correlate.tally import Tally
@@ -195,7 +195,8 @@ class Correlator:
         return seen
 
     def _judge(self, record: AuditRecord) -> None:
-        """Bypass and sensitive-access findings of a request's last stage (`detect.findings`)."""
+        """Bypass, sensitive-access and fence-removal findings of a request's last stage
+        (`detect.findings`: the same as the live paths alert)."""
         if not self._in_window(record.received):
             return
         for kind, cause in findings(record, self.options.exempt_namespaces):
@@ -205,6 +206,8 @@ class Correlator:
                 self._tally.bypass(record, cause)
             elif kind == SENSITIVE_ACCESS:
                 self._tally.access(record)
+            elif kind == FENCE_REMOVED:
+                self._tally.fence_removed(record, cause)
 
     def _resolve(self, d: DecisionRecord, *, final: bool) -> None:
         """An unjoined decision whose audit event can no longer come: retried, gap or uncovered."""

@@ -1,8 +1,8 @@
 """The report model: the options of one run and the frozen findings and counts it reports.
 
-Listed findings (bypasses, gaps, retries, sensitive access) stop at `max_items`; the `Summary`
-counts stay exact. The renderings of a `Report` are `render_json`, `render_text` and
-`render_html` (with `render_svg` for its timeline).
+Listed findings (bypasses, gaps, retries, sensitive access, fence removals) stop at
+`max_items`; the `Summary` counts stay exact. The renderings of a `Report` are `render_json`,
+`render_text` and `render_html` (with `render_svg` for its timeline).
 """
 
 from __future__ import annotations
@@ -101,6 +101,22 @@ class Access:
 
 
 @dataclass(frozen=True, slots=True)
+class FenceRemoval:
+    """A NetworkPolicy delete or update that left a namespace unfenced (`detect.findings`)."""
+
+    time: str
+    audit_id: str
+    cause: str  # "decided": our webhook said so (fence-lost); "undecided": it bypassed us too
+    user: str
+    verb: str
+    namespace: str
+    name: str
+    code: int | None
+    unfenced: tuple[str, ...]  # the directions the fence-lost annotation names; () undecided
+    auth_user: str = ""  # the authenticated user, when `user` is the one it impersonated
+
+
+@dataclass(frozen=True, slots=True)
 class Unverified:
     """A decision made for a client other than the API server, that no audit event recorded."""
 
@@ -150,6 +166,7 @@ class Summary:
     malformed_lines: int
     logs_overlap: bool = True  # False: the audit and decision logs lie apart in time
     unverified: int = 0  # decisions for other clients than the API server, never recorded
+    fence_removals: int = 0  # NetworkPolicy deletes and updates that left a namespace unfenced
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,3 +188,4 @@ class Report:
     audit_sources: tuple[SourceStats, ...] = ()
     decision_sources: tuple[SourceStats, ...] = ()
     unverified: tuple[Unverified, ...] = ()
+    fence_removals: tuple[FenceRemoval, ...] = ()

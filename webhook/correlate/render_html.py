@@ -64,6 +64,7 @@ def render_html(report: Report) -> str:
         ("audit gaps", s.audit_gaps, "warn" if s.audit_gaps else ""),
         ("probers", s.probers, "warn" if s.probers else ""),
         ("sensitive access", s.sensitive_access, ""),
+        ("fence removals", s.fence_removals, "bad" if s.fence_removals else ""),
         ("denials", s.denials, ""),
         ("decisions", s.decisions, ""),
         ("joined", s.joined, ""),
@@ -173,6 +174,25 @@ def render_html(report: Report) -> str:
             s.sensitive_access,
         ),
         "</div>",
+        f"<h2>Fence removals ({s.fence_removals})</h2>",
+        "<p>NetworkPolicy deletes and updates that left a namespace unfenced (undecided: no "
+        "decision of kubefence's, a bypass too)</p>",
+        _html_table(
+            ("time", "user", "verb", "namespace/name", "cause", "unfenced", "audit ID"),
+            (
+                (
+                    escape(f.time),
+                    escape(user_cell(f.user, f.auth_user)),
+                    escape(f.verb),
+                    escape(object_ref(f.namespace, f.name)),
+                    escape(f.cause),
+                    escape(",".join(f.unfenced) or "-"),
+                    f"<code>{escape(f.audit_id)}</code>",
+                )
+                for f in report.fence_removals
+            ),
+            s.fence_removals,
+        ),
         *_unverified(report),
         f"<h2>Retried decisions ({s.retried})</h2>",
         "<details><summary>webhook calls after the first of one request (conflict retries, "

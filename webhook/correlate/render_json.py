@@ -1,8 +1,9 @@
 """The JSON rendering of a correlate `Report`, for pipelines.
 
 The keys are a contract (issue 8): `summary` with the integer counts, the lists `bypasses`,
-`auditGaps`, `retried`, `probers`, `sensitiveAccess`, and `denials` grouped by rule, namespace and
-user; times are RFC 3339 in UTC (`timestamps.format_time`). Pure: a report in, bytes out.
+`auditGaps`, `retried`, `probers`, `sensitiveAccess`, `fenceRemovals`, and `denials` grouped by
+rule, namespace and user; times are RFC 3339 in UTC (`timestamps.format_time`). Pure: a report
+in, bytes out.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def to_json(report: Report) -> dict[str, Any]:
             "malformedLines": s.malformed_lines,
             "logsOverlap": s.logs_overlap,
             "unverifiedClients": s.unverified,
+            "fenceRemovals": s.fence_removals,
         },
         "warnings": warnings(report),
         "window": {
@@ -133,6 +135,21 @@ def to_json(report: Report) -> dict[str, Any]:
             for a in report.sensitive_access
         ],
         "sensitiveAccessByUser": report.sensitive_by_user,
+        "fenceRemovals": [
+            {
+                "time": f.time,
+                "auditID": f.audit_id,
+                "cause": f.cause,
+                "user": f.user,
+                "authenticatedUser": f.auth_user or f.user,
+                "verb": f.verb,
+                "namespace": f.namespace,
+                "name": f.name,
+                "code": f.code,
+                "unfenced": list(f.unfenced),
+            }
+            for f in report.fence_removals
+        ],
         "unverifiedClients": [
             {
                 "time": u.time,

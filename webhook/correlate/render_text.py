@@ -138,6 +138,24 @@ def render_text(report: Report) -> str:
         ),
         s.sensitive_access,
     )
+    lines += _section(
+        f"FENCE REMOVALS: {s.fence_removals} (NetworkPolicy deletes and updates that left a "
+        "namespace unfenced)",
+        ("TIME", "USER", "VERB", "NAMESPACE/NAME", "CAUSE", "UNFENCED", "AUDIT ID"),
+        (
+            (
+                f.time,
+                user_cell(f.user, f.auth_user),
+                f.verb,
+                object_ref(f.namespace, f.name),
+                f.cause,
+                ",".join(f.unfenced) or "-",
+                f.audit_id,
+            )
+            for f in report.fence_removals
+        ),
+        s.fence_removals,
+    )
     if s.unverified:
         lines += _section(
             f"UNVERIFIED CLIENTS: {s.unverified} (decisions for another client than the API "

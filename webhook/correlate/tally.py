@@ -18,6 +18,7 @@ from webhook.correlate.model import (
     Bucket,
     Bypass,
     CorrelateOptions,
+    FenceRemoval,
     Prober,
     Report,
     Retried,
@@ -54,6 +55,7 @@ class Tally:
         self._by_user: dict[str, int] = {}
         self._recent_denials: dict[str, list[float]] = {}
         self._unverified: list[Unverified] = []
+        self._fence_removals: list[FenceRemoval] = []
         self._peaks: dict[str, tuple[int, float, float]] = {}
         self._slots: dict[int, list[int]] = {}
         self._resolution = 1  # seconds a slot spans: 1, then 60 once there are too many
@@ -123,6 +125,26 @@ class Tally:
                     record.name,
                     record.code,
                     record.decision_ids[0] if record.decision_ids else "",
+                    _authenticated(record),
+                )
+            )
+
+    def fence_removed(self, record: AuditRecord, cause: str) -> None:
+        """A NetworkPolicy delete or update that left a namespace unfenced (`cause`: decided by
+        our webhook, or undecided: a bypass)."""
+        self.count("fence_removals")
+        if len(self._fence_removals) < self.options.max_items:
+            self._fence_removals.append(
+                FenceRemoval(
+                    record.received_text,
+                    record.audit_id,
+                    cause,
+                    record.user,
+                    record.verb,
+                    record.namespace,
+                    record.name,
+                    record.code,
+                    record.fence_lost,
                     _authenticated(record),
                 )
             )
@@ -244,6 +266,7 @@ class Tally:
             malformed_lines=sum(s.malformed for s in audit),
             logs_overlap=logs_overlap(audit_span, decision_span, self.options.clock_skew),
             unverified=c("unverified", 0),
+            fence_removals=c("fence_removals", 0),
         )
         return Report(
             summary=summary,
@@ -263,6 +286,7 @@ class Tally:
             audit_sources=tuple(audit),
             decision_sources=tuple(decisions),
             unverified=tuple(self._unverified),
+            fence_removals=tuple(self._fence_removals),
         )
 
 

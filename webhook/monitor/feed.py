@@ -1,12 +1,20 @@
-"""The monitor's intake, pure: an audit.k8s.io/v1 EventList in, counts and alerts out.
+"""The monitor's intake, pure: the items of an audit.k8s.io/v1 EventList in, counts and alerts out.
 
-`parse_batch` says whether a body is an EventList (the one-line reason when not); `Feed` takes its
-items: each event is counted once by stage, de-duplicated on (auditID, stage) because the API
-server sends a batch again when it was answered late, screened and judged by the shared
-`webhook.correlate.detect.Detector`, and a canary's event is handed to the `CanaryWatch`.
+`Feed` takes the items `webhook.monitor.batch` parsed: each event is counted once by stage,
+de-duplicated because the API server sends a batch again when it was answered late, screened and
+judged by the shared `webhook.correlate.detect.Detector`, and a canary's event is handed to the
+`CanaryWatch` as well (and judged like any other: a user agent is the client's to choose).
 
-Invariants: no I/O and no clock of its own (times are passed in); memory is bounded (the
-de-duplication window is the newest `MAX_SEEN` events; the detector bounds the rest).
+Invariants:
+- An event is a duplicate only when its request key (auditID, received time, authenticated
+  user, verb, URI: what the batch join and the Detector fold a request's stages on), stage and
+  stageTimestamp are all the same as an event's already taken: a batch sent again is
+  byte-identical, whereas the auditID alone is the client's `Audit-ID` header
+  (k8s.io/apiserver@v0.37.2 pkg/endpoints/filters/audit_init.go), which another request can
+  reuse to pass as a duplicate.
+- No I/O and no clock of its own (times are passed in); memory is bounded by count and bytes:
+  the de-duplication window is the newest `MAX_SEEN` events, each a 16-byte digest
+  (`detect.request_digest`); the detector bounds the rest.
 """
 
 from __future__ import annotations
@@ -16,37 +24,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from webhook.correlate.audit_reader import AuditReader
-from webhook.correlate.detect import Alert, CanaryWatch, Detector
+from webhook.correlate.detect import Alert, CanaryWatch, Detector, request_digest
 from webhook.correlate.model import CorrelateOptions
-from webhook.correlate.timestamps import parse_time
 
-MAX_SEEN = 200_000  # (auditID, stage) pairs remembered: > 20 s of a 4,000 events/s feed, twice
-API_VERSION = "audit.k8s.io/v1"
-
-
-class BatchError(ValueError):
-    """A body that is not an EventList; str: the one-line reason."""
-
-
-def parse_batch(body: bytes) -> list[Any]:
-    """The items of an `audit.k8s.io/v1` EventList; BatchError when the body is not one."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BatchError(f"body is not JSON: {exc.msg} at byte {exc.pos}") from None
-    if not isinstance(doc, dict):
-        raise BatchError("body is not a JSON object")
-    if doc.get("kind") != "EventList" or doc.get("apiVersion") != API_VERSION:
-        raise BatchError(f"body is not an {API_VERSION} EventList")
-    items = doc.get("items")
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        raise BatchError("EventList items is not a list")
-    return items
+MAX_SEEN = 200_000  # events remembered: > 20 s of a 4,000 events/s feed, twice
 
 
 @dataclass(slots=True)
@@ -57,7 +39,6 @@ class Taken:
     duplicates: int = 0
     malformed: int = 0
     alerts: list[Alert] = field(default_factory=list)
-    newest: float | None = None  # the latest stageTimestamp among the new events
 
 
 class Feed:
@@ -68,7 +49,7 @@ class Feed:
         self.reader = AuditReader(options)
         self.detector = Detector(options)
         self.canary = canary
-        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
 
     def take(self, items: Iterable[Any], now: float) -> Taken:
         """Count and judge events; `now` is the receiver's clock (for the canary)."""
@@ -82,7 +63,16 @@ class Feed:
             if not isinstance(audit_id, str) or not isinstance(stage, str):
                 taken.malformed += 1
                 continue
-            key = (audit_id, stage)
+            user = item.get("user")
+            key = request_digest(
+                audit_id,
+                item.get("requestReceivedTimestamp"),
+                user.get("username") if isinstance(user, dict) else None,
+                item.get("verb"),
+                item.get("requestURI"),
+                stage,
+                item.get("stageTimestamp"),
+            )
             if key in seen:
                 taken.duplicates += 1
                 continue
@@ -90,21 +80,20 @@ class Feed:
             if len(seen) > MAX_SEEN:
                 seen.popitem(last=False)
             taken.stages[stage] = taken.stages.get(stage, 0) + 1
-            stamp = item.get("stageTimestamp")
-            if isinstance(stamp, str):
-                try:
-                    t = parse_time(stamp)
-                except ValueError:
-                    t = None
-                if t is not None and (taken.newest is None or t > taken.newest):
-                    taken.newest = t
             agent = item.get("userAgent")
-            if self.canary is not None and isinstance(agent, str) and self.canary.seen(agent, now):
-                continue
+            if self.canary is not None and isinstance(agent, str):
+                self.canary.seen(agent, now)
             record = self.reader.relevant(item)
             if record is not None:
                 taken.alerts += self.detector.feed(record)
         return taken
+
+    def reconfigured(self, options: CorrelateOptions) -> None:
+        """Judge from now on with `options` (a config file changed: exemptions, webhook names);
+        what is remembered (de-duplication, judged requests, probing windows, canaries) stays."""
+        self.options = options
+        self.reader = AuditReader(options)
+        self.detector.options = options
 
     def renewed(self) -> Feed:
         """A feed with the same options and nothing remembered: what a replica that takes over

@@ -25,7 +25,8 @@ class MonitorMetrics:
         r = self.registry
         self.events = Counter(
             "kubefence_monitor_audit_events_total",
-            "Audit events received, by stage; an event sent again (auditID, stage) counts once.",
+            "Audit events received, by stage; an event sent again (same request, stage and"
+            " stageTimestamp) counts once.",
             ["stage"],
             registry=r,
         )
@@ -66,7 +67,8 @@ class MonitorMetrics:
         )
         self.last_event = Gauge(
             "kubefence_monitor_last_event_timestamp_seconds",
-            "stageTimestamp of the newest audit event received (Unix time; 0: none yet).",
+            "When the monitor last received a new audit event (Unix time, the monitor's clock,"
+            " never an event's own stamp; 0: none yet).",
             registry=r,
         )
         self.canary_seen = Gauge(

@@ -2,10 +2,17 @@
 
 Invariants:
 - The sender is authenticated before its body is read: with a client CA at the TLS layer (no
-  certificate signed by it, no connection), with a token file by `Authorization: Bearer` (401).
+  certificate signed by it, no connection), and with `--client-subject` only a certificate of
+  those subjects (403: a cluster CA also signs kubelets and users); with a token file by
+  `Authorization: Bearer` (401).
 - An answer is one line: 200 `{}` once every event of the batch is counted and judged; 400 with a
-  JSON reason for a body that is not an EventList; 413 over `MAX_BODY_BYTES`. The API server drops a
-  batch answered 4xx and sends again one answered late, which the feed de-duplicates.
+  JSON reason for a body that is not an EventList; 413 over `MAX_BODY_BYTES` (with or without a
+  Content-Length: the body is read to its end, with a running count) or over the item caps of
+  `webhook.monitor.batch`. The API server drops a batch answered 4xx and sends again one
+  answered late, which the feed de-duplicates.
+- One body at a time is read, parsed and judged (`intake`, taken before reading): memory holds
+  one batch, whatever the number of senders. The body is parsed in slices with the loop given
+  back between them (`batch.iter_items`).
 - A batch is judged in slices of `SLICE` events with the loop given back between them, so a
   400-event batch never holds it for long; batches keep their order (one at a time).
 - Alert lines go through structlog, like the decision log: the `event` is the alert kind.
@@ -38,14 +45,17 @@ from aiohttp import hdrs, web
 from webhook import exitcodes, tls
 from webhook.correlate.detect import Alert
 from webhook.metrics import CONTENT_TYPE
-from webhook.monitor.feed import BatchError, Feed, parse_batch
+from webhook.monitor.batch import BatchError, iter_items
+from webhook.monitor.feed import Feed
 from webhook.monitor.metrics import MonitorMetrics
+from webhook.server import client_identity
 from webhook.serving import HANDSHAKE_TIMEOUT, listen
 
-# The API server's truncating backend caps a batch at 10 MiB by default
-# (--audit-webhook-truncate-max-batch-size); without it a batch of 400 Metadata-level events is
-# well under 1 MiB. A 4xx loses the whole batch, so the cap sits far above either.
-MAX_BODY_BYTES = 64 << 20
+# The API server's truncating backend caps a batch at 10 MB by default
+# (--audit-webhook-truncate-max-batch-size=10485760); without it a batch of 400 Metadata-level
+# events is well under 1 MiB. A 4xx loses the whole batch, so the cap sits well above either;
+# a body this size is parsed in ~100 ms (in slices) and held as ~150 MiB of Python objects.
+MAX_BODY_BYTES = 16 << 20
 SLICE = 100  # events judged between yields to the loop
 BODY_READ_TIMEOUT = 30.0  # the API server's own timeout for one send
 CHECK_INTERVAL = 1.0  # canary deadline and token file checks
@@ -74,11 +84,12 @@ class MonitorRuntime:
     log: Any
     metrics: MonitorMetrics = field(default_factory=MonitorMetrics)
     token: bytes | None = None
+    client_subjects: tuple[str, ...] = ()  # with a client CA: the only senders (any when empty)
     shutting_down: bool = False
-    newest: float = 0.0  # the newest event's stageTimestamp
     received: int = 0  # events counted (duplicates not), for the stop line
     refused: int = 0  # batches answered 503 as a follower, for the stop line
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # judging; shutdown waits on it
+    intake: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     leading: Callable[[], bool] = lambda: True  # holds the monitor Lease (always, unelected)
     lease: str | None = None  # "namespace/name" of that Lease; None: no election
 
@@ -121,37 +132,82 @@ async def _receive(request: web.Request, runtime: MonitorRuntime) -> web.Respons
         response = _error(401, "a bearer token is required (the monitor's --token-file)")
         response.headers[hdrs.WWW_AUTHENTICATE] = "Bearer"
         return response
+    if runtime.client_subjects:
+        refused = _unlisted_sender(request, runtime)
+        if refused is not None:
+            return refused
     if not runtime.leading():
         return _follower(runtime, None)
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
-        return _error(413, f"batch exceeds {MAX_BODY_BYTES} bytes")
-    try:
-        async with asyncio.timeout(BODY_READ_TIMEOUT):
-            body = await request.content.read(MAX_BODY_BYTES + 1)
-            if len(body) > MAX_BODY_BYTES:
-                return _error(413, f"batch exceeds {MAX_BODY_BYTES} bytes")
-    except TimeoutError:
-        return _error(400, f"body not received within {BODY_READ_TIMEOUT:.0f}s")
-    started = time.perf_counter()
-    try:
-        items = parse_batch(body)
-    except BatchError as exc:
-        return _error(400, str(exc))
-    async with runtime.lock:  # one batch at a time: alerts and de-duplication keep their order
+        return _too_large()
+    async with runtime.intake:  # one body at a time, from its first byte to its answer
         if not runtime.leading():  # lost the Lease while this batch waited
-            return _follower(runtime, len(items))
-        feed = runtime.feed  # the whole batch to one feed, whatever happens to the Lease meanwhile
-        for start in range(0, len(items), SLICE):
-            taken = feed.take(items[start : start + SLICE], time.time())
-            _account(runtime, taken.stages, taken.duplicates, taken.malformed, taken.newest)
-            for alert in taken.alerts:
-                runtime.alert(alert)
-            if start + SLICE < len(items):
-                await asyncio.sleep(0)
+            return _follower(runtime, None)
+        try:
+            async with asyncio.timeout(BODY_READ_TIMEOUT):
+                body = await _read_body(request)
+        except TimeoutError:
+            return _error(400, f"body not received within {BODY_READ_TIMEOUT:.0f}s")
+        if body is None:
+            return _too_large()
+        started = time.perf_counter()
+        items: list[Any] = []
+        try:
+            for part in iter_items(body):
+                items += part
+                await asyncio.sleep(0)  # a slice parsed: the loop is given back
+        except BatchError as exc:
+            return _error(413 if exc.too_many else 400, str(exc))
+        del body
+        async with runtime.lock:  # alerts and de-duplication keep the batches' order
+            if not runtime.leading():
+                return _follower(runtime, len(items))
+            feed = runtime.feed  # the whole batch to one feed, whatever the Lease does meanwhile
+            for start in range(0, len(items), SLICE):
+                now = time.time()
+                taken = feed.take(items[start : start + SLICE], now)
+                _account(runtime, taken.stages, taken.duplicates, taken.malformed, now)
+                for alert in taken.alerts:
+                    runtime.alert(alert)
+                if start + SLICE < len(items):
+                    await asyncio.sleep(0)
     runtime.metrics.batch_size.observe(len(items))
     runtime.metrics.batch_seconds.observe(time.perf_counter() - started)
     return web.Response(body=b"{}\n", content_type="application/json")
+
+
+async def _read_body(request: web.Request) -> bytes | None:
+    """The whole body, read to its end however it arrives (in TLS records, chunked, paced by the
+    network: one read returns only what is buffered); None once it runs over MAX_BODY_BYTES."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large() -> web.Response:
+    response = _error(413, f"batch exceeds {MAX_BODY_BYTES} bytes")
+    response.force_close()  # the rest of the body is not read
+    return response
+
+
+def _unlisted_sender(request: web.Request, runtime: MonitorRuntime) -> web.Response | None:
+    """403 for a verified certificate of another subject than `--client-subject`'s, else None."""
+    client = client_identity(request)
+    if client is not None and any(client.matches(p) for p in runtime.client_subjects):
+        return None
+    subject = client.subject if client is not None else None
+    runtime.log.warning(
+        "monitor.sender_refused", reason="client certificate subject not allowed", client=subject
+    )
+    return _error(
+        403, f"client certificate subject {subject!r} is not a --client-subject of the monitor"
+    )
 
 
 def _account(
@@ -159,7 +215,7 @@ def _account(
     stages: dict[str, int],
     duplicates: int,
     malformed: int,
-    newest: float | None,
+    now: float,
 ) -> None:
     m = runtime.metrics
     for stage, n in stages.items():
@@ -169,9 +225,8 @@ def _account(
         m.duplicates.inc(duplicates)
     if malformed:
         m.malformed.inc(malformed)
-    if newest is not None and newest > runtime.newest:
-        runtime.newest = newest
-        m.last_event.set(newest)
+    if stages:  # the receiver's clock: a forged stageTimestamp in the future cannot hide silence
+        m.last_event.set(now)
 
 
 def _follower(runtime: MonitorRuntime, events: int | None) -> web.Response:
@@ -198,7 +253,11 @@ def _follower(runtime: MonitorRuntime, events: int | None) -> web.Response:
 def _bearer_ok(request: web.Request, token: bytes) -> bool:
     header = request.headers.get(hdrs.AUTHORIZATION, "")
     scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token)
+    try:
+        presented = given.strip().encode()
+    except UnicodeEncodeError:  # bytes that are not UTF-8 (aiohttp escapes them): not our token
+        return False
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented, token)
 
 
 def _error(status: int, reason: str) -> web.Response:
@@ -328,6 +387,7 @@ async def run_monitor(
         probe_port=probe_sock.getsockname()[1] if probe_sock is not None else None,
         pid=os.getpid(),
         client_ca=str(options.client_ca) if options.client_ca else None,
+        client_subjects=list(runtime.client_subjects),
         token=options.token_file is not None,
         canary=runtime.feed.canary is not None,
         lease=runtime.lease,
