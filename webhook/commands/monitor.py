@@ -321,6 +321,9 @@ def _elect(api: ApiClient, election: Election, runtime: MonitorRuntime) -> Job:
         election.identity,
         log=runtime.log,
         on_change=lambda leading, since: runtime.took_over() if leading else None,
+        # No RBAC for the Lease: every replica Ready and judging (split counts), not none of
+        # them Ready while the API server's batches go unanswered.
+        lead_when_refused=True,
     )
     runtime.leading = lambda: elector.leading
 
