@@ -64,3 +64,19 @@ def test_canary_alerts_once_when_overdue_and_again_after_it_came_back() -> None:
     watch.sent(f"{CANARY_AGENT}p/4", 140.0)
     assert watch.check(151.0) is not None
     assert not watch.seen("kubectl/v1.37", 152.0)
+
+
+def test_canaries_held_through_an_outage_arriving_out_of_order_alert_once() -> None:
+    """The API server retries each held batch on its own schedule: the first to arrive after
+    the feed is back may carry an older canary than those still held. That is one outage."""
+    watch = CanaryWatch(timeout=6.0)
+    for n, sent in enumerate((3.0, 6.0, 9.0), start=2):  # the feed is cut after p/1
+        watch.sent(f"{CANARY_AGENT}p/{n}", sent)
+    assert watch.check(10.0) is not None  # p/2 is overdue
+    assert watch.seen(f"{CANARY_AGENT}p/2", 12.0)  # its batch retried first
+    assert watch.check(13.0) is None  # p/3 (sent at 6) is held, not lost: the feed is back
+    assert watch.check(18.0) is None
+    assert watch.check(18.5) is not None  # ... for `timeout` from then
+    assert watch.seen(f"{CANARY_AGENT}p/4", 19.0)  # p/3 accounted for by a later canary
+    watch.sent(f"{CANARY_AGENT}p/5", 20.0)
+    assert watch.check(26.5) is not None  # the deadline is the usual one again

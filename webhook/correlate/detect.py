@@ -239,6 +239,12 @@ class CanaryWatch:
     `sent` when the API server answered a canary request (so it was audited); `seen` when its
     event arrives; `check` yields one `evasion.feed_silent` alert for the oldest canary overdue by
     more than `timeout` seconds, then stays quiet until a canary comes back.
+
+    One outage is one alert: when a canary comes back after the alert, the canaries still held
+    from the outage get `timeout` from that moment. The API server retries each held batch on
+    its own jittered schedule (k8s.io/apiserver@v0.37.2 plugin/pkg/audit/buffered/buffered.go
+    sends every batch in a goroutine of its own), so an older canary's batch can arrive before
+    a newer one's, which the feed then delivers as well or a later canary accounts for.
     """
 
     def __init__(self, timeout: float) -> None:
@@ -262,6 +268,9 @@ class CanaryWatch:
             first, _ = self._pending.popitem(last=False)
             if first == agent:
                 break
+        if self._silent:  # the feed is back: the rest of the outage's canaries get time again
+            for held, sent in list(self._pending.items()):
+                self._pending[held] = max(sent, now)
         self._silent = False
         self.last_seen = now
         return True
