@@ -82,7 +82,7 @@ def test_a_slice_that_does_not_parse_is_not_tried_again(monkeypatch: pytest.Monk
         parsed.append(len(data))
         return loads(data)
 
-    monkeypatch.setattr(batch.orjson, "loads", counting)
+    monkeypatch.setattr(orjson, "loads", counting)
     assert len(parse_batch(body)) == 3
     assert sum(parsed) < 4 * len(body), (sum(parsed), len(body))
 
