@@ -215,6 +215,16 @@ def test_prometheus_rule_alerts_on_alerts_and_on_a_silent_feed() -> None:
     assert "PrometheusRule" not in kinds(render(ENABLED))
 
 
+def test_prometheus_rule_alerts_on_refused_batches() -> None:
+    docs = render(with_values(monitoring={"prometheusRule": {"enabled": True}}))
+    rule = named(docs, "PrometheusRule", f"{RELEASE}-kubefence")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    expr = alerts["KubefenceAuditBatchRejected"]["expr"]
+    assert 'kubefence_monitor_batches_total{code=~"4.."}' in expr
+    assert "increase(" in expr
+    assert "{{ $labels.code }}" in alerts["KubefenceAuditBatchRejected"]["annotations"]["summary"]
+
+
 def test_the_config_the_monitor_reads_parses(tmp_path: Path) -> None:
     config = named(render(ENABLED), "ConfigMap", f"{RELEASE}-kubefence-config")
     parse_settings(config["data"]["config.yaml"], "config.yaml", tmp_path, lambda _: "")

@@ -12,6 +12,12 @@ Invariants:
   byte-identical, whereas the auditID alone is the client's `Audit-ID` header
   (k8s.io/apiserver@v0.37.2 pkg/endpoints/filters/audit_init.go), which another request can
   reuse to pass as a duplicate.
+- A batch the API server sends again is the same EventList encoded again, byte for byte
+  (k8s.io/apiserver@v0.37.2 plugin/pkg/audit/webhook/webhook.go `processEvents`: the list is
+  built once and `Body(&list)` re-encodes it per try; its maps encode with sorted keys), and
+  its tries span minutes (5 from 10 s, x1.5, 30 s each: ~4 min), longer than `MAX_SEEN` events
+  last at 4,000/s. So the digest of every batch taken is kept for the newest `MAX_BATCHES`
+  (about 7 min of the API server's 10 batches/s), and one seen again is skipped whole.
 - No I/O and no clock of its own (times are passed in); memory is bounded by count and bytes:
   the de-duplication window is the newest `MAX_SEEN` events, each a 16-byte digest
   (`detect.request_digest`); the detector bounds the rest.
@@ -29,6 +35,7 @@ from webhook.correlate.detect import Alert, CanaryWatch, Detector, request_diges
 from webhook.correlate.model import CorrelateOptions
 
 MAX_SEEN = 200_000  # events remembered: > 20 s of a 4,000 events/s feed, twice
+MAX_BATCHES = 4096  # batch digests remembered (~100 bytes each): > 6 min at 10 batches/s
 
 
 @dataclass(slots=True)
@@ -50,6 +57,17 @@ class Feed:
         self.detector = Detector(options)
         self.canary = canary
         self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._batches: OrderedDict[bytes, int] = OrderedDict()
+
+    def batch_taken(self, digest: bytes) -> int | None:
+        """The events of a batch of this digest already taken (a re-sent batch), else None."""
+        return self._batches.get(digest)
+
+    def took_batch(self, digest: bytes, events: int) -> None:
+        """Remember a batch answered 200, for its re-sends; the oldest beyond MAX_BATCHES go."""
+        self._batches[digest] = events
+        if len(self._batches) > MAX_BATCHES:
+            self._batches.popitem(last=False)
 
     def take(self, items: Iterable[Any], now: float) -> Taken:
         """Count and judge events; `now` is the receiver's clock (for the canary)."""

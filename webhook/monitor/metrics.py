@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from webhook.correlate.detect import ALERT_KINDS
+from webhook.tls import HANDSHAKE_FAILURE_KINDS
 
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _SIZES = (1, 5, 10, 25, 50, 100, 200, 400, 1000, 5000)
@@ -82,6 +83,16 @@ class MonitorMetrics:
             " follower, which answers 503. Always 1 without leader election.",
             registry=r,
         )
+        self.handshake_failures = Counter(
+            "kubefence_monitor_tls_handshake_failures_total",
+            "TLS handshakes refused on the monitor's port, by kind (no_client_certificate,"
+            " untrusted_client_certificate, not_tls, protocol, other): a sender the client CA"
+            " turns away never reaches a handler.",
+            ["kind"],
+            registry=r,
+        )
+        for kind in HANDSHAKE_FAILURE_KINDS:
+            self.handshake_failures.labels(kind)
         for kind in ALERT_KINDS:
             for cause in _CAUSES.get(kind, ("",)):
                 self.alerts.labels(kind, cause)

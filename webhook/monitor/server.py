@@ -10,11 +10,15 @@ Invariants:
   Content-Length: the body is read to its end, with a running count) or over the item caps of
   `webhook.monitor.batch`. The API server drops a batch answered 4xx and sends again one
   answered late, which the feed de-duplicates.
-- One body at a time is read, parsed and judged (`intake`, taken before reading): memory holds
-  one batch, whatever the number of senders. The body is parsed in slices with the loop given
-  back between them (`batch.iter_items`).
-- A batch is judged in slices of `SLICE` events with the loop given back between them, so a
-  400-event batch never holds it for long; batches keep their order (one at a time).
+- Bodies are read concurrently within `BODY_BUDGET_BYTES` together (503 with Retry-After past
+  it) and at `MIN_READ_RATE` (408 slower): slow senders cannot starve the API server's batches.
+  Only a body read whole waits for the judging `lock`, at most `LOCK_WAIT_SECONDS` (then 503).
+- One batch at a time is parsed and judged, a slice at a time as `batch.iter_items` parses it,
+  in runs of `SLICE` events with the loop given back between them; no list of all its items is
+  kept, and batches keep their order. A batch answered 200 before is skipped whole when sent
+  again (`Feed.batch_taken`, its events counted as duplicates).
+- Every 4xx body refusal is logged `monitor.batch_rejected` (code, reason, size; never content),
+  and refused TLS handshakes are counted by kind.
 - Alert lines go through structlog, like the decision log: the `event` is the alert kind.
 - With leader election (`leading` not always True) only the holder of the monitor Lease is Ready
   and takes batches. A follower answers /readyz 503 (the Service routes to the holder) and a
@@ -29,6 +33,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import os
 import signal
@@ -58,6 +63,13 @@ from webhook.serving import HANDSHAKE_TIMEOUT, listen
 MAX_BODY_BYTES = 16 << 20
 SLICE = 100  # events judged between yields to the loop
 BODY_READ_TIMEOUT = 30.0  # the API server's own timeout for one send
+# A body must arrive at MIN_READ_RATE after a grace (a 16 MiB body within 21 s, under the API
+# server's 30 s per try): a sender trickling bytes is cut off rather than holding a share of
+# the body budget for the whole timeout.
+READ_GRACE_SECONDS = 5.0
+MIN_READ_RATE = 1 << 20  # bytes/s
+BODY_BUDGET_BYTES = 2 * MAX_BODY_BYTES  # bodies being read or waiting to be judged, together
+LOCK_WAIT_SECONDS = 10.0  # a batch read waits this long for the one being judged, then 503
 CHECK_INTERVAL = 1.0  # canary deadline and token file checks
 DRAIN_SECONDS = 2.0
 FOLLOWER_RETRY_AFTER = 1  # seconds: a follower's 503 asks the API server to re-send this soon
@@ -79,6 +91,23 @@ class MonitorOptions:
 
 
 @dataclass
+class BodyBudget:
+    """Bytes of request bodies held at once, by every sender together."""
+
+    limit: int
+    held: int = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+
+@dataclass
 class MonitorRuntime:
     feed: Feed
     log: Any
@@ -89,7 +118,7 @@ class MonitorRuntime:
     received: int = 0  # events counted (duplicates not), for the stop line
     refused: int = 0  # batches answered 503 as a follower, for the stop line
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # judging; shutdown waits on it
-    intake: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    budget: BodyBudget = field(default_factory=lambda: BodyBudget(BODY_BUDGET_BYTES))
     leading: Callable[[], bool] = lambda: True  # holds the monitor Lease (always, unelected)
     lease: str | None = None  # "namespace/name" of that Lease; None: no election
 
@@ -140,59 +169,133 @@ async def _receive(request: web.Request, runtime: MonitorRuntime) -> web.Respons
         return _follower(runtime, None)
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
-        return _too_large()
-    async with runtime.intake:  # one body at a time, from its first byte to its answer
-        if not runtime.leading():  # lost the Lease while this batch waited
-            return _follower(runtime, None)
-        try:
-            async with asyncio.timeout(BODY_READ_TIMEOUT):
-                body = await _read_body(request)
+        return _too_large(runtime, length)
+    hold = _Hold(runtime.budget)
+    try:
+        body = await _read_body(request, runtime, hold, length)
+        if isinstance(body, web.Response):
+            return body
+        try:  # one batch judged at a time, in the order they were read
+            async with asyncio.timeout(LOCK_WAIT_SECONDS):
+                await runtime.lock.acquire()
         except TimeoutError:
-            return _error(400, f"body not received within {BODY_READ_TIMEOUT:.0f}s")
-        if body is None:
-            return _too_large()
-        started = time.perf_counter()
-        items: list[Any] = []
+            waited = f"another batch is being judged for over {LOCK_WAIT_SECONDS:.0f}s"
+            return _busy(runtime, waited)
         try:
-            for part in iter_items(body):
-                items += part
-                await asyncio.sleep(0)  # a slice parsed: the loop is given back
-        except BatchError as exc:
-            return _error(413 if exc.too_many else 400, str(exc))
-        del body
-        async with runtime.lock:  # alerts and de-duplication keep the batches' order
-            if not runtime.leading():
-                return _follower(runtime, len(items))
-            feed = runtime.feed  # the whole batch to one feed, whatever the Lease does meanwhile
-            for start in range(0, len(items), SLICE):
+            return await _judge(runtime, body)
+        finally:
+            runtime.lock.release()
+    finally:
+        hold.release()
+
+
+async def _judge(runtime: MonitorRuntime, body: bytes) -> web.Response:
+    """Count and judge the batch a slice at a time as it is parsed; 200 once all are taken."""
+    if not runtime.leading():  # lost the Lease while this batch waited
+        return _follower(runtime, None)
+    started = time.perf_counter()
+    feed = runtime.feed  # the whole batch to one feed, whatever the Lease does meanwhile
+    digest = hashlib.blake2b(body, digest_size=16).digest()
+    again = feed.batch_taken(digest)
+    if again is not None:  # a re-send of a batch taken: its events all counted already
+        runtime.metrics.duplicates.inc(again)
+        return web.Response(body=b"{}\n", content_type="application/json")
+    events = 0
+    try:
+        for part in iter_items(body):
+            for start in range(0, len(part), SLICE):
                 now = time.time()
-                taken = feed.take(items[start : start + SLICE], now)
+                taken = feed.take(part[start : start + SLICE], now)
                 _account(runtime, taken.stages, taken.duplicates, taken.malformed, now)
                 for alert in taken.alerts:
                     runtime.alert(alert)
-                if start + SLICE < len(items):
-                    await asyncio.sleep(0)
-    runtime.metrics.batch_size.observe(len(items))
+                await asyncio.sleep(0)  # a slice judged (or parsed): the loop is given back
+            events += len(part)
+            del part
+    except BatchError as exc:
+        return _rejected(runtime, 413 if exc.too_many else 400, str(exc), len(body))
+    feed.took_batch(digest, events)
+    runtime.metrics.batch_size.observe(events)
     runtime.metrics.batch_seconds.observe(time.perf_counter() - started)
     return web.Response(body=b"{}\n", content_type="application/json")
 
 
-async def _read_body(request: web.Request) -> bytes | None:
+class _Hold:
+    """The bytes one request holds of the shared body budget, given back when it is answered."""
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget = budget
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if not self.budget.take(size):
+            return False
+        self.held += size
+        return True
+
+    def release(self) -> None:
+        self.budget.give_back(self.held)
+        self.held = 0
+
+
+async def _read_body(
+    request: web.Request, runtime: MonitorRuntime, hold: _Hold, length: int | None
+) -> bytes | web.Response:
     """The whole body, read to its end however it arrives (in TLS records, chunked, paced by the
-    network: one read returns only what is buffered); None once it runs over MAX_BODY_BYTES."""
+    network: one read returns only what is buffered), within the body budget (a Content-Length
+    taken whole at once) and at `MIN_READ_RATE` or faster after `READ_GRACE_SECONDS`; else the
+    answer: 413 over MAX_BODY_BYTES, 503 when the budget is spent, 408 when too slow."""
+    if length is not None and not hold.take(length):
+        return _busy(runtime, "the monitor holds as many batch bodies as it may")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_any():
+    while True:
+        deadline = started + min(READ_GRACE_SECONDS + size / MIN_READ_RATE, BODY_READ_TIMEOUT)
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            return _rejected(
+                runtime,
+                408,
+                f"body arrived slower than {MIN_READ_RATE >> 10} KiB/s"
+                f" ({size} bytes in {loop.time() - started:.0f}s)",
+                size,
+                close=True,
+            )
+        if not chunk:
+            return b"".join(chunks)
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            return None
+            return _too_large(runtime, size)
+        if length is None and not hold.take(len(chunk)):
+            return _busy(runtime, "the monitor holds as many batch bodies as it may")
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
-def _too_large() -> web.Response:
-    response = _error(413, f"batch exceeds {MAX_BODY_BYTES} bytes")
-    response.force_close()  # the rest of the body is not read
+def _too_large(runtime: MonitorRuntime, size: int) -> web.Response:
+    return _rejected(runtime, 413, f"batch exceeds {MAX_BODY_BYTES} bytes", size, close=True)
+
+
+def _rejected(
+    runtime: MonitorRuntime, status: int, reason: str, size: int, *, close: bool = False
+) -> web.Response:
+    """A body refused (the API server retries it, then drops it): logged, never its content."""
+    runtime.log.warning("monitor.batch_rejected", code=status, reason=reason, size=size)
+    response = _error(status, reason)
+    if close:  # the rest of the body is not read
+        response.force_close()
+    return response
+
+
+def _busy(runtime: MonitorRuntime, reason: str) -> web.Response:
+    """503 with Retry-After: client-go re-sends after it, the audit backend retries besides."""
+    runtime.log.warning("monitor.batch_deferred", reason=reason)
+    response = _error(503, reason)
+    response.headers[hdrs.RETRY_AFTER] = str(FOLLOWER_RETRY_AFTER)
+    response.force_close()
     return response
 
 
@@ -363,6 +466,9 @@ async def run_monitor(
         options.cert, options.key, options.client_ca, interval=options.cert_poll_seconds
     )
     reloader.on_result = lambda result, pair, reason: _report_reload(runtime, options, pair, reason)
+    tls.count_handshake_failures(
+        reloader.context, lambda kind: runtime.metrics.handshake_failures.labels(kind).inc()
+    )
     app = build_app(runtime)
     sock = listen(options.host, options.port)
     try:
