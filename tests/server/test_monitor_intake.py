@@ -14,7 +14,7 @@ from correlate_kit import lines
 from monitor_kit import Monitor, event_list
 
 from webhook.monitor import feed as feed_module
-from webhook.monitor import server
+from webhook.monitor import intake
 from webhook.monitor.server import run_monitor
 
 
@@ -70,7 +70,7 @@ async def test_senders_trickling_bytes_do_not_hold_back_a_batch(monitor: Monitor
 async def test_a_sender_slower_than_the_minimum_rate_is_cut_off(
     monitor: Monitor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(server, "READ_GRACE_SECONDS", 0.2)
+    monkeypatch.setattr(intake, "READ_GRACE_SECONDS", 0.2)
     with structlog.testing.capture_logs() as logs:
         answer = await asyncio.wait_for(_trickle(monitor, asyncio.Event()), 10)
     assert answer.startswith(b"HTTP/1.1 408")

@@ -10,8 +10,9 @@ Invariants:
   Content-Length: the body is read to its end, with a running count) or over the item caps of
   `webhook.monitor.batch`. The API server drops a batch answered 4xx and sends again one
   answered late, which the feed de-duplicates.
-- Bodies are read concurrently within `BODY_BUDGET_BYTES` together (503 with Retry-After past
-  it) and at `MIN_READ_RATE` (408 slower): slow senders cannot starve the API server's batches.
+- Bodies are read concurrently, within a budget and a minimum rate (`webhook.monitor.intake`:
+  503 with Retry-After past the budget, 408 slower): slow senders cannot starve the API server's
+  batches.
   Only a body read whole waits for the judging `lock`, at most `LOCK_WAIT_SECONDS` (then 503).
 - One batch at a time is parsed and judged, a slice at a time as `batch.iter_items` parses it,
   in runs of `SLICE` events with the loop given back between them; no list of all its items is
@@ -52,23 +53,20 @@ from webhook.correlate.detect import Alert
 from webhook.metrics import CONTENT_TYPE
 from webhook.monitor.batch import BatchError, iter_items
 from webhook.monitor.feed import Feed
+from webhook.monitor.intake import (
+    BODY_BUDGET_BYTES,
+    MAX_BODY_BYTES,
+    BodyBudget,
+    Hold,
+    Refusal,
+    read_body,
+    too_large,
+)
 from webhook.monitor.metrics import MonitorMetrics
 from webhook.server import client_identity
 from webhook.serving import HANDSHAKE_TIMEOUT, listen
 
-# The API server's truncating backend caps a batch at 10 MB by default
-# (--audit-webhook-truncate-max-batch-size=10485760); without it a batch of 400 Metadata-level
-# events is well under 1 MiB. A 4xx loses the whole batch, so the cap sits well above either;
-# a body this size is parsed in ~100 ms (in slices) and held as ~150 MiB of Python objects.
-MAX_BODY_BYTES = 16 << 20
 SLICE = 100  # events judged between yields to the loop
-BODY_READ_TIMEOUT = 30.0  # the API server's own timeout for one send
-# A body must arrive at MIN_READ_RATE after a grace (a 16 MiB body within 21 s, under the API
-# server's 30 s per try): a sender trickling bytes is cut off rather than holding a share of
-# the body budget for the whole timeout.
-READ_GRACE_SECONDS = 5.0
-MIN_READ_RATE = 1 << 20  # bytes/s
-BODY_BUDGET_BYTES = 2 * MAX_BODY_BYTES  # bodies being read or waiting to be judged, together
 LOCK_WAIT_SECONDS = 10.0  # a batch read waits this long for the one being judged, then 503
 CHECK_INTERVAL = 1.0  # canary deadline and token file checks
 DRAIN_SECONDS = 2.0
@@ -88,23 +86,6 @@ class MonitorOptions:
     probe_port: int | None = None
     drain_seconds: float = DRAIN_SECONDS  # after SIGTERM: /readyz 503, still receiving
     cert_poll_seconds: float = tls.POLL_INTERVAL
-
-
-@dataclass
-class BodyBudget:
-    """Bytes of request bodies held at once, by every sender together."""
-
-    limit: int
-    held: int = 0
-
-    def take(self, size: int) -> bool:
-        if self.held + size > self.limit:
-            return False
-        self.held += size
-        return True
-
-    def give_back(self, size: int) -> None:
-        self.held -= size
 
 
 @dataclass
@@ -170,11 +151,13 @@ async def _receive(request: web.Request, runtime: MonitorRuntime) -> web.Respons
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
         return _too_large(runtime, length)
-    hold = _Hold(runtime.budget)
+    hold = Hold(runtime.budget)
     try:
-        body = await _read_body(request, runtime, hold, length)
-        if isinstance(body, web.Response):
-            return body
+        body = await read_body(request.content, hold, length)
+        if isinstance(body, Refusal):
+            if body.status == 503:
+                return _busy(runtime, body.reason)
+            return _rejected(runtime, body.status, body.reason, body.size, close=True)
         try:  # one batch judged at a time, in the order they were read
             async with asyncio.timeout(LOCK_WAIT_SECONDS):
                 await runtime.lock.acquire()
@@ -220,63 +203,8 @@ async def _judge(runtime: MonitorRuntime, body: bytes) -> web.Response:
     return web.Response(body=b"{}\n", content_type="application/json")
 
 
-class _Hold:
-    """The bytes one request holds of the shared body budget, given back when it is answered."""
-
-    def __init__(self, budget: BodyBudget) -> None:
-        self.budget = budget
-        self.held = 0
-
-    def take(self, size: int) -> bool:
-        if not self.budget.take(size):
-            return False
-        self.held += size
-        return True
-
-    def release(self) -> None:
-        self.budget.give_back(self.held)
-        self.held = 0
-
-
-async def _read_body(
-    request: web.Request, runtime: MonitorRuntime, hold: _Hold, length: int | None
-) -> bytes | web.Response:
-    """The whole body, read to its end however it arrives (in TLS records, chunked, paced by the
-    network: one read returns only what is buffered), within the body budget (a Content-Length
-    taken whole at once) and at `MIN_READ_RATE` or faster after `READ_GRACE_SECONDS`; else the
-    answer: 413 over MAX_BODY_BYTES, 503 when the budget is spent, 408 when too slow."""
-    if length is not None and not hold.take(length):
-        return _busy(runtime, "the monitor holds as many batch bodies as it may")
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        deadline = started + min(READ_GRACE_SECONDS + size / MIN_READ_RATE, BODY_READ_TIMEOUT)
-        try:
-            async with asyncio.timeout_at(deadline):
-                chunk = await request.content.readany()
-        except TimeoutError:
-            return _rejected(
-                runtime,
-                408,
-                f"body arrived slower than {MIN_READ_RATE >> 10} KiB/s"
-                f" ({size} bytes in {loop.time() - started:.0f}s)",
-                size,
-                close=True,
-            )
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return _too_large(runtime, size)
-        if length is None and not hold.take(len(chunk)):
-            return _busy(runtime, "the monitor holds as many batch bodies as it may")
-        chunks.append(chunk)
-
-
 def _too_large(runtime: MonitorRuntime, size: int) -> web.Response:
-    return _rejected(runtime, 413, f"batch exceeds {MAX_BODY_BYTES} bytes", size, close=True)
+    return _rejected(runtime, 413, too_large(size).reason, size, close=True)
 
 
 def _rejected(

@@ -1,0 +1,115 @@
+"""Reading the monitor's request bodies: whole, within a shared byte budget, at a minimum rate.
+
+Invariants:
+- A body is read to its end however it arrives (TLS records, chunked, paced by the network: one
+  read returns only what is buffered), with a running count: over `MAX_BODY_BYTES` it is refused
+  (413) whether or not it declared a Content-Length.
+- Every body being read or waiting to be judged holds its bytes of one `BodyBudget` shared by all
+  senders (a declared Content-Length is taken whole at once); past it the answer is 503 with
+  Retry-After, which the API server re-sends, so slow or many senders cannot exhaust memory.
+- After `READ_GRACE_SECONDS` a body must keep arriving at `MIN_READ_RATE` (408 slower), never
+  longer than the API server's own `BODY_READ_TIMEOUT` for one send: a sender trickling bytes
+  cannot hold its share of the budget for long.
+- No HTTP answer is made here: a refusal is a `Refusal`, which the server turns into one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiohttp import StreamReader
+
+# The API server's truncating backend caps a batch at 10 MB by default
+# (--audit-webhook-truncate-max-batch-size=10485760); without it a batch of 400 Metadata-level
+# events is well under 1 MiB. A 4xx loses the whole batch, so the cap sits well above either;
+# a body this size is parsed in ~100 ms (in slices) and held as ~150 MiB of Python objects.
+MAX_BODY_BYTES = 16 << 20
+BODY_READ_TIMEOUT = 30.0  # the API server's own timeout for one send
+# A body must arrive at MIN_READ_RATE after a grace (a 16 MiB body within 21 s, under the API
+# server's 30 s per try): a sender trickling bytes is cut off rather than holding a share of
+# the body budget for the whole timeout.
+READ_GRACE_SECONDS = 5.0
+MIN_READ_RATE = 1 << 20  # bytes/s
+BODY_BUDGET_BYTES = 2 * MAX_BODY_BYTES  # bodies being read or waiting to be judged, together
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a body was not read: the HTTP status to answer, a one-line reason, bytes seen."""
+
+    status: int  # 408 too slow, 413 too large, 503 the budget spent
+    reason: str
+    size: int
+
+
+def too_large(size: int) -> Refusal:
+    return Refusal(413, f"batch exceeds {MAX_BODY_BYTES} bytes", size)
+
+
+@dataclass
+class BodyBudget:
+    """Bytes of request bodies held at once, by every sender together."""
+
+    limit: int
+    held: int = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+
+class Hold:
+    """The bytes one request holds of the shared body budget, given back when it is answered."""
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget = budget
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if not self.budget.take(size):
+            return False
+        self.held += size
+        return True
+
+    def release(self) -> None:
+        self.budget.give_back(self.held)
+        self.held = 0
+
+
+async def read_body(content: StreamReader, hold: Hold, length: int | None) -> bytes | Refusal:
+    """The whole body, read to its end however it arrives (in TLS records, chunked, paced by the
+    network: one read returns only what is buffered), within the body budget (a Content-Length
+    taken whole at once) and at `MIN_READ_RATE` or faster after `READ_GRACE_SECONDS`; else the
+    answer: 413 over MAX_BODY_BYTES, 503 when the budget is spent, 408 when too slow."""
+    if length is not None and not hold.take(length):
+        return Refusal(503, "the monitor holds as many batch bodies as it may", length)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        deadline = started + min(READ_GRACE_SECONDS + size / MIN_READ_RATE, BODY_READ_TIMEOUT)
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await content.readany()
+        except TimeoutError:
+            return Refusal(
+                408,
+                f"body arrived slower than {MIN_READ_RATE >> 10} KiB/s"
+                f" ({size} bytes in {loop.time() - started:.0f}s)",
+                size,
+            )
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return too_large(size)
+        if length is None and not hold.take(len(chunk)):
+            return Refusal(503, "the monitor holds as many batch bodies as it may", size)
+        chunks.append(chunk)
