@@ -26,10 +26,11 @@ from webhook.cluster.view import ClusterView
 from webhook.netpol import Direction, PolicyFacts
 from webhook.rules import FENCE_GUARD, RULES, Remembered, Rule
 from webhook.rules.fence_guard import left_unfenced
+from webhook.rules.namespace_labels import JUDGED as LABELS_JUDGED
 from webhook.rules.result import DEFAULT_DENY, RuleResult
 from webhook.settings import Mode, Settings
 from webhook.subject import Subject, object_name, policy_change, subject_namespace, subject_of
-from webhook.workloads import is_network_policy
+from webhook.workloads import is_namespace, is_network_policy
 
 WARNING_LIMIT = 120
 INTERNAL_ERROR = "internal-error"
@@ -220,13 +221,22 @@ def _exemption(
     group = next((g for g in request.user.groups if g in exemptions.groups), None)
     if group is not None:
         return f'group "{group}" is exempt'
-    return _namespace_exemption(namespace, cluster, settings)
+    # A Namespace write namespace-labels judges is judged in a terminating namespace too: its
+    # labels count for every allow rule that trusts them while its Pods still run (a long grace
+    # period), so relabelling it must not go unjudged. The rule itself never denies the finalize
+    # call of a namespace being deleted.
+    labels = is_namespace(request) and (request.operation, request.sub_resource) in LABELS_JUDGED
+    return _namespace_exemption(namespace, cluster, settings, terminating_exempts=not labels)
 
 
-def _namespace_exemption(namespace: str, cluster: ClusterView, settings: Settings) -> str:
+def _namespace_exemption(
+    namespace: str, cluster: ClusterView, settings: Settings, *, terminating_exempts: bool = True
+) -> str:
     exemptions = settings.exemptions
     if namespace in exemptions.namespaces:
         return f'namespace "{namespace}" is exempt'
+    if not terminating_exempts:
+        return ""
     facts = cluster.namespace(namespace) if namespace else None
     if facts is not None and facts.terminating:
         return f'namespace "{namespace}" is terminating'
