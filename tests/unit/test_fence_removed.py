@@ -103,10 +103,9 @@ def test_the_namespace_controller_emptying_a_namespace_is_no_alert() -> None:
     [
         event("a", lost="Egress", dry_run=True),
         event("a", lost="Egress", code=409),
-        event("a", verb="create", lost="Egress"),
         event("a", lost="Egress", namespace="kube-system"),
     ],
-    ids=["dry-run", "failed", "create", "exempt-namespace"],
+    ids=["dry-run", "failed", "exempt-namespace"],
 )
 def test_no_fence_was_removed(doc: dict[str, Any]) -> None:
     assert (FENCE_REMOVED, "decided") not in kinds(doc)
@@ -212,3 +211,20 @@ def test_a_real_dry_run_removes_no_fence_and_its_bypass_says_dry_run(query: str)
     report = run([dump(decided), dump(bypass)], [])
     assert report.fence_removals == ()
     assert [(b.audit_id, b.dry_run) for b in report.bypasses] == [("bypass", True)]
+
+
+def test_a_create_that_neutralised_the_fence_is_alerted_live_and_in_the_report() -> None:
+    # An allow-all created in warn or audit mode, or by an exempt user: `fence-lost` says so.
+    created = event("allow-all", verb="create", lost="Ingress")
+    assert kinds(created) == [(FENCE_REMOVED, "decided")]
+    # A create our webhook let through without the annotation opened nothing that was fenced;
+    # one it never decided is a bypass, not a removal it could know of.
+    assert kinds(event("plain", verb="create")) == []
+    assert kinds(event("dodged", verb="create", decided=False)) == [(BYPASS, "dodged")]
+    lines = [dump(created)]
+    assert detector_alerts(lines, OPTIONS) == [(FENCE_REMOVED, "allow-all")]
+    assert parsed_alerts(lines, OPTIONS) == [(FENCE_REMOVED, "allow-all")]
+    report = run(lines, [])
+    assert [(f.audit_id, f.verb, f.cause, f.unfenced) for f in report.fence_removals] == [
+        ("allow-all", "create", "decided", ("Ingress",))
+    ]
