@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from webhook.cluster.view import ClusterView, NamespaceFacts
-from webhook.netpol import Direction, PolicyFacts, fence_for
+from webhook.netpol import DEFAULT_LIMITS, Direction, PolicyFacts
 from webhook.rules.result import DEFAULT_DENY, RuleResult, passed
 from webhook.settings import Mode, Settings
 from webhook.subject import PolicyChange, Subject
@@ -133,8 +133,8 @@ def _lost(
     return tuple(
         d
         for d in settings.require
-        if fence_for(before, d, strict=strict, limits=limits).fenced
-        and not fence_for(after, d, strict=strict, limits=limits).fenced
+        if subject.fence(before, d, strict=strict, limits=limits).fenced
+        and not subject.fence(after, d, strict=strict, limits=limits).fenced
     )
 
 
@@ -161,17 +161,13 @@ def _removal(subject: Subject, cluster: ClusterView, settings: Settings) -> _Rem
         for d in settings.require
         if removed.fences(d, strict)
         and not (replacement is not None and replacement.fences(d, strict))
-        and _fenced(current, d, strict)
+        and subject.fence(current, d, strict=strict, limits=DEFAULT_LIMITS).fenced
     )
     return _Removal(removed, replacement, others, facts, losing)
 
 
 def _confirmed_pass(mode: Mode, message: str, namespace: str) -> RuleResult:
     return RuleResult(DEFAULT_DENY, mode, True, message, confirm=namespace)
-
-
-def _fenced(policies: tuple[PolicyFacts, ...], direction: Direction, strict: bool) -> bool:
-    return fence_for(policies, direction, strict=strict).fenced
 
 
 def _older_fence(
