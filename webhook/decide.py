@@ -8,9 +8,10 @@ response (with the audit annotations that join it with the API server's audit lo
 to confirm live, and the policy change to remember if the answer stands. `reconsider` re-runs, on
 one fresh cluster snapshot, only the rules that read the cluster. Pure: no I/O, no clock.
 
-An allowed NetworkPolicy DELETE or UPDATE that leaves its namespace without a fence for a
-required direction says so in the `fence-lost` annotation (the directions, comma-separated), from
-the fence guard's results; an exempt user's or group's too, analysed though no rule judges it.
+An allowed NetworkPolicy CREATE, UPDATE or DELETE that leaves its namespace unfenced or
+neutralised for a required direction fenced before it says so in the `fence-lost` annotation (the
+directions, comma-separated; `fence_guard.left_unfenced`, once per request and view, apart from
+what the rules answered); an exempt user's or group's too, analysed though no rule judges it.
 A dry run carries it as well: the annotation says what the answer means, as `decision` does, and
 the audit event's `dryRun` says nothing changed.
 """
@@ -26,10 +27,11 @@ from webhook.cluster.view import ClusterView
 from webhook.netpol import Direction, PolicyFacts
 from webhook.rules import FENCE_GUARD, RULES, Remembered, Rule
 from webhook.rules.fence_guard import left_unfenced
+from webhook.rules.namespace_labels import JUDGED as LABELS_JUDGED
 from webhook.rules.result import DEFAULT_DENY, RuleResult
 from webhook.settings import Mode, Settings
 from webhook.subject import Subject, object_name, policy_change, subject_namespace, subject_of
-from webhook.workloads import is_network_policy
+from webhook.workloads import is_namespace, is_network_policy
 
 WARNING_LIMIT = 120
 INTERNAL_ERROR = "internal-error"
@@ -149,7 +151,8 @@ def decide(
     rules = _RULES_BY_RESOURCE.get((request.resource.group, request.resource.resource), ())
     views = _views(cluster, memory)
     by_rule = tuple((rule, rule.check(subject, views[rule.remembered], settings)) for rule in rules)
-    return _decision(request, namespace, subject, by_rule, settings)
+    lost = left_unfenced(subject, views[FENCE_GUARD.remembered], settings)
+    return _decision(request, namespace, subject, by_rule, settings, lost=lost)
 
 
 def reconsider(
@@ -179,7 +182,8 @@ def reconsider(
         )
         for rule, results in decision.by_rule
     )
-    return _decision(request, subject.namespace, subject, by_rule, settings)
+    lost = left_unfenced(subject, views[FENCE_GUARD.remembered], settings)
+    return _decision(request, subject.namespace, subject, by_rule, settings, lost=lost)
 
 
 def internal_error(request: AdmissionRequest, settings: Settings) -> Decision:
@@ -220,13 +224,22 @@ def _exemption(
     group = next((g for g in request.user.groups if g in exemptions.groups), None)
     if group is not None:
         return f'group "{group}" is exempt'
-    return _namespace_exemption(namespace, cluster, settings)
+    # A Namespace write namespace-labels judges is judged in a terminating namespace too: its
+    # labels count for every allow rule that trusts them while its Pods still run (a long grace
+    # period), so relabelling it must not go unjudged. The rule itself never denies the finalize
+    # call of a namespace being deleted.
+    labels = is_namespace(request) and (request.operation, request.sub_resource) in LABELS_JUDGED
+    return _namespace_exemption(namespace, cluster, settings, terminating_exempts=not labels)
 
 
-def _namespace_exemption(namespace: str, cluster: ClusterView, settings: Settings) -> str:
+def _namespace_exemption(
+    namespace: str, cluster: ClusterView, settings: Settings, *, terminating_exempts: bool = True
+) -> str:
     exemptions = settings.exemptions
     if namespace in exemptions.namespaces:
         return f'namespace "{namespace}" is exempt'
+    if not terminating_exempts:
+        return ""
     facts = cluster.namespace(namespace) if namespace else None
     if facts is not None and facts.terminating:
         return f'namespace "{namespace}" is terminating'
@@ -245,16 +258,17 @@ def _exempt(
 ) -> Decision:
     """The decision when no rule runs (`reason`).
 
-    An exempt user's or group's NetworkPolicy DELETE or UPDATE is still analysed, on the view the
-    fence guard reads, for what it leaves unfenced: kubefence lets it through and the namespace
-    loses its fence all the same, which is what the `fence-lost` annotation tells the audit log.
+    An exempt user's or group's NetworkPolicy CREATE, DELETE or UPDATE is still analysed, on the
+    view the fence guard reads, for what it leaves unfenced: kubefence lets it through and the
+    namespace loses its fence all the same, which is what the `fence-lost` annotation tells the
+    audit log.
     An exempt namespace is held to no fence, and a terminating one goes with its Pods: neither
     loses a required one, and neither is analysed.
     """
     lost: tuple[Direction, ...] = ()
     if (
         is_network_policy(request)
-        and request.operation in ("DELETE", "UPDATE")
+        and request.operation in ("CREATE", "DELETE", "UPDATE")
         and not _namespace_exemption(namespace, cluster, settings)
     ):
         subject = subject or subject_of(request, settings.limits)
@@ -275,11 +289,11 @@ def _decision(
     analysed: Subject | None = None,
     lost: tuple[Direction, ...] = (),
 ) -> Decision:
-    """The verdict of `by_rule`'s results. An exempt request (`exempt`, no rules) may come with
-    the subject built to analyse it and what it leaves unfenced; a judged one's is its results'."""
+    """The verdict of `by_rule`'s results, with what letting the request through leaves
+    unfenced (`lost`). An exempt request (`exempt`, no rules) may come with the subject built to
+    analyse it."""
     results = tuple(r for _, rule_results in by_rule for r in rule_results)
     if subject is not None:
-        lost = tuple(dict.fromkeys(d for r in results for d in r.fence_lost))
         analysed = subject
     failed = tuple(r for r in results if not r.passed)
     modes = {r.mode for r in failed}

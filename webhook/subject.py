@@ -7,12 +7,20 @@ analysed once; each rule receives the subject and reads only what it needs. Pure
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from webhook.admission import AdmissionRequest
-from webhook.netpol import DEFAULT_LIMITS, Limits, PolicyFacts, analyse_policy
+from webhook.netpol import (
+    DEFAULT_LIMITS,
+    Direction,
+    DirectionFence,
+    Limits,
+    PolicyFacts,
+    analyse_policy,
+    fence_for,
+)
 from webhook.workloads import (
     is_namespace,
     is_network_policy,
@@ -61,6 +69,25 @@ class Subject:
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]  # type: ignore[return-value]
+
+    def fence(
+        self,
+        policies: Iterable[PolicyFacts],
+        direction: Direction,
+        *,
+        strict: bool,
+        limits: Limits,
+    ) -> DirectionFence:
+        """`netpol.fence_for`, computed once per request for each set of policies: the fence
+        guard, `allow-all` and the `fence-lost` annotation pool the same namespace. Keyed by the
+        policies' identities (order does not change a fence), which stay valid because the memo
+        keeps the policies alive."""
+        pool = tuple(policies)
+        key = ("fence", frozenset(map(id, pool)), direction, strict, limits)
+        _, fence = self.once(
+            key, lambda: (pool, fence_for(pool, direction, strict=strict, limits=limits))
+        )
+        return fence
 
 
 def subject_of(request: AdmissionRequest, limits: Limits = DEFAULT_LIMITS) -> Subject:

@@ -177,3 +177,73 @@ def test_the_annotation_comes_from_the_decision_made_on_the_live_read() -> None:
     cached = decide(delete(OLD), view(OLD, running_pods=0), settings())
     assert lost(cached) == "Ingress,Egress"
     assert lost(reconsider(cached, view(OLD, NEW, running_pods=0), settings())) is None
+
+
+# --- neutralised, not only removed: the pooled fence before and after the change ------------------
+
+INGRESS_FENCE = netpol("default-deny", types=["Ingress"], uid="u1")
+# The same object, updated to admit every source: it still selects all pods, and fences nothing.
+NEUTRALISED = netpol("default-deny", types=["Ingress"], ingress=[{}], uid="u1")
+ALLOW_ALL = netpol(
+    "allow-everyone", types=["Ingress"], ingress=[{}], created="2026-05-01T00:00:00Z"
+)
+INGRESS = "defaultDeny: {require: [Ingress]}"
+WARN = "defaultDeny: {require: [Ingress], allowAll: warn}"
+
+
+def update(old: dict[str, Any], new: dict[str, Any], **kw: Any) -> Any:
+    return parse(netpol_review("UPDATE", new=new, old=old, **kw))
+
+
+def create(new: dict[str, Any], **kw: Any) -> Any:
+    return parse(netpol_review("CREATE", new=new, **kw))
+
+
+@pytest.mark.parametrize(
+    ("config", "who", "verdict"),
+    [
+        (WARN, {}, "warn"),
+        ("defaultDeny: {require: [Ingress], allowAll: audit}", {}, "audit"),
+        (INGRESS + "\nexemptions: {users: [ci-bot]}", {"user": "ci-bot"}, "allow"),
+    ],
+    ids=["warn", "audit", "exempt-user"],
+)
+def test_neutralising_the_last_fence_in_place_or_beside_it_is_annotated(
+    config: str, who: dict[str, Any], verdict: str
+) -> None:
+    # A deny-all updated to `ingress: [{}]`, or an allow-all created next to it: the namespace's
+    # pods are open to everyone once it is let through.
+    for request in (update(INGRESS_FENCE, NEUTRALISED, **who), create(ALLOW_ALL, **who)):
+        decision = decide(request, view(INGRESS_FENCE), settings(config))
+        assert decision.verdict == verdict
+        assert lost(decision) == "Ingress"
+
+
+def test_a_neutralising_change_denied_in_enforce_mode_says_nothing() -> None:
+    for request in (update(INGRESS_FENCE, NEUTRALISED), create(ALLOW_ALL)):
+        decision = decide(request, view(INGRESS_FENCE), settings(INGRESS))
+        assert (decision.verdict, lost(decision)) == ("deny", None)
+
+
+def test_a_create_or_update_that_leaves_the_fence_standing_says_nothing() -> None:
+    warn = settings(WARN)
+    narrow = netpol(
+        "allow-web",
+        types=["Ingress"],
+        selector={"matchLabels": {"app": "web"}},
+        ingress=[{}],
+        created="2026-05-01T00:00:00Z",
+    )
+    assert lost(decide(create(narrow), view(INGRESS_FENCE), warn)) is None
+    assert lost(decide(create(deny_all("second")), view(INGRESS_FENCE), warn)) is None
+    # A namespace that was open already loses nothing to one more allow-all.
+    assert lost(decide(create(ALLOW_ALL), view(), warn)) is None
+    assert lost(decide(create(ALLOW_ALL), view(NEUTRALISED), warn)) is None
+
+
+def test_a_neutralising_update_on_the_live_read_is_annotated_from_that_read() -> None:
+    warn = settings(WARN)
+    cached = decide(update(INGRESS_FENCE, NEUTRALISED), view(INGRESS_FENCE), warn)
+    assert lost(cached) == "Ingress"
+    # The live read shows an allow-all the cache missed: the namespace was open already.
+    assert lost(reconsider(cached, view(INGRESS_FENCE, ALLOW_ALL), warn)) is None

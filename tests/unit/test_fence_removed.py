@@ -32,6 +32,7 @@ def event(
     code: int = 200,
     dry_run: bool = False,
     namespace: str = "fenced",
+    query: str = "",
 ) -> dict[str, Any]:
     doc = copy.deepcopy(DELETE)
     doc["auditID"], doc["verb"] = audit_id, verb
@@ -40,6 +41,7 @@ def event(
     doc["requestURI"] = doc["requestURI"].replace("/fenced/", f"/{namespace}/")
     if dry_run:
         doc["requestURI"] += "?dryRun=All"
+    doc["requestURI"] += query
     notes = doc["annotations"]
     if lost:
         notes[f"{WEBHOOK}/fence-lost"] = lost
@@ -101,10 +103,9 @@ def test_the_namespace_controller_emptying_a_namespace_is_no_alert() -> None:
     [
         event("a", lost="Egress", dry_run=True),
         event("a", lost="Egress", code=409),
-        event("a", verb="create", lost="Egress"),
         event("a", lost="Egress", namespace="kube-system"),
     ],
-    ids=["dry-run", "failed", "create", "exempt-namespace"],
+    ids=["dry-run", "failed", "exempt-namespace"],
 )
 def test_no_fence_was_removed(doc: dict[str, Any]) -> None:
     assert (FENCE_REMOVED, "decided") not in kinds(doc)
@@ -158,3 +159,72 @@ def test_correlate_follow_and_monitor_alert_fence_removals_alike() -> None:
         ("warn-update", "decided", ("Egress",)),
     ]
     assert {f.user for f in report.fence_removals} == {DELETE["user"]["username"]}
+
+
+# The API server ignores parameters it does not know and accepts only `dryRun=All` (any other
+# value of `dryRun` is a 400): only the exact parameter, every repetition `All`, is a dry run.
+NOT_DRY_RUNS = [
+    "?x=dryRun=",
+    "?x=dryRun%3DAll",
+    "?propagationPolicy=Background&note=dryRun=All",
+    "?dryrun=All",
+    "?DryRun=All",
+    "?dryRun=all",
+    "?dryRun=",
+    "?dryRun",
+    "?dryRun=All&dryRun=Yes",
+    "#dryRun=All",
+]
+DRY_RUNS = [
+    "?dryRun=All",
+    "?dryRun=All&dryRun=All",
+    "?gracePeriodSeconds=0&dryRun=All",
+    "?dry%52un=%41ll",
+]
+
+
+@pytest.mark.parametrize("query", NOT_DRY_RUNS)
+def test_a_uri_that_only_mentions_dry_run_is_a_real_removal_live_and_in_the_report(
+    query: str,
+) -> None:
+    decided = event("decided", lost="Ingress", query=query)
+    bypass = event("bypass", decided=False, query=query)
+    assert kinds(decided) == [(FENCE_REMOVED, "decided")]
+    assert kinds(bypass) == [(BYPASS, "dodged"), (FENCE_REMOVED, "undecided")]
+    lines = [dump(decided), dump(bypass)]
+    expected = [(BYPASS, "bypass"), (FENCE_REMOVED, "bypass"), (FENCE_REMOVED, "decided")]
+    assert sorted(detector_alerts(lines, OPTIONS)) == expected
+    report = run(lines, [])
+    assert sorted((f.audit_id, f.cause) for f in report.fence_removals) == [
+        ("bypass", "undecided"),
+        ("decided", "decided"),
+    ]
+    assert [(b.audit_id, b.dry_run) for b in report.bypasses] == [("bypass", False)]
+
+
+@pytest.mark.parametrize("query", DRY_RUNS)
+def test_a_real_dry_run_removes_no_fence_and_its_bypass_says_dry_run(query: str) -> None:
+    decided = event("decided", lost="Ingress", query=query)
+    bypass = event("bypass", decided=False, query=query)
+    assert kinds(decided) == []
+    assert kinds(bypass) == [(BYPASS, "dodged")]
+    report = run([dump(decided), dump(bypass)], [])
+    assert report.fence_removals == ()
+    assert [(b.audit_id, b.dry_run) for b in report.bypasses] == [("bypass", True)]
+
+
+def test_a_create_that_neutralised_the_fence_is_alerted_live_and_in_the_report() -> None:
+    # An allow-all created in warn or audit mode, or by an exempt user: `fence-lost` says so.
+    created = event("allow-all", verb="create", lost="Ingress")
+    assert kinds(created) == [(FENCE_REMOVED, "decided")]
+    # A create our webhook let through without the annotation opened nothing that was fenced;
+    # one it never decided is a bypass, not a removal it could know of.
+    assert kinds(event("plain", verb="create")) == []
+    assert kinds(event("dodged", verb="create", decided=False)) == [(BYPASS, "dodged")]
+    lines = [dump(created)]
+    assert detector_alerts(lines, OPTIONS) == [(FENCE_REMOVED, "allow-all")]
+    assert parsed_alerts(lines, OPTIONS) == [(FENCE_REMOVED, "allow-all")]
+    report = run(lines, [])
+    assert [(f.audit_id, f.verb, f.cause, f.unfenced) for f in report.fence_removals] == [
+        ("allow-all", "create", "decided", ("Ingress",))
+    ]

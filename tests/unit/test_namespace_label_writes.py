@@ -11,7 +11,10 @@ from correlate_kit import dump, real_event, run
 from objects import parse, review
 from test_label_trust import namespace, settings, trusting, view
 
+from webhook.cluster.static import StaticView
+from webhook.cluster.view import namespace_facts
 from webhook.decide import decide
+from webhook.netpol import analyse_policy
 from webhook.registration import DEFAULT_RULES, is_registered
 
 CONTROLLER = "system:serviceaccount:kube-system:namespace-controller"
@@ -139,6 +142,46 @@ def test_the_finalize_call_of_a_namespace_being_deleted_is_never_denied() -> Non
     assert not decide(
         status, view(trusting()), settings("namespaceLabels: {mode: enforce}")
     ).allowed
+
+
+def terminating_view(name: str) -> StaticView:
+    """The trusting policy's view, with namespace `name` Terminating (a Pod still in its grace
+    period), as the informer shows it while the namespace controller waits."""
+    policy = analyse_policy(trusting())
+    return StaticView(
+        [namespace_facts("app", [policy]), namespace_facts(name, [], terminating=True)]
+    )
+
+
+@pytest.mark.parametrize("sub_resource", ["", "status"])
+def test_relabelling_a_terminating_namespace_into_an_allow_rule_is_still_judged(
+    sub_resource: str,
+) -> None:
+    # Its running Pods are admitted by the trusting rule as soon as it carries the label.
+    request = parse(
+        namespace_review("UPDATE", "sneaky", TRUSTED, {}, sub_resource=sub_resource, deleting=True)
+    )
+    enforce = settings("namespaceLabels: {mode: enforce}")
+    decision = decide(request, terminating_view("sneaky"), enforce)
+    assert (decision.verdict, decision.exempt) == ("deny", "")
+    assert decision.annotations["rules"] == "namespace-labels"
+    warned = decide(request, terminating_view("sneaky"), settings())
+    assert (warned.verdict, warned.warnings) == ("warn", (WARNING.format("sneaky"),))
+
+
+def test_the_finalize_call_of_a_terminating_namespace_is_warned_not_denied() -> None:
+    request = parse(
+        namespace_review("UPDATE", "x", TRUSTED, {}, sub_resource="finalize", deleting=True)
+    )
+    decision = decide(request, terminating_view("x"), settings("namespaceLabels: {mode: enforce}"))
+    assert (decision.verdict, decision.exempt) == ("warn", "")
+    assert decision.warnings == (WARNING.format("x"),)
+
+
+def test_other_writes_in_a_terminating_namespace_are_still_exempt() -> None:
+    pod = parse(review("CREATE", ("", "v1", "pods"), "Pod", namespace="sneaky", name="p"))
+    decision = decide(pod, terminating_view("sneaky"), settings())
+    assert decision.exempt == 'namespace "sneaky" is terminating'
 
 
 def test_other_namespace_subresources_are_not_judged() -> None:

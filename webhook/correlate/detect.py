@@ -38,6 +38,8 @@ FEED_SILENT = "evasion.feed_silent"
 ALERT_KINDS = (BYPASS, SENSITIVE_ACCESS, PROBING, FENCE_REMOVED, FEED_SILENT)
 # The audit verbs that may take a NetworkPolicy away or weaken it (DELETE and UPDATE in admission).
 POLICY_REMOVALS = frozenset({"delete", "deletecollection", "update", "patch"})
+# ... and those our `fence-lost` annotation may mark: a created allow-all neutralises a fence too.
+POLICY_CHANGES = POLICY_REMOVALS | {"create"}
 
 # Controllers that empty a Terminating namespace with deletecollection; an empty collection
 # calls no webhook, so their deletecollection without a trace is not a dodge.
@@ -73,12 +75,13 @@ def findings(record: AuditRecord, exempt_namespaces: frozenset[str]) -> Iterator
     no kubefence webhook decided: `fail-open` when the API server's `failed-open` annotation names
     one of ours, `dodged` without any trace (not the namespace controller's deletecollection).
 
-    A fence removal is a NetworkPolicy delete, deletecollection, update or patch that went
-    through, not a dry run: `decided` when our webhook's `fence-lost` annotation says letting it
-    through left the namespace unfenced (a teardown, warn or audit mode, an exempt user; a
-    deletecollection carries the first of its items' that did); `undecided` when it is a bypass
-    too (no decision of ours: it may have taken any fence away). A decided one without the
-    annotation left every required direction fenced and is no alert.
+    A fence removal is a NetworkPolicy write that went through, not a dry run: `decided` when our
+    webhook's `fence-lost` annotation says letting it through left the namespace unfenced or
+    neutralised (a teardown, warn or audit mode, an exempt user; a create or update that opens
+    it to all; a deletecollection carries the first of its items' that did); `undecided` when a
+    delete, deletecollection, update or patch is a bypass too (no decision of ours: it may have
+    taken any fence away). A decided one without the annotation left every required direction
+    fenced and is no alert.
     """
     ok = record.code is None or record.code < 400
     if record.namespace in exempt_namespaces:
@@ -96,13 +99,13 @@ def findings(record: AuditRecord, exempt_namespaces: frozenset[str]) -> Iterator
     if (
         record.group == "networking.k8s.io"
         and record.resource == "networkpolicies"
-        and record.verb in POLICY_REMOVALS
+        and record.verb in POLICY_CHANGES
         and ok
         and not record.dry_run
     ):
         if record.fence_lost:
             yield FENCE_REMOVED, "decided"
-        elif bypass:
+        elif bypass and record.verb in POLICY_REMOVALS:
             yield FENCE_REMOVED, "undecided"
 
 

@@ -102,7 +102,8 @@ class Access:
 
 @dataclass(frozen=True, slots=True)
 class FenceRemoval:
-    """A NetworkPolicy delete or update that left a namespace unfenced (`detect.findings`)."""
+    """A NetworkPolicy write (delete, update, create) that left a namespace unfenced or
+    neutralised (`detect.findings`)."""
 
     time: str
     audit_id: str
@@ -166,7 +167,7 @@ class Summary:
     malformed_lines: int
     logs_overlap: bool = True  # False: the audit and decision logs lie apart in time
     unverified: int = 0  # decisions for other clients than the API server, never recorded
-    fence_removals: int = 0  # NetworkPolicy deletes and updates that left a namespace unfenced
+    fence_removals: int = 0  # NetworkPolicy writes that left a namespace unfenced or neutralised
 
 
 @dataclass(frozen=True, slots=True)

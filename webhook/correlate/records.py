@@ -6,6 +6,10 @@ Records are plain mutable data with only the fields correlate reads; they hold n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+# The one `dryRun` value the API server accepts (metav1.DryRunAll).
+DRY_RUN_ALL = "All"
 
 
 @dataclass(slots=True)
@@ -49,7 +53,28 @@ class AuditRecord:
 
     @property
     def dry_run(self) -> bool:
-        return "dryRun=" in self.uri
+        return uri_dry_run(self.uri)
+
+
+def uri_dry_run(uri: str) -> bool:
+    """Whether a request URI makes the request a dry run, as the API server reads its query.
+
+    The options decode the exact, case-sensitive `dryRun` parameter, every repetition of it
+    (apimachinery meta/v1 zz_generated.conversion.go), and a request is a dry run when that list
+    is not empty (apiserver pkg/util/dryrun: `IsDryRun`). Validation then admits only `All` in it
+    (apimachinery meta/v1/validation: `ValidateDryRun`): a `dryRun=` empty or unknown value is a
+    400, so such a request never succeeds and is no dry run that did anything. Other parameters
+    are ignored by the API server, so `?x=dryRun=` is a real request. Pairs Go's query parser
+    would skip (a bad escape, a `;`) never decode here to `dryRun=All`, so an answer of True is
+    one the API server agrees with about the query. (A DELETE with a body takes its options from
+    the body and ignores the query, apiserver handlers/delete.go; a Metadata-level audit event
+    does not show the body, so the URI is all there is to go by.)
+    """
+    query = urlsplit(uri).query
+    if "dryRun" not in query and "%" not in query:  # the common case, without parsing
+        return False
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "dryRun"]
+    return bool(values) and all(v == DRY_RUN_ALL for v in values)
 
 
 @dataclass(slots=True)

@@ -175,8 +175,8 @@ def render_html(report: Report) -> str:
         ),
         "</div>",
         f"<h2>Fence removals ({s.fence_removals})</h2>",
-        "<p>NetworkPolicy deletes and updates that left a namespace unfenced (undecided: no "
-        "decision of kubefence's, a bypass too)</p>",
+        "<p>NetworkPolicy writes (deletes, updates, creates) that left a namespace unfenced or "
+        "neutralised (undecided: no decision of kubefence's, a bypass too)</p>",
         _html_table(
             ("time", "user", "verb", "namespace/name", "cause", "unfenced", "audit ID"),
             (

@@ -139,8 +139,8 @@ def render_text(report: Report) -> str:
         s.sensitive_access,
     )
     lines += _section(
-        f"FENCE REMOVALS: {s.fence_removals} (NetworkPolicy deletes and updates that left a "
-        "namespace unfenced)",
+        f"FENCE REMOVALS: {s.fence_removals} (NetworkPolicy writes that left a namespace "
+        "unfenced or neutralised)",
         ("TIME", "USER", "VERB", "NAMESPACE/NAME", "CAUSE", "UNFENCED", "AUDIT ID"),
         (
             (

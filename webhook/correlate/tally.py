@@ -130,8 +130,8 @@ class Tally:
             )
 
     def fence_removed(self, record: AuditRecord, cause: str) -> None:
-        """A NetworkPolicy delete or update that left a namespace unfenced (`cause`: decided by
-        our webhook, or undecided: a bypass)."""
+        """A NetworkPolicy write that left a namespace unfenced or neutralised (`cause`: decided
+        by our webhook, or undecided: a bypass)."""
         self.count("fence_removals")
         if len(self._fence_removals) < self.options.max_items:
             self._fence_removals.append(

@@ -23,7 +23,6 @@ from webhook.netpol import (
     DIRECTIONS,
     Limits,
     PolicyFacts,
-    fence_for,
     namespace_refusal,
     opens_selected_to_everyone,
 )
@@ -67,7 +66,7 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
         return _selected(name, namespace, new, others, settings)
     if old is not None and not any(p.name == old.name for p in before):
         before = (*before, old)
-    return _all_pods(name, namespace, new, before=before, after=after, settings=settings)
+    return _all_pods(subject, name, new, before=before, after=after, settings=settings)
 
 
 def _grows_over_limit(
@@ -113,14 +112,15 @@ def _selected(
 
 
 def _all_pods(
+    subject: Subject,
     name: str,
-    namespace: str,
     new: PolicyFacts,
     *,
     before: Sequence[PolicyFacts],
     after: Sequence[PolicyFacts],
     settings: Settings,
 ) -> tuple[RuleResult, ...]:
+    namespace = subject.request.namespace
     mode = settings.mode("allowAll", namespace)
     nearly_mode = settings.mode("allowNearlyAll", namespace)
     if mode is Mode.OFF and nearly_mode is Mode.OFF:
@@ -131,9 +131,9 @@ def _all_pods(
     for direction in settings.require:
         if new.reach_for(direction).is_nothing:
             continue
-        if not fence_for(before, direction, strict=strict, limits=limits).fenced:
+        if not subject.fence(before, direction, strict=strict, limits=limits).fenced:
             continue
-        fence = fence_for(after, direction, strict=strict, limits=limits)
+        fence = subject.fence(after, direction, strict=strict, limits=limits)
         if fence.neutralised:
             neutralised.append(direction)
         elif name in fence.nearly_all_by:

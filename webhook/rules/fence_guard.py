@@ -7,10 +7,10 @@ oldest fence goes only by teardown (the namespace has no running Pods, or is ter
 UPDATE that keeps P fencing is always allowed. A deletecollection item arrives with an empty
 `name`: the policy is the one in `oldObject`.
 
-Each result of a removal also says which required directions letting it through leaves
-unfenced (`RuleResult.fence_lost`: the losing directions that the remaining policies, the
-replacement included, do not fence): the teardown pass, or a blocked removal that warn or audit
-mode lets go. Never when another fence, older or newer, keeps the direction fenced.
+`left_unfenced` is the `fence-lost` annotation of any allowed NetworkPolicy CREATE, UPDATE or
+DELETE, computed apart from the guard's answer: the required directions the namespace's pooled
+fence covered before the change and does not after it (a teardown, a removal warn or audit mode
+lets go, a neutralising update or create, an exempt user's change).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from webhook.cluster.view import ClusterView, NamespaceFacts
-from webhook.netpol import Direction, PolicyFacts, fence_for
+from webhook.netpol import DEFAULT_LIMITS, Direction, PolicyFacts
 from webhook.rules.result import DEFAULT_DENY, RuleResult, passed
 from webhook.settings import Mode, Settings
-from webhook.subject import Subject
+from webhook.subject import PolicyChange, Subject
 
 RULE = DEFAULT_DENY
 
@@ -35,7 +35,6 @@ class _Removal:
     others: tuple[PolicyFacts, ...]  # the namespace's other policies
     facts: NamespaceFacts | None
     losing: tuple[Direction, ...]  # fenced today, by `removed` and not by `replacement`
-    lost: tuple[Direction, ...]  # of `losing`, those the remaining policies do not fence
 
 
 def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[RuleResult, ...]:
@@ -44,7 +43,7 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
     removal = _removal(subject, cluster, settings) if mode is not Mode.OFF else None
     if removal is None:
         return ()
-    removed, others, lost = removal.removed, removal.others, removal.lost
+    removed, others = removal.removed, removal.others
     verb = "deleting" if removal.replacement is None else "this update of"
     if not removal.losing:
         return (passed(DEFAULT_DENY, mode, "no fence is lost"),)
@@ -52,11 +51,11 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
     # before it lets a fence go (a stale cache must never let the last fence go).
     if removal.facts is not None and removal.facts.running_pods == 0:
         message = "teardown: the namespace has no running Pods"
-        return (_confirmed_pass(mode, message, request.namespace, lost),)
+        return (_confirmed_pass(mode, message, request.namespace),)
     blocked = [d for d in removal.losing if not _older_fence(others, removed, d, settings.strict)]
     if not blocked:
         message = "an older policy keeps the namespace fenced"
-        return (_confirmed_pass(mode, message, request.namespace, lost),)
+        return (_confirmed_pass(mode, message, request.namespace),)
     newer = sorted({p.name for p in others for d in blocked if p.fences(d, settings.strict)})
     text = (
         f'{verb} NetworkPolicy "{removed.name}" would leave namespace "{request.namespace}" '
@@ -77,8 +76,7 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
         f'NetworkPolicy "{removed.name}" is the last fence of namespace "{request.namespace}" '
         f"for {', '.join(blocked)}"
     )
-    # Denied in enforce mode (the decision then reports no loss); let through in warn or audit
-    # mode, when it leaves `lost` unfenced.
+    # Denied in enforce mode; let through in warn or audit mode.
     return (
         RuleResult(
             DEFAULT_DENY,
@@ -87,7 +85,6 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
             text,
             warning=warning,
             confirm=request.namespace,
-            fence_lost=lost,
         ),
     )
 
@@ -95,12 +92,55 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
 def left_unfenced(
     subject: Subject, cluster: ClusterView, settings: Settings
 ) -> tuple[Direction, ...]:
-    """The required directions that letting `subject`'s DELETE or UPDATE through leaves unfenced,
-    whatever the guard would answer (for a request no rule judges: an exempt user's)."""
-    if settings.mode("defaultDeny", subject.request.namespace) is Mode.OFF:
+    """The required directions fenced before `subject`'s NetworkPolicy CREATE, UPDATE or DELETE
+    and not after it: the `fence-lost` annotation when the request is let through, whoever let
+    it (a rule's warn or audit mode, a teardown, an exempt user) and whatever the rules answered.
+
+    Before: the namespace's policies in `cluster` (the guard's view), the changed one as the
+    request's `oldObject`; after: the others and the new version. A direction is fenced when
+    the namespace's pooled fence (`netpol.fence_for`) is: so an update of a deny-all into
+    `ingress: [{}]` or a CREATE of an allow-all loses the fence it neutralises, not only a delete.
+    Computed at most once per request and view (memoised on the subject).
+    """
+    change = subject.policy
+    request = subject.request
+    if (
+        change is None
+        or request.operation not in ("CREATE", "UPDATE", "DELETE")
+        or settings.mode("defaultDeny", request.namespace) is Mode.OFF
+    ):
         return ()
-    removal = _removal(subject, cluster, settings)
-    return removal.lost if removal is not None else ()
+    # The view is part of the key and kept in the value: a live re-read gives another view, and
+    # a key of identities stays valid while the memo keeps its objects alive.
+    key = ("fence-lost", id(cluster))
+    kept, lost = subject.once(key, lambda: (cluster, _lost(subject, change, cluster, settings)))
+    assert kept is cluster
+    return lost
+
+
+def _lost(
+    subject: Subject, change: PolicyChange, cluster: ClusterView, settings: Settings
+) -> tuple[Direction, ...]:
+    request = subject.request
+    old = change.old if request.operation != "CREATE" else None
+    new = change.new if request.operation != "DELETE" else None
+    facts = cluster.namespace(request.namespace)
+    present = tuple(facts.policies) if facts else ()
+    others = tuple(p for p in present if not _same(p, old, new))
+    before = (*others, old) if old is not None else present
+    after = (*others, new) if new is not None else others
+    strict, limits = settings.strict, settings.limits
+    return tuple(
+        d
+        for d in settings.require
+        if subject.fence(before, d, strict=strict, limits=limits).fenced
+        and not subject.fence(after, d, strict=strict, limits=limits).fenced
+    )
+
+
+def _same(policy: PolicyFacts, old: PolicyFacts | None, new: PolicyFacts | None) -> bool:
+    """Whether `policy` of the view is the one the request changes (by uid, else by name)."""
+    return any(p is not None and policy.same_object(p) for p in (old, new))
 
 
 def _removal(subject: Subject, cluster: ClusterView, settings: Settings) -> _Removal | None:
@@ -121,21 +161,13 @@ def _removal(subject: Subject, cluster: ClusterView, settings: Settings) -> _Rem
         for d in settings.require
         if removed.fences(d, strict)
         and not (replacement is not None and replacement.fences(d, strict))
-        and _fenced(current, d, strict)
+        and subject.fence(current, d, strict=strict, limits=DEFAULT_LIMITS).fenced
     )
-    remaining = (*others, replacement) if replacement is not None else others
-    lost = tuple(d for d in losing if not _fenced(remaining, d, strict))
-    return _Removal(removed, replacement, others, facts, losing, lost)
+    return _Removal(removed, replacement, others, facts, losing)
 
 
-def _confirmed_pass(
-    mode: Mode, message: str, namespace: str, lost: tuple[Direction, ...]
-) -> RuleResult:
-    return RuleResult(DEFAULT_DENY, mode, True, message, confirm=namespace, fence_lost=lost)
-
-
-def _fenced(policies: tuple[PolicyFacts, ...], direction: Direction, strict: bool) -> bool:
-    return fence_for(policies, direction, strict=strict).fenced
+def _confirmed_pass(mode: Mode, message: str, namespace: str) -> RuleResult:
+    return RuleResult(DEFAULT_DENY, mode, True, message, confirm=namespace)
 
 
 def _older_fence(

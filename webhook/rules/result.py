@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from webhook.netpol import Direction
 from webhook.settings import Mode
 
 DEFAULT_DENY = "default-deny"
@@ -24,9 +23,6 @@ class RuleResult:
     # The namespace whose cached state this result relied on: the shell may re-read it live and
     # decide again before a denial (a watch event a few milliseconds late) or before a fence goes.
     confirm: str = ""
-    # The required directions that letting this request through leaves its namespace without a
-    # fence for (the fence guard's removals): the `fence-lost` annotation when it is allowed.
-    fence_lost: tuple[Direction, ...] = ()
 
 
 def passed(rule: str, mode: Mode, message: str) -> RuleResult:
