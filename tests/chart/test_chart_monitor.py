@@ -225,6 +225,18 @@ def test_prometheus_rule_alerts_on_refused_batches() -> None:
     assert "{{ $labels.code }}" in alerts["KubefenceAuditBatchRejected"]["annotations"]["summary"]
 
 
+def test_prometheus_rule_alerts_on_a_stale_canary_only_with_one() -> None:
+    def alerts(values: dict[str, Any]) -> dict[str, Any]:
+        rule = named(render(with_values(**values)), "PrometheusRule", f"{RELEASE}-kubefence")
+        return {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+
+    rule_on = {"monitoring": {"prometheusRule": {"enabled": True}}}
+    assert "KubefenceCanaryStale" not in alerts(rule_on)
+    stale = alerts({**rule_on, "monitor": {"canary": 20}})["KubefenceCanaryStale"]
+    assert "kubefence_monitor_canary_last_seen_timestamp_seconds" in stale["expr"]
+    assert stale["expr"].endswith("> 160")
+
+
 def test_the_config_the_monitor_reads_parses(tmp_path: Path) -> None:
     config = named(render(ENABLED), "ConfigMap", f"{RELEASE}-kubefence-config")
     parse_settings(config["data"]["config.yaml"], "config.yaml", tmp_path, lambda _: "")
