@@ -247,3 +247,28 @@ def test_a_neutralising_update_on_the_live_read_is_annotated_from_that_read() ->
     assert lost(cached) == "Ingress"
     # The live read shows an allow-all the cache missed: the namespace was open already.
     assert lost(reconsider(cached, view(INGRESS_FENCE, ALLOW_ALL), warn)) is None
+
+
+def test_the_guard_judges_the_fence_with_the_configured_limits() -> None:
+    """Limits raised in the config make a namespace of 600 policies fenced everywhere else in
+    kubefence; the guard must see it fenced too, or the last fence would go as "no fence lost"."""
+    many = [
+        netpol(f"app-{i:03}", selector={"matchLabels": {"app": f"a{i}"}}, types=["Ingress"])
+        for i in range(600)
+    ]
+    raised = settings("limits:\n  maxPoliciesPerNamespace: 1000\n")
+    decision = decide(delete(OLD), view(OLD, *many, running_pods=3), raised)
+    assert decision.verdict == "deny"
+    assert "last fence" in decision.message or "unfenced" in decision.message
+
+
+def test_a_fence_in_a_namespace_over_the_limits_goes_only_by_teardown() -> None:
+    """Over the limits nothing is analysed, which proves nothing about the running Pods: the
+    guard still keeps their fence, failing closed, and lets it go when no Pod is left."""
+    many = [
+        netpol(f"app-{i:03}", selector={"matchLabels": {"app": f"a{i}"}}, types=["Ingress"])
+        for i in range(600)
+    ]
+    running = decide(delete(OLD), view(OLD, *many, running_pods=3), settings())
+    assert running.verdict == "deny"
+    assert decide(delete(OLD), view(OLD, *many, running_pods=0), settings()).verdict == "allow"

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from webhook.cluster.view import ClusterView, NamespaceFacts
-from webhook.netpol import DEFAULT_LIMITS, Direction, PolicyFacts
+from webhook.netpol import Direction, DirectionFence, PolicyFacts
 from webhook.rules.result import DEFAULT_DENY, RuleResult, passed
 from webhook.settings import Mode, Settings
 from webhook.subject import PolicyChange, Subject
@@ -161,9 +161,16 @@ def _removal(subject: Subject, cluster: ClusterView, settings: Settings) -> _Rem
         for d in settings.require
         if removed.fences(d, strict)
         and not (replacement is not None and replacement.fences(d, strict))
-        and subject.fence(current, d, strict=strict, limits=DEFAULT_LIMITS).fenced
+        and _may_be_fenced(subject.fence(current, d, strict=strict, limits=settings.limits))
     )
     return _Removal(removed, replacement, others, facts, losing)
+
+
+def _may_be_fenced(fence: DirectionFence) -> bool:
+    """Whether the namespace may be fenced now: it is, or a policy or the namespace is over a
+    limit and so not analysed. Not analysed is no proof that nothing fences it: the Pods already
+    running may rely on this policy, so its removal is judged as a fence's (fail closed)."""
+    return fence.fenced or bool(fence.refused) or bool(fence.over_limit)
 
 
 def _confirmed_pass(mode: Mode, message: str, namespace: str) -> RuleResult:
