@@ -149,3 +149,71 @@ def test_slices_give_the_whole_parse_or_say_why_not(
         assert got != expected[: len(got)], doc
     else:
         assert got == expected
+
+
+def pod_update(i: int, nested: Any = None) -> bytes:
+    """An event as the API server writes it (fields in struct order), of a Pod with 4 containers
+    of 100 env entries each: lists of objects, a `},{` at every entry."""
+    env = [{"name": f"E{k}", "value": "1"} for k in range(100)]
+    pod = {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": {"name": f"p{i}", "namespace": "a"},
+        "spec": {"containers": [{"name": f"c{j}", "env": env} for j in range(4)]},
+        "nested": nested,
+    }
+    return orjson.dumps(
+        {
+            "kind": "Event",
+            "apiVersion": "audit.k8s.io/v1",
+            "level": "RequestResponse",
+            "auditID": f"id-{i}",
+            "stage": "ResponseComplete",
+            "verb": "update",
+            "objectRef": {"resource": "pods", "namespace": "a", "name": f"p{i}"},
+            "requestObject": pod,
+            "responseObject": pod,
+        }
+    )
+
+
+def _parsed_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    parsed: list[int] = []
+    loads = batch._loads
+
+    def counting(data: bytes) -> Any:
+        parsed.append(len(data))
+        return loads(data)
+
+    monkeypatch.setattr(batch, "_loads", counting)
+    return parsed
+
+
+def test_a_batch_of_pods_under_the_api_servers_cap_is_cut_between_its_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = event_list([pod_update(i) for i in range(400)])  # ~9 MB: under the 10 MB cap
+    parsed = _parsed_sizes(monkeypatch)
+    assert [item["auditID"] for item in parse_batch(body)] == [f"id-{i}" for i in range(400)]
+    slices = parsed[1:]  # parsed[0]: the envelope
+    assert sum(slices) < len(body) + 2 * len(slices)  # every byte parsed once
+    assert max(slices) < 2 * batch.SLICE_BYTES
+
+
+@pytest.mark.parametrize("fooled", [False, True])
+def test_events_nested_in_an_audited_object_cost_a_bounded_parse(
+    monkeypatch: pytest.MonkeyPatch, fooled: bool
+) -> None:
+    # what an attacker can store: a list of objects that begin like audit Events, behind a
+    # string whose brackets make the slice up to each of them look balanced (and one after,
+    # that makes the whole item look balanced)
+    fake = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "x": 1}
+    before, after = ("}}}]", "{{{[") if fooled else ("", "")
+    nested = {"s": before, "events": [fake] * 2000, "t": after}
+    events = [pod_update(i, nested if i % 3 == 0 else None) for i in range(60)]
+    body = event_list(events)
+    monkeypatch.setattr(batch, "SLICE_BYTES", 4096)  # cuts land in the nested lists
+    parsed = _parsed_sizes(monkeypatch)
+    assert [item["auditID"] for item in parse_batch(body)] == [f"id-{i}" for i in range(60)]
+    assert sum(parsed) <= 4 * len(body), (sum(parsed), len(body))
+    assert max(parsed[1:]) < 2 * batch.SLICE_BYTES + 2 * len(events[0])

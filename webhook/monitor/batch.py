@@ -7,11 +7,14 @@ server judges each and gives the loop back between them; no list of every item i
 the item count is checked after each slice.
 
 The fast path reads the API server's own encoding: the envelope ends with `"items":[ ... ]}`
-and the items (objects) are separated by `},{`. A cut at `},{` is tried about every `SLICE_BYTES`;
-`[` + slice + `]` parses only when the cut is between two items (a cut inside a string or a
-nested object leaves the slice unbalanced). A cut whose slice opens more brackets than it closes
-is passed over unparsed (up to `_SKIPS` of them: strings may hold brackets); a failed slice is
-retried with the next cut past twice the reach, never the same one again: the work stays linear.
+and every item begins `{"kind":"Event","apiVersion":"audit.k8s.io/v1",` (struct order), so a
+cut is tried at `},` + that (`_EVENT_CUT`: never inside a string; `},{` alone is at every entry
+of every list of objects in an event) about every `SLICE_BYTES`; items of another shape are cut
+at `},{`. `[` + slice + `]` parses only when the cut is between two items. A cut whose slice
+opens more brackets than it closes (counted cut by cut, exactly with strings emptied for
+`_EVENT_CUT`) is passed over unparsed; a failed slice is retried with the next cut past twice
+the reach, never the same one again, the reach starting again at each slice: the work stays
+linear and one odd item does not make the rest of the body one slice.
 Whenever the fast path does not apply (another layout, an envelope that does not check out) the
 body is parsed whole.
 
@@ -51,6 +54,14 @@ MAX_PARSE_BYTES = 64 << 20
 DROPPED = ("requestObject", "responseObject")
 _ITEMS = b'"items":['
 _CUT = b"},{"
+# Every audit Event the API server writes begins so: encoding/json writes a struct's fields in
+# their order, TypeMeta (kind, apiVersion) first (k8s.io/apiserver/pkg/apis/audit/v1/types.go).
+# The quote after `{` cannot be escaped, so this is never inside a string: it is a boundary
+# between two items, or inside one (an object list in a requestObject), where a slice is
+# unbalanced and `_Depth` passes it over. Real items hold lists of objects (containers, env,
+# managedFields) at every `},{` inside them, never this.
+_EVENT_HEAD = b'{"kind":"Event","apiVersion":"audit.k8s.io/v1",'
+_EVENT_CUT = b"}," + _EVENT_HEAD
 _SKIPS = 64  # unbalanced cuts passed over before a slice is tried regardless
 # A JSON string from its opening quote (escapes skipped); `"?`: one a slice cut short.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
@@ -160,23 +171,26 @@ def _items_region(body: bytes) -> tuple[int, int] | None:
 
 
 def _cut(body: bytes, start: int, end: int) -> Iterator[list[Any]]:
-    """Slices of `body[start:end]`: each attempt `[` + slice + `]`; after a failure the next cut
-    is searched past twice the reach and past the failed one (never the same slice twice). The
+    """Slices of `body[start:end]`: each attempt `[` + slice + `]`, cut at the first `_EVENT_CUT`
+    (or, for items not as the API server writes them, `_CUT`) past `SLICE_BYTES` whose slice
+    `_Depth` finds balanced. After a failure the next cut is searched past twice the reach and
+    past the failed one (never the same slice twice); the reach starts again at each slice. The
     last slice runs to `end`; when it does not parse, the body is parsed whole: its items past
     those yielded when the yielded ones are its first (a body orjson reads otherwise than the
     fast path assumed: a key after the items, a second items key), else the reason."""
+    events = body.startswith(_EVENT_HEAD, start)
+    mark = _EVENT_CUT if events else _CUT
     at = start
     yielded = 0
     while at < end:
         reach = SLICE_BYTES
         floor = at
-        skipped = 0
+        depth = _Depth(body, at, exact=events)
         while True:
-            cut = body.find(_CUT, max(at + reach, floor), end)
+            cut = body.find(mark, max(at + reach, floor), end)
             stop = end if cut < 0 else cut + 1  # the slice keeps its closing brace
-            if stop < end and skipped < _SKIPS and not _balanced(body, at, stop):
-                skipped += 1  # surely inside an item: the next cut, nothing parsed
-                floor = stop + 1
+            if stop < end and not depth.balanced_to(stop):
+                floor = stop + 1  # surely inside an item: the next cut, nothing parsed
                 continue
             try:
                 part = _loads(b"[" + body[at:stop] + b"]")
@@ -186,6 +200,7 @@ def _cut(body: bytes, start: int, end: int) -> Iterator[list[Any]]:
                     return
                 reach *= 2
                 floor = stop + 1
+                depth.failed()
                 continue
             yielded += len(part)
             yield part
@@ -193,13 +208,54 @@ def _cut(body: bytes, start: int, end: int) -> Iterator[list[Any]]:
             break
 
 
-def _balanced(body: bytes, at: int, stop: int) -> bool:
-    """Whether `body[at:stop]` opens as many objects and arrays as it closes, brackets in
-    strings counted too: when it does not, a cut is inside an item unless strings hold brackets
-    (after `_SKIPS` such cuts the slice is tried anyway)."""
-    return body.count(b"{", at, stop) == body.count(b"}", at, stop) and body.count(
-        b"[", at, stop
-    ) == body.count(b"]", at, stop)
+class _Depth:
+    """Whether `body[at:stop]` opens as many objects and arrays as it closes, counted cut by cut
+    (each byte once per slice: linear). Brackets are first counted in strings too (C-speed
+    `bytes.count`); when that says unbalanced, or a slice it called balanced failed, and the
+    cuts are `_EVENT_CUT`s, the count is redone with strings emptied, which is exact: such a cut
+    is never inside a string (see `_EVENT_CUT`), so each stretch between two starts outside
+    one. With `_CUT` (which strings may hold) an unbalanced cut is passed over `_SKIPS` times
+    per attempt at most, then the slice is tried regardless."""
+
+    def __init__(self, body: bytes, at: int, *, exact: bool) -> None:
+        self.body = body
+        self.exact = exact
+        self.raw = _Counts(at)
+        self.strings_emptied = _Counts(at)
+        self.trust_raw = True
+        self.skipped = 0
+
+    def balanced_to(self, stop: int) -> bool:
+        if self.raw.advance(self.body, stop) and self.trust_raw:
+            return True
+        if self.exact:
+            return self.strings_emptied.advance(self.body, stop, empty_strings=True)
+        self.skipped += 1
+        return self.skipped > _SKIPS
+
+    def failed(self) -> None:
+        self.trust_raw = False
+        self.skipped = 0
+
+
+class _Counts:
+    """Objects and arrays opened minus closed in `body[at:upto]`."""
+
+    def __init__(self, at: int) -> None:
+        self.upto = at
+        self.objects = 0
+        self.arrays = 0
+
+    def advance(self, body: bytes, stop: int, *, empty_strings: bool = False) -> bool:
+        """Counts extended to `stop`; whether they are balanced there."""
+        if stop > self.upto:
+            part = body[self.upto : stop]
+            if empty_strings:
+                part = _STRING.sub(b'""', part)
+            self.objects += part.count(b"{") - part.count(b"}")
+            self.arrays += part.count(b"[") - part.count(b"]")
+            self.upto = stop
+        return self.objects == 0 and self.arrays == 0
 
 
 def _rest_of_whole(body: bytes, start: int, at: int, yielded: int) -> Iterator[list[Any]]:
