@@ -57,14 +57,42 @@ async def test_senders_trickling_bytes_do_not_hold_back_a_batch(monitor: Monitor
     done = asyncio.Event()
     slow = [asyncio.create_task(_trickle(monitor, done)) for _ in range(4)]
     try:
-        async with asyncio.timeout(10):  # the trickling senders hold their bodies' budget first
-            while monitor.runtime.budget.held < 4 * 100_000:
+        async with asyncio.timeout(10):  # the trickling senders are being read first
+            while monitor.runtime.budget.held < 4:
                 await asyncio.sleep(0.01)
         status, _ = await asyncio.wait_for(monitor.post(event_list(lines("outage.audit.log"))), 10)
         assert status == 200
     finally:
         done.set()
         await asyncio.gather(*slow, return_exceptions=True)
+
+
+async def _declare(m: Monitor, length: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", m.port, ssl=m.context())
+    try:
+        writer.write(b"POST /audit HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n{" % length)
+        await writer.drain()
+        await reader.read(200)  # the answer (408) or the connection closed
+    finally:
+        writer.close()
+        await asyncio.gather(writer.wait_closed(), return_exceptions=True)
+
+
+async def test_senders_declaring_the_largest_body_and_sending_none_do_not_hold_back_a_batch(
+    monitor: Monitor,
+) -> None:
+    # two declared 16 MiB bodies would take the whole budget were it taken on the declaration
+    idle = [asyncio.create_task(_declare(monitor, intake.MAX_BODY_BYTES)) for _ in range(2)]
+    try:
+        async with asyncio.timeout(10):  # both are being read
+            while monitor.runtime.budget.held < 2:
+                await asyncio.sleep(0.01)
+        status, _ = await asyncio.wait_for(monitor.post(event_list(lines("outage.audit.log"))), 10)
+        assert status == 200
+    finally:
+        for task in idle:
+            task.cancel()
+        await asyncio.gather(*idle, return_exceptions=True)
 
 
 async def test_a_sender_slower_than_the_minimum_rate_is_cut_off(

@@ -5,8 +5,9 @@ Invariants:
   read returns only what is buffered), with a running count: over `MAX_BODY_BYTES` it is refused
   (413) whether or not it declared a Content-Length.
 - Every body being read or waiting to be judged holds its bytes of one `BodyBudget` shared by all
-  senders (a declared Content-Length is taken whole at once); past it the answer is 503 with
-  Retry-After, which the API server re-sends, so slow or many senders cannot exhaust memory.
+  senders, counted as they arrive (a declared Content-Length takes nothing: senders declaring
+  16 MiB and sending nothing would hold every real batch at 503); past it the answer is 503
+  with Retry-After, which the API server re-sends, so slow or many senders cannot exhaust memory.
 - After `READ_GRACE_SECONDS` a body must keep arriving at `MIN_READ_RATE` (408 slower), never
   longer than the API server's own `BODY_READ_TIMEOUT` for one send: a sender trickling bytes
   cannot hold its share of the budget for long.
@@ -84,11 +85,12 @@ class Hold:
 
 async def read_body(content: StreamReader, hold: Hold, length: int | None) -> bytes | Refusal:
     """The whole body, read to its end however it arrives (in TLS records, chunked, paced by the
-    network: one read returns only what is buffered), within the body budget (a Content-Length
-    taken whole at once) and at `MIN_READ_RATE` or faster after `READ_GRACE_SECONDS`; else the
-    answer: 413 over MAX_BODY_BYTES, 503 when the budget is spent, 408 when too slow."""
-    if length is not None and not hold.take(length):
-        return Refusal(503, "the monitor holds as many batch bodies as it may", length)
+    network: one read returns only what is buffered), within the body budget (bytes taken as
+    they arrive: a declared `length` holds nothing, it is only checked against MAX_BODY_BYTES)
+    and at `MIN_READ_RATE` or faster after `READ_GRACE_SECONDS`; else the answer: 413 over
+    MAX_BODY_BYTES, 503 when the budget is spent, 408 when too slow."""
+    if length is not None and length > MAX_BODY_BYTES:
+        return too_large(length)
     loop = asyncio.get_running_loop()
     started = loop.time()
     chunks: list[bytes] = []
@@ -110,6 +112,6 @@ async def read_body(content: StreamReader, hold: Hold, length: int | None) -> by
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             return too_large(size)
-        if length is None and not hold.take(len(chunk)):
+        if not hold.take(len(chunk)):
             return Refusal(503, "the monitor holds as many batch bodies as it may", size)
         chunks.append(chunk)
