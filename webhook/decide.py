@@ -12,8 +12,9 @@ An allowed NetworkPolicy CREATE, UPDATE or DELETE that leaves its namespace unfe
 neutralised for a required direction fenced before it says so in the `fence-lost` annotation (the
 directions, comma-separated; `fence_guard.left_unfenced`, once per request and view, apart from
 what the rules answered); an exempt user's or group's too, analysed though no rule judges it.
-A dry run carries it as well: the annotation says what the answer means, as `decision` does, and
-the audit event's `dryRun` says nothing changed.
+A dry run never carries it: the webhook sees the request's true `dryRun`, the audit log does not
+(a DELETE's body overrides the `dryRun` of its URI, apiserver pkg/endpoints/handlers/delete.go), so
+the annotation alone says a fence really went, and `kubefence correlate`/`monitor` trust it.
 """
 
 from __future__ import annotations
@@ -333,7 +334,8 @@ def _annotations(
         "decision-id": request.uid,
         "policy-revision": settings.revision,
     }
-    if lost and verdict != "deny":  # a denied removal leaves the fence where it was
+    # A denied removal leaves the fence where it was, and a dry run changes nothing.
+    if lost and verdict != "deny" and not request.dry_run:
         annotations["fence-lost"] = ",".join(lost)
     return annotations
 
