@@ -12,8 +12,13 @@ An allowed NetworkPolicy CREATE, UPDATE or DELETE that leaves its namespace unfe
 neutralised for a required direction fenced before it says so in the `fence-lost` annotation (the
 directions, comma-separated; `fence_guard.left_unfenced`, once per request and view, apart from
 what the rules answered); an exempt user's or group's too, analysed though no rule judges it.
-A dry run carries it as well: the annotation says what the answer means, as `decision` does, and
-the audit event's `dryRun` says nothing changed.
+A dry run never carries it: the webhook sees the request's true `dryRun`, the audit log does not
+(a DELETE's body overrides the `dryRun` of its URI, apiserver pkg/endpoints/handlers/delete.go), so
+the annotation alone says a fence really went, and `kubefence correlate`/`monitor` trust it.
+
+An internal error is a denial, except on the `finalize` call of a namespace being deleted: that
+is an allow with a warning (still logged and counted as the internal error it is), since denying
+it would leave the namespace Terminating for good.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from webhook.cluster.view import ClusterView
 from webhook.netpol import Direction, PolicyFacts
 from webhook.rules import FENCE_GUARD, RULES, Remembered, Rule
 from webhook.rules.fence_guard import left_unfenced
+from webhook.rules.namespace_labels import FINALIZE, being_deleted
 from webhook.rules.namespace_labels import JUDGED as LABELS_JUDGED
 from webhook.rules.result import DEFAULT_DENY, RuleResult
 from webhook.settings import Mode, Settings
@@ -187,9 +193,28 @@ def reconsider(
 
 
 def internal_error(request: AdmissionRequest, settings: Settings) -> Decision:
-    """The answer when kubefence itself failed: a denial, never a 500."""
+    """The answer when kubefence itself failed: a denial, never a 500.
+
+    The namespace controller's `finalize` call of a namespace being deleted is let through with a
+    warning instead: denying it would leave the namespace Terminating for good, and nothing can be
+    created in a terminating namespace (upstream NamespaceLifecycle admission), so allowing it
+    opens nothing. The caller logs the error either way.
+    """
     message = "kubefence could not decide this request (internal error)"
+    if _finalizing(request):
+        message += "; not denied: this is the finalize call of a namespace being deleted"
+        return _denial(request, settings, INTERNAL_ERROR, message, mode=Mode.WARN)
     return _denial(request, settings, INTERNAL_ERROR, message)
+
+
+def _finalizing(request: AdmissionRequest) -> bool:
+    """Whether `request` is the `finalize` UPDATE of a namespace being deleted."""
+    return (
+        is_namespace(request)
+        and request.operation == "UPDATE"
+        and request.sub_resource == FINALIZE
+        and being_deleted(request)
+    )
 
 
 def unconfirmed(request: AdmissionRequest, settings: Settings, namespace: str) -> Decision:
@@ -201,12 +226,21 @@ def unconfirmed(request: AdmissionRequest, settings: Settings, namespace: str) -
     return _denial(request, settings, DEFAULT_DENY, message)
 
 
-def _denial(request: AdmissionRequest, settings: Settings, rule: str, message: str) -> Decision:
-    failure = RuleResult(rule, Mode.ENFORCE, False, message)
-    annotations = _annotations(request, "deny", (failure,), settings)
+def _denial(
+    request: AdmissionRequest,
+    settings: Settings,
+    rule: str,
+    message: str,
+    *,
+    mode: Mode = Mode.ENFORCE,
+) -> Decision:
+    """One failure of `rule`: a denial, or with `mode` WARN an allow with a warning."""
+    failure = RuleResult(rule, mode, False, message)
+    verdict = "deny" if mode is Mode.ENFORCE else "warn"
+    annotations = _annotations(request, verdict, (failure,), settings)
     return Decision(
         request.uid,
-        "deny",
+        verdict,
         (failure,),
         annotations,
         request.namespace,
@@ -333,7 +367,8 @@ def _annotations(
         "decision-id": request.uid,
         "policy-revision": settings.revision,
     }
-    if lost and verdict != "deny":  # a denied removal leaves the fence where it was
+    # A denied removal leaves the fence where it was, and a dry run changes nothing.
+    if lost and verdict != "deny" and not request.dry_run:
         annotations["fence-lost"] = ",".join(lost)
     return annotations
 

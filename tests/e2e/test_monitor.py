@@ -380,3 +380,70 @@ def test_every_file_event_is_received_once_across_a_restart(setup: Setup) -> Non
     received, in_file = eventually("the monitor's count equals the file's", counts, timeout=90)
     assert received == in_file
     assert m.metric("kubefence_monitor_duplicate_events_total") == 0
+
+
+def test_a_uri_dry_run_hides_no_real_delete_and_a_body_dry_run_raises_nothing(
+    setup: Setup,
+) -> None:
+    # A DELETE with a body takes its options from the body and ignores the query
+    # (k8s.io/apiserver pkg/endpoints/handlers/delete.go): `?dryRun=All` with a body `{}`
+    # really deletes, and `kubectl delete --dry-run=server` sends dryRun in the body only.
+    kube, audit_log = setup.kube, setup.cp.audit_log_path
+    hook = RunningWebhook.start(setup.work / "serve-dry", setup.cp.kubeconfig_path, AUDIT_POLICY)
+    api = client.NetworkingV1Api(kube)
+    try:
+        hook.register(kube)
+        hidden = new_namespace(kube, "mon-hidden")  # one fence, no Pod: a teardown
+        rehearsed = new_namespace(kube, "mon-rehearsed")
+        fence(kube, hidden)
+        fence(kube, rehearsed)
+        api.delete_namespaced_network_policy(
+            "default-deny", hidden, dry_run="All", body=client.V1DeleteOptions()
+        )
+        api.delete_namespaced_network_policy(
+            "default-deny", rehearsed, body=client.V1DeleteOptions(dry_run=["All"])
+        )
+        alert = eventually(
+            "an evasion.fence_removed alert for the delete behind ?dryRun=All",
+            lambda: next(
+                (
+                    a
+                    for a in setup.monitor.alerts("evasion.fence_removed")
+                    if a["namespace"] == hidden
+                ),
+                None,
+            ),
+            timeout=30,
+        )
+        eventually("every event of the file backend at the monitor", lambda: all_received(setup))
+    finally:
+        reconfigure(kube, hook, None)
+        hook.stop()
+    assert (alert["cause"], alert["name"]) == ("decided", "default-deny")
+    # The fence really went in one namespace, and stayed in the other.
+    with pytest.raises(ApiException) as gone:
+        api.read_namespaced_network_policy("default-deny", hidden)
+    assert gone.value.status == 404
+    api.read_namespaced_network_policy("default-deny", rehearsed)
+    ours = {hidden, rehearsed}
+    removals = [a for a in setup.monitor.alerts("evasion.fence_removed") if a["namespace"] in ours]
+    assert [a["namespace"] for a in removals] == [hidden]
+    deletes = {
+        e["objectRef"]["namespace"]: e
+        for e in read_audit_log(audit_log)
+        if e["verb"] == "delete" and e["stage"] == "ResponseComplete"
+        and e["objectRef"].get("namespace") in ours
+    }  # fmt: skip
+    assert "dryRun=All" in deletes[hidden]["requestURI"]
+    assert deletes[hidden]["annotations"][f"{WEBHOOK_NAME}/fence-lost"] == "Ingress,Egress"
+    assert "dryRun" not in deletes[rehearsed]["requestURI"]
+    assert f"{WEBHOOK_NAME}/decision-id" in deletes[rehearsed]["annotations"]
+    assert f"{WEBHOOK_NAME}/fence-lost" not in deletes[rehearsed]["annotations"]
+    # `correlate --follow` over the file backend alerts the same.
+    with audit_log.open("rb") as lines:
+        followed = [
+            (a.event, a.namespace, a.cause)
+            for a in follow_alerts(iter(lines), CorrelateOptions(webhook_names=(WEBHOOK_NAME,)))
+            if a.namespace in ours
+        ]
+    assert followed == [("evasion.fence_removed", hidden, "decided")]

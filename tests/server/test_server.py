@@ -13,7 +13,7 @@ import orjson
 import pytest
 import structlog
 from aiohttp import web
-from objects import BAD_REVIEWS, deny_all, netpol_review, pod_spec, workload_review
+from objects import BAD_REVIEWS, deny_all, netpol_review, pod_spec, review, workload_review
 
 from webhook import certs, server
 from webhook.cluster.view import StaticView, namespace_facts
@@ -145,6 +145,64 @@ async def test_an_internal_failure_is_a_denial_not_a_500(
     assert status == 200
     assert out["response"]["allowed"] is False
     assert out["response"]["auditAnnotations"]["rules"] == "internal-error"
+
+
+def finalize_review(*, deleting: bool) -> dict[str, Any]:
+    """The namespace controller's finalize call of namespace "open", being deleted or not."""
+    objects = []
+    for finalizers in (["kubernetes"], []):
+        doc: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "open", "labels": {"kubernetes.io/metadata.name": "open"}},
+            "spec": {"finalizers": finalizers},
+        }
+        if deleting:
+            doc["metadata"]["deletionTimestamp"] = "2026-04-01T00:00:00Z"
+            doc["status"] = {"phase": "Terminating"}
+        objects.append(doc)
+    old, new = objects
+    return review(
+        "UPDATE",
+        ("", "v1", "namespaces"),
+        "Namespace",
+        namespace="open",
+        name="open",
+        obj=new,
+        old=old,
+        sub_resource="finalize",
+        user="system:serviceaccount:kube-system:namespace-controller",
+    )
+
+
+@pytest.mark.parametrize("deleting", [True, False])
+async def test_an_internal_failure_never_strands_a_terminating_namespace(
+    webhook: Webhook, monkeypatch: pytest.MonkeyPatch, deleting: bool
+) -> None:
+    # Denying the finalize call of a namespace being deleted would leave it Terminating for
+    # good; nothing can be created in it any more, so letting it through opens nothing.
+    def broken(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(server, "decide", broken)
+    with structlog.testing.capture_logs() as logs:
+        status, out = await webhook.post(finalize_review(deleting=deleting))
+    assert status == 200
+    response = out["response"]
+    assert response["auditAnnotations"]["rules"] == "internal-error"
+    # ... and it is logged as the internal error it is, either way.
+    assert [e["log_level"] for e in logs if e["event"] == "admission.internal_error"] == ["error"]
+    (line,) = [e for e in logs if e["event"] == "admission.decision"]
+    assert line["rules"][0]["id"] == "internal-error"
+    if deleting:
+        assert response["allowed"] is True
+        assert response["auditAnnotations"]["decision"] == "warn"
+        assert "internal error" in response["warnings"][0]
+        assert line["decision"] == "warn"
+    else:
+        assert response["allowed"] is False
+        assert response["auditAnnotations"]["decision"] == "deny"
+        assert line["decision"] == "deny"
 
 
 async def test_one_decision_log_line_without_object_content(webhook: Webhook) -> None:

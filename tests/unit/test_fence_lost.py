@@ -130,10 +130,28 @@ def test_nothing_is_lost_where_the_rule_is_off() -> None:
     assert lost(decision) is None
 
 
-def test_a_dry_run_says_what_the_answer_means_and_approves_nothing() -> None:
+def test_a_dry_run_loses_no_fence_and_approves_nothing() -> None:
+    # The audit log cannot tell a dry run (a DELETE's body overrides its URI's `dryRun`): the
+    # annotation is written only for a removal that really happens, so correlate trusts it.
     decision = decide(delete(OLD, dry_run=True), view(OLD, running_pods=0), settings())
-    assert lost(decision) == "Ingress,Egress"
+    assert decision.verdict == "allow"
+    assert lost(decision) is None
     assert decision.approval is None
+    # ... the same teardown for real says what it lost.
+    assert lost(decide(delete(OLD), view(OLD, running_pods=0), settings())) == "Ingress,Egress"
+
+
+@pytest.mark.parametrize("mode", ["warn", "audit"])
+def test_a_dry_run_in_warn_or_audit_mode_or_by_an_exempt_user_loses_no_fence(mode: str) -> None:
+    lax = settings(f"defaultDeny: {{mode: {mode}}}")
+    decision = decide(delete(OLD, dry_run=True), view(OLD), lax)
+    assert decision.verdict == mode
+    assert lost(decision) is None
+    exempt = settings("exemptions: {users: [ci-bot]}")
+    decision = decide(delete(OLD, dry_run=True, user="ci-bot"), view(OLD), exempt)
+    assert decision.exempt
+    assert lost(decision) is None
+    assert lost(decide(delete(OLD, user="ci-bot"), view(OLD), exempt)) == "Ingress,Egress"
 
 
 @pytest.mark.parametrize(

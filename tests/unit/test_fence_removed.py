@@ -101,7 +101,7 @@ def test_the_namespace_controller_emptying_a_namespace_is_no_alert() -> None:
 @pytest.mark.parametrize(
     "doc",
     [
-        event("a", lost="Egress", dry_run=True),
+        event("a", dry_run=True),
         event("a", lost="Egress", code=409),
         event("a", lost="Egress", namespace="kube-system"),
     ],
@@ -134,7 +134,8 @@ def test_correlate_follow_and_monitor_alert_fence_removals_alike() -> None:
         event("covered"),
         event("warn-update", verb="update", lost="Egress"),
         event("outage", verb="patch", decided=False),
-        event("dry", lost="Egress", dry_run=True),
+        event("dry", dry_run=True),  # the webhook saw a dry run: no `fence-lost`
+        event("hidden", lost="Egress", dry_run=True),  # `?dryRun=All` with a body `{}`
         event("conflict", verb="update", lost="Egress", code=409),
     ]
     # The canonical encoding of the file backend: the keys in the API server's order.
@@ -145,6 +146,7 @@ def test_correlate_follow_and_monitor_alert_fence_removals_alike() -> None:
             (FENCE_REMOVED, "teardown"),
             (FENCE_REMOVED, "warn-update"),
             (FENCE_REMOVED, "outage"),
+            (FENCE_REMOVED, "hidden"),
             (BYPASS, "outage"),
         ]
     )
@@ -152,8 +154,9 @@ def test_correlate_follow_and_monitor_alert_fence_removals_alike() -> None:
     assert sorted(parsed_alerts(lines, OPTIONS)) == expected
     # ... and the batch report lists the same removals, with who and what was left unfenced.
     report = run(lines, [])
-    assert report.summary.fence_removals == 3
+    assert report.summary.fence_removals == 4
     assert sorted((f.audit_id, f.cause, f.unfenced) for f in report.fence_removals) == [
+        ("hidden", "decided", ("Egress",)),
         ("outage", "undecided", ()),
         ("teardown", "decided", ("Ingress", "Egress")),
         ("warn-update", "decided", ("Egress",)),
@@ -203,12 +206,49 @@ def test_a_uri_that_only_mentions_dry_run_is_a_real_removal_live_and_in_the_repo
 
 
 @pytest.mark.parametrize("query", DRY_RUNS)
-def test_a_real_dry_run_removes_no_fence_and_its_bypass_says_dry_run(query: str) -> None:
+def test_a_dry_run_uri_hides_no_removal_the_webhook_saw_go(query: str) -> None:
+    # A DELETE's body overrides its URI's `dryRun` (apiserver handlers/delete.go): `curl -X
+    # DELETE '...?dryRun=All' -d '{}'` really deletes. The webhook sees the truth and writes
+    # `fence-lost` only for a real removal, so the annotation is believed over the URI.
     decided = event("decided", lost="Ingress", query=query)
-    bypass = event("bypass", decided=False, query=query)
-    assert kinds(decided) == []
+    assert kinds(decided) == [(FENCE_REMOVED, "decided")]
+    # The webhook's own dry run carries no annotation and is no alert.
+    assert kinds(event("dry", query=query)) == []
+    lines = [dump(decided)]
+    assert detector_alerts(lines, OPTIONS) == [(FENCE_REMOVED, "decided")]
+    assert parsed_alerts(lines, OPTIONS) == [(FENCE_REMOVED, "decided")]
+    report = run(lines, [])
+    assert [(f.audit_id, f.cause, f.unfenced) for f in report.fence_removals] == [
+        ("decided", "decided", ("Ingress",))
+    ]
+
+
+@pytest.mark.parametrize("query", DRY_RUNS)
+@pytest.mark.parametrize("verb", ["delete", "deletecollection"])
+def test_an_undecided_delete_is_a_removal_whatever_its_uri_says(verb: str, query: str) -> None:
+    # Its body may override the URI's `dryRun`: a false alarm is the safe way to be wrong, and
+    # the bypass is not called a dry run.
+    bypass = event("bypass", verb=verb, decided=False, query=query)
+    assert kinds(bypass) == [(BYPASS, "dodged"), (FENCE_REMOVED, "undecided")]
+    lines = [dump(bypass)]
+    assert sorted(detector_alerts(lines, OPTIONS)) == [
+        (BYPASS, "bypass"),
+        (FENCE_REMOVED, "bypass"),
+    ]
+    report = run(lines, [])
+    assert [(f.audit_id, f.cause) for f in report.fence_removals] == [("bypass", "undecided")]
+    assert [(b.audit_id, b.dry_run) for b in report.bypasses] == [("bypass", False)]
+
+
+@pytest.mark.parametrize("query", DRY_RUNS)
+@pytest.mark.parametrize("verb", ["update", "patch"])
+def test_an_undecided_dry_run_update_removes_no_fence_and_its_bypass_says_dry_run(
+    verb: str, query: str
+) -> None:
+    # An update or patch takes `dryRun` from its query alone: the URI is the truth.
+    bypass = event("bypass", verb=verb, decided=False, query=query)
     assert kinds(bypass) == [(BYPASS, "dodged")]
-    report = run([dump(decided), dump(bypass)], [])
+    report = run([dump(bypass)], [])
     assert report.fence_removals == ()
     assert [(b.audit_id, b.dry_run) for b in report.bypasses] == [("bypass", True)]
 

@@ -75,13 +75,19 @@ def findings(record: AuditRecord, exempt_namespaces: frozenset[str]) -> Iterator
     no kubefence webhook decided: `fail-open` when the API server's `failed-open` annotation names
     one of ours, `dodged` without any trace (not the namespace controller's deletecollection).
 
-    A fence removal is a NetworkPolicy write that went through, not a dry run: `decided` when our
-    webhook's `fence-lost` annotation says letting it through left the namespace unfenced or
-    neutralised (a teardown, warn or audit mode, an exempt user; a create or update that opens
-    it to all; a deletecollection carries the first of its items' that did); `undecided` when a
-    delete, deletecollection, update or patch is a bypass too (no decision of ours: it may have
-    taken any fence away). A decided one without the annotation left every required direction
-    fenced and is no alert.
+    A fence removal is a NetworkPolicy write that went through: `decided` when our webhook's
+    `fence-lost` annotation says letting it through left the namespace unfenced or neutralised
+    (a teardown, warn or audit mode, an exempt user; a create or update that opens it to all; a
+    deletecollection carries the first of its items' that did); `undecided` when a delete,
+    deletecollection, update or patch is a bypass too (no decision of ours: it may have taken any
+    fence away). A decided one without the annotation left every required direction fenced and
+    is no alert.
+    Whether it was a dry run is never read from the URI here: the webhook writes `fence-lost`
+    only for a request that is not one, from the request's true `dryRun`, while a DELETE's body
+    overrides its URI's (`?dryRun=All` with a body really deletes, and `kubectl delete
+    --dry-run=server` shows no `dryRun` in its URI). An undecided delete or deletecollection is
+    taken as real for the same reason (a false alarm is the safe way to be wrong); an undecided
+    update or patch reads `dryRun` from its query only, so its URI is believed.
     """
     ok = record.code is None or record.code < 400
     if record.namespace in exempt_namespaces:
@@ -101,11 +107,10 @@ def findings(record: AuditRecord, exempt_namespaces: frozenset[str]) -> Iterator
         and record.resource == "networkpolicies"
         and record.verb in POLICY_CHANGES
         and ok
-        and not record.dry_run
     ):
         if record.fence_lost:
             yield FENCE_REMOVED, "decided"
-        elif bypass and record.verb in POLICY_REMOVALS:
+        elif bypass and record.verb in POLICY_REMOVALS and not record.dry_run:
             yield FENCE_REMOVED, "undecided"
 
 

@@ -10,6 +10,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 # The one `dryRun` value the API server accepts (metav1.DryRunAll).
 DRY_RUN_ALL = "All"
+# The audit verbs whose options a request body overrides, `dryRun` included (handlers/delete.go).
+BODY_OPTION_VERBS = frozenset({"delete", "deletecollection"})
 
 
 @dataclass(slots=True)
@@ -53,7 +55,13 @@ class AuditRecord:
 
     @property
     def dry_run(self) -> bool:
-        return uri_dry_run(self.uri)
+        """Whether the request was a dry run, as far as its URI can prove it.
+
+        Only for verbs whose options come from the query alone: a delete or deletecollection
+        with a body takes `dryRun` from the body and ignores the query (`uri_dry_run`), so it is
+        never called a dry run here, whatever its URI says.
+        """
+        return self.verb not in BODY_OPTION_VERBS and uri_dry_run(self.uri)
 
 
 def uri_dry_run(uri: str) -> bool:
@@ -66,9 +74,14 @@ def uri_dry_run(uri: str) -> bool:
     400, so such a request never succeeds and is no dry run that did anything. Other parameters
     are ignored by the API server, so `?x=dryRun=` is a real request. Pairs Go's query parser
     would skip (a bad escape, a `;`) never decode here to `dryRun=All`, so an answer of True is
-    one the API server agrees with about the query. (A DELETE with a body takes its options from
-    the body and ignores the query, apiserver handlers/delete.go; a Metadata-level audit event
-    does not show the body, so the URI is all there is to go by.)
+    one the API server agrees with about the query.
+
+    Sound only where the options come from the query alone (create, update, patch): a delete or
+    deletecollection with a body takes its DeleteOptions, `dryRun` included, from the body and
+    ignores the query (apiserver pkg/endpoints/handlers/delete.go), so `?dryRun=All` with a body
+    `{}` really deletes, and `kubectl delete --dry-run=server` puts `dryRun` in the body only. A
+    Metadata-level audit event does not show the body, so for those verbs a True here proves
+    nothing (`AuditRecord.dry_run` does not believe it).
     """
     query = urlsplit(uri).query
     if "dryRun" not in query and "%" not in query:  # the common case, without parsing
