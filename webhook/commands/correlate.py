@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, cast
 
-from webhook.commands.running import positive_int
-from webhook.config import load_settings, parse_duration
+from webhook.commands.running import add_probing_arguments, duration, positive_int
+from webhook.config import load_settings
 from webhook.correlate.correlation import Correlation
 from webhook.correlate.model import CorrelateOptions
 from webhook.correlate.records import SourceStats
@@ -94,23 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="text tables, JSON (its keys are a contract) or one self-contained HTML page",
     )
     parser.add_argument("--out", type=Path, metavar="FILE", help="write the report here")
-    parser.add_argument(
-        "--probe-threshold",
-        type=positive_int("denials"),
-        metavar="N",
-        default=10,
-        help="denials of one user within --probe-window that count as probing (default 10)",
-    )
-    parser.add_argument(
-        "--probe-window",
-        type=_duration,
-        default=600.0,
-        metavar="DURATION",
-        help="sliding window (default 10m)",
-    )
+    add_probing_arguments(parser)
     parser.add_argument(
         "--join-window",
-        type=_duration,
+        type=duration,
         metavar="DURATION",
         default=120.0,
         help="how long after a decision its audit event may be written (default 2m); memory "
@@ -118,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--clock-skew",
-        type=_duration,
+        type=duration,
         metavar="DURATION",
         default=1.0,
         help="tolerated clock difference between webhook and API server (default 1s)",
@@ -253,10 +240,3 @@ def _rfc3339(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an RFC 3339 time with a zone, e.g. 2024-05-01T00:00:00Z"
         ) from None
-
-
-def _duration(text: str) -> float:
-    seconds = parse_duration(text)
-    if seconds is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 10m or 1h30m")
-    return seconds

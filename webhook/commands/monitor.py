@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from webhook import decisionlog, tls
 from webhook.cluster.kubeconfig import CredentialsError
 from webhook.cluster.kubeconfig import check as check_kubeconfig
-from webhook.commands.running import port_number, positive_int
+from webhook.commands.running import add_probing_arguments, port_number
 from webhook.commands.serve import Election, election_namespace, identity
 from webhook.config import load_settings
 from webhook.correlate.detect import CanaryWatch
@@ -94,20 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the webhook's name in the ValidatingWebhookConfiguration (repeatable; default: the "
         "config's webhookName or webhookNames)",
     )
-    parser.add_argument(
-        "--probe-threshold",
-        type=positive_int("denials"),
-        metavar="N",
-        default=10,
-        help="denials of one authenticated user within --probe-window that are probing",
-    )
-    parser.add_argument(
-        "--probe-window",
-        type=float,
-        metavar="SECONDS",
-        default=600.0,
-        help="the sliding probing window in seconds",
-    )
+    add_probing_arguments(parser)
     parser.add_argument(
         "--canary",
         type=float,
@@ -158,8 +145,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.config}: --config file not found")
     if args.canary is not None and not args.canary > 0:
         raise InputError("--canary must be a number of seconds above 0")
-    if not args.probe_window > 0:
-        raise InputError("--probe-window must be a number of seconds above 0")
     token = None
     if args.token_file is not None:
         try:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 from webhook import exitcodes
+from webhook.config import parse_duration
 from webhook.errors import InputError
 
 
@@ -53,6 +54,33 @@ def positive_int(what: str) -> Callable[[str], int]:
         return int(text)
 
     return parse
+
+
+def duration(text: str) -> float:
+    """An argparse type for a positive Go-style duration (`90s`, `10m`, `1h30m`), in seconds."""
+    seconds = parse_duration(text)
+    if seconds is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 10m or 1h30m")
+    return seconds
+
+
+def add_probing_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--probe-threshold` and `--probe-window`, the same for `correlate` and `monitor`: both
+    count probing by the authenticated user through the one detection core."""
+    parser.add_argument(
+        "--probe-threshold",
+        type=positive_int("denials"),
+        metavar="N",
+        default=10,
+        help="denials of one authenticated user within --probe-window that count as probing",
+    )
+    parser.add_argument(
+        "--probe-window",
+        type=duration,
+        default=600.0,
+        metavar="DURATION",
+        help="the sliding probing window (default 10m)",
+    )
 
 
 def port_number(text: str) -> int:
