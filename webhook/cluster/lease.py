@@ -5,24 +5,15 @@ format of its timestamps, and the API server calls it takes. No I/O here."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from webhook.cluster.apiserver import JSON
+from webhook.cluster.apiserver import Getter
 
 
-class LeaseApi(Protocol):
+class LeaseApi(Getter, Protocol):
     """The API server's reads and writes the elector needs (`transport.KubeTransport` is one)."""
-
-    async def get(
-        self,
-        path: str,
-        query: Sequence[tuple[str, str]] = (),
-        *,
-        timeout: float | None,
-        accept: str = JSON,
-    ) -> dict[str, Any]: ...
 
     async def send(
         self, method: str, path: str, body: Mapping[str, Any], *, timeout: float | None
