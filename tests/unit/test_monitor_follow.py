@@ -80,3 +80,21 @@ def test_canaries_held_through_an_outage_arriving_out_of_order_alert_once() -> N
     assert watch.seen(f"{CANARY_AGENT}p/4", 19.0)  # p/3 accounted for by a later canary
     watch.sent(f"{CANARY_AGENT}p/5", 20.0)
     assert watch.check(26.5) is not None  # the deadline is the usual one again
+
+
+def test_lines_written_to_a_renamed_file_before_its_successor_appears_are_read(
+    tmp_path: Path,
+) -> None:
+    """Between the rename and the new file the path names nothing: the old file, still open for
+    its writer, is read on rather than dropped."""
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"one\n")
+    lines = follow_lines(log, stop=lambda: False)
+    assert next(lines) == b"one\n"
+    os.rename(log, tmp_path / "audit.log.1")
+    with (tmp_path / "audit.log.1").open("ab") as f:
+        f.write(b"late\n")
+    assert next(lines) == b"late\n"  # read with no file at the path at all
+    log.write_bytes(b"rotated\n")
+    assert next(lines) == b"rotated\n"
+    lines.close()  # the file it holds is closed with it

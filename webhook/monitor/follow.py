@@ -34,49 +34,56 @@ def follow_lines(
     st: os.stat_result | None
     partial = b""
     start = from_start
-    while not stop():
-        if handle is None:
+    try:
+        while not stop():
+            if handle is None:
+                try:
+                    handle = path.open("rb")
+                except FileNotFoundError:
+                    time.sleep(POLL_SECONDS)
+                    continue
+                opened = os.fstat(handle.fileno())
+                inode = (opened.st_dev, opened.st_ino)
+                if not start:
+                    handle.seek(0, os.SEEK_END)
+                start, partial = True, b""  # a rotated-in file is read from its start
+            chunk = handle.read(1 << 20)
+            if chunk:
+                lines = (partial + chunk).split(b"\n")
+                partial = lines.pop()
+                if len(partial) > MAX_LINE:
+                    partial = b""
+                for line in lines:
+                    yield line + b"\n"
+                continue
             try:
-                handle = path.open("rb")
+                st = os.stat(path)
             except FileNotFoundError:
+                st = None
+            if st is None:
+                # Renamed away, its successor not created yet: the old file may still be written
+                # (a writer that has it open), so keep reading it until a new file takes the path.
                 time.sleep(POLL_SECONDS)
                 continue
-            opened = os.fstat(handle.fileno())
-            inode = (opened.st_dev, opened.st_ino)
-            if not start:
-                handle.seek(0, os.SEEK_END)
-            start, partial = True, b""  # a rotated-in file is read from its start
-        chunk = handle.read(1 << 20)
-        if chunk:
-            lines = (partial + chunk).split(b"\n")
-            partial = lines.pop()
-            if len(partial) > MAX_LINE:
-                partial = b""
-            for line in lines:
-                yield line + b"\n"
-            continue
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            st = None
-        if st is None or (st.st_dev, st.st_ino) != inode:
-            if st is not None:  # rotated: finish the old file, then open the new one
+            if (
+                st.st_dev,
+                st.st_ino,
+            ) != inode:  # rotated: finish the old file, then open the new one
                 rest = handle.read()
                 if rest:
                     for line in (partial + rest).split(b"\n")[:-1]:
                         yield line + b"\n"
+                handle.close()
+                handle = None
+                continue
+            if st.st_size < handle.tell():  # truncated in place (copytruncate)
+                handle.seek(0)
+                partial = b""
+                continue
+            time.sleep(POLL_SECONDS)
+    finally:  # also when the caller stops iterating
+        if handle is not None:
             handle.close()
-            handle = None
-            if st is None:
-                time.sleep(POLL_SECONDS)
-            continue
-        if st.st_size < handle.tell():  # truncated in place (copytruncate)
-            handle.seek(0)
-            partial = b""
-            continue
-        time.sleep(POLL_SECONDS)
-    if handle is not None:
-        handle.close()
 
 
 def follow_alerts(lines: Iterator[bytes], options: CorrelateOptions) -> Iterator[Alert]:
