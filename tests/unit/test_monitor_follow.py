@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
+import pytest
+
 from webhook.correlate.detect import CANARY_AGENT, FEED_SILENT, CanaryWatch
+from webhook.monitor import follow
 from webhook.monitor.follow import follow_lines
 
 
@@ -83,7 +87,7 @@ def test_canaries_held_through_an_outage_arriving_out_of_order_alert_once() -> N
 
 
 def test_lines_written_to_a_renamed_file_before_its_successor_appears_are_read(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Between the rename and the new file the path names nothing: the old file, still open for
     its writer, is read on rather than dropped."""
@@ -91,10 +95,23 @@ def test_lines_written_to_a_renamed_file_before_its_successor_appears_are_read(
     log.write_bytes(b"one\n")
     lines = follow_lines(log, stop=lambda: False)
     assert next(lines) == b"one\n"
+    polled = threading.Event()
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:  # the follower found nothing new: it polls again
+        polled.set()
+        real_sleep(0.01)
+
+    monkeypatch.setattr(follow.time, "sleep", sleep)
     os.rename(log, tmp_path / "audit.log.1")
+    got: list[bytes] = []
+    thread = threading.Thread(target=lambda: got.append(next(lines)), daemon=True)
+    thread.start()
+    assert polled.wait(10)  # it has looked with no file at the path
     with (tmp_path / "audit.log.1").open("ab") as f:
         f.write(b"late\n")
-    assert next(lines) == b"late\n"  # read with no file at the path at all
+    thread.join(10)
+    assert got == [b"late\n"]
     log.write_bytes(b"rotated\n")
     assert next(lines) == b"rotated\n"
     lines.close()  # the file it holds is closed with it
