@@ -117,6 +117,59 @@ class Monitor:
 
 
 @dataclass
+class SenderPki:
+    """The monitor's serving pair (its CA in `paths.ca_cert`) and the API server's client pair,
+    signed by `client_ca`, which the monitor's --client-ca trusts."""
+
+    paths: certs.Paths
+    client_ca: Path
+    client_cert: Path
+    client_key: Path
+
+
+def sender_pki(work: Path) -> SenderPki:
+    ca_cert, ca_key = certs.generate_ca()
+    cert, key = certs.issue_serving_cert(ca_cert, ca_key, ["localhost"], ["127.0.0.1"])
+    paths = certs.write_bundle(work / "certs", ca_cert, ca_key, cert, key)
+    senders = trustme.CA()
+    client_ca = work / "client-ca.crt"
+    senders.cert_pem.write_to_path(str(client_ca))
+    leaf = senders.issue_cert("kube-apiserver")
+    client_cert, client_key = work / "apiserver.crt", work / "apiserver.key"
+    leaf.cert_chain_pems[0].write_to_path(str(client_cert))
+    leaf.private_key_pem.write_to_path(str(client_key))
+    return SenderPki(paths, client_ca, client_cert, client_key)
+
+
+def audit_webhook_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path) -> None:
+    """The kubeconfig of --audit-webhook-config-file: the receiver's URL and CA, the client pair."""
+    path.write_bytes(
+        orjson.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "monitor",
+                        "cluster": {"server": server, "certificate-authority": str(ca)},
+                    }
+                ],
+                "users": [
+                    {
+                        "name": "apiserver",
+                        "user": {"client-certificate": str(cert), "client-key": str(key)},
+                    }
+                ],
+                "contexts": [
+                    {"name": "monitor", "context": {"cluster": "monitor", "user": "apiserver"}}
+                ],
+                "current-context": "monitor",
+            }
+        )
+    )
+
+
+@dataclass
 class Setup:
     cp: ControlPlane
     kube: client.ApiClient
@@ -131,47 +184,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     if missing_binaries():
         pytest.skip("no local control plane binaries")
     work = tmp_path_factory.mktemp("monitor")
-    ca_cert, ca_key = certs.generate_ca()
-    cert, key = certs.issue_serving_cert(ca_cert, ca_key, ["localhost"], ["127.0.0.1"])
-    paths = certs.write_bundle(work / "certs", ca_cert, ca_key, cert, key)
-    senders = trustme.CA()
-    client_ca = work / "client-ca.crt"
-    senders.cert_pem.write_to_path(str(client_ca))
-    leaf = senders.issue_cert("kube-apiserver")
-    client_cert, client_key = work / "apiserver.crt", work / "apiserver.key"
-    leaf.cert_chain_pems[0].write_to_path(str(client_cert))
-    leaf.private_key_pem.write_to_path(str(client_key))
+    pki = sender_pki(work)
+    paths, client_ca = pki.paths, pki.client_ca
+    client_cert, client_key = pki.client_cert, pki.client_key
     port, probe_port = free_port(), free_port()
     audit_kubeconfig = work / "audit-webhook.kubeconfig"
-    audit_kubeconfig.write_bytes(
-        orjson.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "monitor",
-                        "cluster": {
-                            "server": f"https://127.0.0.1:{port}/audit",
-                            "certificate-authority": str(paths.ca_cert),
-                        },
-                    }
-                ],
-                "users": [
-                    {
-                        "name": "apiserver",
-                        "user": {
-                            "client-certificate": str(client_cert),
-                            "client-key": str(client_key),
-                        },
-                    }
-                ],
-                "contexts": [
-                    {"name": "monitor", "context": {"cluster": "monitor", "user": "apiserver"}}
-                ],
-                "current-context": "monitor",
-            }
-        )
+    audit_webhook_kubeconfig(
+        audit_kubeconfig, f"https://127.0.0.1:{port}/audit", paths.ca_cert, client_cert, client_key
     )
     cp = ControlPlane(
         work_dir=work / "cp",

@@ -37,12 +37,10 @@ from typing import Any, TypeVar
 
 import orjson
 import pytest
-import trustme
 from controlplane import ADMIN_USER, ControlPlane, free_port, missing_binaries, read_audit_log
 from kubernetes import client, config
-from test_monitor import Monitor, eventually
+from test_monitor import Monitor, audit_webhook_kubeconfig, eventually, sender_pki
 
-from webhook import certs
 from webhook.correlate.detect import CANARY_AGENT, FEED_SILENT
 from webhook.monitor.canary import TIMEOUT as CANARY_REQUEST_TIMEOUT
 from webhook.monitor.server import CHECK_INTERVAL
@@ -174,34 +172,6 @@ async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
             await sink.drain()
 
 
-def audit_webhook_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path) -> None:
-    """The kubeconfig of --audit-webhook-config-file: the receiver's URL and CA, the client pair."""
-    path.write_bytes(
-        orjson.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "monitor",
-                        "cluster": {"server": server, "certificate-authority": str(ca)},
-                    }
-                ],
-                "users": [
-                    {
-                        "name": "apiserver",
-                        "user": {"client-certificate": str(cert), "client-key": str(key)},
-                    }
-                ],
-                "contexts": [
-                    {"name": "monitor", "context": {"cluster": "monitor", "user": "apiserver"}}
-                ],
-                "current-context": "monitor",
-            }
-        )
-    )
-
-
 @dataclass
 class Fed:
     cp: ControlPlane
@@ -214,16 +184,9 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fed]:
     if missing_binaries():
         pytest.skip("no local control plane binaries")
     work = tmp_path_factory.mktemp("monitor-canary")
-    ca_cert, ca_key = certs.generate_ca()
-    cert, key = certs.issue_serving_cert(ca_cert, ca_key, ["localhost"], ["127.0.0.1"])
-    paths = certs.write_bundle(work / "certs", ca_cert, ca_key, cert, key)
-    senders = trustme.CA()
-    client_ca = work / "client-ca.crt"
-    senders.cert_pem.write_to_path(str(client_ca))
-    leaf = senders.issue_cert("kube-apiserver")
-    client_cert, client_key = work / "apiserver.crt", work / "apiserver.key"
-    leaf.cert_chain_pems[0].write_to_path(str(client_cert))
-    leaf.private_key_pem.write_to_path(str(client_key))
+    pki = sender_pki(work)
+    paths, client_ca = pki.paths, pki.client_ca
+    client_cert, client_key = pki.client_cert, pki.client_key
     port, probe_port = free_port(), free_port()
     relay = Relay(port)
     cp: ControlPlane | None = None
