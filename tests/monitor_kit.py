@@ -3,9 +3,11 @@ server tests."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import ssl
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +18,7 @@ from correlate_kit import WEBHOOK
 from webhook.correlate.detect import CanaryWatch
 from webhook.correlate.model import CorrelateOptions
 from webhook.monitor.feed import Feed
-from webhook.monitor.server import MonitorOptions, MonitorRuntime
+from webhook.monitor.server import MonitorOptions, MonitorRuntime, run_monitor
 
 OPTIONS = CorrelateOptions(webhook_names=(WEBHOOK,), exempt_namespaces=frozenset({"kube-system"}))
 
@@ -95,3 +97,22 @@ def event_list(events: list[bytes]) -> bytes:
         + b",".join(e.strip() for e in events)
         + b"]}"
     )
+
+
+@contextlib.asynccontextmanager
+async def running(m: Monitor) -> AsyncIterator[Monitor]:
+    """`m` serving on a free port until the block ends; it must then stop with exit code 0."""
+    stop = asyncio.Event()
+    started = asyncio.Event()
+
+    def on_start(port: int) -> None:
+        m.port = port
+        started.set()
+
+    task = asyncio.create_task(run_monitor(m.options, m.runtime, started=on_start, stop=stop))
+    await asyncio.wait_for(started.wait(), 10)
+    try:
+        yield m
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 10) == 0

@@ -11,28 +11,16 @@ from pathlib import Path
 import pytest
 import structlog
 from correlate_kit import lines
-from monitor_kit import Monitor, event_list
+from monitor_kit import Monitor, event_list, running
 
 from webhook.monitor import feed as feed_module
 from webhook.monitor import intake
-from webhook.monitor.server import run_monitor
 
 
 @pytest.fixture
 async def monitor(tmp_path: Path) -> AsyncIterator[Monitor]:
-    m = Monitor(tmp_path, mtls=True)
-    stop = asyncio.Event()
-    started = asyncio.Event()
-
-    def on_start(port: int) -> None:
-        m.port = port
-        started.set()
-
-    task = asyncio.create_task(run_monitor(m.options, m.runtime, started=on_start, stop=stop))
-    await asyncio.wait_for(started.wait(), 10)
-    yield m
-    stop.set()
-    assert await asyncio.wait_for(task, 10) == 0
+    async with running(Monitor(tmp_path, mtls=True)) as m:
+        yield m
 
 
 async def _trickle(m: Monitor, done: asyncio.Event) -> bytes:

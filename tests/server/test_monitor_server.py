@@ -18,7 +18,7 @@ import orjson
 import pytest
 import structlog
 from correlate_kit import WEBHOOK, lines, real_event
-from monitor_kit import Monitor, event_list
+from monitor_kit import Monitor, event_list, running
 
 from webhook.commands.monitor import follow_config
 from webhook.monitor.server import MAX_BODY_BYTES, run_monitor
@@ -26,19 +26,8 @@ from webhook.monitor.server import MAX_BODY_BYTES, run_monitor
 
 @pytest.fixture
 async def monitor(tmp_path: Path) -> AsyncIterator[Monitor]:
-    m = Monitor(tmp_path, mtls=True)
-    stop = asyncio.Event()
-    started = asyncio.Event()
-
-    def on_start(port: int) -> None:
-        m.port = port
-        started.set()
-
-    task = asyncio.create_task(run_monitor(m.options, m.runtime, started=on_start, stop=stop))
-    await asyncio.wait_for(started.wait(), 10)
-    yield m
-    stop.set()
-    assert await asyncio.wait_for(task, 10) == 0
+    async with running(Monitor(tmp_path, mtls=True)) as m:
+        yield m
 
 
 async def test_a_batch_is_counted_once_and_alerted(monitor: Monitor) -> None:
