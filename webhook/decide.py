@@ -29,11 +29,11 @@ from typing import Protocol
 
 from webhook.admission import AdmissionRequest, AdmissionResponse
 from webhook.cluster.view import ClusterView
+from webhook.controllers import NAMESPACE_CLEANERS
 from webhook.netpol import Direction, PolicyFacts
 from webhook.rules import FENCE_GUARD, RULES, Remembered, Rule
 from webhook.rules.fence_guard import left_unfenced
 from webhook.rules.namespace_labels import FINALIZE, being_deleted
-from webhook.rules.namespace_labels import JUDGED as LABELS_JUDGED
 from webhook.rules.result import DEFAULT_DENY, RuleResult
 from webhook.settings import Mode, Settings
 from webhook.subject import Subject, object_name, policy_change, subject_namespace, subject_of
@@ -258,12 +258,23 @@ def _exemption(
     group = next((g for g in request.user.groups if g in exemptions.groups), None)
     if group is not None:
         return f'group "{group}" is exempt'
-    # A Namespace write namespace-labels judges is judged in a terminating namespace too: its
-    # labels count for every allow rule that trusts them while its Pods still run (a long grace
-    # period), so relabelling it must not go unjudged. The rule itself never denies the finalize
-    # call of a namespace being deleted.
-    labels = is_namespace(request) and (request.operation, request.sub_resource) in LABELS_JUDGED
-    return _namespace_exemption(namespace, cluster, settings, terminating_exempts=not labels)
+    return _namespace_exemption(
+        namespace, cluster, settings, terminating_exempts=_cleaning_up(request)
+    )
+
+
+def _cleaning_up(request: AdmissionRequest) -> bool:
+    """Whether `request` is the namespace controller's deletion of a Terminating namespace's
+    content: all a Terminating namespace exempts.
+
+    Its Pods may run for their whole grace period, reachable and exec-able: an `exec` or an
+    ephemeral container there is judged as anywhere, so is another user's removal of a fence
+    (the guard's teardown rule still lets the last one go once no Pod runs), and so is a
+    Namespace write namespace-labels judges (its labels count for every allow rule that trusts
+    them while the Pods run; that rule never denies the finalize call of a namespace being
+    deleted). Creates never get here: NamespaceLifecycle refuses them before any webhook.
+    """
+    return request.operation == "DELETE" and request.user.username in NAMESPACE_CLEANERS
 
 
 def _namespace_exemption(

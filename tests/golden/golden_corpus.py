@@ -598,11 +598,15 @@ def _exemption_cases() -> list[ServerCase]:
             _pod("kube-system", "exempt-kube-system"),
             settings="defaults",
         ),
-        _one("exempt-terminating-namespace", _pod("dying", "exempt-terminating")),
+        # A Terminating namespace exempts only the namespace controller's deletions.
+        _one("terminating-namespace-judged", _pod("dying", "exempt-terminating")),
         _one(
             "exempt-terminating-netpol-delete",
             netpol_review(
-                "DELETE", old=deny_all("default-deny", "dying"), uid="exempt-dying-netpol"
+                "DELETE",
+                old=deny_all("default-deny", "dying"),
+                uid="exempt-dying-netpol",
+                user="system:serviceaccount:kube-system:namespace-controller",
             ),
         ),
     ]

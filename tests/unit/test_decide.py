@@ -14,6 +14,7 @@ from objects import (
     parse,
     pod_spec,
     review,
+    workload,
     workload_review,
 )
 
@@ -197,10 +198,59 @@ def test_pod_label_edit_is_not_a_template_change() -> None:
     assert decide(parse(doc), UNFENCED, DEFAULTS).verdict == "allow"
 
 
-def test_everything_passes_in_a_terminating_namespace() -> None:
+def test_a_terminating_namespace_exempts_only_the_namespace_controllers_deletions() -> None:
+    # The namespace controller empties it: its deletecollection of the fence passes unjudged,
+    # as the controller manager's own user (without service-account credentials) too.
+    for cleaner in (
+        "system:serviceaccount:kube-system:namespace-controller",
+        "system:kube-controller-manager",
+    ):
+        doc = netpol_review("DELETE", old=OLD, name="", user=cleaner)
+        decision = decide(parse(doc), cluster(OLD, terminating=True), DEFAULTS)
+        assert decision.verdict == "allow"
+        assert decision.exempt == 'namespace "team" is terminating'
+    # Anyone else's write is judged as anywhere: its Pods may still run for their grace period.
     decision = decide(parse(workload_review("Pod")), cluster(terminating=True), DEFAULTS)
-    assert decision.verdict == "allow"
-    assert decision.exempt == 'namespace "team" is terminating'
+    assert decision.verdict == "deny"
+    assert decision.exempt == ""
+
+
+def test_exec_and_ephemeral_containers_are_judged_in_a_terminating_namespace(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "audit.yaml").write_text(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n"
+        "  - level: None\n    resources: [{group: '', resources: [pods/exec, pods/ephemeralcontainers]}]\n"
+        "  - level: Metadata\n"
+    )
+    audited = parse_settings(
+        "auditScope: {policyFile: audit.yaml}", str(tmp_path / "config.yaml"), tmp_path
+    )
+    exec_doc = review(
+        "CONNECT",
+        ("", "v1", "pods"),
+        "PodExecOptions",
+        name="web-0",
+        sub_resource="exec",
+        obj={"kind": "PodExecOptions"},
+    )
+    pod = workload(
+        "Pod", spec=pod_spec(ephemeralContainers=[{"name": "debug", "image": "busybox"}])
+    )
+    debug = review(
+        "UPDATE",
+        ("", "v1", "pods"),
+        "Pod",
+        name="app",
+        sub_resource="ephemeralcontainers",
+        obj=pod,
+        old=workload("Pod"),
+    )
+    for doc in (exec_doc, debug):
+        for view in (FENCED, cluster(deny_all(), terminating=True)):
+            decision = decide(parse(doc), view, audited)
+            assert decision.verdict == "deny", doc["request"]["subResource"]
+            assert decision.annotations["rules"] == "audit-scope"
 
 
 def test_other_kinds_are_not_in_scope() -> None:
@@ -295,13 +345,18 @@ def test_teardown_a_namespace_without_running_pods_may_drop_its_fence() -> None:
     assert decision.verdict == "allow"
 
 
-def test_terminating_namespace_may_drop_its_fence() -> None:
-    assert (
-        decide(
-            parse(netpol_review("DELETE", old=OLD)), cluster(OLD, terminating=True), DEFAULTS
-        ).verdict
-        == "allow"
-    )
+def test_terminating_namespace_drops_its_fence_by_the_namespace_controller_only() -> None:
+    terminating = cluster(OLD, terminating=True)
+    cleaner = "system:serviceaccount:kube-system:namespace-controller"
+    by_controller = netpol_review("DELETE", old=OLD, user=cleaner)
+    assert decide(parse(by_controller), terminating, DEFAULTS).verdict == "allow"
+    # A user's delete of the last fence while Pods still run is the guard's, as anywhere ...
+    by_user = decide(parse(netpol_review("DELETE", old=OLD)), terminating, DEFAULTS)
+    assert by_user.verdict == "deny"
+    assert "it is the oldest policy fencing them" in by_user.message
+    # ... and passes by teardown once none runs.
+    gone = cluster(OLD, terminating=True, running_pods=0)
+    assert decide(parse(netpol_review("DELETE", old=OLD)), gone, DEFAULTS).verdict == "allow"
 
 
 def test_update_that_keeps_the_fence_is_allowed_and_one_that_drops_a_direction_is_not() -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from webhook.controllers import NAMESPACE_CLEANERS
 from webhook.correlate.model import CorrelateOptions
 from webhook.correlate.records import AuditRecord
 from webhook.correlate.timestamps import format_time
@@ -41,11 +42,6 @@ POLICY_REMOVALS = frozenset({"delete", "deletecollection", "update", "patch"})
 # ... and those our `fence-lost` annotation may mark: a created allow-all neutralises a fence too.
 POLICY_CHANGES = POLICY_REMOVALS | {"create"}
 
-# Controllers that empty a Terminating namespace with deletecollection; an empty collection
-# calls no webhook, so their deletecollection without a trace is not a dodge.
-NAMESPACE_CLEANERS = frozenset(
-    {"system:serviceaccount:kube-system:namespace-controller", "system:kube-controller-manager"}
-)
 # A canary's user agent starts with this; what follows tells one canary from another.
 CANARY_AGENT = "kubefence-monitor-canary/"
 MAX_JUDGED = 100_000  # requests remembered as judged (a batch sent again, a later stage)
@@ -96,6 +92,7 @@ def findings(record: AuditRecord, exempt_namespaces: frozenset[str]) -> Iterator
     if record.registered and ok and not record.decision_ids:
         if record.failed_open:
             bypass = "fail-open"
+        # The namespace cleaners' deletecollection of an empty collection calls no webhook.
         elif not (record.verb == "deletecollection" and record.auth_user in NAMESPACE_CLEANERS):
             bypass = "dodged"
     if bypass:
