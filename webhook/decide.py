@@ -226,6 +226,16 @@ def unconfirmed(request: AdmissionRequest, settings: Settings, namespace: str) -
     return _denial(request, settings, DEFAULT_DENY, message)
 
 
+def busy(request: AdmissionRequest, settings: Settings) -> Decision:
+    """The answer when the request waited past its bound for its namespace's turn to be
+    analysed (`webhook.offloop`): a denial, as when kubefence cannot decide; never an allow."""
+    message = (
+        "kubefence is still judging earlier NetworkPolicy changes of namespace "
+        f'"{request.namespace}" and could not judge this one in time; retry'
+    )
+    return _denial(request, settings, INTERNAL_ERROR, message)
+
+
 def _denial(
     request: AdmissionRequest,
     settings: Settings,

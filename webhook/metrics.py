@@ -71,6 +71,12 @@ class Metrics:
             " opening every direction it touches (fail-closed).",
             registry=r,
         )
+        self.analyses_busy = Counter(
+            "kubefence_analyses_busy_total",
+            "NetworkPolicy reviews denied because they waited past their bound for their "
+            "namespace's turn to be analysed (a storm of that namespace's own).",
+            registry=r,
+        )
         self.internal_errors = Counter(
             "kubefence_internal_errors_total",
             "Decisions that failed inside kubefence and were answered with a denial.",

@@ -8,15 +8,26 @@ label set satisfies it), jointly on ports x peers, no protocol is open to every 
 limits; an over-limit policy is refused unanalysed and counts fail-closed: it neutralises every
 direction among its policyTypes. Pure functions over plain JSON-shaped data; malformed fields
 never raise.
+
+A pool's joint verdict is a function of its members' specs and the limits alone, so it is
+remembered process-wide (`_POOLS`, bounded, least recently used first out) under a digest of
+those specs: every rule of every request, and the informer, share one computation per policy set
+of a namespace. The key is never a uid or resourceVersion (a forged review chooses those, a
+CREATE or a manifest on disk has none): a review whose specs digest alike has the same pool.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from hashlib import blake2b
 from typing import Any
+
+import orjson
 
 from webhook.label_trust import TrustedSelector, trusted_selectors
 from webhook.labels import LabelSelector, is_empty_selector, parse_selector_lenient
@@ -102,6 +113,9 @@ class PolicyFacts:
     # Not (yet) in the cluster's view: a version this process just approved (webhook.cluster.
     # approvals). Rules read it as an addition, never as what was there before.
     remembered: bool = field(default=False, compare=False)
+    # What its reach is a function of (with the limits): a digest of the spec, b"" when the
+    # spec cannot be encoded canonically (a pool holding it is then never remembered).
+    spec_digest: bytes = field(default=b"", compare=False, repr=False)
 
     def same_object(self, other: PolicyFacts) -> bool:
         """The same NetworkPolicy, perhaps another version: by uid when both have one, else name."""
@@ -215,7 +229,18 @@ def analyse_policy(obj: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> P
         refused=refused,
         size=size,
         label_trust=() if refused else trusted_selectors(spec, (d.value for d in types)),
+        spec_digest=spec_digest(spec),
     )
+
+
+def spec_digest(spec: Mapping[str, Any]) -> bytes:
+    """A 128-bit digest of a spec's canonical JSON (keys sorted), b"" when it has none: a key
+    that is not a string, an integer past 64 bits. Linear, in C, after the limits' own count."""
+    try:
+        encoded = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return b""
+    return blake2b(encoded, digest_size=16).digest()
 
 
 def _reach(openings: tuple[Opening, ...]) -> Reach:
@@ -268,10 +293,8 @@ def fences_by_definition(
     fencing = {
         s: tuple(p.name for p in oldest_first if p.fences(direction, s)) for s in (False, True)
     }
-    return {
-        s: dataclasses.replace(_opening(policies, direction, limits), fencing=fencing[s])
-        for s in fencing
-    }
+    opening = _opening(policies, direction, limits)
+    return {s: dataclasses.replace(opening, fencing=fencing[s]) for s in fencing}
 
 
 def _opening(
@@ -283,7 +306,7 @@ def _opening(
     if over_limit:
         return DirectionFence((), refused=refused, over_limit=over_limit)
     pool = [p for p in policies if p.opens_all_pods and not p.refused]
-    verdicts = _pool_verdicts(pool, direction)
+    verdicts = _pool_verdicts(pool, direction, limits)
     neutralising = {v.protocol for v in verdicts if v.neutralised}
     if neutralising:
         by = _contributors(pool, direction, neutralising)
@@ -333,13 +356,19 @@ def opens_selected_to_everyone(
         if other.refused or budget < 0:
             return True  # not analysed, or more to pool than the limit allows: fail-closed
         pool.append(other)
-    return any(v.neutralised for v in _pool_verdicts(pool, direction))
+    return any(v.neutralised for v in _pool_verdicts(pool, direction, limits))
 
 
-def _pool_verdicts(pool: Sequence[PolicyFacts], direction: Direction) -> list[ProtocolVerdict]:
-    """Per protocol, the joint verdict of the pooled policies' rules for the direction."""
+def _pool_verdicts(
+    pool: Sequence[PolicyFacts], direction: Direction, limits: Limits
+) -> list[ProtocolVerdict]:
+    """Per protocol, the joint verdict of the pooled policies' rules for the direction.
+
+    The joint sweep (two or more policies open a protocol) is remembered by the pool's specs.
+    """
     reaches = [p.reach_for(direction) for p in pool]
     verdicts: list[ProtocolVerdict] = []
+    key: tuple[object, ...] | None = None
     for protocol in PROTOCOLS:
         alone = [v for r in reaches if (v := r.verdict(protocol)) is not None]
         if any(v.neutralised for v in alone):
@@ -347,9 +376,64 @@ def _pool_verdicts(pool: Sequence[PolicyFacts], direction: Direction) -> list[Pr
         elif len(alone) == 1:
             verdicts.append(alone[0])  # one policy opens it: its own verdict is the pool's
         elif alone:
-            openings = [o for r in reaches for o in r.openings if o.protocol == protocol]
-            verdicts.append(judge_protocol(protocol, group(openings)))
+            if key is None:
+                key = _pool_key(pool, direction, limits)
+            remembered = _POOLS.get((key, protocol)) if key else None
+            if remembered is None:
+                remembered = _joint(reaches, protocol)
+                if key:
+                    _POOLS.put((key, protocol), remembered)
+            verdicts.append(remembered)
     return verdicts
+
+
+def _joint(reaches: Sequence[Reach], protocol: str) -> ProtocolVerdict:
+    openings = [o for r in reaches for o in r.openings if o.protocol == protocol]
+    return judge_protocol(protocol, group(openings))
+
+
+def _pool_key(
+    pool: Sequence[PolicyFacts], direction: Direction, limits: Limits
+) -> tuple[object, ...]:
+    """What a pool's verdict for `direction` is a function of: each member's spec (a multiset:
+    sorted digests; a member is never refused, so the limits decided nothing else of its reach)
+    and the limits analysis ran under. `()` when a spec has no digest."""
+    digests = sorted(p.spec_digest for p in pool)
+    if not digests or not digests[0]:
+        return ()
+    # One fixed-size digest of the sorted member digests: a key costs the same for 2 or 500.
+    return (direction, limits, blake2b(b"".join(digests), digest_size=16).digest())
+
+
+class _Memo:
+    """A bounded, thread-safe map of computed verdicts, least recently used evicted first
+    (decisions may run on worker threads; the lock is held for a lookup, never a computation)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._values: OrderedDict[object, ProtocolVerdict] = OrderedDict()
+
+    def get(self, key: object) -> ProtocolVerdict | None:
+        with self._lock:
+            value = self._values.get(key)
+            if value is not None:
+                self._values.move_to_end(key)
+            return value
+
+    def put(self, key: object, value: ProtocolVerdict) -> None:
+        with self._lock:
+            self._values[key] = value
+            if len(self._values) > self._size:
+                self._values.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+
+
+# About 4,000 namespaces' policy sets, each protocol of a direction a small verdict.
+_POOLS = _Memo(16_384)
 
 
 def _nearly_text(verdicts: Sequence[ProtocolVerdict]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,15 +20,25 @@ from aiohttp import hdrs, web
 from webhook.admission import AdmissionRequest, parse_review, render_response
 from webhook.cluster.approvals import RecentApprovals
 from webhook.cluster.view import ClusterView
-from webhook.decide import Decision, decide, internal_error, reconsider, unconfirmed
+from webhook.decide import (
+    Decision,
+    Memory,
+    busy,
+    decide,
+    internal_error,
+    reconsider,
+    unconfirmed,
+)
 from webhook.decisionlog import DECISION_EVENT, decision_fields, get_logger
 from webhook.errors import BodyTooLarge, ReviewError
 from webhook.metrics import CONTENT_TYPE, Metrics
+from webhook.offloop import Busy, OffLoop
 from webhook.settings import Settings
 from webhook.workloads import is_network_policy
 
 BODY_READ_TIMEOUT = 10.0  # seconds a client may take to send one request body
 CONFIRM_TIMEOUT = 2.0  # upper bound of a live read before a denial
+ANALYSIS_WAIT = 2.0  # upper bound of a wait for the namespace's turn to be analysed
 UNAUTHENTICATED = "unauthenticated"  # the decision log's `client` without a verified certificate
 
 
@@ -35,12 +46,18 @@ class Confirmer(Protocol):
     """A cluster source that can re-read one namespace live (the informer); `--state` cannot."""
 
     async def confirm(
-        self, namespace: str, timeout: float, *, not_before: float | None = None
+        self,
+        namespace: str,
+        timeout: float,
+        *,
+        not_before: float | None = None,
+        caller: str = "",
     ) -> ClusterView | None:
         """A view with the namespace read live, or None when the read failed or timed out.
 
         With `not_before` (a `time.monotonic()` instant) only a read started at or after it
-        will do: no remembered or in-flight read from before.
+        will do: no remembered or in-flight read from before. `caller` (who asked: reads are
+        bounded per caller) is the peer's address, or its verified certificate's subject.
         """
         ...
 
@@ -54,6 +71,8 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     confirmer: Confirmer | None = None
     approvals: RecentApprovals = field(default_factory=RecentApprovals)
+    # NetworkPolicy decisions on worker threads, one namespace at a time; None: on the loop.
+    offloop: OffLoop | None = field(default_factory=OffLoop)
     # With a client CA the API server is authenticated: only its approvals (the pinned subject,
     # when one is given) change what this process remembers.
     client_ca: bool = False
@@ -139,33 +158,79 @@ async def _decide(
     request: web.Request,
     arrived: float,
 ) -> Decision:
-    approvals = runtime.approvals
     try:
-        if len(approvals):
-            approvals.settle(review.namespace, runtime.cluster.namespace(review.namespace))
-        decision = decide(review, runtime.cluster, settings, approvals)
-        if decision.confirm and runtime.confirmer is not None:
-            namespace = decision.confirm
-            # A workload's denial may be lifted on a read shared with others of the last second
-            # (only fence removals pass with a `confirm`, and only NetworkPolicy requests remove
-            # fences); a NetworkPolicy change is judged on a read made for this request: a
-            # remembered one may predate a Pod created, or an opener deleted, since.
-            fresh_only = decision.allowed or is_network_policy(review)
-            fresh = await runtime.confirmer.confirm(
-                namespace,
-                min(CONFIRM_TIMEOUT, _deadline(request)),  # the query is parsed only here
-                not_before=arrived if fresh_only else None,
-            )
-            runtime.metrics.live_reads.labels("ok" if fresh is not None else "failed").inc()
-            if fresh is None:
-                return unconfirmed(review, settings, namespace) if decision.allowed else decision
-            if len(approvals):
-                approvals.settle(namespace, fresh.namespace(namespace), live=True)
-            decision = reconsider(decision, fresh, settings, approvals)
+        return await _decide_live(runtime, review, settings, request, arrived)
+    except Busy:
+        runtime.metrics.analyses_busy.inc()
+        return busy(review, settings)
     except Exception:
         runtime.metrics.internal_errors.inc()
         runtime.log.exception("admission.internal_error", decision_id=review.uid)
         return internal_error(review, settings)
+
+
+async def _judged(
+    runtime: Runtime,
+    review: AdmissionRequest,
+    request: web.Request,
+    namespace: str,
+    work: Callable[[Memory], Decision],
+) -> Decision:
+    """`work(memory)`: on the loop, or for a NetworkPolicy request (it pools the namespace's
+    policies: the costly kind) on a worker thread in the namespace's turn, with the namespace's
+    approvals frozen (the loop goes on recording and settling)."""
+    approvals = runtime.approvals
+    if runtime.offloop is None or not is_network_policy(review):
+        return work(approvals)
+    frozen = approvals.of_namespace(namespace)
+    wait = min(ANALYSIS_WAIT, _deadline(request))
+    return await runtime.offloop.run(namespace, wait, lambda: work(frozen))
+
+
+async def _decide_live(
+    runtime: Runtime,
+    review: AdmissionRequest,
+    settings: Settings,
+    request: web.Request,
+    arrived: float,
+) -> Decision:
+    approvals = runtime.approvals
+    if len(approvals):
+        approvals.settle(review.namespace, runtime.cluster.namespace(review.namespace))
+    cluster = runtime.cluster
+    decision = await _judged(
+        runtime,
+        review,
+        request,
+        review.namespace,
+        lambda memory: decide(review, cluster, settings, memory),
+    )
+    if decision.confirm and runtime.confirmer is not None:
+        namespace = decision.confirm
+        # A workload's denial may be lifted on a read shared with others of the last second
+        # (only fence removals pass with a `confirm`, and only NetworkPolicy requests remove
+        # fences); a NetworkPolicy change is judged on a read made for this request: a
+        # remembered one may predate a Pod created, or an opener deleted, since.
+        fresh_only = decision.allowed or is_network_policy(review)
+        fresh = await runtime.confirmer.confirm(
+            namespace,
+            min(CONFIRM_TIMEOUT, _deadline(request)),  # the query is parsed only here
+            not_before=arrived if fresh_only else None,
+            caller=_caller(request),
+        )
+        runtime.metrics.live_reads.labels("ok" if fresh is not None else "failed").inc()
+        if fresh is None:
+            return unconfirmed(review, settings, namespace) if decision.allowed else decision
+        if len(approvals):
+            approvals.settle(namespace, fresh.namespace(namespace), live=True)
+        cached = decision
+        decision = await _judged(
+            runtime,
+            review,
+            request,
+            namespace,
+            lambda memory: reconsider(cached, fresh, settings, memory),
+        )
     return decision
 
 
@@ -234,6 +299,12 @@ def client_identity(request: web.Request) -> ClientIdentity | None:
     )
     _SUBJECTS[transport] = identity
     return identity
+
+
+def _caller(request: web.Request) -> str:
+    """Who asked, for bounds per caller: the verified client certificate, else the address."""
+    client = client_identity(request)
+    return f"subject:{client.subject}" if client is not None else f"peer:{_peer(request)}"
 
 
 def _peer(request: web.Request) -> str:

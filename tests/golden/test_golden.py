@@ -180,7 +180,7 @@ class FakeConfirmer:
         self.reads: list[str] = []
 
     async def confirm(
-        self, namespace: str, timeout: float, *, not_before: float | None = None
+        self, namespace: str, timeout: float, *, not_before: float | None = None, caller: str = ""
     ) -> ClusterView | None:
         self.reads.append(f"live read: namespace={namespace} timeout={timeout}")
         if isinstance(self.result, Exception):

@@ -34,7 +34,7 @@ class LiveRead:
         self.reads = 0
 
     async def confirm(
-        self, namespace: str, timeout: float, *, not_before: float | None = None
+        self, namespace: str, timeout: float, *, not_before: float | None = None, caller: str = ""
     ) -> ClusterView | None:
         self.reads += 1
         return self.view

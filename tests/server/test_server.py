@@ -351,7 +351,7 @@ class _FailingReads:
     """A live source whose reads time out: the fault a stopped API server shows."""
 
     async def confirm(
-        self, namespace: str, timeout: float, *, not_before: float | None = None
+        self, namespace: str, timeout: float, *, not_before: float | None = None, caller: str = ""
     ) -> None:
         return None
 
@@ -381,7 +381,7 @@ class _LiveReads:
         self.fresh = fresh
 
     async def confirm(
-        self, namespace: str, timeout: float, *, not_before: float | None = None
+        self, namespace: str, timeout: float, *, not_before: float | None = None, caller: str = ""
     ) -> StaticView:
         return self.fresh
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from webhook.cluster.view import ClusterView, NamespaceFacts, namespace_facts
@@ -65,7 +65,7 @@ class RecentApprovals:
         # namespace -> (the object's name, what changed) -> change, oldest first
         self._by_namespace: dict[str, dict[tuple[str, str], _Change]] = {}
         # namespace -> (the base facts, removals applied, additions applied)
-        self._applied: dict[str, tuple[NamespaceFacts, NamespaceFacts, NamespaceFacts]] = {}
+        self._applied: dict[str, _Triple] = {}
         self._count = 0
 
     def record(self, namespace: str, old: PolicyFacts | None, new: PolicyFacts | None) -> None:
@@ -130,19 +130,35 @@ class RecentApprovals:
         changes = self._by_namespace.get(name)
         if not changes:
             return facts
-        if facts is None:  # a namespace the view does not know yet: nothing to take away
-            if which == _REMOVALS:
-                return None
-            facts = namespace_facts(name)  # under the default limits: it holds nothing of its own
-        applied = self._applied.get(facts.name)
-        if applied is None or applied[0] is not facts:
-            applied = (facts, *self._both(facts, changes.values()))
-            self._applied[facts.name] = applied
-        return applied[which]
+        return _apply(name, facts, tuple(changes.values()), which, self._applied)
 
-    def _both(
-        self, facts: NamespaceFacts, changes: Iterable[_Change]
-    ) -> tuple[NamespaceFacts, NamespaceFacts]:
+    def of_namespace(self, name: str) -> NamespaceApprovals:
+        """The approvals of namespace `name` as they are now, frozen: for a decision made on
+        another thread while this process goes on recording and settling (such a decision reads
+        only its own namespace)."""
+        changes = tuple(self._by_namespace.get(name, {}).values())
+        cached = self._applied.get(name)
+        return NamespaceApprovals(name, changes, {name: cached} if cached else {})
+
+
+_Triple = tuple[NamespaceFacts, NamespaceFacts, NamespaceFacts]  # base, removals, additions
+
+
+def _apply(
+    name: str,
+    facts: NamespaceFacts | None,
+    changes: tuple[_Change, ...],
+    which: int,
+    cache: dict[str, _Triple],
+) -> NamespaceFacts | None:
+    """`facts` with `changes` applied as view `which` asks, through `cache` (by namespace, kept
+    while its base facts are the same object)."""
+    if facts is None:  # a namespace the view does not know yet: nothing to take away
+        if which == _REMOVALS:
+            return None
+        facts = namespace_facts(name)  # under the default limits: it holds nothing of its own
+    applied = cache.get(name)
+    if applied is None or applied[0] is not facts:
         gone = {_version(c.old) for c in changes if c.old is not None}
         added = [dataclasses.replace(c.new, remembered=True) for c in changes if c.new is not None]
         # Gone as a fence, not as an opening: the version stays, isolating nothing.
@@ -150,28 +166,32 @@ class RecentApprovals:
             dataclasses.replace(p, selects_all=False) if _version(p) in gone else p
             for p in facts.policies
         ]
-        return self._facts(facts, defenced), self._facts(facts, [*facts.policies, *added])
+        applied = (facts, _facts(facts, defenced), _facts(facts, [*facts.policies, *added]))
+        cache[name] = applied
+    return applied[which]
 
-    @staticmethod
-    def _facts(facts: NamespaceFacts, policies: list[PolicyFacts]) -> NamespaceFacts:
-        if len(policies) == len(facts.policies) and all(
-            a is b for a, b in zip(policies, facts.policies, strict=True)
-        ):
-            return facts
-        return namespace_facts(
-            facts.name,
-            policies,
-            labels=facts.labels,
-            terminating=facts.terminating,
-            running_pods=facts.running_pods,
-            limits=facts.limits,
-        )
+
+def _facts(facts: NamespaceFacts, policies: list[PolicyFacts]) -> NamespaceFacts:
+    if len(policies) == len(facts.policies) and all(
+        a is b for a, b in zip(policies, facts.policies, strict=True)
+    ):
+        return facts
+    return namespace_facts(
+        facts.name,
+        policies,
+        labels=facts.labels,
+        terminating=facts.terminating,
+        running_pods=facts.running_pods,
+        limits=facts.limits,
+    )
 
 
 class _Applied:
     """A ClusterView that answers through the approvals, and otherwise as its base does."""
 
-    def __init__(self, base: ClusterView, approvals: RecentApprovals, which: int) -> None:
+    def __init__(
+        self, base: ClusterView, approvals: RecentApprovals | NamespaceApprovals, which: int
+    ) -> None:
         self._base = base
         self._approvals = approvals
         self._which = which
@@ -188,3 +208,24 @@ class _Applied:
 
     def label_trust(self) -> TrustIndex:
         return self._base.label_trust()
+
+
+class NamespaceApprovals:
+    """One namespace's approvals frozen at one moment (`RecentApprovals.of_namespace`): a
+    `decide.Memory` that a worker thread may read while the loop records and settles."""
+
+    def __init__(self, name: str, changes: tuple[_Change, ...], cache: dict[str, _Triple]) -> None:
+        self._name = name
+        self._changes = changes
+        self._cache = cache
+
+    def apply(self, name: str, facts: NamespaceFacts | None, which: int) -> NamespaceFacts | None:
+        if name != self._name or not self._changes:
+            return facts
+        return _apply(name, facts, self._changes, which, self._cache)
+
+    def removals(self, base: ClusterView) -> ClusterView:
+        return _Applied(base, self, _REMOVALS) if self._changes else base
+
+    def additions(self, base: ClusterView) -> ClusterView:
+        return _Applied(base, self, _ADDITIONS) if self._changes else base

@@ -6,8 +6,12 @@ Invariants:
   NetworkPolicies with resourceVersion unset, and whether any Pod in it still runs) within the
   caller's time; concurrent callers for a namespace share one read, and an answer is reused for
   about a second — except by a caller that asks for a read made after a given instant (before a
-  fence goes: a remembered read may predate a Pod created since). A failed or late read yields
-  None, so the denial it was to confirm stands.
+  fence goes: a remembered read may predate a Pod created since). Those wait together for the
+  one read that starts when the one in flight is done: per namespace at most one read in flight
+  and one waiting, however many ask. One caller (the peer's address, or its verified client
+  certificate) has at most `READS_PER_CALLER` reads of its own started at once; the rest of its
+  storm waits for them, not anyone else. A failed or late read yields None, so the denial it
+  was to confirm stands.
 - `build` puts the informer and the reader over one API client; its owner (`kubefence serve`)
   opens it before serving and closes it after.
 """
@@ -37,10 +41,20 @@ if TYPE_CHECKING:
 
 REMEMBER_SECONDS = 1.0  # an answer is reused this long after its read started
 READ_TIMEOUT = 5.0  # a shared read gives up after this, whoever still waits for it
+READS_PER_CALLER = 8  # reads one caller (a peer address, or a client certificate) may have started
+
+
+class _CallerReads:
+    __slots__ = ("semaphore", "users")
+
+    def __init__(self, limit: int) -> None:
+        self.semaphore = asyncio.Semaphore(limit)
+        self.users = 0  # waiting for a turn, or with a read of theirs not done: goes with the last
 
 
 class NamespaceReader:
-    """Consistent live reads of one namespace: one in flight per namespace, remembered briefly."""
+    """Consistent live reads of one namespace: at most one in flight and one waiting to start
+    per namespace, at most `per_caller` started for one caller at once, remembered briefly."""
 
     def __init__(
         self,
@@ -50,6 +64,7 @@ class NamespaceReader:
         read_timeout: float = READ_TIMEOUT,
         page_size: int = 500,
         limits: Limits = DEFAULT_LIMITS,
+        per_caller: int = READS_PER_CALLER,
     ) -> None:
         self.reads = 0  # reads sent to the API server
         self._limits = limits
@@ -57,19 +72,63 @@ class NamespaceReader:
         self._remember = remember
         self._read_timeout = read_timeout
         self._page_size = page_size
+        self._per_caller = per_caller
         # namespace -> (when the read started, the read)
         self._inflight: dict[str, tuple[float, asyncio.Task[NamespaceFacts]]] = {}
+        # namespace -> the read that starts once the one in flight is done (not started yet)
+        self._next: dict[str, asyncio.Task[NamespaceFacts]] = {}
         # namespace -> (when the read started, until when it is reused, the answer)
         self._recent: dict[str, tuple[float, float, NamespaceFacts]] = {}
+        # caller -> [reads it started that are not done, the turn to start one]
+        self._callers: dict[str, _CallerReads] = {}
 
     async def read(
-        self, namespace: str, timeout: float, *, not_before: float | None = None
+        self,
+        namespace: str,
+        timeout: float,
+        *,
+        not_before: float | None = None,
+        caller: str = "",
     ) -> NamespaceFacts:
         """The namespace as the API server has it now; raises when the read fails or is late.
 
         With `not_before` (a `time.monotonic()` instant), only a read started then or later is
-        used: a remembered or in-flight read from before is not.
+        used: a remembered or in-flight read from before is not; such callers wait for the one
+        read that starts after the one in flight, together (it started after all of them came).
+        A caller who has `per_caller` reads of its own started and not done waits for one to
+        end before it starts another (joining one already there costs it nothing), within
+        `timeout` like the rest.
         """
+        async with asyncio.timeout(timeout):
+            task = self._usable(namespace, not_before)
+            if isinstance(task, NamespaceFacts):
+                return task
+            if task is None:
+                turn = self._callers.get(caller)
+                if turn is None:
+                    turn = self._callers[caller] = _CallerReads(self._per_caller)
+                turn.users += 1
+                try:
+                    await turn.semaphore.acquire()
+                except BaseException:
+                    self._leave(caller, turn)
+                    raise
+                task = self._usable(namespace, not_before)  # another may have started it
+                if task is not None:
+                    turn.semaphore.release()
+                    self._leave(caller, turn)
+                    if isinstance(task, NamespaceFacts):
+                        return task
+                else:
+                    task = self._start(namespace)
+                    task.add_done_callback(lambda _: self._finished(caller, turn))
+            return await asyncio.shield(task)
+
+    def _usable(
+        self, namespace: str, not_before: float | None
+    ) -> NamespaceFacts | asyncio.Task[NamespaceFacts] | None:
+        """A read this caller may take the answer of (remembered, in flight, or waiting to
+        start), or None."""
         now = time.monotonic()
         oldest = now if not_before is None else not_before
         hit = self._recent.get(namespace)
@@ -77,14 +136,42 @@ class NamespaceReader:
             return hit[2]
         inflight = self._inflight.get(namespace)
         if inflight is not None and (not_before is None or inflight[0] >= oldest):
-            task = inflight[1]
-        else:
-            self.reads += 1
-            task = asyncio.create_task(self._fetch(namespace))
-            self._inflight[namespace] = (now, task)
-            task.add_done_callback(functools.partial(self._done, namespace, now))
-        async with asyncio.timeout(timeout):
-            return await asyncio.shield(task)
+            return inflight[1]
+        return self._next.get(namespace)  # it has not started: it starts after `not_before`
+
+    def _start(self, namespace: str) -> asyncio.Task[NamespaceFacts]:
+        """A read of `namespace` now, or once the one in flight is done."""
+        inflight = self._inflight.get(namespace)
+        if inflight is None:
+            return self._fetch_now(namespace)
+        task = asyncio.create_task(self._after(namespace, inflight[1]))
+        self._next[namespace] = task
+        return task
+
+    async def _after(
+        self, namespace: str, previous: asyncio.Task[NamespaceFacts]
+    ) -> NamespaceFacts:
+        await asyncio.wait({previous})  # its outcome is its own callers'
+        if self._next.get(namespace) is asyncio.current_task():
+            del self._next[namespace]  # from now on it has started: later callers wait anew
+        return await self._fetch_now(namespace)
+
+    def _fetch_now(self, namespace: str) -> asyncio.Task[NamespaceFacts]:
+        now = time.monotonic()
+        self.reads += 1
+        task = asyncio.create_task(self._fetch(namespace))
+        self._inflight[namespace] = (now, task)
+        task.add_done_callback(functools.partial(self._done, namespace, now))
+        return task
+
+    def _finished(self, caller: str, turn: _CallerReads) -> None:
+        turn.semaphore.release()
+        self._leave(caller, turn)
+
+    def _leave(self, caller: str, turn: _CallerReads) -> None:
+        turn.users -= 1
+        if turn.users == 0 and self._callers.get(caller) is turn:
+            del self._callers[caller]
 
     def _done(self, namespace: str, started: float, task: asyncio.Task[NamespaceFacts]) -> None:
         inflight = self._inflight.get(namespace)
@@ -194,10 +281,15 @@ class LiveView:
         return self.informer.state.label_trust
 
     async def confirm(
-        self, namespace: str, timeout: float, *, not_before: float | None = None
+        self,
+        namespace: str,
+        timeout: float,
+        *,
+        not_before: float | None = None,
+        caller: str = "",
     ) -> ClusterView | None:
         try:
-            facts = await self.reader.read(namespace, timeout, not_before=not_before)
+            facts = await self.reader.read(namespace, timeout, not_before=not_before, caller=caller)
         except Exception as exc:
             while isinstance(exc, ExceptionGroup):  # the TaskGroup's: name the first cause
                 exc = exc.exceptions[0]

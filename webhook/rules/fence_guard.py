@@ -100,12 +100,14 @@ def left_unfenced(
     request's `oldObject`; after: the others and the new version. A direction is fenced when
     the namespace's pooled fence (`netpol.fence_for`) is: so an update of a deny-all into
     `ingress: [{}]` or a CREATE of an allow-all loses the fence it neutralises, not only a delete.
-    Computed at most once per request and view (memoised on the subject).
+    Computed at most once per request and view (memoised on the subject); never for a dry run,
+    which changes nothing and carries no annotation.
     """
     change = subject.policy
     request = subject.request
     if (
         change is None
+        or request.dry_run  # the annotation is never sent for one: nothing to pool for it
         or request.operation not in ("CREATE", "UPDATE", "DELETE")
         or settings.mode("defaultDeny", request.namespace) is Mode.OFF
     ):
