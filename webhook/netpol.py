@@ -23,7 +23,7 @@ from webhook.labels import LabelSelector, is_empty_selector, parse_selector_leni
 from webhook.labels import satisfiable_together as _satisfiable_together
 from webhook.netpol_limits import CONFIG_KEYS, DEFAULT_LIMITS, Limits, PolicySize, measure
 from webhook.netpol_read import parse_cidr_sloppy, read_openings
-from webhook.reach import PROTOCOLS, Opening, ProtocolVerdict, group, judge_protocol
+from webhook.reach import PROTOCOLS, Opening, PeerSpace, ProtocolVerdict, group, judge_protocol
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -199,7 +199,8 @@ def analyse_policy(obj: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> P
         rules = spec.get(_RULES_KEY[direction])
         counts[direction] = len(rules) if isinstance(rules, list) else 0
         if not refused and direction in types:
-            reach[direction] = _reach(read_openings(rules, _PEERS_KEY[direction]))
+            openings = read_openings(rules, _PEERS_KEY[direction])
+            reach[direction] = _reach(openings, limits.peer_space)
     return PolicyFacts(
         namespace=_str(meta.get("namespace")),
         name=_str(meta.get("name")),
@@ -218,7 +219,7 @@ def analyse_policy(obj: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> P
     )
 
 
-def _reach(openings: tuple[Opening, ...]) -> Reach:
+def _reach(openings: tuple[Opening, ...], space: PeerSpace) -> Reach:
     if not openings:
         return NOTHING
     grouped = group(openings)
@@ -226,7 +227,7 @@ def _reach(openings: tuple[Opening, ...]) -> Reach:
     for protocol in PROTOCOLS:
         mine = [o for o in grouped if o.protocol == protocol]
         if mine:
-            verdicts.append(judge_protocol(protocol, mine))
+            verdicts.append(judge_protocol(protocol, mine, space))
     return Reach(grouped, tuple(verdicts))
 
 
@@ -283,7 +284,7 @@ def _opening(
     if over_limit:
         return DirectionFence((), refused=refused, over_limit=over_limit)
     pool = [p for p in policies if p.opens_all_pods and not p.refused]
-    verdicts = _pool_verdicts(pool, direction)
+    verdicts = _pool_verdicts(pool, direction, limits.peer_space)
     neutralising = {v.protocol for v in verdicts if v.neutralised}
     if neutralising:
         by = _contributors(pool, direction, neutralising)
@@ -333,11 +334,14 @@ def opens_selected_to_everyone(
         if other.refused or budget < 0:
             return True  # not analysed, or more to pool than the limit allows: fail-closed
         pool.append(other)
-    return any(v.neutralised for v in _pool_verdicts(pool, direction))
+    return any(v.neutralised for v in _pool_verdicts(pool, direction, limits.peer_space))
 
 
-def _pool_verdicts(pool: Sequence[PolicyFacts], direction: Direction) -> list[ProtocolVerdict]:
-    """Per protocol, the joint verdict of the pooled policies' rules for the direction."""
+def _pool_verdicts(
+    pool: Sequence[PolicyFacts], direction: Direction, space: PeerSpace
+) -> list[ProtocolVerdict]:
+    """Per protocol, the joint verdict of the pooled policies' rules for the direction (a policy's
+    own verdicts were judged in the peer space it was analysed under: the same `Limits`)."""
     reaches = [p.reach_for(direction) for p in pool]
     verdicts: list[ProtocolVerdict] = []
     for protocol in PROTOCOLS:
@@ -348,7 +352,7 @@ def _pool_verdicts(pool: Sequence[PolicyFacts], direction: Direction) -> list[Pr
             verdicts.append(alone[0])  # one policy opens it: its own verdict is the pool's
         elif alone:
             openings = [o for r in reaches for o in r.openings if o.protocol == protocol]
-            verdicts.append(judge_protocol(protocol, group(openings)))
+            verdicts.append(judge_protocol(protocol, group(openings), space))
     return verdicts
 
 

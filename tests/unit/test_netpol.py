@@ -529,7 +529,7 @@ def test_null_policy_types_are_defaulted() -> None:
     ("rules", "left_out"),
     [
         pytest.param(
-            [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["255.255.255.255/32"]}}]}],
+            [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["192.0.2.1/32"]}}]}],
             "TCP, UDP, SCTP: every port open to all but 1 IPv4 address",
             id="0.0.0.0/0 except one address",
         ),
@@ -585,7 +585,7 @@ def test_near_total_openings_are_reported_but_keep_the_fence(
         ),
         pytest.param([{"ports": ports(1, 64511)}], id="1,024 ports short"),
         pytest.param(
-            [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["255.255.0.0/16"]}}]}],
+            [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.10.0.0/16"]}}]}],
             id="a /16 left out",
         ),
         pytest.param(
