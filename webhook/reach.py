@@ -4,10 +4,11 @@ An `Opening` is one protocol's port intervals paired with the `Peers` allowed on
 openings is judged per protocol, jointly on ports x peers: cut 1-65535 at every opening's port
 edges; on each segment the peers of the openings open there are united. The protocol is
 *neutralised* when every segment's union is every peer (`everyone`, or every address of a family
-that can be a peer: `PeerSpace`), *nearly* open when fewer than `NEAR_PORTS` ports leave out a /16
-of IPv4 peers or more and a /48 of IPv6 peers or more. Cost: O(n log n) in the pool's intervals
-(port edges x address intervals of an opening), one sort and one sweep with a coverage tree per
-family; nothing is re-merged per rule.
+that can be a peer: `PeerSpace`), *nearly* open when the ports that leave out a /16 of IPv4 peers
+or more and a /48 of IPv6 peers or more number fewer than `NEAR_PORTS`, or all lie in the dynamic
+range (`DYNAMIC_PORTS`). Cost: O(n log n) in the pool's intervals (port edges x address intervals
+of an opening), one sort and one sweep with a coverage tree per family; nothing is re-merged per
+rule.
 
 Intervals are inclusive `(start, end)` pairs of ints; every tuple of intervals here is merged
 (sorted, disjoint, not adjacent) unless its name says otherwise.
@@ -35,6 +36,10 @@ MAPPED_V4: Interval = (0xFFFF << 32, (0xFFFF << 32) + V4_SIZE - 1)
 NEAR_PORTS = 1024  # a near-total opening leaves out fewer ports than this ...
 NEAR_V4 = 2**16  # ... where it leaves out a /16 of IPv4 peers or more
 NEAR_V6 = 2**80  # ... and a /48 of IPv6 peers or more
+# ... or leaves out only ports of the dynamic range (RFC 6335's 49152-65535): services listen
+# there too (TURN relays, RPC; Linux hands out 32768-60999 for bind(0)), so an opening that stops
+# short of it is as open as one that stops short of a few ports.
+DYNAMIC_PORTS: Interval = (49152, PORT_MAX)
 
 
 def _prefix(address: int, bits: int, width: int) -> Interval:
@@ -240,13 +245,18 @@ def judge_protocol(
     use_v6 = space.v6_peers - space.v6_in(all_v6) < NEAR_V6
     if not (use_v4 or use_v6):
         short = subtract(ALL_PORTS, everyone_ports)
-        return ProtocolVerdict(protocol, nearly=length(short) < NEAR_PORTS, short_ports=short)
+        return ProtocolVerdict(protocol, nearly=_near_ports(short), short_ports=short)
     openings = [o for o in openings if o.peers.everyone] + addressed
     steps = _steps(openings)
     bounded = _bounded_pass(protocol, openings, steps, use_v4, use_v6, space=space)
     if bounded is not None:
         return bounded
     return _tree_pass(protocol, openings, steps, use_v4, use_v6, space=space)
+
+
+def _near_ports(short: Intervals) -> bool:
+    """The ports left out (merged) are few enough, or all in the dynamic range, to be near-total."""
+    return length(short) < NEAR_PORTS or (bool(short) and short[0][0] >= DYNAMIC_PORTS[0])
 
 
 Step = tuple[int, int, list[tuple[int, int]]]  # first port, last port, (delta, opening) changes
@@ -282,6 +292,7 @@ class _Tally:
         self.all_full = True
         self.short: list[Interval] = []
         self.short_count = 0
+        self.short_below_dynamic = False  # some short port lies below DYNAMIC_PORTS
         self.worst_v4 = 0
         self.worst_v6 = 0
 
@@ -296,11 +307,13 @@ class _Tally:
         else:
             self.short.append((start, end))
             self.short_count += end - start + 1
+            self.short_below_dynamic |= start < DYNAMIC_PORTS[0]
 
     @property
     def hopeless(self) -> bool:
-        """Already neither neutralised nor nearly open: the rest cannot change that."""
-        return self.short_count >= NEAR_PORTS
+        """Already neither neutralised nor nearly open: the rest cannot change that (short ports
+        only grow, and one below the dynamic range stays)."""
+        return self.short_count >= NEAR_PORTS and self.short_below_dynamic
 
     def verdict(self) -> ProtocolVerdict:
         if self.hopeless:
@@ -329,7 +342,7 @@ def _bounded_pass(
 
     A segment with at most one address opening is known exactly; one whose openings' lengths
     add up to less than nearly everything is short whatever they overlap. Spread-out hostile
-    shapes end here (or stop early, once 1,024 ports are short).
+    shapes end here (or stop early, once 1,024 ports are short, one below the dynamic range).
     Lengths count peers only: what `space` says cannot be one is left out of every sum.
     """
     len_v4 = [space.v4_in(o.peers.v4) for o in openings]

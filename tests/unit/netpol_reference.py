@@ -18,6 +18,9 @@ Go's net.IPNet reads them. No peer of a Pod's traffic is ever a loopback (127.0.
 "this network" (0.0.0.0/8) or unspecified (::) address: no probe stands for one. Every other
 address is a peer, multicast and class E included (`Relax.unused_ranges` says otherwise).
 
+A protocol is nearly open when, on the ports not open to every peer, those that leave out a /16
+of IPv4 peers or more and a /48 of IPv6 peers or more are fewer than 1,024 or all in 49152-65535.
+
 `Relax` names the documented choices of the product's model; with all of them on, the reference
 computes exactly what the model is documented to compute.
 """
@@ -49,6 +52,7 @@ SPECIAL = {
     "multicast": [(4, 0xE0000000, 0xEFFFFFFF), (6, 0xFF << 120, 2**128 - 1)],
     "classE": [(4, 0xF0000000, 0xFFFFFFFF)],
 }
+DYNAMIC_START = 49152
 
 
 @dataclass(frozen=True)
@@ -261,7 +265,7 @@ def universe(policies: Sequence[Mapping[str, Any]], namespace: str) -> Universe:
     specs = [p.get("spec") or {} for p in policies]
     pod_selectors: list[object] = []
     ns_selectors: list[object] = []
-    port_edges: set[int] = {1, 65535}
+    port_edges: set[int] = {1, DYNAMIC_START, 65535}
     edges: dict[int, set[int]] = {4: {0, 2**32 - 1}, 6: {0, 2**128 - 1}}
     for family, first, last in NEVER + [r for ranges in SPECIAL.values() for r in ranges]:
         edges[family].update({first, last + 1})
@@ -443,6 +447,7 @@ class Reference:
         for proto in PROTOCOLS:
             full_everywhere = True
             short_ports = 0
+            short_below_dynamic = False
             for port, span in self.universe.ports:
                 allowed = 0
                 for policy in pool:
@@ -465,8 +470,9 @@ class Reference:
                 )
                 if not near:
                     short_ports += span
+                    short_below_dynamic |= port < DYNAMIC_START
             neutralised |= full_everywhere
-            nearly |= not full_everywhere and short_ports < 1024
+            nearly |= not full_everywhere and (short_ports < 1024 or not short_below_dynamic)
         return neutralised, nearly and not neutralised
 
     def _selecting(self, labels: Mapping[str, str], direction: str) -> list[CompiledPolicy]:

@@ -544,6 +544,16 @@ def test_null_policy_types_are_defaulted() -> None:
             id="one port left between two rules",
         ),
         pytest.param(
+            [{"ports": ports(1, 64511)}],
+            "TCP: every port but 64512-65535 open to every peer",
+            id="1,024 dynamic ports short",
+        ),
+        pytest.param(
+            [{"ports": ports(1024, 65535)}],
+            "TCP: every port but 1-1023 open to every peer",
+            id="1,023 ports short",
+        ),
+        pytest.param(
             [
                 {
                     "from": [{"ipBlock": {"cidr": "::/0", "except": ["2001:db8::/49"]}}],
@@ -583,7 +593,8 @@ def test_near_total_openings_are_reported_but_keep_the_fence(
             ],
             id="the internet but the private ranges",
         ),
-        pytest.param([{"ports": ports(1, 64511)}], id="1,024 ports short"),
+        pytest.param([{"ports": ports(1025, 65535)}], id="1,024 ports short"),
+        pytest.param([{"ports": ports(1, 49150)}], id="the dynamic range and 49151 short"),
         pytest.param(
             [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.10.0.0/16"]}}]}],
             id="a /16 left out",

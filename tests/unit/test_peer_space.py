@@ -1,7 +1,7 @@
 """Addresses that can be peers (issue 23): a pool covering every address that can be a peer of a
 Pod's traffic is every peer, as a user meets it — denied under `allow-all`, `fence-lost` on an
 allowed change, listed by `scan` — and `defaultDeny.peerRanges` says which special ranges the
-cluster's network uses."""
+cluster's network uses. Also the near-total reading's port edges: the dynamic range."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from webhook.config import parse_settings
 from webhook.decide import Decision, decide
 from webhook.errors import ConfigError
 from webhook.findings.judge import scan
-from webhook.netpol import Direction, analyse_policy
+from webhook.netpol import Direction, analyse_policy, fence_for
 from webhook.settings import Settings
 
+IN = Direction.INGRESS
 FENCE = deny_all()
 BOTH = ["Ingress", "Egress"]
 USES_BOTH = "defaultDeny: {peerRanges: [multicast, classE]}"
@@ -177,3 +178,39 @@ def test_peer_ranges_unknown_or_not_a_list_name_the_file_and_field() -> None:
 
 def test_peer_ranges_change_the_policy_revision() -> None:
     assert settings().revision != settings("defaultDeny: {peerRanges: [multicast]}").revision
+
+
+# --- the near-total reading at its port edges -----------------------------------------------------
+
+
+def tcp_udp_sctp(start: int, end: int) -> list[dict[str, Any]]:
+    return [{"protocol": p, "port": start, "endPort": end} for p in ("TCP", "UDP", "SCTP")]
+
+
+@pytest.mark.parametrize(
+    ("end", "verdict"),
+    [
+        pytest.param(64511, "warn", id="1-64511: 1,024 dynamic ports short"),
+        pytest.param(64512, "warn", id="1-64512: 1,023 ports short"),
+        pytest.param(49151, "warn", id="1-49151: only the dynamic range short"),
+        pytest.param(49150, "allow", id="1-49150: 49151 short too, and 16,385 ports"),
+    ],
+)
+def test_an_opening_short_only_of_dynamic_ports_is_near_total(end: int, verdict: str) -> None:
+    decision = create(netpol("open", types=["Ingress"], ingress=[{"ports": tcp_udp_sctp(1, end)}]))
+    assert decision.verdict == verdict
+    if verdict == "warn":
+        assert "nearly neutralises the default-deny" in decision.failed[0].message
+
+
+def test_a_short_port_below_the_dynamic_range_among_dynamic_ones_is_not_near_total() -> None:
+    # Every port but 8080 and 49152-65535: 16,385 ports short, one of them a common service port.
+    rules = [{"ports": tcp_udp_sctp(1, 8079)}, {"ports": tcp_udp_sctp(8081, 49151)}]
+    fence = fence_for([analyse_policy(netpol("open", types=["Ingress"], ingress=rules))], IN)
+    assert fence.fenced
+    assert fence.nearly_all_by == ()
+    # ... and opening 8080 too (more open, never less warned) makes it near-total.
+    rules.append({"ports": tcp_udp_sctp(8080, 8080)})
+    fence = fence_for([analyse_policy(netpol("open", types=["Ingress"], ingress=rules))], IN)
+    assert fence.nearly_all_by == ("open",)
+    assert fence.nearly_all == "TCP, UDP, SCTP: every port but 49152-65535 open to every peer"
