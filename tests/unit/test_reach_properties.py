@@ -681,3 +681,20 @@ def test_unused_special_ranges_are_a_documented_choice(
             == choice
         )
     check(policies, ranges)
+
+
+@PROPERTY_SETTINGS
+@given(st.one_of(split_ports(), overlapping_openings()), policy_spec, peer_ranges)
+def test_opening_more_never_turns_a_near_total_warning_silent(
+    policies: list[dict[str, Any]], extra: dict[str, Any], ranges: tuple[str, ...]
+) -> None:
+    limits = dataclasses.replace(DEFAULT_LIMITS, peer_space=peer_space(ranges))
+    before = [analyse_policy(p, limits) for p in policies]
+    after = [*before, analyse_policy(netpol(len(policies), extra), limits)]
+    for direction in DIRECTIONS:
+        old = fence_for(before, direction, limits=limits)
+        new = fence_for(after, direction, limits=limits)
+        if old.neutralised:
+            assert new.neutralised, f"{direction}: more openings, no longer every peer"
+        elif old.nearly_all_by:
+            assert new.neutralised or new.nearly_all_by, f"{direction}: the warning went silent"
