@@ -287,9 +287,9 @@ def _peer_space(reader: _Reader, deny: Mapping[str, Any]) -> PeerSpace:
     Services (`webhook.reach.PEER_RANGES`); those it does not use hold no peer."""
     raw = deny.get("peerRanges", [])
     names = tuple(PEER_RANGES)
-    if not isinstance(raw, list):
-        raise reader.fail("defaultDeny.peerRanges", f"must be a list of {', '.join(names)}")
     path = "defaultDeny.peerRanges"
+    if not isinstance(raw, list):
+        raise reader.fail(path, f"must be a list of {', '.join(names)}")
     return peer_space(reader.choice(v, f"{path}[{i}]", names) for i, v in enumerate(raw))
 
 

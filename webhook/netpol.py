@@ -340,8 +340,12 @@ def opens_selected_to_everyone(
 def _pool_verdicts(
     pool: Sequence[PolicyFacts], direction: Direction, space: PeerSpace
 ) -> list[ProtocolVerdict]:
-    """Per protocol, the joint verdict of the pooled policies' rules for the direction (a policy's
-    own verdicts were judged in the peer space it was analysed under: the same `Limits`)."""
+    """Per protocol, the joint verdict of the pooled policies' rules for the direction, in `space`.
+
+    A policy's own verdict stands for the pool when it opens a protocol alone: it was judged in
+    the peer space of the `Limits` it was analysed under, the same one but across a config change
+    (the informer's copies keep the space in force when `serve` started).
+    """
     reaches = [p.reach_for(direction) for p in pool]
     verdicts: list[ProtocolVerdict] = []
     for protocol in PROTOCOLS:
