@@ -13,6 +13,7 @@ import yaml
 from objects import deny_all, netpol, netpol_review, parse
 
 from webhook.cli import main
+from webhook.cluster.state import ClusterState, Resource, namespace_record
 from webhook.cluster.static import load_state
 from webhook.cluster.view import StaticView, namespace_facts
 from webhook.config import parse_settings
@@ -163,6 +164,20 @@ def test_scan_lists_the_pool_as_neutralising_and_exits_1(tmp_path: Path) -> None
     config = tmp_path / "kubefence.yaml"
     config.write_text(USES_BOTH + "\n")
     assert main(["scan", "--state", str(folder), "--config", str(config)]) == 0
+
+
+def test_the_informers_state_analyses_in_the_configured_peer_space() -> None:
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}
+    for config, fenced in (("", False), (USES_BOTH, True)):
+        configured = settings(config)
+        state = ClusterState(configured.limits)
+        state.replace_namespaces([namespace_record(namespace)], "1", configured)
+        state.replace_policies([], "1", configured)
+        for policy in (FENCE, SPECIALS_OUT):
+            state.apply(Resource.NETWORK_POLICIES, "ADDED", policy, configured)
+        facts = state.get("team")
+        assert facts is not None
+        assert facts.fence(IN, False).fenced is fenced, config
 
 
 def test_peer_ranges_unknown_or_not_a_list_name_the_file_and_field() -> None:
