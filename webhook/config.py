@@ -28,6 +28,7 @@ from webhook.hostreach import normalise_path
 from webhook.labels import LabelSelector, SelectorError, parse_selector
 from webhook.netpol import DEFAULT_LIMITS, Direction, Limits
 from webhook.netpol_limits import CONFIG_KEYS as LIMIT_KEYS
+from webhook.reach import PEER_RANGES, PeerSpace, peer_space
 from webhook.settings import (
     DEFAULT_SETTINGS,
     DEFAULT_WEBHOOK_NAME,
@@ -130,7 +131,7 @@ def parse_settings(
         )
         == "deny",
         drift=_drift(reader, root.get("drift")),
-        limits=_limits(reader, root.get("limits")),
+        limits=_limits(reader, root.get("limits"), _peer_space(reader, deny)),
         max_body_bytes=reader.positive_int(
             server.get("maxBodyBytes", DEFAULT_SETTINGS.max_body_bytes), "server.maxBodyBytes"
         ),
@@ -178,6 +179,7 @@ _DEFAULT_DENY_KEYS = (
     "allowAll",
     "allowAllSelected",
     "allowNearlyAll",
+    "peerRanges",
 )
 _HOST_NETWORK_KEYS = ("mode", "hostPort", "hostPID", "hostPIDPtrace", "hostPath", "hostPaths")
 _AUDIT_SCOPE_KEYS = ("mode", "policyFile", "minLevel", "namespaceSelector")
@@ -271,12 +273,24 @@ def _drift(reader: _Reader, raw: object) -> DriftSpec | None:
     )
 
 
-def _limits(reader: _Reader, raw: object) -> Limits:
-    """`limits:`: the cost bounds of NetworkPolicy analysis, each a positive integer."""
+def _limits(reader: _Reader, raw: object, space: PeerSpace) -> Limits:
+    """`limits:`: the cost bounds of NetworkPolicy analysis, each a positive integer; with them
+    the peer space every analysis reads."""
     keys = {config_key: field for field, config_key in LIMIT_KEYS.items()}
     doc = reader.mapping(raw, "limits", tuple(keys))
     values = {keys[k]: reader.positive_int(v, f"limits.{k}") for k, v in doc.items()}
-    return replace(DEFAULT_LIMITS, **values)
+    return replace(DEFAULT_LIMITS, **values, peer_space=space)
+
+
+def _peer_space(reader: _Reader, deny: Mapping[str, Any]) -> PeerSpace:
+    """`defaultDeny.peerRanges`: the special ranges this cluster's network uses for Pods or
+    Services (`webhook.reach.PEER_RANGES`); those it does not use hold no peer."""
+    raw = deny.get("peerRanges", [])
+    names = tuple(PEER_RANGES)
+    path = "defaultDeny.peerRanges"
+    if not isinstance(raw, list):
+        raise reader.fail(path, f"must be a list of {', '.join(names)}")
+    return peer_space(reader.choice(v, f"{path}[{i}]", names) for i, v in enumerate(raw))
 
 
 def _exemptions(reader: _Reader, raw: object) -> Exemptions:

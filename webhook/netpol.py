@@ -34,7 +34,7 @@ from webhook.labels import LabelSelector, is_empty_selector, parse_selector_leni
 from webhook.labels import satisfiable_together as _satisfiable_together
 from webhook.netpol_limits import CONFIG_KEYS, DEFAULT_LIMITS, Limits, PolicySize, measure
 from webhook.netpol_read import parse_cidr_sloppy, read_openings
-from webhook.reach import PROTOCOLS, Opening, ProtocolVerdict, group, judge_protocol
+from webhook.reach import PROTOCOLS, Opening, PeerSpace, ProtocolVerdict, group, judge_protocol
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -213,7 +213,8 @@ def analyse_policy(obj: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> P
         rules = spec.get(_RULES_KEY[direction])
         counts[direction] = len(rules) if isinstance(rules, list) else 0
         if not refused and direction in types:
-            reach[direction] = _reach(read_openings(rules, _PEERS_KEY[direction]))
+            openings = read_openings(rules, _PEERS_KEY[direction])
+            reach[direction] = _reach(openings, limits.peer_space)
     return PolicyFacts(
         namespace=_str(meta.get("namespace")),
         name=_str(meta.get("name")),
@@ -243,7 +244,7 @@ def spec_digest(spec: Mapping[str, Any]) -> bytes:
     return blake2b(encoded, digest_size=16).digest()
 
 
-def _reach(openings: tuple[Opening, ...]) -> Reach:
+def _reach(openings: tuple[Opening, ...], space: PeerSpace) -> Reach:
     if not openings:
         return NOTHING
     grouped = group(openings)
@@ -251,7 +252,7 @@ def _reach(openings: tuple[Opening, ...]) -> Reach:
     for protocol in PROTOCOLS:
         mine = [o for o in grouped if o.protocol == protocol]
         if mine:
-            verdicts.append(judge_protocol(protocol, mine))
+            verdicts.append(judge_protocol(protocol, mine, space))
     return Reach(grouped, tuple(verdicts))
 
 
@@ -362,9 +363,13 @@ def opens_selected_to_everyone(
 def _pool_verdicts(
     pool: Sequence[PolicyFacts], direction: Direction, limits: Limits
 ) -> list[ProtocolVerdict]:
-    """Per protocol, the joint verdict of the pooled policies' rules for the direction.
+    """Per protocol, the joint verdict of the pooled policies' rules for the direction, in the
+    peer space of `limits`.
 
-    The joint sweep (two or more policies open a protocol) is remembered by the pool's specs.
+    A policy's own verdict stands for the pool when it opens a protocol alone: it was judged in
+    the peer space of the `Limits` it was analysed under, the same one but across a config change
+    (the informer's copies keep the space in force when `serve` started). The joint sweep (two
+    or more policies open a protocol) is remembered by the pool's specs and the limits.
     """
     reaches = [p.reach_for(direction) for p in pool]
     verdicts: list[ProtocolVerdict] = []
@@ -380,16 +385,16 @@ def _pool_verdicts(
                 key = _pool_key(pool, direction, limits)
             remembered = _POOLS.get((key, protocol)) if key else None
             if remembered is None:
-                remembered = _joint(reaches, protocol)
+                remembered = _joint(reaches, protocol, limits.peer_space)
                 if key:
                     _POOLS.put((key, protocol), remembered)
             verdicts.append(remembered)
     return verdicts
 
 
-def _joint(reaches: Sequence[Reach], protocol: str) -> ProtocolVerdict:
+def _joint(reaches: Sequence[Reach], protocol: str, space: PeerSpace) -> ProtocolVerdict:
     openings = [o for r in reaches for o in r.openings if o.protocol == protocol]
-    return judge_protocol(protocol, group(openings))
+    return judge_protocol(protocol, group(openings), space)
 
 
 def _pool_key(

@@ -8,6 +8,10 @@ per-item limits alone would let one policy multiply to billions of intervals (an
 label selectors), so one total, `maxEntriesPerPolicy`, bounds the work: per rule, port entries x
 (peers + excepts), plus every label-selector term. `maxEntriesPerNamespace` bounds the same total
 over the policies whose podSelector opens every pod, the pool `fence_for` sweeps jointly.
+
+`Limits` also carries the cluster's peer space (`webhook.reach.PeerSpace`, config
+`defaultDeny.peerRanges`): like the bounds, every analysis of a policy or a pool needs it, and it
+travels where they do.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple, TypeGuard
+
+from webhook.reach import DEFAULT_PEER_SPACE, PeerSpace
 
 _RULE_LISTS = (("ingress", "from"), ("egress", "to"))
 
@@ -35,7 +41,8 @@ class PolicySize(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Config `limits:`; each field's config key is in `CONFIG_KEYS`."""
+    """How NetworkPolicy analysis is bounded (config `limits:`; each bound's config key is in
+    `CONFIG_KEYS`) and what address space peers come from (`defaultDeny.peerRanges`)."""
 
     max_rules_per_policy: int = 256
     max_peers_per_rule: int = 256
@@ -44,6 +51,7 @@ class Limits:
     max_entries_per_policy: int = 4096
     max_policies_per_namespace: int = 500
     max_entries_per_namespace: int = 8192
+    peer_space: PeerSpace = DEFAULT_PEER_SPACE
 
     def refusal(self, size: PolicySize, where: Mapping[str, str]) -> str:
         """The first limit `size` exceeds, as one line naming the limit and the count; or ""."""
@@ -67,7 +75,9 @@ class Limits:
 
 
 CONFIG_KEYS: Mapping[str, str] = {
-    f.name: "max" + "".join(part.title() for part in f.name.split("_")[1:]) for f in fields(Limits)
+    f.name: "max" + "".join(part.title() for part in f.name.split("_")[1:])
+    for f in fields(Limits)
+    if f.name.startswith("max_")
 }
 DEFAULT_LIMITS = Limits()
 

@@ -3,10 +3,12 @@
 An `Opening` is one protocol's port intervals paired with the `Peers` allowed on them. A pool of
 openings is judged per protocol, jointly on ports x peers: cut 1-65535 at every opening's port
 edges; on each segment the peers of the openings open there are united. The protocol is
-*neutralised* when every segment's union is every peer (`everyone`, or a whole address family),
-*nearly* open when fewer than `NEAR_PORTS` ports leave out a /16 of IPv4 or more and a /48 of IPv6
-or more. Cost: O(n log n) in the pool's intervals (port edges x address intervals of an opening),
-one sort and one sweep with a coverage tree per family; nothing is re-merged per rule.
+*neutralised* when every segment's union is every peer (`everyone`, or every address of a family
+that can be a peer: `PeerSpace`), *nearly* open when the ports that leave out a /16 of IPv4 peers
+or more and a /48 of IPv6 peers or more number fewer than `NEAR_PORTS`, or all lie in the dynamic
+range (`DYNAMIC_PORTS`). Cost: O(n log n) in the pool's intervals (port edges x address intervals
+of an opening), one sort and one sweep with a coverage tree per family; nothing is re-merged per
+rule.
 
 Intervals are inclusive `(start, end)` pairs of ints; every tuple of intervals here is merged
 (sorted, disjoint, not adjacent) unless its name says otherwise.
@@ -14,7 +16,7 @@ Intervals are inclusive `(start, end)` pairs of ints; every tuple of intervals h
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from webhook.covered_length import Coverage
@@ -28,12 +30,36 @@ ALL_PORTS: Intervals = ((PORT_MIN, PORT_MAX),)
 V4_SIZE = 2**32
 V6_SIZE = 2**128
 # ::ffff:0:0/96 holds no IPv6 peer: an address there is an IPv4 peer (Go's net.IP.To4), and an
-# IPv6 ipBlock never matches it. The IPv6 family counts as covered there from the start.
+# IPv6 ipBlock never matches it.
 MAPPED_V4: Interval = (0xFFFF << 32, (0xFFFF << 32) + V4_SIZE - 1)
 
 NEAR_PORTS = 1024  # a near-total opening leaves out fewer ports than this ...
-NEAR_V4 = 2**16  # ... where it leaves out a /16 of IPv4 or more
-NEAR_V6 = 2**80  # ... and a /48 of IPv6 or more
+NEAR_V4 = 2**16  # ... where it leaves out a /16 of IPv4 peers or more
+NEAR_V6 = 2**80  # ... and a /48 of IPv6 peers or more
+# ... or leaves out only ports of the dynamic range (RFC 6335's 49152-65535): services listen
+# there too (TURN relays, RPC; Linux hands out 32768-60999 for bind(0)), so an opening that stops
+# short of it is as open as one that stops short of a few ports.
+DYNAMIC_PORTS: Interval = (49152, PORT_MAX)
+
+
+def _prefix(address: int, bits: int, width: int) -> Interval:
+    return address, address + (1 << (width - bits)) - 1
+
+
+# Addresses that are never the peer of a Pod's traffic: the source or destination address of a
+# packet NetworkPolicy applies to is never loopback (127.0.0.0/8, ::1: a pod's own loopback
+# traffic never leaves it), "this network" (0.0.0.0/8) or unspecified (::), and no IPv6 peer lies
+# in the IPv4-mapped range.
+NEVER_V4: Intervals = (_prefix(0, 8, 32), _prefix(127 << 24, 8, 32))
+NEVER_V6: Intervals = ((0, 1), MAPPED_V4)
+# Ranges a cluster's network may or may not use for Pods and Services, by config name
+# (`defaultDeny.peerRanges`): unused, they hold no peer. Multicast: some plugins (Antrea) forward
+# Pod multicast. Class E with the limited broadcast (240.0.0.0/4, 255.255.255.255 in it): some
+# clusters (GKE's Class E option) number Pods and Services there.
+PEER_RANGES: Mapping[str, tuple[Intervals, Intervals]] = {
+    "multicast": ((_prefix(224 << 24, 4, 32),), (_prefix(0xFF << 120, 8, 128),)),
+    "classE": ((_prefix(240 << 24, 4, 32),), ()),
+}
 
 
 def merge(ranges: Iterable[Interval]) -> Intervals:
@@ -95,6 +121,49 @@ class Peers:
 
 NOBODY = Peers()
 EVERYONE = Peers(everyone=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSpace:
+    """The addresses that can be a peer, per family, as the ranges that cannot (merged).
+
+    Every coverage count starts with the ranges that cannot be covered: an opening to every other
+    address of a family is every peer of it, and what a near-total opening leaves out counts only
+    addresses that can be peers.
+    """
+
+    never_v4: Intervals
+    never_v6: Intervals
+
+    @property
+    def v4_peers(self) -> int:
+        return V4_SIZE - length(self.never_v4)
+
+    @property
+    def v6_peers(self) -> int:
+        return V6_SIZE - length(self.never_v6)
+
+    def v4_in(self, ranges: Intervals) -> int:
+        """How many IPv4 peers the (merged) `ranges` hold."""
+        return length(subtract(ranges, self.never_v4))
+
+    def v6_in(self, ranges: Intervals) -> int:
+        return length(subtract(ranges, self.never_v6))
+
+
+def peer_space(uses: Iterable[str] = ()) -> PeerSpace:
+    """The peer space of a cluster that uses the `PEER_RANGES` named in `uses`."""
+    used = set(uses)
+    if used - PEER_RANGES.keys():
+        raise KeyError(f"unknown peer ranges: {sorted(used - PEER_RANGES.keys())}")
+    unused = [ranges for name, ranges in PEER_RANGES.items() if name not in used]
+    return PeerSpace(
+        merge([*NEVER_V4, *(r for v4, _ in unused for r in v4)]),
+        merge([*NEVER_V6, *(r for _, v6 in unused for r in v6)]),
+    )
+
+
+DEFAULT_PEER_SPACE = peer_space()
 
 
 def unite(peers: Sequence[Peers]) -> Peers:
@@ -159,28 +228,35 @@ def _port_text(ports: Interval) -> str:
     return str(ports[0]) if ports[0] == ports[1] else f"{ports[0]}-{ports[1]}"
 
 
-def judge_protocol(protocol: str, openings: Sequence[Opening]) -> ProtocolVerdict:
-    """Joint ports x peers verdict for one protocol's openings (each opening's ports merged)."""
+def judge_protocol(
+    protocol: str, openings: Sequence[Opening], space: PeerSpace = DEFAULT_PEER_SPACE
+) -> ProtocolVerdict:
+    """Joint ports x peers verdict for one protocol's openings (each opening's ports merged), over
+    the addresses `space` says can be peers."""
     everyone_ports = merge(r for o in openings if o.peers.everyone for r in o.ports)
     if covers(everyone_ports, (PORT_MIN, PORT_MAX)):
         return ProtocolVerdict(protocol, neutralised=True)
     addressed = [o for o in openings if not o.peers.everyone and (o.peers.v4 or o.peers.v6)]
-    # A family whose union over every port is short of nearly everything can be neither full
+    # A family whose union over every port is short of nearly every peer can be neither full
     # nor nearly full on any one port: leave it out of the sweep.
-    use_v4 = V4_SIZE - length(merge(r for o in addressed for r in o.peers.v4)) < NEAR_V4
-    use_v6 = V6_SIZE - _v6_length([r for o in addressed for r in o.peers.v6]) < NEAR_V6
+    all_v4 = merge(r for o in addressed for r in o.peers.v4)
+    all_v6 = merge(r for o in addressed for r in o.peers.v6)
+    use_v4 = space.v4_peers - space.v4_in(all_v4) < NEAR_V4
+    use_v6 = space.v6_peers - space.v6_in(all_v6) < NEAR_V6
     if not (use_v4 or use_v6):
         short = subtract(ALL_PORTS, everyone_ports)
-        return ProtocolVerdict(protocol, nearly=length(short) < NEAR_PORTS, short_ports=short)
+        return ProtocolVerdict(protocol, nearly=_near_ports(short), short_ports=short)
     openings = [o for o in openings if o.peers.everyone] + addressed
     steps = _steps(openings)
-    bounded = _bounded_pass(protocol, openings, steps, use_v4, use_v6)
-    return bounded if bounded is not None else _tree_pass(protocol, openings, steps, use_v4, use_v6)
+    bounded = _bounded_pass(protocol, openings, steps, use_v4, use_v6, space=space)
+    if bounded is not None:
+        return bounded
+    return _tree_pass(protocol, openings, steps, use_v4, use_v6, space=space)
 
 
-def _v6_length(ranges: Sequence[Interval]) -> int:
-    """Covered IPv6 length, the IPv4-mapped range (no IPv6 peer) counted as covered."""
-    return length(merge([MAPPED_V4, *ranges]))
+def _near_ports(short: Intervals) -> bool:
+    """The ports left out (merged) are few enough, or all in the dynamic range, to be near-total."""
+    return length(short) < NEAR_PORTS or (bool(short) and short[0][0] >= DYNAMIC_PORTS[0])
 
 
 Step = tuple[int, int, list[tuple[int, int]]]  # first port, last port, (delta, opening) changes
@@ -216,6 +292,7 @@ class _Tally:
         self.all_full = True
         self.short: list[Interval] = []
         self.short_count = 0
+        self.short_below_dynamic = False  # some short port lies below DYNAMIC_PORTS
         self.worst_v4 = 0
         self.worst_v6 = 0
 
@@ -230,11 +307,13 @@ class _Tally:
         else:
             self.short.append((start, end))
             self.short_count += end - start + 1
+            self.short_below_dynamic |= start < DYNAMIC_PORTS[0]
 
     @property
     def hopeless(self) -> bool:
-        """Already neither neutralised nor nearly open: the rest cannot change that."""
-        return self.short_count >= NEAR_PORTS
+        """Already neither neutralised nor nearly open: the rest cannot change that (short ports
+        only grow, and one below the dynamic range stays)."""
+        return self.short_count >= NEAR_PORTS and self.short_below_dynamic
 
     def verdict(self) -> ProtocolVerdict:
         if self.hopeless:
@@ -251,17 +330,24 @@ class _Tally:
 
 
 def _bounded_pass(
-    protocol: str, openings: Sequence[Opening], steps: list[Step], use_v4: bool, use_v6: bool
+    protocol: str,
+    openings: Sequence[Opening],
+    steps: list[Step],
+    use_v4: bool,
+    use_v6: bool,
+    *,
+    space: PeerSpace,
 ) -> ProtocolVerdict | None:
     """The verdict without a coverage tree, when no segment needs one; else None.
 
     A segment with at most one address opening is known exactly; one whose openings' lengths
     add up to less than nearly everything is short whatever they overlap. Spread-out hostile
-    shapes end here (or stop early, once 1,024 ports are short).
+    shapes end here (or stop early, once 1,024 ports are short, one below the dynamic range).
+    Lengths count peers only: what `space` says cannot be one is left out of every sum.
     """
-    len_v4 = [length(o.peers.v4) for o in openings]
-    len_v6 = [_v6_length(o.peers.v6) - length((MAPPED_V4,)) for o in openings]
-    base_v6 = V6_SIZE - length((MAPPED_V4,))  # IPv6 peers left out when no range is open
+    len_v4 = [space.v4_in(o.peers.v4) for o in openings]
+    len_v6 = [space.v6_in(o.peers.v6) for o in openings]
+    base_v4, base_v6 = space.v4_peers, space.v6_peers  # peers left out when no range is open
     tally = _Tally(protocol)
     everyone = active = last = 0
     sum_v4 = sum_v6 = 0
@@ -278,10 +364,10 @@ def _bounded_pass(
         if everyone:
             continue
         if active <= 1:
-            missing_v4 = V4_SIZE - (len_v4[last] if active else 0)
+            missing_v4 = base_v4 - (len_v4[last] if active else 0)
             missing_v6 = base_v6 - (len_v6[last] if active else 0)
         else:
-            missing_v4 = V4_SIZE - sum_v4 if use_v4 else V4_SIZE  # at least this much
+            missing_v4 = base_v4 - sum_v4 if use_v4 else V4_SIZE  # at least this much
             missing_v6 = base_v6 - sum_v6 if use_v6 else V6_SIZE
             if missing_v4 < NEAR_V4 or missing_v6 < NEAR_V6:
                 needs_tree = True
@@ -295,15 +381,23 @@ def _bounded_pass(
 
 
 def _tree_pass(
-    protocol: str, openings: Sequence[Opening], steps: list[Step], use_v4: bool, use_v6: bool
+    protocol: str,
+    openings: Sequence[Opening],
+    steps: list[Step],
+    use_v4: bool,
+    use_v6: bool,
+    *,
+    space: PeerSpace,
 ) -> ProtocolVerdict:
-    """Walk the port segments keeping each family's exact covered length in a coverage tree."""
-    v4 = Coverage([r for o in openings for r in o.peers.v4], V4_SIZE) if use_v4 else None
-    v6 = None
+    """Walk the port segments keeping each family's exact covered length in a coverage tree; what
+    cannot be a peer is covered from the start, so an uncovered address is a peer left out."""
+    v4 = v6 = None
+    if use_v4:
+        v4 = Coverage([*space.never_v4, *(r for o in openings for r in o.peers.v4)], V4_SIZE)
+        v4.add(v4.leaves(space.never_v4), 1)
     if use_v6:
-        v6 = Coverage([MAPPED_V4, *(r for o in openings for r in o.peers.v6)], V6_SIZE)
-    if v6 is not None:
-        v6.add(v6.leaves((MAPPED_V4,)), 1)
+        v6 = Coverage([*space.never_v6, *(r for o in openings for r in o.peers.v6)], V6_SIZE)
+        v6.add(v6.leaves(space.never_v6), 1)
     at_v4 = [v4.leaves(o.peers.v4) if v4 is not None else [] for o in openings]
     at_v6 = [v6.leaves(o.peers.v6) if v6 is not None else [] for o in openings]
     tally = _Tally(protocol)

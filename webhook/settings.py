@@ -98,7 +98,7 @@ class Settings:
     max_staleness: float = 60.0
     deny_on_stale: bool = True
     max_body_bytes: int = 7 * 1024 * 1024
-    limits: Limits = DEFAULT_LIMITS  # the cost bounds of NetworkPolicy analysis
+    limits: Limits = DEFAULT_LIMITS  # NetworkPolicy analysis: its cost bounds and peer space
     drift: DriftSpec | None = None
     revision: str = "default"
 

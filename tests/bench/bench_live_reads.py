@@ -95,7 +95,7 @@ class Confirmer:
         return ConfirmedView(self.base, facts)
 
 
-def review(uid: str, namespace: str, operation: str, obj: Any, old: Any, gvr: Any) -> bytes:
+def review(uid: str, namespace: str, operation: str, obj: Any, old: Any, *, gvr: Any) -> bytes:
     group, resource, kind = gvr
     g = {"group": group, "version": "v1", "resource": resource}
     k = {"group": group, "version": "v1", "kind": kind}
@@ -188,11 +188,13 @@ async def main() -> int:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     url = f"http://127.0.0.1:{port}/validate"
-    real = review("real", "billing", "DELETE", None, billing[1], NETPOL)
+    real = review("real", "billing", "DELETE", None, billing[1], gvr=NETPOL)
     print(f"stand-in API server answering each GET after {args.latency * 1000:.0f} ms")
-    deletes = [review(f"f{i}", "team", "DELETE", None, team_fence, NETPOL) for i in range(300)]
+    deletes = [review(f"f{i}", "team", "DELETE", None, team_fence, gvr=NETPOL) for i in range(300)]
     await storm(url, deletes, real, "300 forged fence DELETEs, one namespace", api)
-    pods = [review(f"p{i}", f"open-{i}", "CREATE", pod(f"open-{i}"), None, POD) for i in range(500)]
+    pods = [
+        review(f"p{i}", f"open-{i}", "CREATE", pod(f"open-{i}"), None, gvr=POD) for i in range(500)
+    ]
     await storm(url, pods, real, "500 forged Pod CREATEs, 500 namespaces", api)
     await runner.cleanup()
     return 0

@@ -33,7 +33,13 @@ FALLBACK = {
     "max_entries_per_namespace": 8192,
 }
 LIMITS: dict[str, int] = (
-    dataclasses.asdict(netpol.DEFAULT_LIMITS) if HAS_LIMITS else dict(FALLBACK)  # type: ignore[attr-defined]
+    {  # the bounds only: Limits also carries the peer space, which is no count
+        k: v
+        for k, v in dataclasses.asdict(netpol.DEFAULT_LIMITS).items()  # type: ignore[attr-defined]
+        if k.startswith("max_")
+    }
+    if HAS_LIMITS
+    else dict(FALLBACK)
 )
 
 

@@ -64,7 +64,11 @@ NON_DEFAULT: dict[str, Any] = {
     "exemptions": {"users": ["system:serviceaccount:ci:deployer"], "groups": ["platform"]},
     "auditPolicy": POLICY,
     "config": {
-        "defaultDeny": {"require": ["Ingress"], "definition": "strict"},
+        "defaultDeny": {
+            "require": ["Ingress"],
+            "definition": "strict",
+            "peerRanges": ["multicast"],
+        },
         "auditScope": {"minLevel": "Request"},
         "overrides": [{"namespaces": ["legacy"], "defaultDeny": "warn"}],
         "cache": {"maxStaleness": "2m", "onStale": "allow"},

@@ -38,6 +38,7 @@ from helmchart import (
 from webhook.cli import build_parser
 from webhook.config import load_settings, parse_settings
 from webhook.netpol import DIRECTIONS, Direction, analyse_policy, fence_for
+from webhook.reach import peer_space
 from webhook.registration import DEFAULT_RULES, rules_from_manifest
 from webhook.settings import DEFAULT_EXEMPT_NAMESPACES, Mode, Settings
 
@@ -219,6 +220,7 @@ def test_config_of_non_default_values(tmp_path: Path) -> None:
     assert not settings.deny_on_stale
     assert settings.max_body_bytes == 1048576
     assert settings.mode("defaultDeny", "legacy") == Mode.WARN
+    assert settings.limits.peer_space == peer_space(["multicast"])
 
 
 @pytest.mark.parametrize(
@@ -617,6 +619,10 @@ def test_the_readme_install_line_renders_the_image_it_builds(tmp_path: Path) -> 
             "additional properties 'policyFile' not allowed",
         ),
         ({"config": {"defaultDeny": {"mode": "block"}}}, "at '/config/defaultDeny/mode'"),
+        (
+            {"config": {"defaultDeny": {"peerRanges": ["anycast"]}}},
+            "at '/config/defaultDeny/peerRanges/0'",
+        ),
         ({"replicas": 2}, "additional properties 'replicas' not allowed"),
         ({"containerPort": 443}, "at '/containerPort': minimum: got 443"),
         ({"webhookProtection": {"enabled": "yes"}}, "at '/webhookProtection/enabled'"),

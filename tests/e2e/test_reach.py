@@ -64,9 +64,22 @@ def test_a_near_total_opening_is_let_through_with_a_warning(
     kube: client.ApiClient, webhook: RunningWebhook
 ) -> None:
     namespace = fenced_namespace(kube)
-    almost = [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["255.255.255.255/32"]}}]}]
+    almost = [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["192.0.2.1/32"]}}]}]
     api = client.NetworkingV1Api(kube)
     _, _, headers = api.create_namespaced_network_policy_with_http_info(
         namespace, opener(namespace, "almost", almost)
     )
     assert "nearly every peer" in headers.get("Warning", "")
+
+
+def test_excepting_only_addresses_that_are_never_peers_is_denied(
+    kube: client.ApiClient, webhook: RunningWebhook
+) -> None:
+    namespace = fenced_namespace(kube)
+    # Loopback is never the peer of a Pod's traffic: this admits every peer there is.
+    everyone = [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["127.0.0.0/8"]}}]}]
+    with pytest.raises(ApiException) as caught:
+        client.NetworkingV1Api(kube).create_namespaced_network_policy(
+            namespace, opener(namespace, "loopback-out", everyone)
+        )
+    assert "would neutralise the default-deny" in denial(caught.value)

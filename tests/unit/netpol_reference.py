@@ -14,7 +14,12 @@ Peers are pods (namespace labels x pod labels) and addresses: a selector peer ma
 ipBlock addresses (a peer with both matches what either matches). Probe pods declare no named
 ports, so a named port matches nothing. An IPv4-mapped IPv6 CIDR (::ffff:0:0/96 and longer) is
 the IPv4 network, and no IPv6 peer lies in ::ffff:0:0/96 (those addresses are IPv4 peers), as
-Go's net.IPNet reads them.
+Go's net.IPNet reads them. No peer of a Pod's traffic is ever a loopback (127.0.0.0/8, ::1),
+"this network" (0.0.0.0/8) or unspecified (::) address: no probe stands for one. Every other
+address is a peer, multicast and class E included (`Relax.unused_ranges` says otherwise).
+
+A protocol is nearly open when, on the ports not open to every peer, those that leave out a /16
+of IPv4 peers or more and a /48 of IPv6 peers or more are fewer than 1,024 or all in 49152-65535.
 
 `Relax` names the documented choices of the product's model; with all of them on, the reference
 computes exactly what the model is documented to compute.
@@ -35,6 +40,19 @@ FRESH_VALUE = "fresh-value-nobody-names"
 MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 MAPPED_START = int(MAPPED.network_address)
 MAPPED_END = int(MAPPED.broadcast_address)
+# Never a peer: (family, first, last).
+NEVER = [
+    (4, 0, 0x00FFFFFF),  # 0.0.0.0/8
+    (4, 0x7F000000, 0x7FFFFFFF),  # 127.0.0.0/8
+    (6, 0, 1),  # :: and ::1
+    (6, MAPPED_START, MAPPED_END),
+]
+# Ranges a cluster may or may not use for Pods and Services, by `defaultDeny.peerRanges` name.
+SPECIAL = {
+    "multicast": [(4, 0xE0000000, 0xEFFFFFFF), (6, 0xFF << 120, 2**128 - 1)],
+    "classE": [(4, 0xF0000000, 0xFFFFFFFF)],
+}
+DYNAMIC_START = 49152
 
 
 @dataclass(frozen=True)
@@ -47,10 +65,11 @@ class Relax:
     all_pods: bool = False  # the pod with no labels stands for every peer pod
     isolation_empty: bool = False  # only an empty podSelector isolates every pod
     pairwise: bool = False  # selected pods: pool every policy one label set shares with subject
+    unused_ranges: bool = False  # the special ranges the cluster does not say it uses: no peer
 
 
 STRICT = Relax()
-MODEL = Relax(True, True, True, True, True, True)
+MODEL = Relax(True, True, True, True, True, True, True)
 
 # --- reading ----------------------------------------------------------------------------------
 
@@ -246,8 +265,10 @@ def universe(policies: Sequence[Mapping[str, Any]], namespace: str) -> Universe:
     specs = [p.get("spec") or {} for p in policies]
     pod_selectors: list[object] = []
     ns_selectors: list[object] = []
-    port_edges: set[int] = {1, 65535}
-    edges = {4: {0, 2**32 - 1}, 6: {0, 2**128 - 1, MAPPED_START, MAPPED_END + 1}}
+    port_edges: set[int] = {1, DYNAMIC_START, 65535}
+    edges: dict[int, set[int]] = {4: {0, 2**32 - 1}, 6: {0, 2**128 - 1}}
+    for family, first, last in NEVER + [r for ranges in SPECIAL.values() for r in ranges]:
+        edges[family].update({first, last + 1})
     for spec in specs:
         pods, namespaces = _walk_selectors(spec)
         pod_selectors += pods
@@ -285,12 +306,12 @@ def universe(policies: Sequence[Mapping[str, Any]], namespace: str) -> Universe:
     ]
     pod_labels = label_sets(pod_keys)
     peers = [Peer("pod", ns, pod) for ns in namespaces for pod in pod_labels]
-    peers += [Peer("v4", address=a, weight=w) for a, w in _segments(edges[4], 0, 2**32 - 1)]
-    peers += [
-        Peer("v6", address=a, weight=w)
-        for a, w in _segments(edges[6], 0, 2**128 - 1)
-        if not MAPPED_START <= a <= MAPPED_END
-    ]
+    for family, kind, top in ((4, "v4", 2**32 - 1), (6, "v6", 2**128 - 1)):
+        peers += [
+            Peer(kind, address=a, weight=w)
+            for a, w in _segments(edges[family], 0, top)
+            if not any(f == family and first <= a <= last for f, first, last in NEVER)
+        ]
     return Universe(ports, peers, pod_labels, namespace)
 
 
@@ -344,8 +365,16 @@ class CompiledPolicy:
 class Reference:
     """The verdicts of one namespace's policies, by brute force over the universe."""
 
-    def __init__(self, policies: Sequence[Mapping[str, Any]], namespace: str = "team") -> None:
+    def __init__(
+        self,
+        policies: Sequence[Mapping[str, Any]],
+        namespace: str = "team",
+        peer_ranges: Iterable[str] = (),
+    ) -> None:
+        """`peer_ranges`: the `SPECIAL` ranges the cluster uses (`defaultDeny.peerRanges`)."""
         self.universe = universe(policies, namespace)
+        used = set(peer_ranges)
+        self.unused = [r for name, ranges in SPECIAL.items() if name not in used for r in ranges]
         u = self.universe
         self.policies: list[CompiledPolicy] = []
         for policy in policies:
@@ -386,9 +415,16 @@ class Reference:
         pods = u.mask(lambda p: p.kind == "pod" and self._counts(p, relax))
         return (
             pods,
-            u.mask(lambda p: p.kind == "v4"),
-            u.mask(lambda p: p.kind == "v6"),
+            u.mask(lambda p: p.kind == "v4" and self._is_peer(p, relax)),
+            u.mask(lambda p: p.kind == "v6" and self._is_peer(p, relax)),
             u.mask(lambda p: p.kind == "pod"),
+        )
+
+    def _is_peer(self, probe: Peer, relax: Relax) -> bool:
+        """An address probe that counts as a peer: every one, but under `unused_ranges`."""
+        family = 4 if probe.kind == "v4" else 6
+        return not relax.unused_ranges or not any(
+            f == family and first <= probe.address <= last for f, first, last in self.unused
         )
 
     def _counts(self, probe: Peer, relax: Relax) -> bool:
@@ -411,6 +447,7 @@ class Reference:
         for proto in PROTOCOLS:
             full_everywhere = True
             short_ports = 0
+            short_below_dynamic = False
             for port, span in self.universe.ports:
                 allowed = 0
                 for policy in pool:
@@ -433,8 +470,9 @@ class Reference:
                 )
                 if not near:
                     short_ports += span
+                    short_below_dynamic |= port < DYNAMIC_START
             neutralised |= full_everywhere
-            nearly |= not full_everywhere and short_ports < 1024
+            nearly |= not full_everywhere and (short_ports < 1024 or not short_below_dynamic)
         return neutralised, nearly and not neutralised
 
     def _selecting(self, labels: Mapping[str, str], direction: str) -> list[CompiledPolicy]:

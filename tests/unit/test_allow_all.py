@@ -73,7 +73,7 @@ def test_halves_of_the_addresses_on_split_ports_are_judged_jointly() -> None:
     "rule",
     [
         pytest.param(
-            {"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["255.255.255.255/32"]}}]},
+            {"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["192.0.2.1/32"]}}]},
             id="all-but-one-address",
         ),
         pytest.param({"ports": [tcp(1, 65534)]}, id="all-but-one-port"),

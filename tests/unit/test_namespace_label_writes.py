@@ -178,10 +178,12 @@ def test_the_finalize_call_of_a_terminating_namespace_is_warned_not_denied() -> 
     assert decision.warnings == (WARNING.format("x"),)
 
 
-def test_other_writes_in_a_terminating_namespace_are_still_exempt() -> None:
+def test_other_writes_in_a_terminating_namespace_are_judged_too() -> None:
+    # Only the namespace controller's deletions are exempt there (test_decide has them).
     pod = parse(review("CREATE", ("", "v1", "pods"), "Pod", namespace="sneaky", name="p"))
     decision = decide(pod, terminating_view("sneaky"), settings())
-    assert decision.exempt == 'namespace "sneaky" is terminating'
+    assert decision.exempt == ""
+    assert decision.annotations["rules"] == "default-deny"
 
 
 def test_other_namespace_subresources_are_not_judged() -> None:

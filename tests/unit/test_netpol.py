@@ -529,7 +529,7 @@ def test_null_policy_types_are_defaulted() -> None:
     ("rules", "left_out"),
     [
         pytest.param(
-            [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["255.255.255.255/32"]}}]}],
+            [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["192.0.2.1/32"]}}]}],
             "TCP, UDP, SCTP: every port open to all but 1 IPv4 address",
             id="0.0.0.0/0 except one address",
         ),
@@ -542,6 +542,16 @@ def test_null_policy_types_are_defaulted() -> None:
             [{"ports": ports(1, 64511)}, {"ports": ports(64513, 65535)}],
             "TCP: every port but 64512 open to every peer",
             id="one port left between two rules",
+        ),
+        pytest.param(
+            [{"ports": ports(1, 64511)}],
+            "TCP: every port but 64512-65535 open to every peer",
+            id="1,024 dynamic ports short",
+        ),
+        pytest.param(
+            [{"ports": ports(1024, 65535)}],
+            "TCP: every port but 1-1023 open to every peer",
+            id="1,023 ports short",
         ),
         pytest.param(
             [
@@ -583,9 +593,10 @@ def test_near_total_openings_are_reported_but_keep_the_fence(
             ],
             id="the internet but the private ranges",
         ),
-        pytest.param([{"ports": ports(1, 64511)}], id="1,024 ports short"),
+        pytest.param([{"ports": ports(1025, 65535)}], id="1,024 ports short"),
+        pytest.param([{"ports": ports(1, 49150)}], id="the dynamic range and 49151 short"),
         pytest.param(
-            [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["255.255.0.0/16"]}}]}],
+            [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.10.0.0/16"]}}]}],
             id="a /16 left out",
         ),
         pytest.param(

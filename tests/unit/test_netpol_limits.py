@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import random
 from typing import Any
@@ -27,7 +26,7 @@ from webhook.netpol_limits import CONFIG_KEYS
 from webhook.netpol_read import cidr_interval
 
 IN, EG = Direction.INGRESS, Direction.EGRESS
-RAISED = Limits(**dict.fromkeys((f.name for f in dataclasses.fields(Limits)), 10**9))
+RAISED = Limits(**dict.fromkeys(CONFIG_KEYS, 10**9))  # every bound, the peer space as default
 
 
 def scattered(count: int, seed: int = 1) -> list[str]:

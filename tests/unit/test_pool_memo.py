@@ -33,9 +33,9 @@ def sweeps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     real: Callable[..., Any] = netpol_module._joint
 
-    def counting(reaches: Any, protocol: str) -> Any:
+    def counting(reaches: Any, protocol: str, space: Any) -> Any:
         calls.append(protocol)
-        return real(reaches, protocol)
+        return real(reaches, protocol, space)
 
     monkeypatch.setattr(netpol_module, "_joint", counting)
     netpol_module._POOLS.clear()

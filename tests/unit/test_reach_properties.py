@@ -6,11 +6,13 @@ Two laws per verdict (neutralised, fenced, nearly open, selected pods open to ev
   more, and each such difference is explained by a documented choice, named.
 The generators build the adversarial shapes on purpose: port ranges split over rules and
 policies, selectors that select every pod without being `{}`, mixed and unknown protocols, named
-ports, excepts re-added by another block, IPv4-mapped IPv6, nulls everywhere.
+ports, excepts re-added by another block, IPv4-mapped IPv6, addresses that are never peers or
+that only some clusters use (multicast, class E: `defaultDeny.peerRanges`), nulls everywhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -21,12 +23,14 @@ from hypothesis import strategies as st
 from netpol_reference import MODEL, STRICT, Reference, Relax
 
 from webhook.netpol import (
+    DEFAULT_LIMITS,
     DIRECTIONS,
     Direction,
     analyse_policy,
     fence_for,
     opens_selected_to_everyone,
 )
+from webhook.reach import PEER_RANGES, peer_space
 
 NAME = "kubernetes.io/metadata.name"
 ABSENT = object()  # a key left out (None is JSON null)
@@ -39,8 +43,10 @@ CHOICES: dict[str, str] = {
     "empty-labels-stand-for-all-pods": "all_pods",
     "isolation-needs-empty-selector": "isolation_empty",
     "pairwise-pooling": "pairwise",
+    "unused-special-ranges": "unused_ranges",
 }
 PEER_CHOICES = (
+    "unused-special-ranges",
     "one-family-covers",
     "every-pod-is-every-peer",
     "all-but-a-few-namespaces",
@@ -118,6 +124,10 @@ V4 = [
     "0.0.0.0/16",
     "128.0.0.0/2",
     "192.0.0.0/2",
+    "127.0.0.0/8",
+    "224.0.0.0/3",
+    "240.0.0.0/4",
+    "169.254.0.0/16",
 ]
 V6 = [
     "::/0",
@@ -130,6 +140,9 @@ V6 = [
     "::ffff:128.0.0.0/97",
     "fc00::/7",
     "::fffe:0:0/96",
+    "ff00::/8",
+    "fe80::/10",
+    "::1/128",
 ]
 EXCEPTS = [
     "10.0.0.0/8",
@@ -146,8 +159,22 @@ EXCEPTS = [
     "255.255.128.0/17",
     "1.2.3.4/32",
     "2001:db8::/49",
+    "127.0.0.0/8",
+    "126.0.0.0/8",
+    "0.0.0.0/8",
+    "224.0.0.0/4",
+    "224.0.0.0/3",
+    "240.0.0.0/4",
+    "169.254.169.254/32",
+    "ff00::/8",
+    "::1/128",
+    "::/128",
+    "fe80::/10",
 ]
-PORTS = [1, 2, 53, 80, 1000, 1001, 1023, 1024, 32767, 32768, 64511, 64512, 65534, 65535]
+PORTS = [
+    *(1, 2, 53, 80, 1000, 1001, 1023, 1024, 1025, 32767, 32768),
+    *(49150, 49151, 49152, 49153, 64511, 64512, 65534, 65535),
+]
 
 pod_selector = st.sampled_from(ALL_PODS * 2 + SOME_PODS)  # all-pods shapes twice as often
 ip_block = st.builds(
@@ -266,6 +293,12 @@ def split_ports(draw: st.DrawFn) -> list[dict[str, Any]]:
             [{"ipBlock": {"cidr": "0.0.0.0/1"}}],
             [{"ipBlock": {"cidr": "::ffff:0:0/97"}}, {"ipBlock": {"cidr": "128.0.0.0/1"}}],
             [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["255.255.255.255/32"]}}],
+            [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["127.0.0.0/8", "0.0.0.0/8"]}}],
+            [
+                {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["224.0.0.0/3"]}},
+                {"ipBlock": {"cidr": "::/0", "except": ["ff00::/8"]}},
+            ],
+            [{"ipBlock": {"cidr": "::/0", "except": ["::1/128", "::/128"]}}],
             # all of IPv6 but ::ffff:0:0/96, which holds no IPv6 peer: every IPv6 peer
             [
                 {"ipBlock": {"cidr": "::/0", "except": ["::ffff:0:0/95"]}},
@@ -301,6 +334,11 @@ ADDRESS_HEAVY = [
     [{"ipBlock": {"cidr": "8000::/1", "except": ["8000::/49"]}}],
     [{"ipBlock": {"cidr": "::/0", "except": ["2001:db8::/48"]}}],
     [{"ipBlock": {"cidr": "::ffff:0:0/97"}}],
+    [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["127.0.0.0/8", "224.0.0.0/4"]}}],
+    [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["240.0.0.0/4", "169.254.169.254/32"]}}],
+    [{"ipBlock": {"cidr": "224.0.0.0/3"}}],
+    [{"ipBlock": {"cidr": "::/0", "except": ["ff00::/8", "::1/128"]}}],
+    [{"ipBlock": {"cidr": "ff00::/8"}}],
 ]
 
 
@@ -328,10 +366,12 @@ def overlapping_openings(draw: st.DrawFn) -> list[dict[str, Any]]:
 # --- the laws ---------------------------------------------------------------------------------
 
 
-def check(policies: list[dict[str, Any]]) -> list[str]:
-    """Assert both laws for every verdict; return the documented choices that explained a gap."""
-    facts = [analyse_policy(p) for p in policies]
-    reference = Reference(policies, "team")
+def check(policies: list[dict[str, Any]], peer_ranges: tuple[str, ...] = ()) -> list[str]:
+    """Assert both laws for every verdict, in a cluster whose network uses `peer_ranges`; return
+    the documented choices that explained a gap."""
+    limits = dataclasses.replace(DEFAULT_LIMITS, peer_space=peer_space(peer_ranges))
+    facts = [analyse_policy(p, limits) for p in policies]
+    reference = Reference(policies, "team", peer_ranges)
     explained: list[str] = []
 
     def against(
@@ -353,7 +393,7 @@ def check(policies: list[dict[str, Any]]) -> list[str]:
 
     for direction in DIRECTIONS:
         d = direction.value
-        fence = fence_for(facts, direction)
+        fence = fence_for(facts, direction, limits=limits)
         against(
             f"{d} neutralised",
             fence.neutralised,
@@ -373,13 +413,14 @@ def check(policies: list[dict[str, Any]]) -> list[str]:
         for i, subject in enumerate(facts):
             against(
                 f"{d} selected {subject.name}",
-                opens_selected_to_everyone(subject, facts, direction),
+                opens_selected_to_everyone(subject, facts, direction, limits=limits),
                 lambda r, i=i, d=d: reference.selected_open(i, d, r),
                 True,
                 (*PEER_CHOICES, "pairwise-pooling"),
             )
             assert subject.opens_to_everyone(direction) == (
-                direction in subject.types and Reference([policies[i]]).judge_alone(d)
+                direction in subject.types
+                and Reference([policies[i]], "team", peer_ranges).judge_alone(d)
             ), f"{d} {subject.name} alone"
     return explained
 
@@ -587,3 +628,73 @@ def test_overlapping_address_openings_agree_with_the_reference(
     policies: list[dict[str, Any]],
 ) -> None:
     check(policies)
+
+
+# --- the peer space: what the cluster's network uses ---------------------------------------------
+
+peer_ranges = st.sampled_from([(), ("multicast",), ("classE",), tuple(PEER_RANGES)])
+
+
+@PROPERTY_SETTINGS
+@given(st.one_of(policy_sets, split_ports(), overlapping_openings()), peer_ranges)
+def test_every_peer_space_agrees_with_the_reference(
+    policies: list[dict[str, Any]], ranges: tuple[str, ...]
+) -> None:
+    check(policies, ranges)
+
+
+@pytest.mark.parametrize(
+    ("excepts", "ranges", "choice"),
+    [
+        pytest.param(
+            ["224.0.0.0/3"],
+            (),
+            "unused-special-ranges+one-family-covers",
+            id="multicast and class E unused",
+        ),
+        pytest.param(
+            ["240.0.0.0/4"],
+            ("multicast",),
+            "unused-special-ranges+one-family-covers",
+            id="class E unused",
+        ),
+        pytest.param(["224.0.0.0/3"], ("multicast", "classE"), None, id="both used"),
+        pytest.param(
+            ["127.0.0.0/8", "0.0.0.0/8"], (), "one-family-covers", id="never peers: no new choice"
+        ),
+    ],
+)
+def test_unused_special_ranges_are_a_documented_choice(
+    excepts: list[str], ranges: tuple[str, ...], choice: str | None
+) -> None:
+    everyone_but = [{"ipBlock": {"cidr": "0.0.0.0/0", "except": excepts}}]
+    policies = [netpol(0, DENY), netpol(1, _open(everyone_but))]
+    limits = dataclasses.replace(DEFAULT_LIMITS, peer_space=peer_space(ranges))
+    facts = [analyse_policy(p, limits) for p in policies]
+    fence = fence_for(facts, Direction.INGRESS, limits=limits)
+    reference = Reference(policies, "team", ranges)
+    assert fence.neutralised is (choice is not None)  # None: not every peer, in any reading
+    assert not reference.neutralised("Ingress")
+    if choice is not None:
+        assert (
+            documented_choice(lambda r: reference.neutralised("Ingress", r), True, PEER_CHOICES)
+            == choice
+        )
+    check(policies, ranges)
+
+
+@PROPERTY_SETTINGS
+@given(st.one_of(split_ports(), overlapping_openings()), policy_spec, peer_ranges)
+def test_opening_more_never_turns_a_near_total_warning_silent(
+    policies: list[dict[str, Any]], extra: dict[str, Any], ranges: tuple[str, ...]
+) -> None:
+    limits = dataclasses.replace(DEFAULT_LIMITS, peer_space=peer_space(ranges))
+    before = [analyse_policy(p, limits) for p in policies]
+    after = [*before, analyse_policy(netpol(len(policies), extra), limits)]
+    for direction in DIRECTIONS:
+        old = fence_for(before, direction, limits=limits)
+        new = fence_for(after, direction, limits=limits)
+        if old.neutralised:
+            assert new.neutralised, f"{direction}: more openings, no longer every peer"
+        elif old.nearly_all_by:
+            assert new.neutralised or new.nearly_all_by, f"{direction}: the warning went silent"

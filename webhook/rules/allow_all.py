@@ -4,8 +4,9 @@ On NetworkPolicy CREATE/UPDATE, judged on the reach model of `webhook.netpol` (p
 pooled over every policy whose podSelector opens every pod):
 - a policy whose pool with the namespace's other all-pods policies lets every peer in on every
   port of some protocol, for a direction that was fenced: `defaultDeny.allowAll`;
-- one whose pool leaves out almost nothing (fewer than 1,024 ports, or less than a /16 of IPv4
-  and a /48 of IPv6): `defaultDeny.allowNearlyAll` (default warn);
+- one whose pool leaves out almost nothing (fewer than 1,024 ports or only ports of the dynamic
+  range 49152-65535, or less than a /16 of IPv4 and a /48 of IPv6 peers):
+  `defaultDeny.allowNearlyAll` (default warn);
 - one whose podSelector is narrower, when some pod it selects is open to every peer together
   with the policies that can select that pod too: `defaultDeny.allowAllSelected` (default warn):
   whoever creates a pod chooses its labels;
