@@ -230,7 +230,7 @@ def analyse_policy(obj: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> P
         refused=refused,
         size=size,
         label_trust=() if refused else trusted_selectors(spec, (d.value for d in types)),
-        spec_digest=spec_digest(spec),
+        spec_digest=b"" if refused else spec_digest(spec),  # a refused one is in no pool
     )
 
 

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-WORKERS = 2  # the chart's CPU limit is 2 cores: more threads would only share them
+WORKERS = 2  # two namespaces' analyses interleave (the GIL), so neither waits for the other's end
 PER_NAMESPACE = 1  # analyses of one namespace at once
 
 

@@ -173,6 +173,8 @@ async def _judged(
     runtime: Runtime,
     review: AdmissionRequest,
     request: web.Request,
+    *,
+    arrived: float,
     namespace: str,
     work: Callable[[Memory], Decision],
 ) -> Decision:
@@ -183,7 +185,7 @@ async def _judged(
     if runtime.offloop is None or not is_network_policy(review):
         return work(approvals)
     frozen = approvals.of_namespace(namespace)
-    wait = min(ANALYSIS_WAIT, _deadline(request))
+    wait = min(ANALYSIS_WAIT, _remaining(request, arrived))
     return await runtime.offloop.run(namespace, wait, lambda: work(frozen))
 
 
@@ -202,8 +204,9 @@ async def _decide_live(
         runtime,
         review,
         request,
-        review.namespace,
-        lambda memory: decide(review, cluster, settings, memory),
+        arrived=arrived,
+        namespace=review.namespace,
+        work=lambda memory: decide(review, cluster, settings, memory),
     )
     if decision.confirm and runtime.confirmer is not None:
         namespace = decision.confirm
@@ -214,7 +217,7 @@ async def _decide_live(
         fresh_only = decision.allowed or is_network_policy(review)
         fresh = await runtime.confirmer.confirm(
             namespace,
-            min(CONFIRM_TIMEOUT, _deadline(request)),  # the query is parsed only here
+            min(CONFIRM_TIMEOUT, _remaining(request, arrived)),  # the query is parsed only here
             not_before=arrived if fresh_only else None,
             caller=_caller(request),
         )
@@ -228,8 +231,9 @@ async def _decide_live(
             runtime,
             review,
             request,
-            namespace,
-            lambda memory: reconsider(cached, fresh, settings, memory),
+            arrived=arrived,
+            namespace=namespace,
+            work=lambda memory: reconsider(cached, fresh, settings, memory),
         )
     return decision
 
@@ -312,6 +316,13 @@ def _peer(request: web.Request) -> str:
     transport = request.transport
     peer = transport.get_extra_info("peername") if transport is not None else None
     return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
+def _remaining(request: web.Request, arrived: float) -> float:
+    """What is left of the request's budget for waiting (its namespace's turn to be analysed, a
+    live read): half the API server's timeout from its arrival, shared by every wait of the
+    request so that together they stay inside `timeoutSeconds`. At least 0.1 s."""
+    return max(0.1, arrived + _deadline(request) - time.monotonic())
 
 
 def _deadline(request: web.Request) -> float:

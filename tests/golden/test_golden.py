@@ -182,7 +182,7 @@ class FakeConfirmer:
     async def confirm(
         self, namespace: str, timeout: float, *, not_before: float | None = None, caller: str = ""
     ) -> ClusterView | None:
-        self.reads.append(f"live read: namespace={namespace} timeout={timeout}")
+        self.reads.append(f"live read: namespace={namespace} timeout={timeout:.1f}")
         if isinstance(self.result, Exception):
             raise self.result
         return self.result

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -133,3 +134,42 @@ def test_a_frozen_namespace_of_approvals_does_not_move_with_later_records() -> N
     assert not removed.policies[0].selects_all  # gone as a fence, as when it was frozen
     assert [p.name for p in added.policies] == ["default-deny"]  # the later opener is not there
     assert frozen.removals(base).namespace("other") is None  # other namespaces: the base's
+
+
+async def test_the_live_read_gets_what_the_wait_for_its_turn_left_of_the_budget(
+    aiohttp_client: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from webhook import server
+
+    real = server.decide
+
+    def slow(review: Any, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.4)  # a costly pool, or the namespace's turn
+        return real(review, *args, **kwargs)
+
+    monkeypatch.setattr(server, "decide", slow)
+    fence = deny_all()
+    cluster = StaticView([namespace_facts("team", [analyse_policy(fence)], running_pods=3)])
+    timeouts: list[float] = []
+
+    class Confirmer:
+        async def confirm(
+            self,
+            namespace: str,
+            timeout: float,
+            *,
+            not_before: float | None = None,
+            caller: str = "",
+        ) -> StaticView:
+            timeouts.append(timeout)
+            return cluster
+
+    settings = parse_settings("", "config.yaml", Path())
+    runtime = Runtime(settings=settings, cluster=cluster, confirmer=Confirmer())
+    client = await aiohttp_client(build_app(runtime))
+    # The last fence's DELETE is denied and re-checked live; the API server gave 2 s (1 s of it
+    # to wait in), and 0.4 s went before the read.
+    answer = await post(client, netpol_review("DELETE", old=fence), "?timeout=2s")
+    assert answer["allowed"] is False
+    (timeout,) = timeouts
+    assert 0.1 <= timeout <= 0.6
