@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from webhook.admission import AdmissionRequest
 from webhook.netpol import (
@@ -32,6 +32,18 @@ from webhook.workloads import (
 )
 
 T = TypeVar("T")
+
+
+class Precomputed(Protocol):
+    """A namespace's policies with their fences computed when it changed (`NamespaceFacts`)."""
+
+    @property
+    def policies(self) -> tuple[PolicyFacts, ...]: ...
+
+    @property
+    def limits(self) -> Limits: ...
+
+    def fence(self, direction: Direction, strict: bool) -> DirectionFence: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +89,15 @@ class Subject:
         *,
         strict: bool,
         limits: Limits,
+        facts: Precomputed | None = None,
     ) -> DirectionFence:
         """`netpol.fence_for`, computed once per request for each set of policies: the fence
         guard, `allow-all` and the `fence-lost` annotation pool the same namespace. Keyed by the
         policies' identities (order does not change a fence), which stay valid because the memo
-        keeps the policies alive."""
+        keeps the policies alive. When `policies` is the very tuple of the namespace's `facts`,
+        the fence they computed when the cluster changed is the answer: nothing is pooled."""
+        if facts is not None and policies is facts.policies and facts.limits == limits:
+            return facts.fence(direction, strict)
         pool = tuple(policies)
         key = ("fence", frozenset(map(id, pool)), direction, strict, limits)
         _, fence = self.once(

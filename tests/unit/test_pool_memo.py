@@ -118,3 +118,17 @@ def test_a_dry_run_pools_nothing_for_the_annotation_it_never_carries(
     real_delete = decide(parse(netpol_review("DELETE", old=fence)), view, settings)
     assert real_delete.annotations["fence-lost"] == "Ingress,Egress"
     assert calls == ["lost"]
+
+
+def test_a_create_pools_only_the_namespace_after_it(sweeps: list[str]) -> None:
+    """The pool before a CREATE is the namespace's own: its fences were computed when it changed
+    (even with the memo emptied since), and allow-all and `fence-lost` share the pool after."""
+    openers = [opener("a", "10.0.0.0/8", None), opener("b", "11.0.0.0/8", None), deny_all()]
+    view = StaticView([namespace_facts("team", [analyse_policy(p) for p in openers])])
+    netpol_module._POOLS.clear()
+    sweeps.clear()
+    settings = parse_settings("", "config.yaml", Path())
+    third = opener("c", "12.0.0.0/8", None)
+    decision = decide(parse(netpol_review("CREATE", new=third)), view, settings)
+    assert decision.verdict == "allow"
+    assert sweeps == ["TCP", "UDP", "SCTP"]  # one pool (each protocol): the namespace with "c"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from webhook.cluster.view import ClusterView
+from webhook.cluster.view import ClusterView, NamespaceFacts
 from webhook.netpol import (
     DIRECTIONS,
     Limits,
@@ -50,7 +50,11 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
     # What was there before is the view's; the versions this process just approved (remembered)
     # count in the pool after, never as the state before (a forged one must not make a fence
     # look gone already).
-    before = tuple(p for p in present if not p.remembered)
+    before = (
+        tuple(p for p in present if not p.remembered)
+        if any(p.remembered for p in present)
+        else present  # the view's own tuple: its fences were computed when it changed
+    )
     others = tuple(
         p for p in present if not (p.name == name or (old and p.uid and p.uid == old.uid))
     )
@@ -67,7 +71,7 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
         return _selected(name, namespace, new, others, settings)
     if old is not None and not any(p.name == old.name for p in before):
         before = (*before, old)
-    return _all_pods(subject, name, new, before=before, after=after, settings=settings)
+    return _all_pods(subject, name, new, before=before, after=after, settings=settings, facts=facts)
 
 
 def _grows_over_limit(
@@ -120,6 +124,7 @@ def _all_pods(
     before: Sequence[PolicyFacts],
     after: Sequence[PolicyFacts],
     settings: Settings,
+    facts: NamespaceFacts | None,
 ) -> tuple[RuleResult, ...]:
     namespace = subject.request.namespace
     mode = settings.mode("allowAll", namespace)
@@ -132,7 +137,7 @@ def _all_pods(
     for direction in settings.require:
         if new.reach_for(direction).is_nothing:
             continue
-        if not subject.fence(before, direction, strict=strict, limits=limits).fenced:
+        if not subject.fence(before, direction, strict=strict, limits=limits, facts=facts).fenced:
             continue
         fence = subject.fence(after, direction, strict=strict, limits=limits)
         if fence.neutralised:

@@ -135,7 +135,7 @@ def _lost(
     return tuple(
         d
         for d in settings.require
-        if subject.fence(before, d, strict=strict, limits=limits).fenced
+        if subject.fence(before, d, strict=strict, limits=limits, facts=facts).fenced
         and not subject.fence(after, d, strict=strict, limits=limits).fenced
     )
 
