@@ -1,6 +1,10 @@
 """Rule `host-network`: pods that reach the node's network walk around every NetworkPolicy.
 
-Each finding has its own mode under `hostNetwork:` in the config:
+What leads off the pod's network namespace or onto the node, taken from Pod Security Admission's
+baseline checks (k8s.io/pod-security-admission/policy, v0.37.2: check_hostNamespaces.go,
+check_privileged.go, check_capabilities_baseline.go, check_hostPathVolumes.go,
+check_hostProbesAndhostLifecycle.go). Each finding has its own mode under `hostNetwork:` in the
+config:
 - `mode`: the pod template sets `hostNetwork: true`;
 - `hostPort`: a container or init container binds a non-zero `hostPort` (default warn);
 - `hostPID`: `hostPID: true` with a container (of any kind: init, app, ephemeral) that is
@@ -8,7 +12,18 @@ Each finding has its own mode under `hostNetwork:` in the config:
 - `hostPIDPtrace`: `hostPID: true` with a container that can ptrace (SYS_PTRACE, ALL, or
   privileged when `hostPID` is off): it can inject code into the node's processes;
 - `hostPath`: a hostPath volume at, above or below a path of `hostNetwork.hostPaths` (the node's
-  network namespaces, `/proc`, `/`, the container runtime's sockets).
+  network namespaces, `/proc`, `/`, the kubelet's, the container runtimes' and the network
+  plugin's files and sockets, static Pod manifests);
+- `otherHostPaths`: any other hostPath volume (default warn: PSA baseline refuses them all, but
+  log collectors and node agents mount them);
+- `privileged`: a privileged container of any kind, with or without hostPID: it has the node's
+  devices and every capability, so it can mount the node's disk;
+- `capabilities`: a container that adds a capability of `hostreach.NODE_CAPABILITIES` (or ALL);
+- `probeHost`: a probe or lifecycle handler with a `host`: the kubelet connects there from the
+  node's network namespace on the pod's behalf.
+hostIPC (check_hostNamespaces.go) is not judged: it shares the node's System V IPC and POSIX
+shared memory, not its network. A pod's `hostUsers: false` lifts no check: the baseline checks
+followed here do not relax for it either.
 Only `mode` reports a pass; the others report only what they find. Messages name the fields
 (`spec.template.spec.containers[0].securityContext.privileged`). The UPDATE ratchet of
 `webhook.workloads` applies: an ephemeral container added to a Pod is judged with the whole pod.
@@ -19,13 +34,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from webhook.cluster.view import ClusterView
-from webhook.hostreach import Container, containers, host_path_hits
+from webhook.hostreach import NODE_CAPABILITIES, Container, HostPathHit, containers, host_paths
 from webhook.rules.result import HOST_NETWORK, RuleResult, passed
 from webhook.settings import Mode, Settings
 from webhook.subject import Subject, WorkloadChange
 
 RULE = HOST_NETWORK
-MODES = ("hostNetwork", "hostPort", "hostPID", "hostPIDPtrace", "hostPath")
+MODES = (
+    "hostNetwork",
+    "hostPort",
+    "hostPID",
+    "hostPIDPtrace",
+    "hostPath",
+    "otherHostPaths",
+    "privileged",
+    "capabilities",
+    "probeHost",
+)
 
 
 def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[RuleResult, ...]:
@@ -61,18 +86,28 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
                 "around NetworkPolicies on some network plugins"
             )
             results.append(RuleResult(HOST_NETWORK, port_mode, False, text, warning=text))
+    found = tuple(containers(spec, workload.spec_path))
     if spec.get("hostPID") is True:
-        results += _host_pid(what, workload, modes["hostPID"], modes["hostPIDPtrace"])
-    if modes["hostPath"] is not Mode.OFF:
-        results += _host_paths(what, workload, modes["hostPath"], settings.host_paths)
+        results += _host_pid(what, workload, found, modes["hostPID"], modes["hostPIDPtrace"])
+    # A container named by a hostPID finding is named again here: each finding has its own mode,
+    # and turning one to warn must not let the other way onto the node pass silently.
+    results += _privileged(what, found, modes["privileged"])
+    results += _capabilities(what, found, modes["capabilities"])
+    hits = host_paths(spec, workload.spec_path, settings.host_paths)
+    results += _host_paths(what, [h for h in hits if h.listed], modes["hostPath"])
+    results += _other_host_paths(what, [h for h in hits if not h.listed], modes["otherHostPaths"])
+    results += _probe_hosts(what, found, modes["probeHost"])
     return tuple(results)
 
 
 def _host_pid(
-    what: str, workload: WorkloadChange, enter_mode: Mode, ptrace_mode: Mode
+    what: str,
+    workload: WorkloadChange,
+    found: Sequence[Container],
+    enter_mode: Mode,
+    ptrace_mode: Mode,
 ) -> list[RuleResult]:
     """hostPID with a container that can enter, or ptrace, the node's processes."""
-    found = list(containers(workload.spec, workload.spec_path))
     pid = f"{workload.spec_path}.hostPID"
     results = []
     entering: Sequence[Container] = ()
@@ -106,22 +141,94 @@ def _fields(found: Sequence[Container], capability: str) -> str:
     return ", ".join(field for c in found for field in c.granting(capability))
 
 
-def _host_paths(
-    what: str, workload: WorkloadChange, mode: Mode, listed: Sequence[str]
-) -> list[RuleResult]:
-    hits = host_path_hits(workload.spec, workload.spec_path, listed)
-    if not hits:
+def _privileged(what: str, found: Sequence[Container], mode: Mode) -> list[RuleResult]:
+    """Privileged containers, hostPID or not (check_privileged.go): the runtime gives them the
+    node's devices and every capability, unconfined, so one mounts the node's disk and writes a
+    static Pod manifest, or enters the node's network namespace."""
+    fields = [f"{c.field}.securityContext.privileged" for c in found if c.privileged]
+    if mode is Mode.OFF or not fields:
+        return []
+    listed = ", ".join(fields)
+    text = (
+        f"{what} sets {listed}: a privileged container has the node's devices and every "
+        "capability, so it can mount the node's disk and reach the node's network, where no "
+        "NetworkPolicy applies (hostNetwork.privileged)"
+    )
+    warning = f"{what} runs a privileged container ({listed})"
+    return [RuleResult(HOST_NETWORK, mode, False, text, warning=warning)]
+
+
+def _capabilities(what: str, found: Sequence[Container], mode: Mode) -> list[RuleResult]:
+    """Added capabilities that act on the node's kernel or files (`NODE_CAPABILITIES`)."""
+    if mode is Mode.OFF:
+        return []
+    added = [entry for c in found for entry in c.adding(tuple(NODE_CAPABILITIES))]
+    if not added:
+        return []
+    described = "; ".join(
+        f"{where} ({name}): "
+        + (NODE_CAPABILITIES.get(name) or "every capability, SYS_ADMIN and SYS_MODULE among them")
+        for where, name in added
+    )
+    text = (
+        f"{what} adds {described}. These reach past the pod onto the node, where no "
+        "NetworkPolicy applies (hostNetwork.capabilities)"
+    )
+    warning = f"{what} adds a capability that reaches the node: " + ", ".join(
+        f"{where} ({name})" for where, name in added
+    )
+    return [RuleResult(HOST_NETWORK, mode, False, text, warning=warning)]
+
+
+def _host_paths(what: str, hits: Sequence[HostPathHit], mode: Mode) -> list[RuleResult]:
+    if mode is Mode.OFF or not hits:
         return []
     fields = "; ".join(f'{h.field} "{h.path}" (reaches {h.listed})' for h in hits)
     text = (
         f"{what} mounts {fields}: a hostPath at, above or below the node's network namespaces, "
-        "/proc, / or a container runtime socket reaches the node's network around every "
-        "NetworkPolicy (hostNetwork.hostPaths)"
+        "/proc, /, a static Pod manifest folder, or the kubelet's, a container runtime's or the "
+        "network plugin's files and sockets reaches the node around every NetworkPolicy, "
+        "read-only or not (hostNetwork.hostPaths)"
     )
     warning = f"{what} mounts a hostPath that reaches the node: " + ", ".join(
         f'"{h.path}"' for h in hits
     )
     return [RuleResult(HOST_NETWORK, mode, False, text, warning=warning)]
+
+
+def _other_host_paths(what: str, hits: Sequence[HostPathHit], mode: Mode) -> list[RuleResult]:
+    """hostPaths off the deny list: Pod Security baseline refuses every hostPath
+    (check_hostPathVolumes.go); a writable one of the node's own files can run code there."""
+    if mode is Mode.OFF or not hits:
+        return []
+    fields = "; ".join(f'{h.field} "{h.path}"' for h in hits)
+    text = (
+        f"{what} mounts {fields}: a hostPath gives the pod the node's own files (not listed in "
+        "hostNetwork.hostPaths; Pod Security baseline forbids every hostPath) "
+        "(hostNetwork.otherHostPaths)"
+    )
+    warning = f"{what} mounts a hostPath of the node: " + ", ".join(f'"{h.path}"' for h in hits)
+    return [RuleResult(HOST_NETWORK, mode, False, text, warning=warning)]
+
+
+def _probe_hosts(what: str, found: Sequence[Container], mode: Mode) -> list[RuleResult]:
+    """A probe or lifecycle handler with a host (check_hostProbesAndhostLifecycle.go allows ""
+    only): the kubelet, not the pod, dials it, from the node's network namespace."""
+    hosts = [(where, host) for c in found for where, host in c.probe_hosts]
+    if mode is Mode.OFF or not hosts:
+        return []
+    fields = ", ".join(f"{where} {_quoted(host)}" for where, host in hosts)
+    text = (
+        f"{what} sets {fields}: the kubelet connects to that host from the node's network on "
+        "the pod's behalf, where no NetworkPolicy applies; leave host unset to probe the pod "
+        "(hostNetwork.probeHost)"
+    )
+    warning = f"{what} sets a probe or lifecycle host the kubelet dials from the node ({fields})"
+    return [RuleResult(HOST_NETWORK, mode, False, text, warning=warning)]
+
+
+def _quoted(value: object) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
 
 
 def _host_ports(spec: Mapping[str, object]) -> list[tuple[str, int]]:
