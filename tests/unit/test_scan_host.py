@@ -196,3 +196,41 @@ def test_the_state_folder_is_read_for_every_workload_kind(tmp_path: Path) -> Non
         "StatefulSet statefulset",
         "Job job",
     ]
+
+
+def test_the_pods_of_one_controller_are_one_row_of_the_table(tmp_path: Path) -> None:
+    """A DaemonSet's Pods, one a node: one row in the table, every Pod in the JSON."""
+
+    def agent_pod(name: str) -> dict[str, Any]:
+        owned = with_spec(pod(name, "team"), volumes=KUBELET)
+        owned["metadata"]["ownerReferences"] = [
+            {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "controller": True}
+        ]
+        return owned
+
+    folder = state(
+        tmp_path,
+        namespace("team"),
+        with_spec(workload("DaemonSet", "agent", "team"), volumes=KUBELET),
+        *(agent_pod(f"agent-{i}") for i in range(3)),
+        with_spec(pod("alone", "team"), volumes=KUBELET),
+    )
+    report = run_scan(folder)
+    assert [(h.object, h.owner) for h in report.host_network] == [
+        ("Pod agent-0", "DaemonSet agent"),
+        ("Pod agent-1", "DaemonSet agent"),
+        ("Pod agent-2", "DaemonSet agent"),
+        ("Pod alone", ""),
+        ("DaemonSet agent", ""),
+    ]
+    assert to_json(report)["hostNetwork"][0]["owner"] == "DaemonSet agent"
+    rows = [
+        line.split()
+        for line in render_table(report).splitlines()
+        if line.startswith("  team ") and "hostPath" in line
+    ]
+    assert [row[1:-3] for row in rows] == [
+        ["3", "Pods", "of", "DaemonSet", "agent"],
+        ["Pod", "alone"],
+        ["DaemonSet", "agent"],
+    ]

@@ -60,9 +60,19 @@ def host_findings(
             continue
         modes = {key: settings.mode(key, namespace) for key in MODES}
         spec_path = ".".join((*path, "spec"))
+        owner = _controller(meta) if kind == "Pod" else ""
         for f in findings(f'{kind} "{name}"', spec, spec_path, modes, settings.host_paths):
             finding = HostFinding(
-                namespace, f"{kind} {name}", f.key, f.fields, f.text, modes[f.key].value
+                namespace, f"{kind} {name}", f.key, f.fields, f.text, modes[f.key].value, owner
             )
             found.append(((namespace, order.index(kind), name), finding))
     return tuple(f for _, f in sorted(found, key=lambda item: item[0]))
+
+
+def _controller(meta: Mapping[str, Any]) -> str:
+    """`Kind name` of the ownerReference marked controller, "" when there is none."""
+    refs = meta.get("ownerReferences")
+    for ref in refs if isinstance(refs, list) else ():
+        if isinstance(ref, Mapping) and ref.get("controller") is True:
+            return f"{ref.get('kind', '?')} {ref.get('name', '?')}"
+    return ""

@@ -145,6 +145,7 @@ class HostFinding:
     fields: tuple[str, ...]  # the fields it names, the first the one it is about
     message: str  # the rule's own message
     mode: str  # enforce | warn | audit
+    owner: str = ""  # a Pod's controller (`DaemonSet agent`), from its ownerReferences
 
 
 @dataclass(frozen=True, slots=True)

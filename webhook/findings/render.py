@@ -142,6 +142,7 @@ def to_json(report: ScanReport) -> dict[str, object]:
                 "fields": list(h.fields),
                 "message": h.message,
                 "mode": h.mode,
+                "owner": h.owner,
             }
             for h in report.host_network
         ],
@@ -229,12 +230,24 @@ def render_table(report: ScanReport) -> str:
 
 
 def _host_network_section(report: ScanReport) -> list[str]:
-    """The ways onto the node in running Pods and templates: one row per finding."""
+    """The ways onto the node in running Pods and templates: one row per finding, the Pods of
+    one controller folded into one row when they share it (a DaemonSet's Pods, one a node)."""
     found = report.host_network
+    rows: dict[tuple[str, ...], list[str]] = {}
+    for h in found:
+        # An owned Pod is keyed by its controller, anything else by itself.
+        by = f"Pods of {h.owner}" if h.owner else h.object
+        rows.setdefault((h.namespace, by, h.check, h.mode, ", ".join(h.fields)), []).append(
+            h.object
+        )
+    table = [
+        (ns, names[0] if len(names) == 1 else f"{len(names)} {by}", check, mode, fields)
+        for (ns, by, check, mode, fields), names in rows.items()
+    ]
     lines = _table(
         f"WAYS ONTO THE NODE (host-network): {len(found)}",
         ("NAMESPACE", "OBJECT", "CHECK", "MODE", "FIELDS"),
-        [(h.namespace, h.object, h.check, h.mode, ", ".join(h.fields)) for h in found],
+        table,
     )
     if found:
         lines.append(
