@@ -87,7 +87,7 @@ def normalise_capability(name: str) -> str:
 
 
 def containers(spec: Mapping[str, Any], spec_path: str) -> Iterator[Container]:
-    """Every container of every kind, with its privileges."""
+    """Every container of every kind, with its privileges and its probe and lifecycle hosts."""
     for kind in CONTAINER_KINDS:
         items = spec.get(kind)
         for i, item in enumerate(items if isinstance(items, list) else ()):
@@ -171,10 +171,3 @@ def host_paths(
         reached = next((p for p in listed if overlaps(normal, p)), "")
         hits.append(HostPathHit(f"{spec_path}.volumes[{i}].hostPath.path", raw, reached))
     return tuple(hits)
-
-
-def host_path_hits(
-    spec: Mapping[str, Any], spec_path: str, listed: Sequence[str]
-) -> tuple[HostPathHit, ...]:
-    """The hostPath volumes at, above or below a listed (normalised) path."""
-    return tuple(h for h in host_paths(spec, spec_path, listed) if h.listed)
