@@ -18,7 +18,7 @@ on each volumeMount, and a read-only mount still lets a socket be connected to a
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,11 +72,14 @@ class Container:
         ]
         return tuple(fields)
 
-    def adding(self, capabilities: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    def adding(self, capabilities: Collection[str]) -> tuple[tuple[str, str], ...]:
         """The capabilities.add entries (field, name) that add one of `capabilities` (normalised)
         or `ALL`; `privileged` is not read here (it has a finding of its own)."""
-        wanted = {*capabilities, ALL_CAPABILITIES}
-        return tuple((where, name) for where, name in self.added if name in wanted)
+        return tuple(
+            (where, name)
+            for where, name in self.added
+            if name in capabilities or name == ALL_CAPABILITIES
+        )
 
 
 def normalise_capability(name: str) -> str:
@@ -90,14 +93,14 @@ def containers(spec: Mapping[str, Any], spec_path: str) -> Iterator[Container]:
     """Every container of every kind, with its privileges and its probe and lifecycle hosts."""
     for kind in CONTAINER_KINDS:
         items = spec.get(kind)
-        for i, item in enumerate(items if isinstance(items, list) else ()):
-            if not isinstance(item, Mapping):
+        for i, raw_item in enumerate(items if isinstance(items, list) else ()):
+            item = _mapping(raw_item)
+            if item is None:
                 continue
             where = f"{spec_path}.{kind}[{i}]"
-            context = item.get("securityContext")
-            context = context if isinstance(context, Mapping) else {}
-            capabilities = context.get("capabilities")
-            raw = capabilities.get("add") if isinstance(capabilities, Mapping) else None
+            context = _mapping(item.get("securityContext")) or {}
+            capabilities = _mapping(context.get("capabilities"))
+            raw = capabilities.get("add") if capabilities is not None else None
             added = tuple(
                 (f"{where}.securityContext.capabilities.add[{j}]", normalise_capability(c))
                 for j, c in enumerate(raw if isinstance(raw, list) else ())
@@ -108,22 +111,38 @@ def containers(spec: Mapping[str, Any], spec_path: str) -> Iterator[Container]:
             )
 
 
+def _mapping(value: object) -> Mapping[str, Any] | None:
+    """`value` if it is a mapping, else None. Every admission webhook is asked this for each field
+    of each container: a JSON object is a dict, checked at C speed, before the slower ABC check
+    (a Mapping that is not a dict still counts)."""
+    if type(value) is dict:
+        return value
+    if value is None:
+        return None
+    return value if isinstance(value, Mapping) else None
+
+
 def _probe_hosts(container: Mapping[str, Any], where: str) -> tuple[tuple[str, object], ...]:
     """The `host` fields set (not "" or null) in a container's probes and lifecycle handlers.
 
     Read in every container kind: the API server refuses probes and lifecycle on an ephemeral
     container, but the request is judged as it was sent, as PSA's `visitContainers` does."""
-    handlers: list[tuple[str, object]] = [(f"{where}.{p}", container.get(p)) for p in PROBES]
-    lifecycle = container.get("lifecycle")
-    if isinstance(lifecycle, Mapping):
-        handlers += [(f"{where}.lifecycle.{h}", lifecycle.get(h)) for h in LIFECYCLE_HANDLERS]
+    handlers = [(f"{where}.{p}", container.get(p)) for p in PROBES if p in container]
+    lifecycle = _mapping(container.get("lifecycle"))
+    if lifecycle is not None:
+        handlers += [
+            (f"{where}.lifecycle.{h}", lifecycle.get(h))
+            for h in LIFECYCLE_HANDLERS
+            if h in lifecycle
+        ]
     found: list[tuple[str, object]] = []
-    for field, handler in handlers:
-        if not isinstance(handler, Mapping):
+    for field, raw in handlers:
+        handler = _mapping(raw)
+        if handler is None:
             continue
         for action in HANDLER_ACTIONS:
-            target = handler.get(action)
-            host = target.get("host") if isinstance(target, Mapping) else None
+            target = _mapping(handler.get(action))
+            host = target.get("host") if target is not None else None
             if host is not None and host != "":
                 found.append((f"{field}.{action}.host", host))
     return tuple(found)

@@ -44,6 +44,7 @@ from webhook.settings import Mode, Settings
 from webhook.subject import Subject
 
 RULE = HOST_NETWORK
+_OFF = Mode.OFF  # read once per finding kind per request: a module global is the cheap lookup
 MODES = (
     "hostNetwork",
     "hostPort",
@@ -101,7 +102,7 @@ def findings(
 
     `what` names the object in messages (`Pod "web"`); `spec_path` is where the spec lies in it.
     """
-    on = {key for key in MODES if modes[key] is not Mode.OFF}
+    on = {key for key, mode in modes.items() if mode is not _OFF}
     found: list[Finding] = []
     if "hostNetwork" in on and spec.get("hostNetwork") is True:
         text = (
@@ -188,7 +189,7 @@ def _privileged(what: str, found: Sequence[Container]) -> list[Finding]:
 
 def _capabilities(what: str, found: Sequence[Container]) -> list[Finding]:
     """Added capabilities that act on the node's kernel or files (`NODE_CAPABILITIES`)."""
-    added = [entry for c in found for entry in c.adding(tuple(NODE_CAPABILITIES))]
+    added = [entry for c in found if c.added for entry in c.adding(NODE_CAPABILITIES)]
     if not added:
         return []
     described = "; ".join(
