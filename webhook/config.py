@@ -93,7 +93,7 @@ def parse_settings(
         strict = definition == "strict"
     host = reader.mapping(root.get("hostNetwork"), "hostNetwork", _HOST_NETWORK_KEYS)
     modes["hostNetwork"] = reader.mode(host, "hostNetwork", "mode", modes["hostNetwork"])
-    for key in ("hostPort", "hostPID", "hostPIDPtrace", "hostPath"):
+    for key in _HOST_NETWORK_KEYS[1:-1]:
         modes[key] = reader.mode(host, "hostNetwork", key, modes[key])
     host_paths = DEFAULT_SETTINGS.host_paths
     if "hostPaths" in host:
@@ -181,7 +181,19 @@ _DEFAULT_DENY_KEYS = (
     "allowNearlyAll",
     "peerRanges",
 )
-_HOST_NETWORK_KEYS = ("mode", "hostPort", "hostPID", "hostPIDPtrace", "hostPath", "hostPaths")
+# `mode` (hostNetwork's own), then each mode key of the rule, then the deny list.
+_HOST_NETWORK_KEYS = (
+    "mode",
+    "hostPort",
+    "hostPID",
+    "hostPIDPtrace",
+    "hostPath",
+    "otherHostPaths",
+    "privileged",
+    "capabilities",
+    "probeHost",
+    "hostPaths",
+)
 _AUDIT_SCOPE_KEYS = ("mode", "policyFile", "minLevel", "namespaceSelector")
 
 

@@ -34,6 +34,10 @@ MODE_KEYS = (
     "hostPID",
     "hostPIDPtrace",
     "hostPath",
+    "otherHostPaths",
+    "privileged",
+    "capabilities",
+    "probeHost",
     "auditScope",
     "namespaceLabels",
 )
@@ -41,22 +45,56 @@ MODE_KEYS = (
 DEFAULT_WEBHOOK_NAME = "validate.kubefence.io"
 DEFAULT_EXEMPT_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 # hostNetwork.hostPaths: a hostPath at, above or below one of these reaches the node's network
-# namespaces (`/proc/<pid>/ns/net`, the named namespaces), or a container runtime that starts
-# containers on the node's network. Normalised (webhook.hostreach.normalise_path).
+# (its namespace files, `/proc/<pid>/ns/net`), or the node itself through what runs Pods on it:
+# the kubelet, the container runtime and the network plugin. Normalised
+# (webhook.hostreach.normalise_path); symlinks are not followed, hence both /var/run and /run.
 DEFAULT_HOST_PATHS = (
     "/",
     "/proc",
+    # network namespace files (`ip netns`, CNI, Docker's sandboxes under /var/run/docker/netns)
     "/var/run/netns",
     "/run/netns",
-    "/var/run/containerd/containerd.sock",
-    "/run/containerd/containerd.sock",
-    "/run/k3s/containerd/containerd.sock",
-    "/var/run/crio/crio.sock",
-    "/run/crio/crio.sock",
+    # static Pod manifests (the kubelet runs what is written there, hostNetwork if it says so),
+    # the kubelet's kubeconfig and, on control-plane nodes, the cluster's PKI
+    "/etc/kubernetes",
+    # every Pod's volumes and service account tokens, the kubelet's pod-resources, device- and
+    # CSI-plugin sockets; the FlexVolume drivers the kubelet executes as root
+    "/var/lib/kubelet",
+    "/usr/libexec/kubernetes",
+    # the network plugin: its binaries (replace one and it runs as root in every new Pod's
+    # setup), configuration, state, and the agents' sockets (Calico, Cilium)
+    "/opt/cni/bin",
+    "/etc/cni/net.d",
+    "/var/lib/cni",
+    "/var/run/calico",
+    "/run/calico",
+    "/var/lib/calico",
+    "/var/run/cilium",
+    "/run/cilium",
+    # the container runtimes' sockets and state: a socket starts containers on the node's
+    # network; the state holds every container's root filesystem and namespace handles
+    "/var/run/containerd",
+    "/run/containerd",
+    "/var/lib/containerd",
+    "/var/run/crio",
+    "/run/crio",
+    "/var/lib/crio",
+    "/var/run/containers",
+    "/run/containers",
+    "/var/lib/containers",
+    "/var/run/docker",
+    "/run/docker",
+    "/var/lib/docker",
     "/var/run/docker.sock",
     "/run/docker.sock",
     "/var/run/cri-dockerd.sock",
     "/run/cri-dockerd.sock",
+    "/var/run/runc",
+    "/run/runc",
+    # k3s and RKE2: their containerd, static Pod manifests, CNI binaries and kubeconfigs
+    "/var/run/k3s",
+    "/run/k3s",
+    "/var/lib/rancher",
 )
 
 
@@ -82,6 +120,12 @@ class Settings:
             "hostPID": Mode.ENFORCE,
             "hostPIDPtrace": Mode.ENFORCE,
             "hostPath": Mode.ENFORCE,
+            # Pod Security baseline refuses every hostPath, but log collectors and node agents
+            # read unlisted ones (/var/log, /sys): warned, not denied
+            "otherHostPaths": Mode.WARN,
+            "privileged": Mode.ENFORCE,
+            "capabilities": Mode.ENFORCE,
+            "probeHost": Mode.ENFORCE,
             "auditScope": Mode.ENFORCE,
             "namespaceLabels": Mode.WARN,
         }

@@ -235,9 +235,10 @@ def test_global_mode(mode: str, enforcing: Mode, warning: Mode, tmp_path: Path) 
     settings = settings_of(render({"mode": mode, "auditPolicy": POLICY}), tmp_path)
     for key in ("defaultDeny", "allowAll", "hostNetwork", "auditScope"):
         assert settings.mode(key, "any") == enforcing, key
-    for key in ("hostPID", "hostPIDPtrace", "hostPath"):  # the host escapes follow the mode too
+    # the host escapes follow the mode too
+    for key in ("hostPID", "hostPIDPtrace", "hostPath", "privileged", "capabilities", "probeHost"):
         assert settings.mode(key, "any") == enforcing, key
-    for key in ("allowAllSelected", "hostPort"):
+    for key in ("allowAllSelected", "hostPort", "otherHostPaths"):
         assert settings.mode(key, "any") == warning, key
 
 
@@ -246,6 +247,22 @@ def test_explicit_config_mode_wins(tmp_path: Path) -> None:
     settings = settings_of(render(values), tmp_path)
     assert settings.mode("hostNetwork", "any") == Mode.ENFORCE
     assert settings.mode("defaultDeny", "any") == Mode.WARN
+
+
+def test_the_host_checks_are_settable_through_config_and_overrides(tmp_path: Path) -> None:
+    values = {
+        "mode": "enforce",
+        "config": {
+            "hostNetwork": {"otherHostPaths": "enforce", "hostPaths": ["/srv/agent"]},
+            "overrides": [{"namespaces": ["monitoring"], "privileged": "off", "probeHost": "warn"}],
+        },
+    }
+    settings = settings_of(render(values), tmp_path)
+    assert settings.mode("otherHostPaths", "any") == Mode.ENFORCE
+    assert settings.host_paths == ("/srv/agent",)
+    assert settings.mode("privileged", "monitoring") == Mode.OFF
+    assert settings.mode("probeHost", "monitoring") == Mode.WARN
+    assert settings.mode("privileged", "any") == Mode.ENFORCE
 
 
 def test_audit_policy_as_string(tmp_path: Path) -> None:

@@ -206,6 +206,102 @@ def test_host_network_pod_is_denied_in_a_fenced_namespace(
     assert "uses hostNetwork" in denial(caught.value)
 
 
+def onto_node(host_path: str = "", **fields: Any) -> dict[str, Any]:
+    """A Pod whose one container has `fields`, with a hostPath volume at `host_path` if given."""
+    pod = marker_pod("onto-node")
+    pod["spec"]["containers"][0].update(fields)
+    if host_path:
+        pod["spec"]["volumes"] = [{"name": "host", "hostPath": {"path": host_path}}]
+    return pod
+
+
+READ_ONLY = [{"name": "host", "mountPath": "/host", "readOnly": True}]
+
+
+@pytest.mark.parametrize(
+    ("pod", "said"),
+    [
+        pytest.param(
+            onto_node(securityContext={"privileged": True}),
+            "sets spec.containers[0].securityContext.privileged: a privileged container has the "
+            "node's devices",
+            id="privileged without hostPID",
+        ),
+        pytest.param(
+            onto_node(
+                "/var/run/docker/netns", securityContext={"capabilities": {"add": ["SYS_ADMIN"]}}
+            ),
+            'spec.volumes[0].hostPath.path "/var/run/docker/netns" (reaches /var/run/docker)',
+            id="SYS_ADMIN with the node's namespace files",
+        ),
+        pytest.param(
+            onto_node("/etc/kubernetes/manifests", volumeMounts=READ_ONLY),
+            'spec.volumes[0].hostPath.path "/etc/kubernetes/manifests" (reaches /etc/kubernetes)',
+            id="static Pod manifests, read-only",
+        ),
+        pytest.param(
+            onto_node("/var/lib/kubelet", volumeMounts=READ_ONLY),
+            'spec.volumes[0].hostPath.path "/var/lib/kubelet" (reaches /var/lib/kubelet)',
+            id="every Pod's tokens, read-only",
+        ),
+        pytest.param(
+            onto_node("/opt/cni/bin"),
+            'spec.volumes[0].hostPath.path "/opt/cni/bin" (reaches /opt/cni/bin)',
+            id="the network plugin's binaries",
+        ),
+        pytest.param(
+            onto_node(livenessProbe={"httpGet": {"port": 80, "host": "169.254.169.254"}}),
+            'sets spec.containers[0].livenessProbe.httpGet.host "169.254.169.254": the kubelet',
+            id="liveness probe host",
+        ),
+        pytest.param(
+            onto_node(readinessProbe={"tcpSocket": {"port": 6443, "host": "10.0.0.1"}}),
+            'sets spec.containers[0].readinessProbe.tcpSocket.host "10.0.0.1": the kubelet',
+            id="readiness tcpSocket host",
+        ),
+        pytest.param(
+            onto_node(lifecycle={"postStart": {"httpGet": {"port": 80, "host": "10.0.0.1"}}}),
+            'sets spec.containers[0].lifecycle.postStart.httpGet.host "10.0.0.1": the kubelet',
+            id="postStart host",
+        ),
+        pytest.param(
+            onto_node(securityContext={"capabilities": {"add": ["SYS_MODULE"]}}),
+            "spec.containers[0].securityContext.capabilities.add[0] (SYS_MODULE): load a kernel",
+            id="SYS_MODULE",
+        ),
+    ],
+)
+def test_the_ways_onto_the_node_from_pod_security_baseline_are_denied(
+    kube: client.ApiClient, webhook: RunningWebhook, pod: dict[str, Any], said: str
+) -> None:
+    """Each passed the API server (privileged allowed, no PodSecurity label) and the old webhook."""
+    namespace = fenced_namespace(kube, running_pod=False)
+    with pytest.raises(ApiException) as caught:
+        client.CoreV1Api(kube).create_namespaced_pod(namespace, pod, dry_run="All")
+    assert caught.value.status == 403
+    assert said in denial(caught.value)
+
+
+def test_what_stays_in_the_pods_own_namespaces_is_admitted(
+    kube: client.ApiClient, webhook: RunningWebhook
+) -> None:
+    namespace = fenced_namespace(kube, running_pod=False)
+    core = client.CoreV1Api(kube)
+    mesh = marker_pod("mesh")
+    mesh["spec"]["initContainers"] = [
+        {
+            "name": "init",
+            "image": "registry.example/init:1",
+            "securityContext": {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}},
+        }
+    ]
+    core.create_namespaced_pod(namespace, mesh, dry_run="All")
+    # Another hostPath is warned, not denied (hostNetwork.otherHostPaths).
+    logs = marker_pod("logs")
+    logs["spec"]["volumes"] = [{"name": "l", "hostPath": {"path": "/var/log"}}]
+    core.create_namespaced_pod(namespace, logs, dry_run="All")
+
+
 def test_server_side_apply_is_decided_like_a_create(
     control_plane: ControlPlane, kube: client.ApiClient, webhook: RunningWebhook
 ) -> None:

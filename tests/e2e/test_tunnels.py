@@ -178,7 +178,9 @@ def test_host_paths_that_reach_the_node_are_denied(
         ("/var/run/./netns", "/var/run/netns"),
         ("/var", "/var/run/netns"),
         ("/proc/1/ns", "/proc"),
-        ("/run/containerd/containerd.sock", "/run/containerd/containerd.sock"),
+        ("/run/containerd/containerd.sock", "/run/containerd"),
+        ("/etc/kubernetes/manifests", "/etc/kubernetes"),
+        ("/var/lib/kubelet", "/var/lib/kubelet"),
     ):
         with pytest.raises(ApiException) as caught:
             core.create_namespaced_pod(namespace, host_path_pod(path), dry_run="All")

@@ -114,8 +114,12 @@ def test_a_privileged_debug_container_in_a_host_pid_pod_is_denied() -> None:
         "spec.hostPID with spec.ephemeralContainers[0].securityContext.privileged"
         in decision.message
     )
-    # The same debug container without hostPID does not reach the node's network namespace.
-    assert debug("team", privileged).verdict == "allow"
+    # Without hostPID it still has the node's devices (`kubectl debug --profile=sysadmin`).
+    alone = debug("team", privileged)
+    assert alone.verdict == "deny"
+    assert "sets spec.ephemeralContainers[0].securityContext.privileged: a privileged" in (
+        alone.message
+    )
 
 
 def test_a_debug_container_in_a_host_network_pod_is_on_the_nodes_network() -> None:

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 import yaml
-from objects import deny_all, netpol
+from objects import deny_all, netpol, workload
 
 from webhook.cli import main
-from webhook.cluster.static import load_state
+from webhook.cluster.static import load_state, objects_of
 from webhook.config import load_settings
+from webhook.findings.host import WORKLOAD_KINDS
 from webhook.findings.judge import scan
 from webhook.findings.policy_reports import render_reports
 
@@ -98,11 +99,21 @@ def report_docs(tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
             ingress=[{}],
             types=["Ingress"],
         ),
+        workload(
+            "DaemonSet",
+            "agent",
+            "fenced",
+            {
+                "containers": [{"name": "c", "image": "x"}],
+                "volumes": [{"name": "k", "hostPath": {"path": "/var/lib/kubelet"}}],
+            },
+        ),
     ]
     (state / "cluster.yaml").write_text(yaml.safe_dump_all(objects))
     view = load_state(state)
     facts = [f for f in (view.namespace(n) for n in view.names()) if f is not None]
-    found = scan(facts, view, load_settings(config), ["cilium.io"])
+    workloads = objects_of(state, WORKLOAD_KINDS)
+    found = scan(facts, view, load_settings(config), ["cilium.io"], workloads=workloads)
     return {
         name: [d for d in yaml.safe_load_all(render_reports(found, name)) if d]
         for name in ("policyreport", "openreports")
@@ -151,6 +162,17 @@ def test_each_finding_is_a_result_where_its_owner_looks(report_docs: dict[str, A
     assert opened["resources"][0]["kind"] == "NetworkPolicy"
     assert opened["resources"][0]["name"] == "everyone"
     assert outcome("fenced", "allow-all", "opens-selected-pods") == ["warn"]
+    # A way onto the node: failed on the DaemonSet, its rule the mode key.
+    (host,) = [r for r in by_ns["fenced"] if r["policy"] == "host-network"]
+    assert (host["rule"], host["result"], host["severity"]) == ("hostPath", "fail", "high")
+    assert host["resources"] == [
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "namespace": "fenced", "name": "agent"}
+    ]
+    assert host["properties"] == {
+        "fields": "spec.template.spec.volumes[0].hostPath.path",
+        "mode": "enforce",
+    }
+    assert host["message"].startswith('DaemonSet "agent" mounts spec.template.spec.volumes[0]')
     # The audit policy rule that leaves "dark" unaudited: one result, named rules[0].
     (audit,) = [r for r in by_ns["dark"] if r["policy"] == "audit-scope"]
     assert (audit["rule"], audit["result"], audit["category"]) == (

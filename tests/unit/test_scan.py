@@ -16,6 +16,7 @@ from objects import deny_all, netpol, parse, review
 
 from webhook.cli import main
 from webhook.cluster.static import load_state
+from webhook.commands.scan import WORKLOAD_PATHS
 from webhook.config import load_settings
 from webhook.decide import decide
 from webhook.findings.judge import scan
@@ -384,6 +385,7 @@ def test_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         "labelTrust": 0,
         "externalIPs": 0,
         "nodeProxy": 0,
+        "hostNetwork": 0,
         "findings": True,
     }
     assert render_table(run_scan(folder, settings_path)) == text
@@ -444,10 +446,9 @@ def fake_cluster(tmp_path: Path) -> Iterator[tuple[Path, type[FakeApiServer]]]:
     handler.data = {
         "/api/v1/namespaces": [item(namespace(n)) for n in ("a", "b", "c", "kube-system", "e")],
         "/apis/networking.k8s.io/v1/networkpolicies": [item(deny_all(namespace="a"))],
-        "/api/v1/pods": [
-            {"metadata": {"name": f"p{i}", "namespace": "b"}} for i in range(3)
-        ],  # PartialObjectMetadata: no spec, no status
+        "/api/v1/pods": [item(pod(f"p{i}", "b")) for i in range(3)],
         "/api/v1/services": [],
+        **{path: [] for path, _, _ in WORKLOAD_PATHS},
         "/apis/rbac.authorization.k8s.io/v1/clusterroles": [],
         "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings": [],
     }
@@ -492,7 +493,10 @@ def test_live_cluster_is_listed_page_by_page(
     assert len(pods) == 2  # three pods, two a page
     for query, accept in pods:
         assert query["fieldSelector"] == ["status.phase!=Succeeded,status.phase!=Failed"]
-        assert "as=PartialObjectMetadataList" in accept
+        # whole Pods: the host-network findings read their specs
+        assert "as=PartialObjectMetadataList" not in accept
+    listed = {p for p, _, _ in handler.seen}
+    assert all(path in listed for path, _, _ in WORKLOAD_PATHS)
 
 
 def test_live_cluster_errors_exit_2(

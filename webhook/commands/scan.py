@@ -1,11 +1,11 @@
 """`kubefence scan`: the preflight. What the webhook would object to in a live cluster or manifests.
 
 The I/O shell around `webhook.scan`: reads the cluster once (a paginated LIST of Namespaces,
-NetworkPolicies and running Pods' metadata, raw JSON through orjson, the served API groups, and
-Services, ClusterRoles and ClusterRoleBindings: a 403 on one of those three is said in the report
-instead of failing the scan) or a `--state` folder, and prints a table, JSON, or with `--fix`
-the YAML that fences every unfenced namespace. Exit 1 when there are findings, 0 when there are
-none, 2 for bad input or an unreachable cluster.
+NetworkPolicies and running Pods, raw JSON through orjson, the served API groups, and
+Services, ClusterRoles, ClusterRoleBindings and the workload kinds whose templates make Pods: a
+403 on one of those is said in the report instead of failing the scan) or a `--state` folder,
+and prints a table, JSON, or with `--fix` the YAML that fences every unfenced namespace. Exit 1
+when there are findings, 0 when there are none, 2 for bad input or an unreachable cluster.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import orjson
 import yaml
 
 from webhook import exitcodes
-from webhook.cluster.apiserver import JSON, METADATA_ONLY, RUNNING_PODS, ApiError, Getter, pages
+from webhook.cluster.apiserver import JSON, RUNNING_PODS, ApiError, Getter, pages
 from webhook.cluster.static import build_facts, load_state, objects_of
 from webhook.cluster.view import StaticView
 from webhook.config import load_settings
 from webhook.errors import InputError
 from webhook.findings.exposure import KINDS as EXPOSURE_KINDS
 from webhook.findings.exposure import Exposure, read_exposure
+from webhook.findings.host import WORKLOAD_KINDS
 from webhook.findings.judge import scan
 from webhook.findings.model import POLICY_CRD_GROUPS
 from webhook.findings.policy_reports import FORMATS, render_reports
@@ -36,8 +37,9 @@ from webhook.netpol import DEFAULT_LIMITS, Limits
 
 HELP = (
     "list namespaces that are not fenced, policies that neutralise fences, workloads outside "
-    "the audited scope, allow rules keyed on namespace labels, Services with externalIPs and who "
-    "holds nodes/proxy; --fix prints the NetworkPolicies that fence them"
+    "the audited scope, Pods and templates with a way onto the node, allow rules keyed on "
+    "namespace labels, Services with externalIPs and who holds nodes/proxy; --fix prints the "
+    "NetworkPolicies that fence them"
 )
 # The exposure lists (webhook.findings.exposure); each may be forbidden to whoever runs scan.
 EXPOSURE_PATHS = (
@@ -48,6 +50,17 @@ EXPOSURE_PATHS = (
         "ClusterRoleBinding",
         "clusterrolebindings",
     ),
+)
+# The workload kinds besides Pods whose templates the host-network rule judges
+# (webhook.findings.host); each may be forbidden too.
+WORKLOAD_PATHS = (
+    ("/api/v1/replicationcontrollers", "ReplicationController", "replicationcontrollers"),
+    ("/apis/apps/v1/deployments", "Deployment", "deployments"),
+    ("/apis/apps/v1/replicasets", "ReplicaSet", "replicasets"),
+    ("/apis/apps/v1/statefulsets", "StatefulSet", "statefulsets"),
+    ("/apis/apps/v1/daemonsets", "DaemonSet", "daemonsets"),
+    ("/apis/batch/v1/jobs", "Job", "jobs"),
+    ("/apis/batch/v1/cronjobs", "CronJob", "cronjobs"),
 )
 
 PAGE = 500
@@ -87,10 +100,11 @@ def run(args: argparse.Namespace) -> int:
         view = load_state(args.state, settings.limits)
         groups = policy_groups_in(args.state)
         exposure = read_exposure(objects_of(args.state, EXPOSURE_KINDS))
+        workloads = objects_of(args.state, WORKLOAD_KINDS)
     else:
-        view, groups, exposure = read_cluster(args.kubeconfig, settings.limits)
+        view, groups, exposure, workloads = read_cluster(args.kubeconfig, settings.limits)
     facts = [f for f in (view.namespace(n) for n in view.names()) if f is not None]
-    report = scan(facts, view, settings, groups, exposure)
+    report = scan(facts, view, settings, groups, exposure, workloads=workloads)
     out = sys.stdout
     if args.fix:
         out.write(fix_manifests(report))
@@ -109,15 +123,16 @@ def run(args: argparse.Namespace) -> int:
 
 def read_cluster(
     kubeconfig: Path | None, limits: Limits = DEFAULT_LIMITS
-) -> tuple[StaticView, tuple[str, ...], Exposure]:
+) -> tuple[StaticView, tuple[str, ...], Exposure, list[Mapping[str, Any]]]:
     """One consistent-enough read of the cluster: namespaces, policies, running pods, API groups,
-    and the exposure lists (Services, ClusterRoles, ClusterRoleBindings)."""
+    the exposure lists (Services, ClusterRoles, ClusterRoleBindings), and the running Pods and
+    workload objects whose pod specs the host-network rule judges."""
     return asyncio.run(_read_cluster(kubeconfig, limits))
 
 
 async def _read_cluster(
     kubeconfig: Path | None, limits: Limits
-) -> tuple[StaticView, tuple[str, ...], Exposure]:
+) -> tuple[StaticView, tuple[str, ...], Exposure, list[Mapping[str, Any]]]:
     from webhook.cluster import transport
 
     try:
@@ -128,24 +143,22 @@ async def _read_cluster(
                     *await _listed(
                         api, "/apis/networking.k8s.io/v1/networkpolicies", "NetworkPolicy"
                     ),
-                    *await _listed(
-                        api,
-                        "/api/v1/pods",
-                        "Pod",
-                        [("fieldSelector", RUNNING_PODS)],
-                        accept=METADATA_ONLY,
-                    ),
                 ]
+                # Whole Pods, not their metadata: the host-network findings read their specs.
+                pods = await _listed(api, "/api/v1/pods", "Pod", [("fieldSelector", RUNNING_PODS)])
+                objects += pods
                 groups = served_groups(await api.get("/apis/", timeout=None))
                 exposed: list[Mapping[str, Any]] = []
+                workloads: list[Mapping[str, Any]] = [obj for _, obj in pods]
                 unread: list[str] = []
-                for path, kind, name in EXPOSURE_PATHS:
-                    try:
-                        exposed += [obj for _, obj in await _listed(api, path, kind)]
-                    except ApiError as exc:
-                        if exc.status != 403:
-                            raise
-                        unread.append(f"{name} ({exc.status} {exc.phrase or 'Forbidden'})")
+                for paths, into in ((EXPOSURE_PATHS, exposed), (WORKLOAD_PATHS, workloads)):
+                    for path, kind, name in paths:
+                        try:
+                            into += [obj for _, obj in await _listed(api, path, kind)]
+                        except ApiError as exc:
+                            if exc.status != 403:
+                                raise
+                            unread.append(f"{name} ({exc.status} {exc.phrase or 'Forbidden'})")
             except ApiError as exc:
                 reason = f"{exc.status} {exc.phrase}: {_message(exc.body)}"
                 raise InputError(f"{api.server}: {reason}") from None
@@ -154,7 +167,7 @@ async def _read_cluster(
     except transport.CredentialsError as exc:
         raise InputError(f"{exc.source}: cannot load: {exc.reason}") from None
     view = StaticView(build_facts(iter(objects), limits))
-    return view, groups, read_exposure(exposed, unread)
+    return view, groups, read_exposure(exposed, unread), workloads
 
 
 async def _listed(

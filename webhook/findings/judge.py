@@ -8,6 +8,8 @@ Findings, per namespace that is not exempt, not Terminating and whose rule is no
 - outside the audited scope (with an audit policy configured): the `audit-scope` rule itself,
   run for each workload kind, operation and usual writer (`usual_writers`), whatever mode it is
   in;
+- ways onto the node: the `host-network` rule's own findings for every running Pod and workload
+  template of those namespaces (`webhook.findings.host`), with the mode each is in;
 - allow rules keyed on a namespace label other than `kubernetes.io/metadata.name` (in
   namespaces not exempt or Terminating, whatever the modes: the `namespace-labels` rule warns
   only when a label changes), Services with externalIPs outside exempt namespaces, and who holds
@@ -23,11 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from webhook.admission import AdmissionRequest, GroupVersionKind, GroupVersionResource
 from webhook.auditpolicy import describe_rule
 from webhook.cluster.view import ClusterView, NamespaceFacts
 from webhook.findings.exposure import NOTHING_READ, Exposure
+from webhook.findings.host import host_findings
 from webhook.findings.model import (
     POLICY_CRD_GROUPS,
     AuditCause,
@@ -53,9 +57,11 @@ def scan(
     settings: Settings,
     served_groups: Iterable[str] = (),
     exposure: Exposure = NOTHING_READ,
+    *,
+    workloads: Iterable[Mapping[str, Any]] = (),
 ) -> ScanReport:
     """Judge every namespace of the view as the webhook would; `exposure` is what was read of
-    Services and RBAC."""
+    Services and RBAC, `workloads` the Pods and workload objects read (`host.WORKLOAD_KINDS`)."""
     facts = sorted(namespaces, key=lambda f: f.name)
     exempt, terminating, off, scanned = [], [], [], []
     unfenced: list[Unfenced] = []
@@ -136,6 +142,9 @@ def scan(
             for ns in audited
             for p in ns.policies
             for t in p.label_trust
+        ),
+        host_network=host_findings(
+            workloads, {*settings.exemptions.namespaces, *terminating}, settings
         ),
         exposure=replace(
             exposure,

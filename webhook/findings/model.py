@@ -6,8 +6,9 @@ of policies that neutralise a fence or open the pods they select to every peer, 
 `AuditScopeFinding`s of the audit-scope preflight (each with the `AuditCause`s, the audit policy
 rules that put it out of scope), the `PolicyCrd` groups the cluster serves, the namespaces whose
 labels do not enforce Pod Security Admission's baseline level, near-total openings, the
-`LabelTrust` allow rules keyed on namespace labels, and the `exposure` findings (Services with
-externalIPs, who holds nodes/proxy: `webhook.findings.exposure`).
+`LabelTrust` allow rules keyed on namespace labels, the `exposure` findings (Services with
+externalIPs, who holds nodes/proxy: `webhook.findings.exposure`), and the `HostFinding`s of
+running Pods and workload templates on the ways onto the node (`webhook.findings.host`).
 `judge.scan` builds it; `render` prints it. Data only: no I/O, no logic beyond derived views.
 """
 
@@ -134,6 +135,20 @@ class LabelTrust:
 
 
 @dataclass(frozen=True, slots=True)
+class HostFinding:
+    """A way onto the node in a running Pod or a workload template: the `host-network` rule's
+    finding, with the mode key (`check`) that governs it and that key's mode in the namespace."""
+
+    namespace: str
+    object: str  # `Pod web-0`, `Deployment web`
+    check: str  # the mode key: privileged, hostPath, probeHost, ...
+    fields: tuple[str, ...]  # the fields it names, the first the one it is about
+    message: str  # the rule's own message
+    mode: str  # enforce | warn | audit
+    owner: str = ""  # a Pod's controller (`DaemonSet agent`), from its ownerReferences
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyCrd:
     group: str
     kinds: str
@@ -163,11 +178,13 @@ class ScanReport:
     audit_min_level: str = "Metadata"
     label_trust: tuple[LabelTrust, ...] = ()
     exposure: Exposure = NOTHING_READ
+    host_network: tuple[HostFinding, ...] = ()
 
     @property
     def findings(self) -> bool:
         return bool(
             self.unfenced
+            or self.host_network
             or self.neutralising
             or self.audit_scope
             or self.label_trust

@@ -3,10 +3,12 @@
 One namespaced report per namespace kubefence judged, with what it found there: the namespace's
 fence (`default-deny`: fail, pass, or skip where the rule is off), the NetworkPolicies that open it
 (`allow-all`), the audit policy rules that leave it unaudited (`audit-scope`, one result per rule),
-its allow rules keyed on namespace labels (`namespace-labels`) and Services with externalIPs
-(`external-ips`); and one cluster report for what is cluster-wide (policy APIs kubefence does not
-evaluate, who holds nodes/proxy: `node-proxy`, lists scan could not read: error) or was not judged
-(exempt and Terminating namespaces: skip). `policyreport` writes
+its allow rules keyed on namespace labels (`namespace-labels`), Services with externalIPs
+(`external-ips`) and the ways onto the node of its running Pods and workload templates
+(`host-network`, one result per finding, its rule the mode key); and one cluster report for what
+is cluster-wide (policy APIs kubefence does not evaluate, who holds nodes/proxy: `node-proxy`,
+lists scan could not read: error) or was not judged (exempt and Terminating namespaces: skip).
+`policyreport` writes
 `wgpolicyk8s.io/v1alpha2` PolicyReport and ClusterPolicyReport (what Kyverno and Policy Reporter
 read); `openreports` writes their successor, `openreports.io/v1alpha1` Report and ClusterReport.
 
@@ -25,7 +27,8 @@ from typing import Any
 import yaml
 
 from webhook.findings.exposure import DENY_EXTERNAL_IPS
-from webhook.findings.model import AuditScopeGroup, ScanReport, Unfenced
+from webhook.findings.host import WORKLOAD_KINDS
+from webhook.findings.model import AuditScopeGroup, HostFinding, ScanReport, Unfenced
 from webhook.findings.render import audit_fix, who_does_what
 
 
@@ -236,7 +239,30 @@ def _namespace_results(report: ScanReport) -> dict[str, list[dict[str, Any]]]:
                 properties={"externalIPs": ",".join(e.addresses)},
             )
         )
+    for h in report.host_network:
+        results.setdefault(h.namespace, []).append(_host_failed(h))
     return results
+
+
+def _host_failed(h: HostFinding) -> dict[str, Any]:
+    kind, _, name = h.object.partition(" ")
+    group = WORKLOAD_KINDS[kind][0] if kind in WORKLOAD_KINDS else ""
+    return _result(
+        "host-network",
+        h.check,
+        "fail",
+        f"{h.message} (mode {h.mode})",
+        severity="high",
+        resources=[
+            {
+                "apiVersion": f"{group}/v1" if group else "v1",
+                "kind": kind,
+                "namespace": h.namespace,
+                "name": name,
+            }
+        ],
+        properties={"fields": ",".join(h.fields), "mode": h.mode},
+    )
 
 
 def _fence_failed(u: Unfenced) -> dict[str, Any]:

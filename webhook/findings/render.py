@@ -2,7 +2,7 @@
 
 The table is for a terminal; the JSON keys (`summary`, `unfenced`, `neutralising`, `openSelected`,
 `auditScope`, `policyCrds`, `withoutPodSecurity`, `labelTrust`, `externalIPs`, `nodeProxy`,
-`unread`, `skipped`) are for pipelines; `fix_manifests`
+`hostNetwork`, `unread`, `skipped`) are for pipelines; `fix_manifests`
 prints the minimal default-deny NetworkPolicies that fence every unfenced namespace, as YAML for
 `kubectl apply -f -`. Pure: a report in, a string (or a JSON-ready dict) out.
 """
@@ -55,6 +55,7 @@ def to_json(report: ScanReport) -> dict[str, object]:
             "labelTrust": len(report.label_trust),
             "externalIPs": len(report.exposure.external_ips),
             "nodeProxy": sum(1 for h in report.exposure.node_proxy if not h.builtin),
+            "hostNetwork": len(report.host_network),
             "findings": report.findings,
         },
         "require": list(report.require),
@@ -132,6 +133,19 @@ def to_json(report: ScanReport) -> dict[str, object]:
             }
             for h in report.exposure.node_proxy
         ],
+        "hostNetwork": [
+            {
+                "namespace": h.namespace,
+                "object": h.object,
+                "check": h.check,
+                "field": h.fields[0] if h.fields else "",
+                "fields": list(h.fields),
+                "message": h.message,
+                "mode": h.mode,
+                "owner": h.owner,
+            }
+            for h in report.host_network
+        ],
         "unread": list(report.exposure.unread),
         "skipped": {
             "exempt": list(report.exempt),
@@ -181,6 +195,7 @@ def render_table(report: ScanReport) -> str:
         ("NAMESPACE", "POLICY", "OPENS"),
         [(p.namespace, p.policy, ", ".join(p.directions)) for p in report.neutralising],
     )
+    lines += _host_network_section(report)
     lines += _trust_and_exposure(report)
     if report.audit_policy is None:
         lines += ["", "AUDITED SCOPE: not checked (no auditScope.policyFile in the config)"]
@@ -212,6 +227,34 @@ def render_table(report: ScanReport) -> str:
     if any(u.fixable for u in report.unfenced):
         lines += ["", "Fence them: kubefence scan --fix ... | kubectl apply -f -"]
     return "\n".join(lines) + "\n"
+
+
+def _host_network_section(report: ScanReport) -> list[str]:
+    """The ways onto the node in running Pods and templates: one row per finding, the Pods of
+    one controller folded into one row when they share it (a DaemonSet's Pods, one a node)."""
+    found = report.host_network
+    rows: dict[tuple[str, ...], list[str]] = {}
+    for h in found:
+        # An owned Pod is keyed by its controller, anything else by itself.
+        by = f"Pods of {h.owner}" if h.owner else h.object
+        rows.setdefault((h.namespace, by, h.check, h.mode, ", ".join(h.fields)), []).append(
+            h.object
+        )
+    table = [
+        (ns, names[0] if len(names) == 1 else f"{len(names)} {by}", check, mode, fields)
+        for (ns, by, check, mode, fields), names in rows.items()
+    ]
+    lines = _table(
+        f"WAYS ONTO THE NODE (host-network): {len(found)}",
+        ("NAMESPACE", "OBJECT", "CHECK", "MODE", "FIELDS"),
+        table,
+    )
+    if found:
+        lines.append(
+            "  each is what the webhook answers on the object's next CREATE (the full messages: "
+            "--format json); a Pod is fixed in its template, then re-created"
+        )
+    return lines
 
 
 def _trust_and_exposure(report: ScanReport) -> list[str]:

@@ -157,7 +157,7 @@ spelled out, so what is stored equals what is rendered.
 {{- $_ := set $cfg "webhookNames" $names -}}
 {{- end -}}
 {{- $_ := set $cfg "defaultDeny" (dict "mode" $m.enforce "allowAll" $m.enforce "allowAllSelected" $m.warn) -}}
-{{- $_ := set $cfg "hostNetwork" (dict "mode" $m.enforce "hostPort" $m.warn "hostPID" $m.enforce "hostPIDPtrace" $m.enforce "hostPath" $m.enforce) -}}
+{{- $_ := set $cfg "hostNetwork" (dict "mode" $m.enforce "hostPort" $m.warn "hostPID" $m.enforce "hostPIDPtrace" $m.enforce "hostPath" $m.enforce "otherHostPaths" $m.warn "privileged" $m.enforce "capabilities" $m.enforce "probeHost" $m.enforce) -}}
 {{- $scope := dict "mode" $m.enforce -}}
 {{- if .Values.auditPolicy -}}
 {{- $_ := set $scope "policyFile" "audit-policy.yaml" -}}
