@@ -32,6 +32,7 @@ from webhook.reach import PEER_RANGES, PeerSpace, peer_space
 from webhook.settings import (
     DEFAULT_SETTINGS,
     DEFAULT_WEBHOOK_NAME,
+    HOST_NETWORK_MODES,
     MODE_KEYS,
     Exemptions,
     Mode,
@@ -182,18 +183,7 @@ _DEFAULT_DENY_KEYS = (
     "peerRanges",
 )
 # `mode` (hostNetwork's own), then each mode key of the rule, then the deny list.
-_HOST_NETWORK_KEYS = (
-    "mode",
-    "hostPort",
-    "hostPID",
-    "hostPIDPtrace",
-    "hostPath",
-    "otherHostPaths",
-    "privileged",
-    "capabilities",
-    "probeHost",
-    "hostPaths",
-)
+_HOST_NETWORK_KEYS = ("mode", *HOST_NETWORK_MODES[1:], "hostPaths")
 _AUDIT_SCOPE_KEYS = ("mode", "policyFile", "minLevel", "namespaceSelector")
 
 

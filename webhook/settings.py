@@ -23,12 +23,9 @@ class Mode(StrEnum):
     OFF = "off"
 
 
-# The per-rule mode knobs a namespace override may set, and where each lives in the file.
-MODE_KEYS = (
-    "defaultDeny",
-    "allowAll",
-    "allowAllSelected",
-    "allowNearlyAll",
+# The host-network rule's mode keys: `hostNetwork.mode` (as "hostNetwork"), then one per way
+# onto the node it judges.
+HOST_NETWORK_MODES = (
     "hostNetwork",
     "hostPort",
     "hostPID",
@@ -38,6 +35,14 @@ MODE_KEYS = (
     "privileged",
     "capabilities",
     "probeHost",
+)
+# The per-rule mode knobs a namespace override may set, and where each lives in the file.
+MODE_KEYS = (
+    "defaultDeny",
+    "allowAll",
+    "allowAllSelected",
+    "allowNearlyAll",
+    *HOST_NETWORK_MODES,
     "auditScope",
     "namespaceLabels",
 )

@@ -40,22 +40,12 @@ from typing import Any
 from webhook.cluster.view import ClusterView
 from webhook.hostreach import NODE_CAPABILITIES, Container, HostPathHit, containers, host_paths
 from webhook.rules.result import HOST_NETWORK, RuleResult, passed
-from webhook.settings import Mode, Settings
+from webhook.settings import HOST_NETWORK_MODES, Mode, Settings
 from webhook.subject import Subject
 
 RULE = HOST_NETWORK
 _OFF = Mode.OFF  # read once per finding kind per request: a module global is the cheap lookup
-MODES = (
-    "hostNetwork",
-    "hostPort",
-    "hostPID",
-    "hostPIDPtrace",
-    "hostPath",
-    "otherHostPaths",
-    "privileged",
-    "capabilities",
-    "probeHost",
-)
+MODES = HOST_NETWORK_MODES
 
 
 @dataclass(frozen=True, slots=True)
