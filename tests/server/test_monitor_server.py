@@ -82,6 +82,30 @@ async def test_over_the_size_limit_is_413(monitor: Monitor) -> None:
     assert b"exceeds" in answer
 
 
+async def test_seventeen_padded_events_beside_an_exec_are_taken_and_the_exec_alerted(
+    monitor: Monitor,
+) -> None:
+    # issue 23: 17 requests with a ~1 MiB Audit-ID header (the API server keeps it as it came)
+    # and one exec in one batch were answered 413 (over the old 16 MiB), the exec unalerted
+    pad = "p" * (1 << 20)
+    padded = [
+        orjson.dumps(
+            {**real_event(b"6dc1e0f3-9c6a-4053-ba1b-5431a20f6659"), "auditID": f"{pad}{i}"}
+        )
+        for i in range(17)
+    ]
+    exec_event = {**real_event(b"5d3626c9-f0a2-45a8-915e-1daae15cdb5e"), "auditID": pad}
+    exec_event["stage"], exec_event["responseStatus"] = "ResponseComplete", {"code": 101}
+    body = event_list([*padded, orjson.dumps(exec_event)])
+    assert len(body) > 17 << 20
+    with structlog.testing.capture_logs() as logs:
+        status, _ = await monitor.post(io.BytesIO(body))
+    assert status == 200
+    (alert,) = [e for e in logs if e["event"] == "evasion.sensitive_access"]
+    assert (alert["verb"], alert["subresource"], alert["name"]) == ("create", "exec", "web")
+    assert len(alert["audit_id"]) < 300
+
+
 async def test_a_sender_without_the_client_certificate_is_refused(monitor: Monitor) -> None:
     with pytest.raises((aiohttp.ClientError, ssl.SSLError, ConnectionError)):
         await monitor.post(event_list([]), with_cert=False)

@@ -35,7 +35,9 @@ SENSITIVE_ACCESS = "evasion.sensitive_access"
 PROBING = "evasion.probing"
 FENCE_REMOVED = "evasion.fence_removed"
 FEED_SILENT = "evasion.feed_silent"
-ALERT_KINDS = (BYPASS, SENSITIVE_ACCESS, PROBING, FENCE_REMOVED, FEED_SILENT)
+UNJUDGED = "evasion.unjudged"  # the monitor: an event it could not parse within its caps
+AUDIT_GAP = "evasion.audit_gap"  # the monitor: a decision of ours that no audit event recorded
+ALERT_KINDS = (BYPASS, SENSITIVE_ACCESS, PROBING, FENCE_REMOVED, FEED_SILENT, UNJUDGED, AUDIT_GAP)
 # The audit verbs that may take a NetworkPolicy away or weaken it (DELETE and UPDATE in admission).
 POLICY_REMOVALS = frozenset({"delete", "deletecollection", "update", "patch"})
 # ... and those our `fence-lost` annotation may mark: a created allow-all neutralises a fence too.

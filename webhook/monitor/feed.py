@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.correlate.audit_reader import AuditReader
-from webhook.correlate.detect import Alert, CanaryWatch, Detector, request_digest
+from webhook.correlate.detect import UNJUDGED, Alert, CanaryWatch, Detector, request_digest
 from webhook.correlate.model import CorrelateOptions
+from webhook.correlate.timestamps import format_time
+from webhook.monitor.batch import Unjudged
 
 MAX_SEEN = 200_000  # events remembered: > 20 s of a 4,000 events/s feed, twice
 MAX_BATCHES = 4096  # batch digests remembered (~100 bytes each): > 6 min at 10 batches/s
@@ -45,6 +47,7 @@ class Taken:
     stages: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     malformed: int = 0
+    unjudged: int = 0
     alerts: list[Alert] = field(default_factory=list)
 
 
@@ -75,7 +78,11 @@ class Feed:
         seen = self._seen
         for item in items:
             if not isinstance(item, dict):
-                taken.malformed += 1
+                if isinstance(item, Unjudged):
+                    taken.unjudged += 1
+                    taken.alerts.append(unjudged_alert(item, now))
+                else:
+                    taken.malformed += 1
                 continue
             audit_id, stage = item.get("auditID"), item.get("stage")
             if not isinstance(audit_id, str) or not isinstance(stage, str):
@@ -122,3 +129,29 @@ class Feed:
     def check(self, now: float) -> Alert | None:
         """A `evasion.feed_silent` alert when a canary is overdue."""
         return self.canary.check(now) if self.canary is not None else None
+
+
+def unjudged_alert(item: Unjudged, now: float) -> Alert:
+    """`evasion.unjudged`: an event the parser could not judge, with what it read of it (the
+    receiver's time: the event's own was not read)."""
+    f = item.fields
+    ref = f.get("objectRef")
+    ref = ref if isinstance(ref, dict) else {}
+    group, resource = _s(ref.get("apiGroup")), _s(ref.get("resource"))
+    return Alert(
+        event=UNJUDGED,
+        time=format_time(now),
+        audit_id=_s(f.get("auditID")),
+        user=_s(f.get("username")),
+        verb=_s(f.get("verb")),
+        resource=f"{group}/{resource}" if group else resource,
+        subresource=_s(ref.get("subresource")),
+        namespace=_s(ref.get("namespace")),
+        name=_s(ref.get("name")),
+        cause=item.cause,
+        user_agent=_s(f.get("userAgent")),
+    )
+
+
+def _s(value: object) -> str:
+    return value if isinstance(value, str) else ""

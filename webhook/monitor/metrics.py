@@ -15,6 +15,8 @@ _CAUSES = {
     "evasion.bypass": ("fail-open", "dodged"),
     "evasion.fence_removed": ("decided", "undecided"),
     "evasion.feed_silent": ("canary-missing",),
+    "evasion.unjudged": ("too-costly", "not-json"),
+    "evasion.audit_gap": ("no-event",),
 }
 
 
@@ -40,6 +42,12 @@ class MonitorMetrics:
         self.malformed = Counter(
             "kubefence_monitor_malformed_events_total",
             "EventList items without an auditID and stage, skipped.",
+            registry=r,
+        )
+        self.unjudged = Counter(
+            "kubefence_monitor_unjudged_events_total",
+            "EventList items that could not be judged within the per-event caps (each alerted"
+            " evasion.unjudged).",
             registry=r,
         )
         self.batches = Counter(

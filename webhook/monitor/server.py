@@ -190,6 +190,8 @@ async def _judge(runtime: MonitorRuntime, body: bytes) -> web.Response:
                 now = time.time()
                 taken = feed.take(part[start : start + SLICE], now)
                 _account(runtime, taken.stages, taken.duplicates, taken.malformed, now)
+                if taken.unjudged:
+                    runtime.metrics.unjudged.inc(taken.unjudged)
                 for alert in taken.alerts:
                     runtime.alert(alert)
                 await asyncio.sleep(0)  # a slice judged (or parsed): the loop is given back
