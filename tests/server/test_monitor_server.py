@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import io
 import ssl
 import subprocess
@@ -17,10 +18,12 @@ import aiohttp
 import orjson
 import pytest
 import structlog
-from correlate_kit import WEBHOOK, lines, real_event
+from correlate_kit import OPTIONS, WEBHOOK, at, lines, real_decision, real_event
 from monitor_kit import Monitor, event_list, running
 
 from webhook.commands.monitor import follow_config
+from webhook.correlate.timestamps import format_time
+from webhook.monitor.gaps import GapWatch
 from webhook.monitor.server import MAX_BODY_BYTES, run_monitor
 
 
@@ -304,3 +307,53 @@ async def test_a_changed_config_applies_to_the_events_after_it(tmp_path: Path) -
             await asyncio.wait_for(task, 10)
     bypasses = [e["audit_id"] for e in logs if e["event"] == "evasion.bypass"]
     assert bypasses == [dodged["auditID"]]  # "open" is exempt after the change
+
+
+async def _post_decisions(
+    m: Monitor, body: bytes, *, client: str = "kubefence-serve"
+) -> tuple[int, bytes]:
+    async with (
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=m.context(client=client))
+        ) as session,
+        session.post(f"https://127.0.0.1:{m.port}/decisions", data=body) as response,
+    ):
+        return response.status, await response.read()
+
+
+def _decision_list(*records: dict[str, Any]) -> bytes:
+    return orjson.dumps({"kind": "DecisionList", "apiVersion": "kubefence.io/v1", "items": records})
+
+
+async def test_a_decision_no_event_records_is_alerted_an_audit_gap(tmp_path: Path) -> None:
+    m = Monitor(tmp_path, mtls=True, client_subjects=("kube-apiserver",))
+    m.runtime.decision_subjects = ("kubefence-serve",)
+    m.runtime.feed.gaps = GapWatch(dataclasses.replace(OPTIONS, join_window=5.0))
+    t0 = time.time() - 60
+    get = real_event(b"6dc1e0f3-9c6a-4053-ba1b-5431a20f6659")
+    decision = real_decision(b"00ff48d5-8fa9-4743-a5f4-55f1cc877b4b")
+    decision.update(timestamp=format_time(t0 + 1), client="commonName=kube-apiserver")
+    async with running(m):
+        with structlog.testing.capture_logs() as logs:
+            assert (await m.post(event_list([orjson.dumps(at(get, t0))])))[0] == 200
+            status, answer = await _post_decisions(m, _decision_list(decision, {"x": 1}))
+            assert (status, orjson.loads(answer)) == (200, {"held": 1})
+            # the API server's certificate may send batches, not decisions
+            assert (await _post_decisions(m, _decision_list(decision), client="kube-apiserver"))[
+                0
+            ] == 403
+            assert (await _post_decisions(m, b"{}"))[0] == 400
+            assert (await m.post(event_list([orjson.dumps(at(get, t0 + 30))])))[0] == 200
+        text = await m.metrics()
+    (gap,) = [e for e in logs if e["event"] == "evasion.audit_gap"]
+    assert gap["decision_id"] == "00ff48d5-8fa9-4743-a5f4-55f1cc877b4b"
+    assert (gap["operation"], gap["subresource"], gap["name"]) == ("CONNECT", "exec", "web")
+    assert 'kubefence_monitor_decisions_total{result="held"} 1.0' in text
+    assert 'kubefence_monitor_decisions_total{result="malformed"} 1.0' in text
+    assert 'kubefence_monitor_alerts_total{cause="no-event",kind="evasion.audit_gap"} 1.0' in text
+
+
+async def test_decisions_without_a_gap_window_are_404(monitor: Monitor) -> None:
+    status, answer = await _post_decisions(monitor, _decision_list())
+    assert status == 404
+    assert b"--audit-gap-window" in answer

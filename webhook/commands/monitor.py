@@ -11,6 +11,10 @@ else the service account's namespace in a Pod; `--leader-election-id`, default
 `kubefence-monitor`), as `serve` elects its notifier: only the holder is Ready and takes batches
 (`webhook.monitor.server`). Election needs cluster credentials (`--kubeconfig`, or in-cluster);
 without them, or with no namespace, there is none and this process takes every batch.
+
+With `--audit-gap-window` the monitor also takes `serve --decisions-to`'s sensitive decisions on
+`POST /decisions` (authenticated as `/audit` is; `--decisions-subject` narrows the certificates)
+and alerts `evasion.audit_gap` for one no audit event records (`webhook.monitor.gaps`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from webhook.correlate.detect import CanaryWatch
 from webhook.correlate.model import CorrelateOptions
 from webhook.errors import InputError
 from webhook.monitor.feed import Feed
+from webhook.monitor.gaps import GapWatch
 from webhook.monitor.server import Job, MonitorOptions, MonitorRuntime, read_token, run_monitor
 from webhook.settings import Settings
 
@@ -40,7 +45,7 @@ if TYPE_CHECKING:
 
 HELP = (
     "receive the API server's audit webhook backend (POST /audit) and log evasion alerts live: "
-    "bypasses, sensitive access, probing, fence removals, a silent feed"
+    "bypasses, sensitive access, probing, fence removals, a silent feed, audit gaps"
 )
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -110,6 +115,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " and kubefence-monitor-canary)",
     )
     parser.add_argument(
+        "--audit-gap-window",
+        type=float,
+        metavar="SECONDS",
+        help="take the webhook's sensitive decisions on POST /decisions (serve --decisions-to)"
+        " and alert evasion.audit_gap for one that no audit event records within SECONDS of"
+        " audit time (set it above the API server's --audit-webhook-batch-max-wait)",
+    )
+    parser.add_argument(
+        "--decisions-subject",
+        action="append",
+        metavar="NAME",
+        help="with --client-ca: the only certificate allowed to POST /decisions (repeatable;"
+        " default: as --client-subject)",
+    )
+    parser.add_argument(
+        "--webhook-client-subject",
+        action="append",
+        metavar="NAME",
+        help="the API server's client certificate as serve logs it (`client`; repeatable): a"
+        " decision for another client is no audit gap (default: any verified certificate)",
+    )
+    parser.add_argument(
         "--kubeconfig",
         type=Path,
         help="kubeconfig for the canary's requests and the Lease (default: in-cluster)",
@@ -145,6 +172,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.config}: --config file not found")
     if args.canary is not None and not args.canary > 0:
         raise InputError("--canary must be a number of seconds above 0")
+    if args.audit_gap_window is not None and not args.audit_gap_window > 0:
+        raise InputError("--audit-gap-window must be a number of seconds above 0")
+    if args.decisions_subject and args.client_ca is None:
+        raise InputError("--decisions-subject needs --client-ca (a subject is only known verified)")
     token = None
     if args.token_file is not None:
         try:
@@ -183,11 +214,21 @@ def run(args: argparse.Namespace) -> int:
             ) from None
     decisionlog.configure()
     watch = CanaryWatch(2 * args.canary) if args.canary is not None else None
+    gaps = None
+    if args.audit_gap_window is not None:
+        gaps = GapWatch(
+            dataclasses.replace(
+                options,
+                join_window=args.audit_gap_window,
+                client_subjects=frozenset(args.webhook_client_subject or ()),
+            )
+        )
     runtime = MonitorRuntime(
-        feed=Feed(options, watch),
+        feed=Feed(options, watch, gaps),
         log=decisionlog.get_logger(),
         token=token,
         client_subjects=tuple(dict.fromkeys(args.client_subject or ())),
+        decision_subjects=tuple(dict.fromkeys(args.decisions_subject or ())),
     )
     if election is not None:
         runtime.lease = f"{election.namespace}/{election.name}"

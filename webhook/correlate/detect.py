@@ -137,6 +137,9 @@ class Alert:
     user_agent: str = ""
     denials: int = 0  # probing: denials within the window
     window_start: str = ""  # probing: the first of them; feed_silent: the canary sent then
+    decision_id: str = ""  # audit_gap: the decision no audit event recorded
+    operation: str = ""  # audit_gap: its admission operation (no audit verb was seen)
+    decision: str = ""  # audit_gap: allow, deny, warn, ...
 
     def fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -159,6 +162,9 @@ class Alert:
             fields["denials"], fields["window_start"] = self.denials, self.window_start
         elif self.event == FEED_SILENT:
             fields["canary_sent"] = self.window_start
+        elif self.event == AUDIT_GAP:
+            fields["decision_id"], fields["operation"] = self.decision_id, self.operation
+            fields["decision"] = self.decision
         return fields
 
 

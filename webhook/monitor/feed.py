@@ -25,6 +25,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,8 +34,10 @@ from typing import Any
 from webhook.correlate.audit_reader import AuditReader
 from webhook.correlate.detect import UNJUDGED, Alert, CanaryWatch, Detector, request_digest
 from webhook.correlate.model import CorrelateOptions
-from webhook.correlate.timestamps import format_time
+from webhook.correlate.records import DecisionRecord
+from webhook.correlate.timestamps import format_time, parse_time
 from webhook.monitor.batch import Unjudged
+from webhook.monitor.gaps import GapWatch
 
 MAX_SEEN = 200_000  # events remembered: > 20 s of a 4,000 events/s feed, twice
 MAX_BATCHES = 4096  # batch digests remembered (~100 bytes each): > 6 min at 10 batches/s
@@ -54,11 +57,17 @@ class Taken:
 class Feed:
     """One monitor's detection state across batches."""
 
-    def __init__(self, options: CorrelateOptions, canary: CanaryWatch | None = None) -> None:
+    def __init__(
+        self,
+        options: CorrelateOptions,
+        canary: CanaryWatch | None = None,
+        gaps: GapWatch | None = None,
+    ) -> None:
         self.options = options
         self.reader = AuditReader(options)
         self.detector = Detector(options)
         self.canary = canary
+        self.gaps = gaps  # the webhook's sensitive decisions against the feed (--decisions)
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._batches: OrderedDict[bytes, int] = OrderedDict()
 
@@ -76,6 +85,8 @@ class Feed:
         """Count and judge events; `now` is the receiver's clock (for the canary)."""
         taken = Taken()
         seen = self._seen
+        gaps = self.gaps
+        latest = ""  # the newest stageTimestamp: the API server's layout sorts as text
         for item in items:
             if not isinstance(item, dict):
                 if isinstance(item, Unjudged):
@@ -104,6 +115,9 @@ class Feed:
             seen[key] = None
             if len(seen) > MAX_SEEN:
                 seen.popitem(last=False)
+            stamp = item.get("stageTimestamp")
+            if isinstance(stamp, str) and stamp > latest:
+                latest = stamp
             taken.stages[stage] = taken.stages.get(stage, 0) + 1
             agent = item.get("userAgent")
             if self.canary is not None and isinstance(agent, str):
@@ -111,7 +125,17 @@ class Feed:
             record = self.reader.relevant(item)
             if record is not None:
                 taken.alerts += self.detector.feed(record)
+                if gaps is not None:
+                    taken.alerts += gaps.audit(record)
+        if gaps is not None and latest:
+            # not a time: no clock from it (the event was judged all the same)
+            with contextlib.suppress(ValueError):
+                taken.alerts += gaps.reached(parse_time(latest))
         return taken
+
+    def decision(self, record: DecisionRecord) -> list[Alert]:
+        """A sensitive decision the webhook sent (`POST /decisions`): held against the feed."""
+        return self.gaps.decision(record) if self.gaps is not None else []
 
     def reconfigured(self, options: CorrelateOptions) -> None:
         """Judge from now on with `options` (a config file changed: exemptions, webhook names);
@@ -122,9 +146,11 @@ class Feed:
 
     def renewed(self) -> Feed:
         """A feed with the same options and nothing remembered: what a replica that takes over
-        the monitor Lease starts from (its canaries too: those sent before went to the other)."""
+        the monitor Lease starts from (its canaries too: those sent before went to the other;
+        its gaps' coverage starts again with the first batch it takes)."""
         canary = CanaryWatch(self.canary.timeout) if self.canary is not None else None
-        return Feed(self.options, canary)
+        gaps = GapWatch(self.gaps.options) if self.gaps is not None else None
+        return Feed(self.options, canary, gaps)
 
     def check(self, now: float) -> Alert | None:
         """A `evasion.feed_silent` alert when a canary is overdue."""

@@ -50,6 +50,20 @@ class MonitorMetrics:
             " evasion.unjudged).",
             registry=r,
         )
+        self.decisions = Counter(
+            "kubefence_monitor_decisions_total",
+            "Sensitive decisions POSTed by serve (--decisions-to), by result: held (against the"
+            " feed for --audit-gap-window), follower (not the Lease holder: not held),"
+            " malformed.",
+            ["result"],
+            registry=r,
+        )
+        self.decision_posts = Counter(
+            "kubefence_monitor_decision_posts_total",
+            "POST /decisions requests by HTTP status.",
+            ["code"],
+            registry=r,
+        )
         self.batches = Counter(
             "kubefence_monitor_batches_total",
             "POST /audit requests by HTTP status.",
@@ -99,6 +113,8 @@ class MonitorMetrics:
             ["kind"],
             registry=r,
         )
+        for result in ("held", "follower", "malformed"):
+            self.decisions.labels(result)
         for kind in HANDSHAKE_FAILURE_KINDS:
             self.handshake_failures.labels(kind)
         for kind in ALERT_KINDS:

@@ -1,4 +1,5 @@
-"""The monitor's HTTPS shell: `POST /audit` (the API server's audit webhook backend), probes.
+"""The monitor's HTTPS shell: `POST /audit` (the API server's audit webhook backend), `POST
+/decisions` (`serve --decisions-to`: the webhook's sensitive decisions), probes.
 
 Invariants:
 - The sender is authenticated before its body is read: with a client CA at the TLS layer (no
@@ -20,6 +21,12 @@ Invariants:
   again (`Feed.batch_taken`, its events counted as duplicates).
 - Every 4xx body refusal is logged `monitor.batch_rejected` (code, reason, size; never content),
   and refused TLS handshakes are counted by kind.
+- `POST /decisions` (with `--audit-gap-window`) is authenticated as `/audit` is (the token, the
+  client CA; `decision_subjects`, else `client_subjects`, the certificates allowed), its body a
+  `DecisionList` of at most `DECISIONS_MAX_BYTES` (413 over, 400 with the reason for one that is
+  not); each item is held by the feed's `GapWatch` (an item that is no decision is counted
+  malformed). Only the Lease holder holds them: a follower answers 200 `{"held":0}` (the sender
+  posts to every replica, or to the Service that routes to the holder) and counts them.
 - Alert lines go through structlog, like the decision log: the `event` is the alert kind.
 - With leader election (`leading` not always True) only the holder of the monitor Lease is Ready
   and takes batches. A follower answers /readyz 503 (the Service routes to the holder) and a
@@ -49,6 +56,7 @@ import orjson
 from aiohttp import hdrs, web
 
 from webhook import exitcodes, tls
+from webhook.correlate.decision_reader import decision_record
 from webhook.correlate.detect import Alert
 from webhook.metrics import CONTENT_TYPE
 from webhook.monitor.batch import BatchError, iter_items
@@ -71,6 +79,11 @@ LOCK_WAIT_SECONDS = 10.0  # a batch read waits this long for the one being judge
 CHECK_INTERVAL = 1.0  # canary deadline and token file checks
 DRAIN_SECONDS = 2.0
 FOLLOWER_RETRY_AFTER = 1  # seconds: a follower's 503 asks the API server to re-send this soon
+# A DecisionList: `serve` sends at most 100 records of ~600 bytes in one; the cap leaves room.
+DECISIONS_MAX_BYTES = 1 << 20
+DECISIONS_READ_SECONDS = 10.0
+DECISION_LIST = "DecisionList"
+DECISION_API_VERSION = "kubefence.io/v1"
 
 Job = Callable[["MonitorRuntime"], Coroutine[Any, Any, None]]
 
@@ -102,6 +115,8 @@ class MonitorRuntime:
     budget: BodyBudget = field(default_factory=lambda: BodyBudget(BODY_BUDGET_BYTES))
     leading: Callable[[], bool] = lambda: True  # holds the monitor Lease (always, unelected)
     lease: str | None = None  # "namespace/name" of that Lease; None: no election
+    # POST /decisions: certificates allowed with a client CA (empty: `client_subjects`' rule)
+    decision_subjects: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.metrics.leader.set_function(lambda: 1.0 if self.leading() else 0.0)
@@ -123,8 +138,10 @@ def build_app(runtime: MonitorRuntime) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[RUNTIME] = runtime
     app.router.add_post("/audit", receive)
+    app.router.add_post("/decisions", receive_decisions)
     _add_probes(app)
     app.router.add_route("*", "/audit", _method_not_allowed)
+    app.router.add_route("*", "/decisions", _method_not_allowed)
     app.router.add_route("*", "/{path:.*}", _not_found)
     app.on_response_prepare.append(_without_server_header)
     return app
@@ -170,6 +187,86 @@ async def _receive(request: web.Request, runtime: MonitorRuntime) -> web.Respons
             runtime.lock.release()
     finally:
         hold.release()
+
+
+async def receive_decisions(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    response = await _receive_decisions(request, runtime)
+    runtime.metrics.decision_posts.labels(str(response.status)).inc()
+    return response
+
+
+async def _receive_decisions(request: web.Request, runtime: MonitorRuntime) -> web.Response:
+    if runtime.token is not None and not _bearer_ok(request, runtime.token):
+        response = _error(401, "a bearer token is required (the monitor's --token-file)")
+        response.headers[hdrs.WWW_AUTHENTICATE] = "Bearer"
+        return response
+    subjects = runtime.decision_subjects or runtime.client_subjects
+    if subjects:
+        refused = _unlisted_sender(request, runtime, subjects)
+        if refused is not None:
+            return refused
+    if runtime.feed.gaps is None:
+        return _error(404, "decisions are not taken: start the monitor with --audit-gap-window")
+    length = request.content_length
+    if length is not None and length > DECISIONS_MAX_BYTES:
+        return _decisions_refused(runtime, 413, f"exceeds {DECISIONS_MAX_BYTES} bytes", length)
+    body = await _read_small(request, DECISIONS_MAX_BYTES)
+    if isinstance(body, Refusal):
+        return _decisions_refused(runtime, body.status, body.reason, body.size)
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _decisions_refused(runtime, 400, f"not JSON: {exc.msg}", len(body))
+    if (
+        not isinstance(doc, dict)
+        or doc.get("kind") != DECISION_LIST
+        or doc.get("apiVersion") != DECISION_API_VERSION
+        or not isinstance(doc.get("items"), list)
+    ):
+        reason = f"not a {DECISION_API_VERSION} {DECISION_LIST} with a list of items"
+        return _decisions_refused(runtime, 400, reason, len(body))
+    items = doc["items"]
+    if not runtime.leading():  # the holder alerts; one sent here is the holder's too
+        runtime.metrics.decisions.labels("follower").inc(len(items))
+        return web.Response(body=b'{"held":0}\n', content_type="application/json")
+    held = 0
+    for item in items:
+        record = decision_record(item)
+        if record is None:
+            runtime.metrics.decisions.labels("malformed").inc()
+            continue
+        held += 1
+        for alert in runtime.feed.decision(record):
+            runtime.alert(alert)
+    runtime.metrics.decisions.labels("held").inc(held)
+    return web.Response(body=orjson.dumps({"held": held}) + b"\n", content_type="application/json")
+
+
+async def _read_small(request: web.Request, limit: int) -> bytes | Refusal:
+    """A small body whole, within `limit` bytes and `DECISIONS_READ_SECONDS`."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(DECISIONS_READ_SECONDS):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    return Refusal(413, f"exceeds {limit} bytes", size)
+                chunks.append(chunk)
+    except TimeoutError:
+        return Refusal(408, f"body not received within {DECISIONS_READ_SECONDS:.0f}s", size)
+    return b"".join(chunks)
+
+
+def _decisions_refused(
+    runtime: MonitorRuntime, status: int, reason: str, size: int
+) -> web.Response:
+    runtime.log.warning("monitor.decisions_rejected", code=status, reason=reason, size=size)
+    response = _error(status, reason)
+    if status in (408, 413):
+        response.force_close()  # the rest of the body is not read
+    return response
 
 
 async def _judge(runtime: MonitorRuntime, body: bytes) -> web.Response:
@@ -229,17 +326,24 @@ def _busy(runtime: MonitorRuntime, reason: str) -> web.Response:
     return response
 
 
-def _unlisted_sender(request: web.Request, runtime: MonitorRuntime) -> web.Response | None:
-    """403 for a verified certificate of another subject than `--client-subject`'s, else None."""
+def _unlisted_sender(
+    request: web.Request, runtime: MonitorRuntime, subjects: tuple[str, ...] = ()
+) -> web.Response | None:
+    """403 for a verified certificate of another subject than `--client-subject`'s (or
+    `subjects`), else None."""
+    allowed = subjects or runtime.client_subjects
     client = client_identity(request)
-    if client is not None and any(client.matches(p) for p in runtime.client_subjects):
+    if client is not None and any(client.matches(p) for p in allowed):
         return None
     subject = client.subject if client is not None else None
     runtime.log.warning(
         "monitor.sender_refused", reason="client certificate subject not allowed", client=subject
     )
+    flag = "--decisions-subject" if subjects and subjects != runtime.client_subjects else None
     return _error(
-        403, f"client certificate subject {subject!r} is not a --client-subject of the monitor"
+        403,
+        f"client certificate subject {subject!r} is not a {flag or '--client-subject'} of"
+        " the monitor",
     )
 
 
@@ -300,13 +404,14 @@ def _error(status: int, reason: str) -> web.Response:
 
 
 async def _method_not_allowed(request: web.Request) -> web.Response:
-    response = _error(405, f"method {request.method} not allowed; POST an audit EventList")
+    what = "a DecisionList" if request.path == "/decisions" else "an audit EventList"
+    response = _error(405, f"method {request.method} not allowed; POST {what}")
     response.headers["Allow"] = "POST"
     return response
 
 
 async def _not_found(request: web.Request) -> web.Response:
-    return _error(404, "not found; the monitor serves POST /audit")
+    return _error(404, "not found; the monitor serves POST /audit and POST /decisions")
 
 
 async def _without_server_header(request: web.Request, response: web.StreamResponse) -> None:
