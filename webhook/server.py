@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -61,6 +62,9 @@ class Runtime:
     certificates_loaded: bool = True
     shutting_down: bool = False
     log: Any = field(default_factory=get_logger)
+    # Told every decision once logged (`serve --decisions-to`: webhook.decisionfeed); must not
+    # block or raise.
+    on_decision: Callable[[AdmissionRequest, dict[str, Any]], None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -192,6 +196,8 @@ def _record(
         peer=_peer(request),
     )
     runtime.log.info(DECISION_EVENT, **fields)
+    if runtime.on_decision is not None:
+        runtime.on_decision(review, fields)
 
 
 @dataclass(frozen=True, slots=True)

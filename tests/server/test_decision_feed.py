@@ -1,0 +1,215 @@
+"""`serve --decisions-to` (issue 23 item 6): the webhook's sensitive decisions reach the monitor,
+authenticated as the audit feed is, without admission ever waiting for them; what the audit
+Policy never records is not sent; a monitor that refuses or is gone costs counted records only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import structlog
+from correlate_kit import OPTIONS
+from monitor_kit import Monitor, running
+from objects import review
+
+from webhook.admission import parse_review
+from webhook.auditpolicy import load_policy
+from webhook.cluster.view import StaticView
+from webhook.commands.serve import add_arguments, decision_feed
+from webhook.config import parse_settings
+from webhook.decisionfeed import QUEUE_SIZE, DecisionFeed, FeedOptions, sensitive, unaudited
+from webhook.errors import InputError
+from webhook.metrics import Metrics
+from webhook.monitor.gaps import GapWatch
+from webhook.server import Runtime, build_app
+
+E2E_POLICY = Path(__file__).parents[1] / "e2e" / "audit-policy.yaml"
+
+
+def exec_review(namespace: str = "fenced", uid: str = "exec-1") -> Any:
+    doc = review(
+        "CONNECT",
+        ("", "v1", "pods"),
+        "PodExecOptions",
+        namespace=namespace,
+        name="web",
+        sub_resource="exec",
+        uid=uid,
+    )
+    return parse_review(orjson.dumps(doc))
+
+
+def fields_of(request: Any, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "decision_id": request.uid,
+        "decision": "allow",
+        "allowed": True,
+        "operation": request.operation,
+        "resource": request.resource.resource,
+        "subresource": request.sub_resource,
+        "namespace": request.namespace,
+        "name": request.name,
+        "user": request.user.username,
+        "dry_run": False,
+        "client": "commonName=kube-apiserver",
+        "audit_annotations": annotations or {},
+        "rules": [{"id": "x", "message": "never sent"}],
+    }
+
+
+def test_what_is_sensitive() -> None:
+    assert sensitive(exec_review(), {})
+    create = parse_review(
+        orjson.dumps(review("CREATE", ("apps", "v1", "deployments"), "Deployment"))
+    )
+    assert not sensitive(create, {})
+    assert sensitive(create, {"fence-lost": "Ingress"})
+    delete = review("DELETE", ("networking.k8s.io", "v1", "networkpolicies"), "NetworkPolicy")
+    assert sensitive(parse_review(orjson.dumps(delete)), {})
+    debug = review(
+        "UPDATE", ("", "v1", "pods"), "Pod", name="web", sub_resource="ephemeralcontainers"
+    )
+    assert sensitive(parse_review(orjson.dumps(debug)), {})
+
+
+def test_a_request_the_audit_policy_records_at_none_is_no_gap_to_send() -> None:
+    policy = load_policy(E2E_POLICY.read_text(), str(E2E_POLICY))
+    assert unaudited(exec_review("unaudited"), policy)
+    assert not unaudited(exec_review("fenced"), policy)
+    assert not unaudited(exec_review("unaudited"), None)
+
+
+async def test_a_sensitive_decision_reaches_the_monitor_and_nothing_else_does(
+    tmp_path: Path,
+) -> None:
+    m = Monitor(tmp_path, mtls=True, token=b"s3cr3t", client_subjects=("kube-apiserver",))
+    m.runtime.decision_subjects = ("kubefence-serve",)
+    m.runtime.feed.gaps = GapWatch(dataclasses.replace(OPTIONS, join_window=5.0))
+    leaf = m.clients.issue_cert("serve.client", common_name="kubefence-serve")
+    cert, key = tmp_path / "serve.crt", tmp_path / "serve.key"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    ca = tmp_path / "monitor-ca.crt"
+    m.ca.cert_pem.write_to_path(str(ca))
+    token = tmp_path / "token"
+    token.write_bytes(b"s3cr3t\n")
+    async with running(m):
+        options = FeedOptions(
+            targets=(f"https://127.0.0.1:{m.port}/decisions",),
+            ca=ca,
+            token_file=token,
+            client_cert=cert,
+            client_key=key,
+        )
+        metrics = Metrics()
+        feed = DecisionFeed(options, registry=metrics.registry, log=structlog.get_logger())
+        sender = asyncio.create_task(feed.run())
+        try:
+            create = parse_review(
+                orjson.dumps(review("CREATE", ("apps", "v1", "deployments"), "Deployment"))
+            )
+            feed.offer(create, fields_of(create))
+            feed.offer(exec_review(), fields_of(exec_review()))
+            for _ in range(200):
+                text = await m.metrics()
+                if 'kubefence_monitor_decisions_total{result="held"} 1.0' in text:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(text)
+        finally:
+            sender.cancel()
+    served = metrics.render().decode()
+    assert 'result="sent"' in served
+    assert "kubefence_decision_feed_records_total" in served
+    assert (
+        f'kubefence_decision_feed_records_total{{result="sent",target="{options.targets[0]}"}} 1.0'
+        in served
+    )
+
+
+async def test_a_full_queue_drops_and_counts_and_a_refusing_monitor_is_logged_once(
+    tmp_path: Path,
+) -> None:
+    m = Monitor(tmp_path, mtls=False, token=b"right")
+    m.runtime.feed.gaps = GapWatch(dataclasses.replace(OPTIONS, join_window=5.0))
+    ca = tmp_path / "monitor-ca.crt"
+    m.ca.cert_pem.write_to_path(str(ca))
+    token = tmp_path / "token"
+    token.write_bytes(b"wrong")
+    async with running(m):
+        url = f"https://127.0.0.1:{m.port}/decisions"
+        metrics = Metrics()
+        feed = DecisionFeed(
+            FeedOptions(targets=(url,), ca=ca, token_file=token),
+            registry=metrics.registry,
+            log=structlog.get_logger(),
+        )
+        request = exec_review()
+        for _ in range(QUEUE_SIZE + 5):  # admission goes on; no sender yet
+            feed.offer(request, fields_of(request))
+        with structlog.testing.capture_logs() as logs:
+            sender = asyncio.create_task(feed.run())
+            try:
+                for _ in range(400):
+                    if not feed.targets[0].queue:
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0)
+            finally:
+                sender.cancel()
+    served = metrics.render().decode()
+    assert (
+        f'kubefence_decision_feed_records_total{{result="queue_full",target="{url}"}} 5.0' in served
+    )
+    assert 'result="refused"' in served
+    refused = [e for e in logs if e["event"] == "decision_feed.refused"]
+    assert len(refused) == 1
+    assert "401" in refused[0]["reason"]
+    assert "wrong" not in orjson.dumps(logs).decode()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--decisions-to", "http://monitor/decisions", "--decisions-token-file", "t"], "https://"),
+        (["--decisions-to", "https://monitor/decisions"], "sender authentication"),
+        (["--decisions-token-file", "t"], "need --decisions-to"),
+        (
+            ["--decisions-to", "https://m/decisions", "--decisions-client-cert", "c"],
+            "go together",
+        ),
+        (
+            ["--decisions-to", "https://m/decisions", "--decisions-token-file", "missing"],
+            "cannot read",
+        ),
+    ],
+)
+def test_flags_that_will_not_send_are_refused_in_one_line(
+    argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t").write_text("token\n")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--cert", "c", "--key", "k", *argv])
+    with pytest.raises(InputError, match=message):
+        decision_feed(args)
+
+
+async def test_serve_tells_the_feed_each_decision_once_it_is_logged(aiohttp_client: Any) -> None:
+    runtime = Runtime(settings=parse_settings("", "config.yaml", Path()), cluster=StaticView([]))
+    told: list[tuple[str, str]] = []
+    runtime.on_decision = lambda request, fields: told.append((request.uid, fields["decision_id"]))
+    client = await aiohttp_client(build_app(runtime))
+    body = review(
+        "CONNECT", ("", "v1", "pods"), "PodExecOptions", name="web", sub_resource="exec", uid="e1"
+    )
+    async with client.post("/validate", data=orjson.dumps(body)) as response:
+        assert response.status == 200
+    assert told == [("e1", "e1")]
