@@ -213,3 +213,54 @@ async def test_serve_tells_the_feed_each_decision_once_it_is_logged(aiohttp_clie
     async with client.post("/validate", data=orjson.dumps(body)) as response:
         assert response.status == 200
     assert told == [("e1", "e1")]
+
+
+async def _fate(feed: DecisionFeed, metrics: Metrics, url: str) -> str:
+    """The result the one record offered was counted under, once it was."""
+    for _ in range(200):
+        for result in ("sent", "refused", "failed"):
+            line = f'kubefence_decision_feed_records_total{{result="{result}",target="{url}"}} 1.0'
+            if line in metrics.render().decode():
+                return result
+        await asyncio.sleep(0.05)
+    raise AssertionError("the record was never sent nor given up")
+
+
+async def test_the_decisions_port_takes_serve_by_its_token_without_the_api_servers_ca(
+    tmp_path: Path,
+) -> None:
+    # the chart's way: serve has no certificate the API server's CA signed, so the audit port
+    # refuses it in the handshake; the decisions port asks for none and wants the token
+    m = Monitor(tmp_path, mtls=True)
+    token = tmp_path / "decisions-token"
+    token.write_bytes(b"decisions-s3cr3t\n")
+    m.options = dataclasses.replace(m.options, decisions_port=0, decisions_token_file=token)
+    m.runtime.decisions_token = b"decisions-s3cr3t"
+    m.runtime.feed.gaps = GapWatch(dataclasses.replace(OPTIONS, join_window=5.0))
+    ca = tmp_path / "monitor-ca.crt"
+    m.ca.cert_pem.write_to_path(str(ca))
+    wrong = tmp_path / "wrong"
+    wrong.write_bytes(b"nope")
+    fates = {}
+    async with running(m):
+        for name, port, token_file in (
+            ("right", m.runtime.decisions_port, token),
+            ("wrong", m.runtime.decisions_port, wrong),
+            ("audit-port", m.port, token),
+        ):
+            url = f"https://127.0.0.1:{port}/decisions"
+            metrics = Metrics()
+            feed = DecisionFeed(
+                FeedOptions(targets=(url,), ca=ca, token_file=token_file),
+                registry=metrics.registry,
+                log=structlog.get_logger(),
+            )
+            sender = asyncio.create_task(feed.run())
+            try:
+                feed.offer(exec_review(), fields_of(exec_review(uid=name)))
+                fates[name] = await _fate(feed, metrics, url)
+            finally:
+                sender.cancel()
+        text = await m.metrics()
+    assert fates == {"right": "sent", "wrong": "refused", "audit-port": "failed"}
+    assert 'kubefence_monitor_decisions_total{result="held"} 1.0' in text

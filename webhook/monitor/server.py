@@ -21,8 +21,11 @@ Invariants:
   again (`Feed.batch_taken`, its events counted as duplicates).
 - Every 4xx body refusal is logged `monitor.batch_rejected` (code, reason, size; never content),
   and refused TLS handshakes are counted by kind.
-- `POST /decisions` (with `--audit-gap-window`) is authenticated as `/audit` is (the token, the
-  client CA; `decision_subjects`, else `client_subjects`, the certificates allowed), its body a
+- `POST /decisions` (with `--audit-gap-window`) is authenticated on the audit port as `/audit`
+  is (the token, the client CA; `decision_subjects`, else `client_subjects`, the certificates
+  allowed), and on the decisions port (`--decisions-port`, for a sender the API server's CA did
+  not sign) by `--decisions-token-file` and/or `--decisions-client-ca` (`decision_subjects`,
+  and a handshake without a certificate there when that CA is not given). Its body is a
   `DecisionList` of at most `DECISIONS_MAX_BYTES` (413 over, 400 with the reason for one that is
   not); each item is held by the feed's `GapWatch` (an item that is no decision is counted
   malformed). Only the Lease holder holds them: a follower answers 200 `{"held":0}` (the sender
@@ -98,6 +101,11 @@ class MonitorOptions:
     port: int = 8444
     probe_port: int | None = None
     drain_seconds: float = DRAIN_SECONDS  # after SIGTERM: /readyz 503, still receiving
+    # A listener of POST /decisions alone, for senders the API server's client CA did not sign
+    # (serve, with a token): its handshake asks for no certificate unless decisions_client_ca.
+    decisions_port: int | None = None
+    decisions_token_file: Path | None = None
+    decisions_client_ca: Path | None = None
     cert_poll_seconds: float = tls.POLL_INTERVAL
 
 
@@ -117,6 +125,8 @@ class MonitorRuntime:
     lease: str | None = None  # "namespace/name" of that Lease; None: no election
     # POST /decisions: certificates allowed with a client CA (empty: `client_subjects`' rule)
     decision_subjects: tuple[str, ...] = ()
+    decisions_token: bytes | None = None  # the decisions port's bearer token
+    decisions_port: int | None = None  # the decisions port, once listening
 
     def __post_init__(self) -> None:
         self.metrics.leader.set_function(lambda: 1.0 if self.leading() else 0.0)
@@ -132,6 +142,19 @@ class MonitorRuntime:
 
 
 RUNTIME = web.AppKey("monitor", MonitorRuntime)
+DECISIONS_ONLY = web.AppKey("decisions_only", bool)  # the app of the decisions port
+
+
+def build_decisions_app(runtime: MonitorRuntime) -> web.Application:
+    """The decisions port's app: POST /decisions, authenticated by its own token and CA."""
+    app = web.Application(client_max_size=DECISIONS_MAX_BYTES)
+    app[RUNTIME] = runtime
+    app[DECISIONS_ONLY] = True
+    app.router.add_post("/decisions", receive_decisions)
+    app.router.add_route("*", "/decisions", _method_not_allowed)
+    app.router.add_route("*", "/{path:.*}", _not_found)
+    app.on_response_prepare.append(_without_server_header)
+    return app
 
 
 def build_app(runtime: MonitorRuntime) -> web.Application:
@@ -197,11 +220,16 @@ async def receive_decisions(request: web.Request) -> web.Response:
 
 
 async def _receive_decisions(request: web.Request, runtime: MonitorRuntime) -> web.Response:
-    if runtime.token is not None and not _bearer_ok(request, runtime.token):
-        response = _error(401, "a bearer token is required (the monitor's --token-file)")
+    if request.app.get(DECISIONS_ONLY):  # the decisions port: its own token and certificates
+        token, flag = runtime.decisions_token, "--decisions-token-file"
+        subjects = runtime.decision_subjects if _has_cert(request) else ()
+    else:  # the audit port: as /audit
+        token, flag = runtime.token, "--token-file"
+        subjects = runtime.decision_subjects or runtime.client_subjects
+    if token is not None and not _bearer_ok(request, token):
+        response = _error(401, f"a bearer token is required (the monitor's {flag})")
         response.headers[hdrs.WWW_AUTHENTICATE] = "Bearer"
         return response
-    subjects = runtime.decision_subjects or runtime.client_subjects
     if subjects:
         refused = _unlisted_sender(request, runtime, subjects)
         if refused is not None:
@@ -241,6 +269,11 @@ async def _receive_decisions(request: web.Request, runtime: MonitorRuntime) -> w
             runtime.alert(alert)
     runtime.metrics.decisions.labels("held").inc(held)
     return web.Response(body=orjson.dumps({"held": held}) + b"\n", content_type="application/json")
+
+
+def _has_cert(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is not None and bool(transport.get_extra_info("peercert"))
 
 
 async def _read_small(request: web.Request, limit: int) -> bytes | Refusal:
@@ -453,7 +486,9 @@ def read_token(path: Path) -> bytes:
     return token
 
 
-async def _watch_token(runtime: MonitorRuntime, path: Path | None) -> None:
+async def _watch_token(
+    runtime: MonitorRuntime, path: Path | None, *, decisions: bool = False
+) -> None:
     """Re-read a rotated token file; an unreadable or empty one keeps the token in force."""
     if path is None:
         return
@@ -465,10 +500,14 @@ async def _watch_token(runtime: MonitorRuntime, path: Path | None) -> None:
             continue
         signature = current
         try:
-            runtime.token = read_token(path)
+            token = read_token(path)
         except (OSError, ValueError) as exc:
             runtime.log.error("monitor.token_rejected", file=str(path), reason=str(exc))
             continue
+        if decisions:
+            runtime.decisions_token = token
+        else:
+            runtime.token = token
         runtime.log.info("monitor.token_reloaded", file=str(path))
 
 
@@ -521,10 +560,14 @@ async def run_monitor(
         runner.server, sock=sock, ssl=reloader.context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
     )
     probes = await _start_probes(runtime, probe_sock) if probe_sock is not None else None
+    decisions = (
+        await _start_decisions(runtime, options) if options.decisions_port is not None else None
+    )
     port = sock.getsockname()[1]
     runtime.log.info(
         "monitor.started",
         port=port,
+        decisions_port=runtime.decisions_port,
         probe_port=probe_sock.getsockname()[1] if probe_sock is not None else None,
         pid=os.getpid(),
         client_ca=str(options.client_ca) if options.client_ca else None,
@@ -541,7 +584,9 @@ async def run_monitor(
     jobs = [
         reloader.run(),
         _watch_token(runtime, options.token_file),
+        _watch_token(runtime, options.decisions_token_file, decisions=True),
         _watch_canary(runtime),
+        *([decisions[2].run()] if decisions is not None else []),
         *(job(runtime) for job in background or ()),
     ]
     tasks = [asyncio.create_task(job) for job in jobs]
@@ -553,10 +598,15 @@ async def run_monitor(
         runtime.log.info("monitor.draining", seconds=options.drain_seconds)
         await asyncio.sleep(options.drain_seconds)
         server.close()
+        if decisions is not None:
+            decisions[1].close()
         async with runtime.lock:  # the batch being judged is answered first
             pass
         await runner.cleanup()
         await server.wait_closed()
+        if decisions is not None:
+            await decisions[0].cleanup()
+            await decisions[1].wait_closed()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
@@ -567,6 +617,28 @@ async def run_monitor(
             await probes.cleanup()
     runtime.log.info("monitor.stopped", events=runtime.received, refused=runtime.refused)
     return exitcodes.OK
+
+
+async def _start_decisions(
+    runtime: MonitorRuntime, options: MonitorOptions
+) -> tuple[web.AppRunner, asyncio.AbstractServer, tls.CertificateReloader]:
+    """The decisions port: the serving pair, its own client CA (none: no certificate asked)."""
+    assert options.decisions_port is not None
+    reloader = tls.CertificateReloader(
+        options.cert, options.key, options.decisions_client_ca, interval=options.cert_poll_seconds
+    )
+    reloader.on_result = lambda result, pair, reason: _report_reload(runtime, options, pair, reason)
+    sock = listen(options.host, options.decisions_port)
+    runner = web.AppRunner(
+        build_decisions_app(runtime), access_log=None, handle_signals=False, shutdown_timeout=1.0
+    )
+    await runner.setup()
+    assert runner.server is not None
+    server = await asyncio.get_running_loop().create_server(
+        runner.server, sock=sock, ssl=reloader.context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+    )
+    runtime.decisions_port = sock.getsockname()[1]
+    return runner, server, reloader
 
 
 async def _start_probes(runtime: MonitorRuntime, sock: socket.socket) -> web.AppRunner:
