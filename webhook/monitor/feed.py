@@ -115,9 +115,10 @@ class Feed:
             seen[key] = None
             if len(seen) > MAX_SEEN:
                 seen.popitem(last=False)
-            stamp = item.get("stageTimestamp")
-            if isinstance(stamp, str) and stamp > latest:
-                latest = stamp
+            if gaps is not None:
+                stamp = item.get("stageTimestamp")
+                if isinstance(stamp, str) and stamp > latest:
+                    latest = stamp
             taken.stages[stage] = taken.stages.get(stage, 0) + 1
             agent = item.get("userAgent")
             if self.canary is not None and isinstance(agent, str):

@@ -20,7 +20,8 @@ Invariants:
 - No I/O and no clock of its own: the audit clock is the feed's (`reached`), so a stalled feed
   resolves nothing (its silence is the canary's to alert) and a batch delayed within the window
   is no gap.
-- Bounded: decisions waiting by `max_pending_decisions`, the rest of the join by its window.
+- Bounded: decisions waiting by `max_pending_decisions`, the rest of the join by its window;
+  only events of the kinds serve sends decisions of are joined (`webhook.decisionfeed`).
 - An alert holds the decision's metadata only (never object content).
 """
 
@@ -110,7 +111,10 @@ class GapWatch:
         return self._drain()
 
     def audit(self, record: AuditRecord) -> list[Alert]:
-        """A relevant audit record (one that may carry our decision-id)."""
+        """A relevant audit record; joined when it is of a kind serve sends decisions of (the
+        others' decision-ids would wait for a decision that never comes, a window's worth)."""
+        if not (record.sensitive or record.fence_lost or _network_policy(record)):
+            return []
         self._join.audit(record)
         return self._drain()
 
@@ -130,3 +134,7 @@ class GapWatch:
             return []
         self._sink.alerts = []
         return alerts
+
+
+def _network_policy(record: AuditRecord) -> bool:
+    return record.group == "networking.k8s.io" and record.resource == "networkpolicies"
