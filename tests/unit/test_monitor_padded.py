@@ -11,6 +11,7 @@ import tracemalloc
 from typing import Any
 
 import orjson
+import pytest
 from correlate_kit import OPTIONS, at, real_event
 from monitor_kit import event_list
 
@@ -117,3 +118,19 @@ def test_a_batch_of_small_events_is_parsed_as_before() -> None:
     assert parse_batch(encoded(events)) == [
         {k: v for k, v in copy.deepcopy(e).items() if k not in batch.DROPPED} for e in events
     ]
+
+
+@pytest.mark.parametrize("size", [100_000, MIB])  # capped parsed, and before it is parsed
+def test_a_padded_uri_name_and_user_agent_reach_no_alert_line(size: int) -> None:
+    pad = "u" * size
+    event = exec_event("id")
+    event["requestURI"] += "&x=" + pad
+    event["userAgent"] = pad
+    event["objectRef"]["name"] = "web" + pad
+    event["impersonatedUser"] = {"username": pad, "groups": [pad]}
+    feed = Feed(OPTIONS)
+    (alert,) = feed.take(parse_batch(encoded([event])), T0).alerts
+    line = orjson.dumps(alert.fields())
+    assert len(line) < 4096
+    assert alert.event == SENSITIVE_ACCESS
+    assert alert.name.startswith("web")
