@@ -20,6 +20,7 @@ from objects import review
 from webhook.admission import parse_review
 from webhook.auditpolicy import load_policy
 from webhook.cluster.view import StaticView
+from webhook.commands import monitor as monitor_command
 from webhook.commands.serve import add_arguments, decision_feed
 from webhook.config import parse_settings
 from webhook.decisionfeed import QUEUE_SIZE, DecisionFeed, FeedOptions, sensitive, unaudited
@@ -264,3 +265,40 @@ async def test_the_decisions_port_takes_serve_by_its_token_without_the_api_serve
         text = await m.metrics()
     assert fates == {"right": "sent", "wrong": "refused", "audit-port": "failed"}
     assert 'kubefence_monitor_decisions_total{result="held"} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--decisions-port", "0", "--decisions-token-file", "t"], "needs --audit-gap-window"),
+        (["--audit-gap-window", "5", "--decisions-port", "0"], "without sender authentication"),
+        (["--decisions-token-file", "t"], "need --decisions-port"),
+        (["--audit-gap-window", "0"], "above 0"),
+        (
+            ["--audit-gap-window", "5", "--decisions-port", "0", "--decisions-token-file", "empty"],
+            "empty",
+        ),
+    ],
+)
+def test_the_monitor_refuses_decisions_flags_that_would_not_authenticate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str], message: str
+) -> None:
+    m = Monitor(tmp_path, mtls=True)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t").write_text("token\n")
+    (tmp_path / "empty").write_text("\n")
+    parser = argparse.ArgumentParser()
+    monitor_command.add_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--cert",
+            str(m.cert),
+            "--key",
+            str(m.key),
+            "--client-ca",
+            str(m.options.client_ca),
+            *extra,
+        ]
+    )
+    with pytest.raises(InputError, match=message):
+        monitor_command.run(args)

@@ -6,7 +6,7 @@ Invariants:
   (413) whether or not it declared a Content-Length.
 - Every body being read or waiting to be judged holds its bytes of one `BodyBudget` shared by all
   senders, counted as they arrive (a declared Content-Length takes nothing: senders declaring
-  16 MiB and sending nothing would hold every real batch at 503); past it the answer is 503
+  64 MiB and sending nothing would hold every real batch at 503); past it the answer is 503
   with Retry-After, which the API server re-sends, so slow or many senders cannot exhaust memory.
 - After `READ_GRACE_SECONDS` a body must keep arriving at `MIN_READ_RATE` (408 slower), never
   longer than the API server's own `BODY_READ_TIMEOUT` for one send: a sender trickling bytes
