@@ -19,6 +19,7 @@ import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from kubefence_process import AUDIT_POLICY, WEBHOOK_NAME, RunningWebhook
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from test_monitor import Monitor, audit_webhook_kubeconfig, eventually, sender_pki
-from test_webhook import new_namespace
+from test_webhook import fence, new_namespace
 
 APISERVER_CN = "kubefence-e2e-apiserver"  # the certificate the API server shows webhooks
 SERVE_CN = "kubefence-serve"
@@ -45,11 +46,11 @@ class Setup:
     hook: RunningWebhook
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+@contextlib.contextmanager
+def cluster(work: Path, **truncation: int) -> Iterator[Setup]:
+    """A control plane whose truncating audit webhook backend feeds a monitor, and serve."""
     if missing_binaries():
         pytest.skip("no local control plane binaries")
-    work = tmp_path_factory.mktemp("gaps")
     pki = sender_pki(work)
     port, probe_port = free_port(), free_port()
     audit_kubeconfig = work / "audit-webhook.kubeconfig"
@@ -63,9 +64,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     cp = ControlPlane(
         work_dir=work / "cp",
         webhook_client_cn=APISERVER_CN,
-        extra_apiserver_args=audit_webhook_args(
-            audit_kubeconfig, truncate_max_event_size=TRUNCATE_AT
-        ),
+        extra_apiserver_args=audit_webhook_args(audit_kubeconfig, **truncation),
     )
     cp.start()
     kube = config.new_client_from_config(config_file=str(cp.kubeconfig_path))
@@ -106,9 +105,26 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         if hook is not None:
             hook.unregister(kube)
             hook.stop()
-        monitor.stop()
         kube.close()
-        cp.stop()
+        cp.stop()  # first: a stopping API server flushes its audit buffer to the monitor
+        monitor.stop()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    """The truncating backend at its defaults: a padded event is dropped."""
+    with cluster(tmp_path_factory.mktemp("gaps"), truncate_max_event_size=TRUNCATE_AT) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def keeping(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    """The flags the README gives to keep a padded event: a 2 MiB event limit, batches of 30
+    (60 MiB at most, under the monitor's 64 MiB)."""
+    with cluster(
+        tmp_path_factory.mktemp("kept"), truncate_max_event_size=2 << 20, batch_max_size=30
+    ) as s:
+        yield s
 
 
 def exec_into(cp: ControlPlane, namespace: str, pod: str, audit_id: str | None = None) -> None:
@@ -207,3 +223,87 @@ def test_a_padded_exec_the_truncating_backend_drops_is_an_audit_gap_and_others_a
     assert plain["decision_id"] not in gaps  # its event came: joined
     assert unaudited["decision_id"] not in gaps  # the audit Policy records it at None
     assert monitor.metric("kubefence_monitor_decisions_total") >= 2
+
+
+def padded_delete(cp: ControlPlane, namespace: str, name: str) -> int | None:
+    """DELETE a NetworkPolicy through the API server with a padded `Audit-ID` header."""
+    context = ssl.create_default_context(cafile=str(cp.ca_path))
+    connection = http.client.HTTPSConnection("127.0.0.1", cp.port, context=context, timeout=30)
+    try:
+        connection.request(
+            "DELETE",
+            f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}",
+            headers={"Authorization": f"Bearer {cp.token}", "Audit-ID": PADDED},
+        )
+        try:
+            return connection.getresponse().status
+        except (http.client.HTTPException, OSError):
+            return None  # the answer echoes the header
+    finally:
+        connection.close()
+
+
+def fence_removals(monitor: Monitor, namespace: str) -> list[dict[str, Any]]:
+    return [a for a in monitor.alerts("evasion.fence_removed") if a["namespace"] == namespace]
+
+
+def test_a_padded_fence_teardown_the_truncating_backend_drops_is_an_audit_gap(setup: Setup) -> None:
+    kube, cp, hook, monitor = setup.kube, setup.cp, setup.hook, setup.monitor
+    namespace = new_namespace(kube, "gap-fence")  # one fence, no Pod: its delete is a teardown
+    fence(kube, namespace)
+    padded_delete(cp, namespace, "default-deny")
+    eventually(
+        "the fence gone",
+        lambda: not client.NetworkingV1Api(kube).list_namespaced_network_policy(namespace).items,
+    )
+    decision = eventually(
+        "serve's decision on the delete",
+        lambda: next(
+            (
+                d
+                for d in hook.decisions()
+                if d["operation"] == "DELETE" and d["namespace"] == namespace
+            ),
+            None,
+        ),
+    )
+    assert decision["audit_annotations"]["fence-lost"] == "Ingress,Egress"
+
+    def gap() -> dict[str, Any] | None:
+        client.CoreV1Api(kube).list_namespace(limit=1)
+        return next(
+            (
+                a
+                for a in monitor.alerts("evasion.audit_gap")
+                if a["decision_id"] == decision["decision_id"]
+            ),
+            None,
+        )
+
+    alert = eventually("an evasion.audit_gap for the padded fence deletion", gap, timeout=30)
+    assert (alert["operation"], alert["resource"], alert["name"]) == (
+        "DELETE",
+        "networking.k8s.io/networkpolicies",
+        "default-deny",
+    )
+    assert fence_removals(monitor, namespace) == []  # its event never came
+
+
+def test_with_the_readme_flags_a_padded_fence_teardown_is_kept_and_judged(keeping: Setup) -> None:
+    kube, cp, monitor = keeping.kube, keeping.cp, keeping.monitor
+    namespace = new_namespace(kube, "kept-fence")
+    fence(kube, namespace)
+    padded_delete(cp, namespace, "default-deny")
+
+    def removal() -> dict[str, Any] | None:
+        client.CoreV1Api(kube).list_namespace(limit=1)
+        found = fence_removals(monitor, namespace)
+        return found[0] if found else None
+
+    alert = eventually("an evasion.fence_removed for the padded teardown", removal, timeout=30)
+    assert (alert["cause"], alert["verb"], alert["name"]) == ("decided", "delete", "default-deny")
+    assert alert["audit_id"].startswith("p" * 128)
+    assert f"[{len(PADDED)} characters" in alert["audit_id"]
+    assert len(alert["audit_id"]) < 300  # the alert line does not carry the padding
+    assert not any(a["namespace"] == namespace for a in monitor.alerts("evasion.audit_gap"))
+    assert not [line for line in monitor.lines() if line.get("event") == "monitor.batch_rejected"]
