@@ -343,6 +343,7 @@ async def test_a_decision_no_event_records_is_alerted_an_audit_gap(tmp_path: Pat
                 0
             ] == 403
             assert (await _post_decisions(m, b"{}"))[0] == 400
+            assert (await _post_decisions(m, _decision_list(*[{}] * 1001)))[0] == 413
             assert (await m.post(event_list([orjson.dumps(at(get, t0 + 30))])))[0] == 200
         text = await m.metrics()
     (gap,) = [e for e in logs if e["event"] == "evasion.audit_gap"]

@@ -13,8 +13,10 @@ else the service account's namespace in a Pod; `--leader-election-id`, default
 without them, or with no namespace, there is none and this process takes every batch.
 
 With `--audit-gap-window` the monitor also takes `serve --decisions-to`'s sensitive decisions on
-`POST /decisions` (authenticated as `/audit` is; `--decisions-subject` narrows the certificates)
-and alerts `evasion.audit_gap` for one no audit event records (`webhook.monitor.gaps`).
+`POST /decisions` (authenticated as `/audit` is; `--decisions-subject` narrows the certificates;
+`--decisions-port` adds a listener of it alone for a sender the API server's CA did not sign, by
+`--decisions-token-file` and/or `--decisions-client-ca`, and refuses to start with neither) and
+alerts `evasion.audit_gap` for one no audit event records (`webhook.monitor.gaps`).
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ Invariants:
   allowed), and on the decisions port (`--decisions-port`, for a sender the API server's CA did
   not sign) by `--decisions-token-file` and/or `--decisions-client-ca` (`decision_subjects`,
   and a handshake without a certificate there when that CA is not given). Its body is a
-  `DecisionList` of at most `DECISIONS_MAX_BYTES` (413 over, 400 with the reason for one that is
-  not); each item is held by the feed's `GapWatch` (an item that is no decision is counted
+  `DecisionList` of at most `DECISIONS_MAX_BYTES` and `DECISIONS_MAX_ITEMS` (413 over, 400 with
+  the reason for one that is not); each item is held by the feed's `GapWatch` (an item that is no decision is counted
   malformed). Only the Lease holder holds them: a follower answers 200 `{"held":0}` (the sender
   posts to every replica, or to the Service that routes to the holder) and counts them.
 - Alert lines go through structlog, like the decision log: the `event` is the alert kind.
@@ -84,6 +84,7 @@ DRAIN_SECONDS = 2.0
 FOLLOWER_RETRY_AFTER = 1  # seconds: a follower's 503 asks the API server to re-send this soon
 # A DecisionList: `serve` sends at most 100 records of ~600 bytes in one; the cap leaves room.
 DECISIONS_MAX_BYTES = 1 << 20
+DECISIONS_MAX_ITEMS = 1000
 DECISIONS_READ_SECONDS = 10.0
 DECISION_LIST = "DecisionList"
 DECISION_API_VERSION = "kubefence.io/v1"
@@ -255,6 +256,9 @@ async def _receive_decisions(request: web.Request, runtime: MonitorRuntime) -> w
         reason = f"not a {DECISION_API_VERSION} {DECISION_LIST} with a list of items"
         return _decisions_refused(runtime, 400, reason, len(body))
     items = doc["items"]
+    if len(items) > DECISIONS_MAX_ITEMS:  # judged in one go: the loop is held that long
+        reason = f"more than {DECISIONS_MAX_ITEMS} items in one DecisionList"
+        return _decisions_refused(runtime, 413, reason, len(body))
     if not runtime.leading():  # the holder alerts; one sent here is the holder's too
         runtime.metrics.decisions.labels("follower").inc(len(items))
         return web.Response(body=b'{"held":0}\n', content_type="application/json")
