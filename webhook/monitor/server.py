@@ -27,9 +27,10 @@ Invariants:
   not sign) by `--decisions-token-file` and/or `--decisions-client-ca` (`decision_subjects`,
   and a handshake without a certificate there when that CA is not given). Its body is a
   `DecisionList` of at most `DECISIONS_MAX_BYTES` and `DECISIONS_MAX_ITEMS` (413 over, 400 with
-  the reason for one that is not); each item is held by the feed's `GapWatch` (an item that is no decision is counted
-  malformed). Only the Lease holder holds them: a follower answers 200 `{"held":0}` (the sender
-  posts to every replica, or to the Service that routes to the holder) and counts them.
+  the reason for one that is not); each item is held by the feed's `GapWatch` (an item that is
+  no decision is counted malformed). Only the Lease holder holds them: a follower answers 200
+  `{"held":0}` (the sender posts to every replica, or to the Service that routes to the holder)
+  and counts them.
 - Alert lines go through structlog, like the decision log: the `event` is the alert kind.
 - With leader election (`leading` not always True) only the holder of the monitor Lease is Ready
   and takes batches. A follower answers /readyz 503 (the Service routes to the holder) and a
