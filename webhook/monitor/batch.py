@@ -95,7 +95,6 @@ MAX_STRING_CHARS = 4096
 # before it is parsed: a padded header is up to 1 MiB, encoded up to six times that (`\u003c`).
 MAX_EVENT_BYTES = 1 << 20
 KEPT_CHARS = 128  # of a capped string: its first characters, then its length and digest
-_CAP_DEPTH = 8  # levels of an unjudged item's objectRef walked for strings
 # The objects of an event whose strings a judgement or an alert reads (`_cap_read`).
 _READ_OBJECTS = ("user", "impersonatedUser", "objectRef")
 # Where the objects begin and what the API server writes after them, one object deep.
@@ -166,28 +165,6 @@ def capped(text: str) -> str:
     still two requests)."""
     digest = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
     return f"{text[:KEPT_CHARS]}…[{len(text)} characters, blake2b {digest}]"
-
-
-def _cap_strings(doc: dict[str, Any] | list[Any], depth: int) -> None:
-    """Every string value (and key) over `MAX_STRING_CHARS` in `doc` capped, in place, down to
-    `_CAP_DEPTH` (what could be read of an unjudged item)."""
-    if depth > _CAP_DEPTH:
-        return
-    pairs = doc.items() if isinstance(doc, dict) else enumerate(doc)
-    long_keys = False
-    for key, value in pairs:
-        kind = type(value)
-        if kind is str:
-            if len(value) > MAX_STRING_CHARS:
-                doc[key] = capped(value)  # type: ignore[index]
-        elif kind is dict or kind is list:
-            _cap_strings(value, depth + 1)
-        if type(key) is str and len(key) > MAX_STRING_CHARS:
-            long_keys = True
-    if long_keys and isinstance(doc, dict):
-        renamed = {capped(k) if len(k) > MAX_STRING_CHARS else k: v for k, v in doc.items()}
-        doc.clear()
-        doc.update(renamed)
 
 
 def _cap_read(item: dict[str, Any]) -> None:
@@ -528,9 +505,11 @@ def _read(data: bytes) -> dict[str, Any]:
             value = orjson.loads(ref.group(1))
         except orjson.JSONDecodeError:
             value = None
-        if isinstance(value, dict):
-            _cap_strings(value, 0)
-            fields["objectRef"] = value
+        if isinstance(value, dict):  # a flat object (the pattern holds no brackets)
+            fields["objectRef"] = {
+                k: capped(v) if isinstance(v, str) and len(v) > MAX_STRING_CHARS else v
+                for k, v in value.items()
+            }
     return fields
 
 
