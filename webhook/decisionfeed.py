@@ -9,9 +9,10 @@ request all the same, so its decision is the evidence the monitor holds the feed
 
 Sensitive: a CONNECT to a tunnel (exec, attach, portforward, the pod, service and node proxies),
 an UPDATE of pods/ephemeralcontainers, a NetworkPolicy DELETE, and any decision carrying
-`fence-lost`. A request the configured audit Policy (`auditScope.policyFile`) records at level
-None for every verb it may stand for is not sent: no event will ever record it (the lowest level
-counts, as the `audit-scope` rule reads it).
+`fence-lost`. A request the configured audit Policy (`auditScope.policyFile`) may leave without
+a prompt event for some verb it may stand for (level None, or the stage that carries the
+annotations omitted: ResponseComplete, for a CONNECT ResponseStarted) is not sent: its missing
+event would be no evidence (as the `audit-scope` rule reads the Policy, the worst verb counts).
 
 Invariants:
 - Admission never waits: `offer` is synchronous and O(1), never raises; records wait in a
@@ -84,15 +85,24 @@ def sensitive(review: AdmissionRequest, annotations: dict[str, str]) -> bool:
 
 
 def unaudited(review: AdmissionRequest, policy: Policy | None) -> bool:
-    """Whether the audit Policy records the request at None whatever verb it stands for."""
+    """Whether the audit Policy may leave the request without a prompt event carrying our
+    annotations, for some verb it may stand for (which one it was, the review does not say):
+    level None, or the stage omitted where the annotations come promptly (ResponseComplete;
+    for a CONNECT ResponseStarted, since a long exec completes long after the window)."""
     if policy is None:
         return False
-    proxy = review.operation == "CONNECT" and review.sub_resource == "proxy"
-    verbs = PROXY_VERBS if proxy else VERBS.get(review.operation, ())
-    return bool(verbs) and all(
-        policy.evaluate(attributes(review, verb, named)).level is Level.NONE
-        for verb, named in verbs
+    connect = review.operation == "CONNECT"
+    verbs = (
+        PROXY_VERBS
+        if connect and review.sub_resource == "proxy"
+        else VERBS.get(review.operation, ())
     )
+    prompt = "ResponseStarted" if connect else "ResponseComplete"
+    for verb, named in verbs:
+        evaluation = policy.evaluate(attributes(review, verb, named))
+        if evaluation.level is Level.NONE or prompt in evaluation.omit_stages:
+            return True
+    return False
 
 
 def record(fields: dict[str, Any], now: float) -> dict[str, Any]:
@@ -141,8 +151,8 @@ class DecisionFeed:
             "kubefence_decision_feed_records_total",
             "Sensitive decisions for `kubefence monitor` (--decisions-to), by target and result:"
             " sent, queue_full (dropped, admission never waits), failed (retries spent),"
-            " refused (a 4xx), unaudited (the audit Policy records the request at None: not"
-            " sent).",
+            " refused (a 4xx), unaudited (the audit Policy may leave the request without a prompt"
+            " event: not sent).",
             ["target", "result"],
             registry=registry,
         )

@@ -85,6 +85,25 @@ def test_a_request_the_audit_policy_records_at_none_is_no_gap_to_send() -> None:
     assert not unaudited(exec_review("unaudited"), None)
 
 
+@pytest.mark.parametrize(
+    ("omitted", "unrecorded"),
+    [("RequestReceived", False), ("ResponseComplete", False), ("ResponseStarted", True)],
+)
+def test_an_exec_whose_prompt_stage_the_policy_omits_is_not_sent(
+    omitted: str, unrecorded: bool
+) -> None:
+    # a long exec's ResponseComplete comes when it ends: without ResponseStarted its event
+    # would come after the window, a gap that is none
+    text = f"""apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [{omitted}]
+rules:
+  - level: Metadata
+"""
+    policy = load_policy(text, "policy.yaml")
+    assert unaudited(exec_review(), policy) is unrecorded
+
+
 async def test_a_sensitive_decision_reaches_the_monitor_and_nothing_else_does(
     tmp_path: Path,
 ) -> None:

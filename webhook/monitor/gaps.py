@@ -14,7 +14,8 @@ auditID (the client's); a decision that was one more webhook call of a recorded 
 retried, not missing (a CONNECT or CREATE never is); a decision from a client that is not a
 verified API server (`client` "unauthenticated", or not one of `client_subjects`) is unverified;
 a decision from before the feed's coverage (what this Lease holder has taken) is uncovered. A
-request the audit Policy records at None is never sent (`webhook.decisionfeed`).
+request the audit Policy may leave without a prompt event (level None, the stage carrying the
+annotations omitted) is never sent (`webhook.decisionfeed`).
 
 Invariants:
 - No I/O and no clock of its own: the audit clock is the feed's (`reached`), so a stalled feed
