@@ -414,3 +414,20 @@ def test_the_own_network_policy_lets_serve_reach_the_decisions_port() -> None:
             "app.kubernetes.io/name": "kubefence-monitor", "app.kubernetes.io/instance": RELEASE,
         }}}
     ]  # fmt: skip
+
+
+def test_prometheus_rule_alerts_when_serve_cannot_send_its_decisions() -> None:
+    docs = render(with_values(monitoring={"prometheusRule": {"enabled": True}}))
+    rule = named(docs, "PrometheusRule", f"{RELEASE}-kubefence")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    expr = alerts["KubefenceDecisionFeedFailing"]["expr"]
+    assert 'kubefence_decision_feed_records_total{result=~"failed|refused|queue_full"}' in expr
+    off = render(
+        with_values(
+            monitoring={"prometheusRule": {"enabled": True}}, monitor={"auditGap": {"window": 0}}
+        )
+    )
+    rule = named(off, "PrometheusRule", f"{RELEASE}-kubefence")
+    assert "KubefenceDecisionFeedFailing" not in {
+        r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]
+    }
