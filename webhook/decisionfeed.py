@@ -20,8 +20,8 @@ Invariants:
 - A record is the decision's metadata (id, time, verdict, operation, resource, namespace, name,
   user, dry run, the verified client): never object content, never a token.
 - Each target gets every record (one URL per monitor replica, or the monitor Service): posts of
-  at most `BATCH` records over TLS (the monitor's CA), with the monitor's bearer token (re-read
-  when its file changes) and/or a client certificate; a 5xx or a connection error is retried
+  at most `BATCH` records over TLS (the monitor's CA), with the monitor's bearer token and/or a
+  client certificate (each re-read when its files change); a 5xx or a connection error is retried
   `TRIES` times with backoff, a 4xx is not (it will not change: logged once per status); each
   record's fate is counted (`kubefence_decision_feed_records_total{target,result}`).
 """
@@ -161,6 +161,8 @@ class DecisionFeed:
                 self.records.labels(target.url, result)
         self._token: str | None = None
         self._token_signature: Any = None
+        self._context: ssl.SSLContext | None = None
+        self._context_signature: Any = None
 
     def offer(self, review: AdmissionRequest, fields: dict[str, Any]) -> None:
         """Queue the decision for every target when it is sensitive; never raises, never waits."""
@@ -185,11 +187,26 @@ class DecisionFeed:
 
     async def run(self) -> None:
         """Send until cancelled, each target on its own."""
-        context = self.context(self.options)
-        connector = aiohttp.TCPConnector(ssl=context, limit_per_host=2)
+        connector = aiohttp.TCPConnector(limit_per_host=2)
         timeout = aiohttp.ClientTimeout(total=POST_TIMEOUT)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             await asyncio.gather(*(self._send(session, target) for target in self.targets))
+
+    def _ssl(self) -> ssl.SSLContext:
+        """The client context, made again when the CA or the client pair changed on disk (a
+        rotated Secret); the one in force when the new files do not load (logged)."""
+        o = self.options
+        files = [path for path in (o.ca, o.client_cert, o.client_key) if path is not None]
+        signature = tls.file_signature(*files) if files else None
+        if self._context is None or signature != self._context_signature:
+            self._context_signature = signature
+            try:
+                self._context = self.context(o)
+            except (OSError, ValueError) as exc:
+                if self._context is None:
+                    raise
+                self.log.error("decision_feed.tls_rejected", reason=str(exc))
+        return self._context
 
     @staticmethod
     def context(o: FeedOptions) -> ssl.SSLContext:
@@ -228,7 +245,9 @@ class DecisionFeed:
             if token is not None:
                 headers["Authorization"] = "Bearer " + token
             try:
-                async with session.post(target.url, data=body, headers=headers) as response:
+                async with session.post(
+                    target.url, data=body, headers=headers, ssl=self._ssl()
+                ) as response:
                     status = response.status
                     text = (await response.content.read(300)).decode(errors="replace").strip()
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:

@@ -235,10 +235,10 @@ async def test_serve_tells_the_feed_each_decision_once_it_is_logged(aiohttp_clie
     assert told == [("e1", "e1")]
 
 
-async def _fate(feed: DecisionFeed, metrics: Metrics, url: str) -> str:
-    """The result the one record offered was counted under, once it was."""
+async def _fate(feed: DecisionFeed, metrics: Metrics, url: str, *only: str) -> str:
+    """The result the one record offered was counted under, once it was (of `only`, if given)."""
     for _ in range(200):
-        for result in ("sent", "refused", "failed"):
+        for result in only or ("sent", "refused", "failed"):
             line = f'kubefence_decision_feed_records_total{{result="{result}",target="{url}"}} 1.0'
             if line in metrics.render().decode():
                 return result
@@ -321,3 +321,38 @@ def test_the_monitor_refuses_decisions_flags_that_would_not_authenticate(
     )
     with pytest.raises(InputError, match=message):
         monitor_command.run(args)
+
+
+async def test_a_rotated_client_certificate_is_sent_with_from_the_next_post(
+    tmp_path: Path,
+) -> None:
+    m = Monitor(tmp_path, mtls=True)
+    m.runtime.decision_subjects = ("kubefence-serve",)
+    m.runtime.feed.gaps = GapWatch(dataclasses.replace(OPTIONS, join_window=5.0))
+    ca = tmp_path / "monitor-ca.crt"
+    m.ca.cert_pem.write_to_path(str(ca))
+    cert, key = tmp_path / "serve.crt", tmp_path / "serve.key"
+
+    def issue(name: str) -> None:
+        leaf = m.clients.issue_cert(f"{name}.client", common_name=name)
+        leaf.cert_chain_pems[0].write_to_path(str(cert))
+        leaf.private_key_pem.write_to_path(str(key))
+
+    issue("someone-else")
+    async with running(m):
+        url = f"https://127.0.0.1:{m.port}/decisions"
+        metrics = Metrics()
+        feed = DecisionFeed(
+            FeedOptions(targets=(url,), ca=ca, client_cert=cert, client_key=key),
+            registry=metrics.registry,
+            log=structlog.get_logger(),
+        )
+        sender = asyncio.create_task(feed.run())
+        try:
+            feed.offer(exec_review(), fields_of(exec_review(uid="before")))
+            assert await _fate(feed, metrics, url) == "refused"  # 403: not a --decisions-subject
+            issue("kubefence-serve")
+            feed.offer(exec_review(), fields_of(exec_review(uid="after")))
+            assert await _fate(feed, metrics, url, "sent") == "sent"
+        finally:
+            sender.cancel()
