@@ -80,6 +80,9 @@ class Runtime:
     certificates_loaded: bool = True
     shutting_down: bool = False
     log: Any = field(default_factory=get_logger)
+    # Told every decision once logged (`serve --decisions-to`: webhook.decisionfeed); must not
+    # block or raise.
+    on_decision: Callable[[AdmissionRequest, dict[str, Any]], None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -261,6 +264,8 @@ def _record(
         peer=_peer(request),
     )
     runtime.log.info(DECISION_EVENT, **fields)
+    if runtime.on_decision is not None:
+        runtime.on_decision(review, fields)
 
 
 @dataclass(frozen=True, slots=True)

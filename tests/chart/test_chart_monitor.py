@@ -98,6 +98,9 @@ def test_the_deployment_runs_monitor_with_the_flags_it_accepts() -> None:
         "--config=/etc/kubefence/config/config.yaml",
         f"--leader-election-namespace={NAMESPACE}",
         f"--leader-election-id={MONITOR}",
+        "--audit-gap-window=60",
+        "--decisions-port=8445",
+        "--decisions-token-file=/etc/kubefence/decisions-token/token",
     ]
     mounts = {m["mountPath"]: m["name"] for m in box["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -129,6 +132,7 @@ def test_the_service_has_the_fixed_cluster_ip_the_api_server_dials() -> None:
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {
         "audit": 8444,
         "probes": 8082,
+        "decisions": 8445,
     }
     deployment = named(render(ENABLED), "Deployment", MONITOR)
     assert (
@@ -349,3 +353,81 @@ def test_notes_say_the_audit_policy_must_record_the_canary(tmp_path: Path) -> No
     assert f"--resource configmaps --namespace {NAMESPACE} --name {MONITOR}-canary" in text
     assert "1/2 ready" in text
     assert "must record that GET" not in notes(ENABLED, tmp_path / "off")
+
+
+# --- audit gaps (issue 23 item 6): serve's sensitive decisions to the monitor ---------------------
+
+
+def _serve_box(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = named(docs, "Deployment", f"{RELEASE}-kubefence")["spec"]["template"]["spec"]
+    return dict(pod["containers"][0]) | {"volumes": pod["volumes"]}
+
+
+def test_serve_sends_its_decisions_to_the_monitor_service_with_the_token_and_its_ca() -> None:
+    docs = render(with_values(clientCA={"configMap": "apiserver-ca", "subject": "kube-apiserver"}))
+    serve = _serve_box(docs)
+    url = f"https://{MONITOR}.{NAMESPACE}.svc:8445/decisions"
+    assert f"--decisions-to={url}" in serve["args"]
+    argv = ["serve", *serve["args"]]
+    parsed = build_parser(argv).parse_args(argv)
+    assert parsed.decisions_to == [url]
+    assert str(parsed.decisions_ca) == "/etc/kubefence/monitor-ca/ca.crt"
+    assert str(parsed.decisions_token_file) == "/etc/kubefence/decisions-token/token"
+    volumes = {v["name"]: v for v in serve["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in serve["volumeMounts"]}
+    ca = volumes[mounts["/etc/kubefence/monitor-ca"]]["secret"]
+    # the monitor's CA only: serve never gets the monitor's private key
+    assert ca == {"secretName": f"{MONITOR}-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    token_secret = volumes[mounts["/etc/kubefence/decisions-token"]]["secret"]["secretName"]
+    # the monitor takes them on its decisions port, wanting the same token
+    monitor = _pod(docs)
+    args = _parsed(monitor["containers"][0]["args"])
+    assert (args.audit_gap_window, args.decisions_port) == (60.0, 8445)
+    assert args.webhook_client_subject == ["kube-apiserver"]
+    monitor_volumes = {v["name"]: v for v in monitor["volumes"]}
+    assert monitor_volumes["decisions-token"]["secret"]["secretName"] == token_secret
+    secret = named(docs, "Secret", token_secret)
+    assert len(base64.b64decode(secret["data"]["token"])) == 48
+    service = named(docs, "Service", MONITOR)
+    assert {"name": "decisions", "port": 8445, "targetPort": "decisions", "protocol": "TCP"} in (
+        service["spec"]["ports"]
+    )
+
+
+def test_without_a_gap_window_nothing_is_sent_nor_taken() -> None:
+    docs = render(with_values(monitor={"auditGap": {"window": 0}}))
+    assert not [a for a in _serve_box(docs)["args"] if a.startswith("--decisions")]
+    assert not [a for a in _pod(docs)["containers"][0]["args"] if "decisions" in a or "gap" in a]
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-decisions")]
+    assert not [a for a in _serve_box(render())["args"] if a.startswith("--decisions")]
+
+
+def test_the_own_network_policy_lets_serve_reach_the_decisions_port() -> None:
+    policy = named(render(ENABLED), "NetworkPolicy", f"{RELEASE}-kubefence")
+    ingress = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert 8445 in ingress
+    (egress,) = [
+        r for r in policy["spec"]["egress"] if {"port": 8445, "protocol": "TCP"} in r["ports"]
+    ]
+    assert egress["to"] == [
+        {"podSelector": {"matchLabels": {
+            "app.kubernetes.io/name": "kubefence-monitor", "app.kubernetes.io/instance": RELEASE,
+        }}}
+    ]  # fmt: skip
+
+
+def test_prometheus_rule_alerts_when_serve_cannot_send_its_decisions() -> None:
+    docs = render(with_values(monitoring={"prometheusRule": {"enabled": True}}))
+    rule = named(docs, "PrometheusRule", f"{RELEASE}-kubefence")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    expr = alerts["KubefenceDecisionFeedFailing"]["expr"]
+    assert 'kubefence_decision_feed_records_total{result=~"failed|refused|queue_full"}' in expr
+    off = render(
+        with_values(
+            monitoring={"prometheusRule": {"enabled": True}}, monitor={"auditGap": {"window": 0}}
+        )
+    )
+    rule = named(off, "PrometheusRule", f"{RELEASE}-kubefence")
+    assert "KubefenceDecisionFeedFailing" not in {
+        r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]
+    }

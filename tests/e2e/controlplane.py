@@ -60,6 +60,36 @@ def missing_binaries(directory: Path | None = None) -> list[Path]:
     return [d / b for b in BINARIES if not os.access(d / b, os.X_OK)]
 
 
+def audit_webhook_args(
+    kubeconfig: Path,
+    *,
+    batch_max_wait: str = "1s",
+    truncate_max_event_size: int | None = None,
+    batch_max_size: int | None = None,
+) -> list[str]:
+    """kube-apiserver flags for an audit webhook backend (``ControlPlane(extra_apiserver_args=)``).
+
+    With ``truncate_max_event_size`` the truncating backend wraps it
+    (k8s.io/apiserver plugin/pkg/audit/truncate/truncate.go): an event over that size loses its
+    request and response objects, and one still over it is dropped, never sent (the API server
+    logs it and counts ``apiserver_audit_error_total{plugin="truncate"}``). The truncating
+    backend's batch limit must be at least the event limit (pkg/server/options/audit.go).
+    """
+    args = [
+        f"--audit-webhook-config-file={kubeconfig}",
+        f"--audit-webhook-batch-max-wait={batch_max_wait}",
+    ]
+    if batch_max_size is not None:
+        args.append(f"--audit-webhook-batch-max-size={batch_max_size}")
+    if truncate_max_event_size is not None:
+        args += [
+            "--audit-webhook-truncate-enabled=true",
+            f"--audit-webhook-truncate-max-event-size={truncate_max_event_size}",
+            f"--audit-webhook-truncate-max-batch-size={max(truncate_max_event_size, 10 << 20)}",
+        ]
+    return args
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -125,6 +125,15 @@ class SenderPki:
     client_ca: Path
     client_cert: Path
     client_key: Path
+    senders: trustme.CA  # signs more senders (serve's --decisions-client-cert)
+
+    def issue_client(self, name: str) -> tuple[Path, Path]:
+        """A client pair of commonName `name` that the monitor's --client-ca trusts."""
+        leaf = self.senders.issue_cert(f"{name}.client", common_name=name)
+        cert, key = self.client_ca.with_name(f"{name}.crt"), self.client_ca.with_name(f"{name}.key")
+        leaf.cert_chain_pems[0].write_to_path(str(cert))
+        leaf.private_key_pem.write_to_path(str(key))
+        return cert, key
 
 
 def sender_pki(work: Path) -> SenderPki:
@@ -138,7 +147,7 @@ def sender_pki(work: Path) -> SenderPki:
     client_cert, client_key = work / "apiserver.crt", work / "apiserver.key"
     leaf.cert_chain_pems[0].write_to_path(str(client_cert))
     leaf.private_key_pem.write_to_path(str(client_key))
-    return SenderPki(paths, client_ca, client_cert, client_key)
+    return SenderPki(paths, client_ca, client_cert, client_key, senders)
 
 
 def audit_webhook_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path) -> None:

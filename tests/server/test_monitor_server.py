@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import io
 import ssl
 import subprocess
@@ -17,10 +18,12 @@ import aiohttp
 import orjson
 import pytest
 import structlog
-from correlate_kit import WEBHOOK, lines, real_event
+from correlate_kit import OPTIONS, WEBHOOK, at, lines, real_decision, real_event
 from monitor_kit import Monitor, event_list, running
 
 from webhook.commands.monitor import follow_config
+from webhook.correlate.timestamps import format_time
+from webhook.monitor.gaps import GapWatch
 from webhook.monitor.server import MAX_BODY_BYTES, run_monitor
 
 
@@ -80,6 +83,30 @@ async def test_over_the_size_limit_is_413(monitor: Monitor) -> None:
     status, answer = await monitor.post(io.BytesIO(b" " * (MAX_BODY_BYTES + 1)))
     assert status == 413
     assert b"exceeds" in answer
+
+
+async def test_seventeen_padded_events_beside_an_exec_are_taken_and_the_exec_alerted(
+    monitor: Monitor,
+) -> None:
+    # issue 23: 17 requests with a ~1 MiB Audit-ID header (the API server keeps it as it came)
+    # and one exec in one batch were answered 413 (over the old 16 MiB), the exec unalerted
+    pad = "p" * (1 << 20)
+    padded = [
+        orjson.dumps(
+            {**real_event(b"6dc1e0f3-9c6a-4053-ba1b-5431a20f6659"), "auditID": f"{pad}{i}"}
+        )
+        for i in range(17)
+    ]
+    exec_event = {**real_event(b"5d3626c9-f0a2-45a8-915e-1daae15cdb5e"), "auditID": pad}
+    exec_event["stage"], exec_event["responseStatus"] = "ResponseComplete", {"code": 101}
+    body = event_list([*padded, orjson.dumps(exec_event)])
+    assert len(body) > 17 << 20
+    with structlog.testing.capture_logs() as logs:
+        status, _ = await monitor.post(io.BytesIO(body))
+    assert status == 200
+    (alert,) = [e for e in logs if e["event"] == "evasion.sensitive_access"]
+    assert (alert["verb"], alert["subresource"], alert["name"]) == ("create", "exec", "web")
+    assert len(alert["audit_id"]) < 300
 
 
 async def test_a_sender_without_the_client_certificate_is_refused(monitor: Monitor) -> None:
@@ -280,3 +307,54 @@ async def test_a_changed_config_applies_to_the_events_after_it(tmp_path: Path) -
             await asyncio.wait_for(task, 10)
     bypasses = [e["audit_id"] for e in logs if e["event"] == "evasion.bypass"]
     assert bypasses == [dodged["auditID"]]  # "open" is exempt after the change
+
+
+async def _post_decisions(
+    m: Monitor, body: bytes, *, client: str = "kubefence-serve"
+) -> tuple[int, bytes]:
+    async with (
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=m.context(client=client))
+        ) as session,
+        session.post(f"https://127.0.0.1:{m.port}/decisions", data=body) as response,
+    ):
+        return response.status, await response.read()
+
+
+def _decision_list(*records: dict[str, Any]) -> bytes:
+    return orjson.dumps({"kind": "DecisionList", "apiVersion": "kubefence.io/v1", "items": records})
+
+
+async def test_a_decision_no_event_records_is_alerted_an_audit_gap(tmp_path: Path) -> None:
+    m = Monitor(tmp_path, mtls=True, client_subjects=("kube-apiserver",))
+    m.runtime.decision_subjects = ("kubefence-serve",)
+    m.runtime.feed.gaps = GapWatch(dataclasses.replace(OPTIONS, join_window=5.0))
+    t0 = time.time() - 60
+    get = real_event(b"6dc1e0f3-9c6a-4053-ba1b-5431a20f6659")
+    decision = real_decision(b"00ff48d5-8fa9-4743-a5f4-55f1cc877b4b")
+    decision.update(timestamp=format_time(t0 + 1), client="commonName=kube-apiserver")
+    async with running(m):
+        with structlog.testing.capture_logs() as logs:
+            assert (await m.post(event_list([orjson.dumps(at(get, t0))])))[0] == 200
+            status, answer = await _post_decisions(m, _decision_list(decision, {"x": 1}))
+            assert (status, orjson.loads(answer)) == (200, {"held": 1})
+            # the API server's certificate may send batches, not decisions
+            assert (await _post_decisions(m, _decision_list(decision), client="kube-apiserver"))[
+                0
+            ] == 403
+            assert (await _post_decisions(m, b"{}"))[0] == 400
+            assert (await _post_decisions(m, _decision_list(*[{}] * 1001)))[0] == 413
+            assert (await m.post(event_list([orjson.dumps(at(get, t0 + 30))])))[0] == 200
+        text = await m.metrics()
+    (gap,) = [e for e in logs if e["event"] == "evasion.audit_gap"]
+    assert gap["decision_id"] == "00ff48d5-8fa9-4743-a5f4-55f1cc877b4b"
+    assert (gap["operation"], gap["subresource"], gap["name"]) == ("CONNECT", "exec", "web")
+    assert 'kubefence_monitor_decisions_total{result="held"} 1.0' in text
+    assert 'kubefence_monitor_decisions_total{result="malformed"} 1.0' in text
+    assert 'kubefence_monitor_alerts_total{cause="no-event",kind="evasion.audit_gap"} 1.0' in text
+
+
+async def test_decisions_without_a_gap_window_are_404(monitor: Monitor) -> None:
+    status, answer = await _post_decisions(monitor, _decision_list())
+    assert status == 404
+    assert b"--audit-gap-window" in answer

@@ -11,6 +11,12 @@ else the service account's namespace in a Pod; `--leader-election-id`, default
 `kubefence-monitor`), as `serve` elects its notifier: only the holder is Ready and takes batches
 (`webhook.monitor.server`). Election needs cluster credentials (`--kubeconfig`, or in-cluster);
 without them, or with no namespace, there is none and this process takes every batch.
+
+With `--audit-gap-window` the monitor also takes `serve --decisions-to`'s sensitive decisions on
+`POST /decisions` (authenticated as `/audit` is; `--decisions-subject` narrows the certificates;
+`--decisions-port` adds a listener of it alone for a sender the API server's CA did not sign, by
+`--decisions-token-file` and/or `--decisions-client-ca`, and refuses to start with neither) and
+alerts `evasion.audit_gap` for one no audit event records (`webhook.monitor.gaps`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from webhook.correlate.detect import CanaryWatch
 from webhook.correlate.model import CorrelateOptions
 from webhook.errors import InputError
 from webhook.monitor.feed import Feed
+from webhook.monitor.gaps import GapWatch
 from webhook.monitor.server import Job, MonitorOptions, MonitorRuntime, read_token, run_monitor
 from webhook.settings import Settings
 
@@ -40,7 +47,7 @@ if TYPE_CHECKING:
 
 HELP = (
     "receive the API server's audit webhook backend (POST /audit) and log evasion alerts live: "
-    "bypasses, sensitive access, probing, fence removals, a silent feed"
+    "bypasses, sensitive access, probing, fence removals, a silent feed, audit gaps"
 )
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -110,6 +117,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " and kubefence-monitor-canary)",
     )
     parser.add_argument(
+        "--audit-gap-window",
+        type=float,
+        metavar="SECONDS",
+        help="take the webhook's sensitive decisions on POST /decisions (serve --decisions-to)"
+        " and alert evasion.audit_gap for one that no audit event records within SECONDS of"
+        " audit time (set it above the API server's --audit-webhook-batch-max-wait)",
+    )
+    parser.add_argument(
+        "--decisions-subject",
+        action="append",
+        metavar="NAME",
+        help="with --client-ca: the only certificate allowed to POST /decisions (repeatable;"
+        " default: as --client-subject)",
+    )
+    parser.add_argument(
+        "--decisions-port",
+        type=port_number,
+        help="also take POST /decisions on this port, for a sender the --client-ca did not sign"
+        " (serve in the chart): authenticated by --decisions-token-file and/or"
+        " --decisions-client-ca",
+    )
+    parser.add_argument(
+        "--decisions-token-file",
+        type=Path,
+        help="the --decisions-port's bearer token (401 without it; re-read)",
+    )
+    parser.add_argument(
+        "--decisions-client-ca",
+        type=Path,
+        help="the --decisions-port's client CA (a certificate it signed is required there)",
+    )
+    parser.add_argument(
+        "--webhook-client-subject",
+        action="append",
+        metavar="NAME",
+        help="the API server's client certificate as serve logs it (`client`; repeatable): a"
+        " decision for another client is no audit gap (default: any verified certificate)",
+    )
+    parser.add_argument(
         "--kubeconfig",
         type=Path,
         help="kubeconfig for the canary's requests and the Lease (default: in-cluster)",
@@ -145,15 +191,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.config}: --config file not found")
     if args.canary is not None and not args.canary > 0:
         raise InputError("--canary must be a number of seconds above 0")
-    token = None
-    if args.token_file is not None:
-        try:
-            token = read_token(args.token_file)
-        except OSError as exc:
-            raise InputError(f"{args.token_file}: cannot read: {exc.strerror or exc}") from None
-        except ValueError:
-            raise InputError(f"{args.token_file}: empty: no token in it") from None
+    token = _token(args.token_file) if args.token_file is not None else None
     tls.server_context(args.cert, args.key, args.client_ca)  # fail now, naming the file
+    decisions_token = _check_decisions(args)
     settings = load_settings(args.config)
     options = CorrelateOptions(
         webhook_names=_webhook_names(args, settings),
@@ -183,11 +223,22 @@ def run(args: argparse.Namespace) -> int:
             ) from None
     decisionlog.configure()
     watch = CanaryWatch(2 * args.canary) if args.canary is not None else None
+    gaps = None
+    if args.audit_gap_window is not None:
+        gaps = GapWatch(
+            dataclasses.replace(
+                options,
+                join_window=args.audit_gap_window,
+                client_subjects=frozenset(args.webhook_client_subject or ()),
+            )
+        )
     runtime = MonitorRuntime(
-        feed=Feed(options, watch),
+        feed=Feed(options, watch, gaps),
         log=decisionlog.get_logger(),
         token=token,
         client_subjects=tuple(dict.fromkeys(args.client_subject or ())),
+        decision_subjects=tuple(dict.fromkeys(args.decisions_subject or ())),
+        decisions_token=decisions_token,
     )
     if election is not None:
         runtime.lease = f"{election.namespace}/{election.name}"
@@ -200,8 +251,46 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         probe_port=args.probe_port,
+        decisions_port=args.decisions_port,
+        decisions_token_file=args.decisions_token_file,
+        decisions_client_ca=args.decisions_client_ca,
     )
     return asyncio.run(_serve(serve_options, runtime, args, canary_target, election))
+
+
+def _check_decisions(args: argparse.Namespace) -> bytes | None:
+    """The flags of POST /decisions checked; the decisions port's token (None: none)."""
+    if args.audit_gap_window is not None and not args.audit_gap_window > 0:
+        raise InputError("--audit-gap-window must be a number of seconds above 0")
+    if args.decisions_subject and args.client_ca is None and args.decisions_client_ca is None:
+        raise InputError(
+            "--decisions-subject needs --client-ca or --decisions-client-ca (a subject is only"
+            " known verified)"
+        )
+    decisions_flags = (args.decisions_token_file, args.decisions_client_ca)
+    if args.decisions_port is not None:
+        if args.audit_gap_window is None:
+            raise InputError("--decisions-port needs --audit-gap-window (what decisions are for)")
+        if all(x is None for x in decisions_flags):
+            raise InputError(
+                "refusing a --decisions-port without sender authentication: give"
+                " --decisions-token-file or --decisions-client-ca"
+            )
+    elif any(x is not None for x in decisions_flags):
+        raise InputError("--decisions-token-file and --decisions-client-ca need --decisions-port")
+    if args.decisions_port is None:
+        return None
+    tls.server_context(args.cert, args.key, args.decisions_client_ca)
+    return _token(args.decisions_token_file) if args.decisions_token_file is not None else None
+
+
+def _token(path: Path) -> bytes:
+    try:
+        return read_token(path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError:
+        raise InputError(f"{path}: empty: no token in it") from None
 
 
 def _canary_target(args: argparse.Namespace) -> tuple[str, str]:

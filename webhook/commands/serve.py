@@ -33,6 +33,7 @@ from webhook.cluster.static import load_state
 from webhook.commands import workers
 from webhook.commands.running import port_number, positive_int
 from webhook.config import load_settings
+from webhook.decisionfeed import DecisionFeed, FeedOptions
 from webhook.errors import InputError
 from webhook.server import Runtime
 from webhook.serving import Job, ServeOptions, serve
@@ -74,8 +75,97 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_LEASE_NAME,
         help=f"name of that Lease (default {DEFAULT_LEASE_NAME})",
     )
+    parser.add_argument(
+        "--decisions-to",
+        action="append",
+        metavar="URL",
+        help="send each sensitive decision (exec, attach, portforward, a proxy, an ephemeral"
+        " container, a NetworkPolicy deletion, fence-lost) to `kubefence monitor` at this"
+        " https://.../decisions URL, which alerts evasion.audit_gap when no audit event records"
+        " it (repeatable: one per monitor replica, or the monitor Service)",
+    )
+    parser.add_argument(
+        "--decisions-ca", type=Path, metavar="FILE", help="the monitor's CA (default: the system's)"
+    )
+    parser.add_argument(
+        "--decisions-token-file",
+        type=Path,
+        metavar="FILE",
+        help="the monitor's bearer token (its --token-file; re-read when it changes)",
+    )
+    parser.add_argument(
+        "--decisions-client-cert",
+        type=Path,
+        metavar="FILE",
+        help="client certificate for the monitor's --client-ca (with --decisions-client-key)",
+    )
+    parser.add_argument(
+        "--decisions-client-key",
+        type=Path,
+        metavar="FILE",
+        help="the key of --decisions-client-cert",
+    )
     # Set by the supervisor of --workers in each worker: share the port, stop with the parent.
     parser.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)
+
+
+def decision_feed(args: argparse.Namespace) -> Job | None:
+    """The `--decisions-to` sender as a job (it hooks itself into the runtime's decisions), or
+    None without the flag; InputError (naming the file or URL) for what will not send."""
+    urls = tuple(dict.fromkeys(args.decisions_to or ()))
+    rest = (args.decisions_ca, args.decisions_token_file, args.decisions_client_cert)
+    if not urls:
+        if any(x is not None for x in (*rest, args.decisions_client_key)):
+            raise InputError(
+                "--decisions-ca, --decisions-token-file and --decisions-client-cert/-key"
+                " need --decisions-to"
+            )
+        return None
+    for url in urls:
+        if not url.startswith("https://") or len(url) <= len("https://"):
+            raise InputError(f"--decisions-to {url!r}: give an https:// URL (the monitor's TLS)")
+    if (args.decisions_client_cert is None) != (args.decisions_client_key is None):
+        raise InputError("--decisions-client-cert and --decisions-client-key go together")
+    if args.decisions_token_file is None and args.decisions_client_cert is None:
+        raise InputError(
+            "--decisions-to needs the monitor's sender authentication: give"
+            " --decisions-token-file or --decisions-client-cert and --decisions-client-key"
+        )
+    if args.decisions_token_file is not None:
+        try:
+            token = args.decisions_token_file.read_bytes().strip()
+        except OSError as exc:
+            raise InputError(
+                f"{args.decisions_token_file}: cannot read: {exc.strerror or exc}"
+            ) from None
+        if not token:
+            raise InputError(f"{args.decisions_token_file}: empty: no token in it")
+    options = FeedOptions(
+        targets=urls,
+        ca=args.decisions_ca,
+        token_file=args.decisions_token_file,
+        client_cert=args.decisions_client_cert,
+        client_key=args.decisions_client_key,
+    )
+    for path in (options.ca, options.client_cert, options.client_key):
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"{path}: file not found")
+    try:
+        DecisionFeed.context(options)  # fail now, naming the file
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--decisions-ca/--decisions-client-cert: cannot load: {exc}") from None
+
+    async def job(runtime: Runtime) -> None:
+        feed = DecisionFeed(
+            options,
+            registry=runtime.metrics.registry,
+            log=runtime.log,
+            policy=lambda: runtime.settings.audit_policy,
+        )
+        runtime.on_decision = feed.offer
+        await feed.run()
+
+    return job
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +238,8 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
 
 def run(args: argparse.Namespace) -> int:
     options = options_from(args)
+    feed = decision_feed(args)
+    extra = [feed] if feed is not None else []
     settings = load_settings(args.config)
     if args.state is not None:
         cluster = load_state(args.state, settings.limits)
@@ -162,13 +254,13 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         return workers.supervise(args, run)
     if args.state is not None:
-        return asyncio.run(serve(options, settings, cluster, background=[_sole_notifier]))
+        return asyncio.run(serve(options, settings, cluster, background=[_sole_notifier, *extra]))
     election = Election(
         namespace=election_namespace(args.leader_election_namespace),
         name=args.leader_election_id,
         identity=identity(),
     )
-    return asyncio.run(serve_live(options, settings, args.kubeconfig, election))
+    return asyncio.run(serve_live(options, settings, args.kubeconfig, election, extra))
 
 
 def _credentials_error(exc: CredentialsError) -> InputError:
@@ -212,6 +304,7 @@ async def serve_live(
     settings: Settings,
     kubeconfig: Path | None,
     election: Election | None = None,
+    extra: list[Job] | None = None,
 ) -> int:
     """Serve with the live cluster view: the informer, the drift watch, the notices (elected when
     `election` names a namespace) and (for a kubeconfig) its credential refreshes run beside the
@@ -255,6 +348,7 @@ async def serve_live(
             background.append(_sole_notifier)
         if loader is not None:
             background.append(_refresh(loader, api))
+        background += extra or []
         return await serve(options, settings, view, background=background, confirmer=view)
     finally:
         await transport.close(api)

@@ -56,6 +56,12 @@ def decision_records(lines: Iterable[bytes], stats: SourceStats) -> Iterator[Dec
         stats.lines, stats.events, stats.records = n, count, count
 
 
+def decision_record(doc: Any) -> DecisionRecord | None:
+    """The record of one parsed `admission.decision` line (or what `serve --decisions-to` sends
+    of one), None when it is not one."""
+    return _decision(doc)
+
+
 def _decision(doc: Any) -> DecisionRecord | None:
     if not isinstance(doc, dict) or doc.get("event") != "admission.decision":
         return None

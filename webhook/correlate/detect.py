@@ -36,7 +36,9 @@ SENSITIVE_ACCESS = "evasion.sensitive_access"
 PROBING = "evasion.probing"
 FENCE_REMOVED = "evasion.fence_removed"
 FEED_SILENT = "evasion.feed_silent"
-ALERT_KINDS = (BYPASS, SENSITIVE_ACCESS, PROBING, FENCE_REMOVED, FEED_SILENT)
+UNJUDGED = "evasion.unjudged"  # the monitor: an event it could not parse within its caps
+AUDIT_GAP = "evasion.audit_gap"  # the monitor: a decision of ours that no audit event recorded
+ALERT_KINDS = (BYPASS, SENSITIVE_ACCESS, PROBING, FENCE_REMOVED, FEED_SILENT, UNJUDGED, AUDIT_GAP)
 # The audit verbs that may take a NetworkPolicy away or weaken it (DELETE and UPDATE in admission).
 POLICY_REMOVALS = frozenset({"delete", "deletecollection", "update", "patch"})
 # ... and those our `fence-lost` annotation may mark: a created allow-all neutralises a fence too.
@@ -132,6 +134,9 @@ class Alert:
     user_agent: str = ""
     denials: int = 0  # probing: denials within the window
     window_start: str = ""  # probing: the first of them; feed_silent: the canary sent then
+    decision_id: str = ""  # audit_gap: the decision no audit event recorded
+    operation: str = ""  # audit_gap: its admission operation (no audit verb was seen)
+    decision: str = ""  # audit_gap: allow, deny, warn, ...
 
     def fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -154,6 +159,9 @@ class Alert:
             fields["denials"], fields["window_start"] = self.denials, self.window_start
         elif self.event == FEED_SILENT:
             fields["canary_sent"] = self.window_start
+        elif self.event == AUDIT_GAP:
+            fields["decision_id"], fields["operation"] = self.decision_id, self.operation
+            fields["decision"] = self.decision
         return fields
 
 

@@ -58,7 +58,9 @@ class _Open:
 class Correlator:
     """The join state machine; feed it records in (roughly) time order, `finish` for the Report."""
 
-    def __init__(self, options: CorrelateOptions) -> None:
+    def __init__(self, options: CorrelateOptions, tally: Tally | None = None) -> None:
+        """`tally`: where the findings go (the report's own by default; the monitor's live
+        `webhook.monitor.gaps` takes the gaps as alerts)."""
         self.options = options
         self.audit_start: float | None = None  # the audit logs' time span, when known
         self.audit_end: float | None = None
@@ -78,7 +80,7 @@ class Correlator:
         self._open: dict[tuple[str, str, str, str, str], _Open] = {}
         self._stages: set[_StageKey] = set()  # stages judged within the window: repeats skipped
         self._stages_q: deque[_StageKey] = deque()
-        self._tally = Tally(options)
+        self._tally = tally if tally is not None else Tally(options)
 
     # -- input ------------------------------------------------------------------------------------
 
@@ -105,10 +107,21 @@ class Correlator:
             if record.decision_ids and not held.joined:
                 self._join(record)
                 held.joined = True
-        if record.stage_time > self._audit_clock:
-            self._audit_clock = record.stage_time
-            if record.stage_time - self._last_expiry >= 1.0:
+        self.audit_reached(record.stage_time)
+
+    def audit_reached(self, t: float) -> None:
+        """The audit logs have reached `t`: a live feed says so for events that are no record
+        (most are not), so decisions expire whether or not a relevant event follows them."""
+        if t > self._audit_clock:
+            self._audit_clock = t
+            if t - self._last_expiry >= 1.0:
                 self._expire()
+
+    def expire_early(self, cutoff: float) -> None:
+        """Forget audit events with a decision-id still waiting for their decision, stamped at
+        or before `cutoff` (a live feed, to which only some decisions are sent: the decision
+        clock alone would keep them)."""
+        self._expire_early(cutoff)
 
     def decision(self, record: DecisionRecord) -> None:
         span = self._decision_span
@@ -132,6 +145,14 @@ class Correlator:
         else:
             self._pending[record.decision_id] = record
             self._pending_q.append(record)
+            cap = self.options.max_pending_decisions
+            if cap and len(self._pending) > cap:  # a live feed that stopped: the oldest go
+                while self._pending_q:
+                    oldest = self._pending_q.popleft()
+                    if self._pending.get(oldest.decision_id) is oldest:
+                        del self._pending[oldest.decision_id]
+                        self._tally.count("uncovered")
+                        break
 
     def audit_finished(self, end: float | None) -> None:
         """No more audit records: the audit logs end at `end` (their last line's time)."""
@@ -263,8 +284,10 @@ class Correlator:
         storage/etcd3/store.go), and a server-side-apply create that lost a race comes back as an
         UPDATE. Two CREATEs of one object are two requests; a missing event is an audit gap. A
         CREATE is still paired with a request the API server failed open for (a late answer).
+        Nor is a CONNECT (admitted once per request, apiserver endpoints/handlers/rest.go
+        ConnectResource): an exec beside a recorded, longer exec into the same pod is its own.
         """
-        never_retried = d.operation == "CREATE"
+        never_retried = d.operation in ("CREATE", "CONNECT")
         skew = self.options.clock_skew
         best: tuple[int, _Seen] | None = None
         for name in dict.fromkeys((d.name, "")):

@@ -29,6 +29,9 @@ class CorrelateOptions:
     # The API server's client-certificate subjects (commonName or whole subject); empty: any
     # verified certificate. Decisions from other clients count only when an audit event joins.
     client_subjects: frozenset[str] = frozenset()
+    # Decisions waiting for their audit event at most (0: no cap, the report's way); a live
+    # monitor whose feed stopped forgets the oldest, counted uncovered.
+    max_pending_decisions: int = 0
 
 
 @dataclass(frozen=True, slots=True)

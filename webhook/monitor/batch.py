@@ -18,6 +18,20 @@ linear and one odd item does not make the rest of the body one slice.
 Whenever the fast path does not apply (another layout, an envelope that does not check out) the
 body is parsed whole.
 
+Event by event: a slice whose parse would cost over `MAX_PARSE_BYTES` is not refused; its items
+are cut apart (at `_EVENT_CUT`s `_Counts` finds balanced with strings emptied, exact, as above)
+and each is parsed on its own within that cap. An item still over it is parsed without its
+`requestObject` and `responseObject` (cut out at their keys one object deep, where the API server
+writes them: after `responseStatus`, before `requestReceivedTimestamp`, apiserver
+pkg/apis/audit/v1/types.go); one still over it, or that does not parse alone, is an `Unjudged`
+with what could be read of it (its first `auditID`, `verb`, `requestURI`, `user`, `objectRef`),
+which the feed alerts as `evasion.unjudged`. So no costly event refuses its neighbours.
+A string the API server copies from the request as it came (the `Audit-ID` header, the URI, the
+user agent: up to the 1 MiB header block, k8s.io/apiserver@v0.37.2
+pkg/endpoints/filters/audit_init.go, "no truncation is performed") is kept to its first
+`KEPT_CHARS` characters with its length and digest (`capped`), so a padded `auditID` is judged
+by the fields after it and no alert line carries a megabyte.
+
 Memory: what one `loads` allocates is bounded before it runs. Measured (tracemalloc, orjson 3,
 CPython 3.12), the worst a JSON value costs is a one-key object (`{"":0}`: 192 bytes, its
 pointer included) and a one-character string or a list slot (64 bytes per value, a comma each).
@@ -28,17 +42,27 @@ attacker puts in an audited string (a ConfigMap value) cannot get a batch refuse
 
 Invariants:
 - `iter_items` yields `orjson.loads(body)["items"]`, in order, each object item without
-  `requestObject` and `responseObject` (never read, the bulk of a RequestResponse event), or
-  raises `BatchError` (the one-line reason) for a body that is not an EventList, holds over
-  `max_items` items, or one parse of which would allocate over `MAX_PARSE_BYTES`.
+  `requestObject` and `responseObject` (never read, the bulk of a RequestResponse event) and
+  with every string a judgement or an alert reads that is over `MAX_STRING_CHARS` replaced by
+  `capped(string)` (`_cap_read`; all of an item's strings when it is over `MAX_EVENT_BYTES`);
+  an item of the API server's layout that cannot be parsed within `MAX_PARSE_BYTES` even
+  without those objects is an `Unjudged` in its place. It raises
+  `BatchError` (the one-line reason) for a body that is not an EventList, holds over
+  `max_items` items, or, off the fast path, would allocate over `MAX_PARSE_BYTES` parsed whole.
 - No slice parsed is longer than four times `SLICE_BYTES` plus one item, except on the
-  whole-body path; a slice that does not parse is never tried again.
+  whole-body path; a slice that does not parse is never tried again. An item over
+  `MAX_EVENT_BYTES` is parsed alone, without its objects and with its long strings capped as
+  encoded, so no string over `MAX_STRING_CHARS` is built from it.
+- Linear: every byte is counted (brackets, strings emptied) a bounded number of times per cut;
+  the string regex is possessive, so it holds no state per escape.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from hashlib import blake2b
 from typing import Any
 
 import orjson
@@ -63,8 +87,39 @@ _CUT = b"},{"
 _EVENT_HEAD = b'{"kind":"Event","apiVersion":"audit.k8s.io/v1",'
 _EVENT_CUT = b"}," + _EVENT_HEAD
 _SKIPS = 64  # unbalanced cuts passed over before a slice is tried regardless
-# A JSON string from its opening quote (escapes skipped); `"?`: one a slice cut short.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+# A string value longer than this is kept as `capped`: real ones (names, URIs, messages) are far
+# shorter; a padded Audit-ID, URI or user agent is not, and an alert line would carry it whole.
+MAX_STRING_CHARS = 4096
+# An item longer than this (the API server's own are a few KiB at Metadata level, up to a few MiB
+# with objects, which are dropped) is read without its objects and with its long strings capped
+# before it is parsed: a padded header is up to 1 MiB, encoded up to six times that (`\u003c`).
+MAX_EVENT_BYTES = 1 << 20
+KEPT_CHARS = 128  # of a capped string: its first characters, then its length and digest
+# The objects of an event whose strings a judgement or an alert reads (`_cap_read`).
+_READ_OBJECTS = ("user", "impersonatedUser", "objectRef")
+# Where the objects begin and what the API server writes after them, one object deep.
+_OBJECT_KEYS = (b',"requestObject":', b',"responseObject":')
+_AFTER_OBJECTS = (b',"requestReceivedTimestamp":', b',"stageTimestamp":', b',"annotations":')
+# The fields of an unjudged item read one by one: its first (outermost, in struct order) string.
+_FIELD = re.compile(rb'"(auditID|stage|verb|requestURI|userAgent)":("[^"\\]*(?:\\.[^"\\]*)*+")')
+_USERNAME = re.compile(rb'"user":\{"username":("[^"\\]*(?:\\.[^"\\]*)*+")')
+_OBJECT_REF = re.compile(rb'"objectRef":(\{[^{}\[\]]*\})')
+# A JSON string from its opening quote (escapes skipped); `"?`: one a slice cut short. The
+# possessive `*+` keeps no backtracking state per escape: with a plain `*` the re module holds
+# ~150 bytes per repetition, 146 MiB for a string of a million `\u003c`.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*+"?', re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Unjudged:
+    """An item that could not be judged (see the module docstring): why, its size in bytes, and
+    the fields read of it (`auditID`, `stage`, `verb`, `requestURI`, `userAgent`, `username`,
+    `objectRef`), their strings capped."""
+
+    cause: str  # "too-costly" or "not-json": the alert's cause
+    reason: str
+    size: int
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 class BatchError(ValueError):
@@ -100,7 +155,44 @@ def _lean(items: list[Any]) -> list[Any]:
         if isinstance(item, dict):
             for key in DROPPED:
                 item.pop(key, None)
+            _cap_read(item)
     return items
+
+
+def capped(text: str) -> str:
+    """A string over `MAX_STRING_CHARS` as it is kept: its first `KEPT_CHARS` characters, its
+    length and a digest of the whole (two padded Audit-IDs alike in their first characters are
+    still two requests)."""
+    digest = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return f"{text[:KEPT_CHARS]}…[{len(text)} characters, blake2b {digest}]"
+
+
+def _cap_read(item: dict[str, Any]) -> None:
+    """The strings a judgement and an alert read capped, in place: the event's own (auditID,
+    requestURI, userAgent, ...), those of `user`, `impersonatedUser` and `objectRef` (groups
+    included) and `sourceIPs`; a loop of `len`s, no walk of the rest (about 1 µs an event). An
+    item over `MAX_EVENT_BYTES` had every string capped before it was parsed."""
+    for key, value in item.items():
+        if type(value) is str and len(value) > MAX_STRING_CHARS:
+            item[key] = capped(value)
+    for key in _READ_OBJECTS:
+        part = item.get(key)
+        if type(part) is dict:
+            for name, value in part.items():
+                if type(value) is str:
+                    if len(value) > MAX_STRING_CHARS:
+                        part[name] = capped(value)
+                elif type(value) is list:
+                    _cap_list(value)
+    ips = item.get("sourceIPs")
+    if type(ips) is list:
+        _cap_list(ips)
+
+
+def _cap_list(values: list[Any]) -> None:
+    for i, value in enumerate(values):
+        if type(value) is str and len(value) > MAX_STRING_CHARS:
+            values[i] = capped(value)
 
 
 def _check_count(count: int, max_items: int) -> None:
@@ -110,16 +202,23 @@ def _check_count(count: int, max_items: int) -> None:
 
 def _loads(data: bytes) -> Any:
     """`orjson.loads` once its cost is known to be within `MAX_PARSE_BYTES`."""
+    cost = _cost(data)
+    if cost > MAX_PARSE_BYTES:
+        raise BatchError(
+            f"EventList would take over {MAX_PARSE_BYTES >> 20} MiB to parse"
+            f" (~{cost >> 20} MiB of JSON objects, arrays and values)",
+            too_many=True,
+        )
+    return orjson.loads(data)
+
+
+def _cost(data: bytes) -> int:
+    """What parsing `data` may allocate: first counted in strings too (C-speed), exactly only
+    when that is over the cap."""
     cost = _parse_cost(data)
     if cost > MAX_PARSE_BYTES:
         cost = _parse_cost(_STRING.sub(b'""', data))
-        if cost > MAX_PARSE_BYTES:
-            raise BatchError(
-                f"EventList would take over {MAX_PARSE_BYTES >> 20} MiB to parse"
-                f" (~{cost >> 20} MiB of JSON objects, arrays and values)",
-                too_many=True,
-            )
-    return orjson.loads(data)
+    return cost
 
 
 def _parse_cost(data: bytes) -> int:
@@ -192,16 +291,31 @@ def _cut(body: bytes, start: int, end: int) -> Iterator[list[Any]]:
             if stop < end and not depth.balanced_to(stop):
                 floor = stop + 1  # surely inside an item: the next cut, nothing parsed
                 continue
-            try:
-                part = _loads(b"[" + body[at:stop] + b"]")
-            except orjson.JSONDecodeError:
-                if stop == end:
-                    yield from _rest_of_whole(body, start, at, yielded)
-                    return
-                reach *= 2
-                floor = stop + 1
-                depth.failed()
-                continue
+            part: list[Any] | None = None
+            if not (events and stop - at > MAX_EVENT_BYTES):
+                try:
+                    part = _loads(b"[" + body[at:stop] + b"]")
+                except BatchError:
+                    if not events:  # items of another layout cannot be cut apart exactly
+                        raise
+                except orjson.JSONDecodeError:
+                    if stop == end:
+                        yield from _rest_of_whole(body, start, at, yielded)
+                        return
+                    reach *= 2
+                    floor = stop + 1
+                    depth.failed()
+                    continue
+            if part is None:
+                # Too costly at once, or holding an item over MAX_EVENT_BYTES: one item at a
+                # time, once the slice is known to balance exactly (it is not parsed whole).
+                if not depth.exactly_balanced(stop):
+                    if stop == end:
+                        yield from _rest_of_whole(body, start, at, yielded)
+                        return
+                    floor = stop + 1
+                    continue
+                part = _one_by_one(body, at, stop)
             yielded += len(part)
             yield part
             at = stop + 1 if stop < end else end  # past the comma between two items
@@ -232,6 +346,10 @@ class _Depth:
             return self.strings_emptied.advance(self.body, stop, empty_strings=True)
         self.skipped += 1
         return self.skipped > _SKIPS
+
+    def exactly_balanced(self, stop: int) -> bool:
+        """Balanced to `stop` counted with strings emptied (exact for `_EVENT_CUT`s)."""
+        return self.strings_emptied.advance(self.body, stop, empty_strings=True)
 
     def failed(self) -> None:
         self.trust_raw = False
@@ -267,3 +385,137 @@ def _rest_of_whole(body: bytes, start: int, at: int, yielded: int) -> Iterator[l
         raise BatchError("body is not a valid EventList (its items are not in one list)")
     if len(items) > yielded:
         yield items[yielded:]
+
+
+def _one_by_one(body: bytes, at: int, stop: int) -> list[Any]:
+    """The items of the balanced slice `body[at:stop]` parsed each on its own (`_one_item`),
+    lean as they are parsed: the slice as a whole would cost too much. Items end where an
+    `_EVENT_CUT` is balanced with strings emptied (exact: see `_Depth`); each byte is counted
+    once."""
+    items: list[Any] = []
+    start = search = at
+    counts = _Counts(at)
+    while start < stop:
+        cut = body.find(_EVENT_CUT, search, stop)
+        end = stop if cut < 0 else cut + 1
+        if end < stop and not counts.advance(body, end, empty_strings=True):
+            search = end + 1  # inside an item (a nested object list that looks like events)
+            continue
+        items.extend(_lean([_one_item(body[start:end])]))
+        start = search = end + 1
+        counts = _Counts(start)
+    return items
+
+
+def _one_item(data: bytes) -> Any:
+    """One item: parsed (over `MAX_EVENT_BYTES`, without its objects and with its long strings
+    capped as encoded, `_cap_encoded`: no megabyte string is ever built); parsed without its
+    objects when too costly with them; else Unjudged."""
+    if len(data) > MAX_EVENT_BYTES:
+        data = _without_objects(data) or data
+        if len(data) > MAX_EVENT_BYTES:
+            data = _STRING.sub(_cap_encoded, data)
+    cost = _cost(data)
+    if cost <= MAX_PARSE_BYTES:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            return Unjudged(
+                "not-json", f"not JSON: {exc.msg} at byte {exc.pos}", len(data), _read(data)
+            )
+    lean = _without_objects(data)
+    if lean is not None and _cost(lean) <= MAX_PARSE_BYTES:
+        try:
+            return orjson.loads(lean)
+        except orjson.JSONDecodeError:
+            pass  # the cut was not where the API server writes the objects: read what can be
+    reason = (
+        f"would take over {MAX_PARSE_BYTES >> 20} MiB to parse"
+        f" (~{cost >> 20} MiB of JSON objects, arrays and values)"
+    )
+    return Unjudged("too-costly", reason, len(data), _read(data))
+
+
+def _without_objects(data: bytes) -> bytes | None:
+    """The item with its `requestObject`/`responseObject` cut out, or None when they are not
+    found one object deep. The cut runs from the first of those keys at depth one to the first
+    key the API server writes after them at depth one (or the item's end): `_Counts` over the
+    stretches between candidates, strings emptied (each starts outside a string: a `,"` whose
+    quote is unescaped opens a key)."""
+    counts = _Counts(0)
+    begin = -1
+    for at in sorted(p for key in _OBJECT_KEYS for p in _positions(data, key, 0)):
+        counts.advance(data, at, empty_strings=True)
+        if counts.objects == 1 and counts.arrays == 0:
+            begin = at
+            break
+    if begin < 0:
+        return None
+    for at in sorted(p for key in _AFTER_OBJECTS for p in _positions(data, key, begin + 1)):
+        counts.advance(data, at, empty_strings=True)
+        if counts.objects == 1 and counts.arrays == 0:
+            return data[:begin] + data[at:]
+    return data[:begin] + b"}"
+
+
+def _cap_encoded(match: re.Match[bytes]) -> bytes:
+    """A JSON string over `MAX_STRING_CHARS` bytes as encoded, replaced by a marker of its
+    first characters, its encoded length and a digest of its encoding (the API server encodes
+    a value the same way every time); a shorter one as it is."""
+    quoted = match.group()
+    if len(quoted) <= MAX_STRING_CHARS + 2:
+        return quoted
+    digest = blake2b(quoted, digest_size=8).hexdigest()
+    head = quoted[1 : KEPT_CHARS + 1]
+    prefix = ""
+    for cut in range(len(head), max(len(head) - 12, 0), -1):  # not inside an escape or character
+        try:
+            prefix = orjson.loads(b'"' + head[:cut] + b'"')
+            break
+        except orjson.JSONDecodeError:
+            continue
+    marker = f"{prefix}…[{len(quoted) - 2} bytes encoded, blake2b {digest}]"
+    return orjson.dumps(marker)
+
+
+def _positions(data: bytes, needle: bytes, start: int) -> Iterator[int]:
+    at = data.find(needle, start)
+    while at >= 0:
+        yield at
+        at = data.find(needle, at + 1)
+
+
+def _read(data: bytes) -> dict[str, Any]:
+    """What can be read of an item that does not parse within the cap: the first occurrence of
+    each field the API server writes before the objects (outermost, so the item's own), strings
+    capped. Nothing is trusted beyond what an alert shows."""
+    fields: dict[str, Any] = {}
+    for match in _FIELD.finditer(data):
+        key = match.group(1).decode()
+        if key not in fields:
+            fields[key] = _string(match.group(2))
+        if len(fields) == 5:
+            break
+    user = _USERNAME.search(data)
+    if user is not None:
+        fields["username"] = _string(user.group(1))
+    ref = _OBJECT_REF.search(data)
+    if ref is not None:
+        try:
+            value = orjson.loads(ref.group(1))
+        except orjson.JSONDecodeError:
+            value = None
+        if isinstance(value, dict):  # a flat object (the pattern holds no brackets)
+            fields["objectRef"] = {
+                k: capped(v) if isinstance(v, str) and len(v) > MAX_STRING_CHARS else v
+                for k, v in value.items()
+            }
+    return fields
+
+
+def _string(quoted: bytes) -> str:
+    try:
+        value = orjson.loads(quoted)
+    except orjson.JSONDecodeError:
+        return ""
+    return capped(value) if len(value) > MAX_STRING_CHARS else str(value)

@@ -25,14 +25,19 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.correlate.audit_reader import AuditReader
-from webhook.correlate.detect import Alert, CanaryWatch, Detector, request_digest
+from webhook.correlate.detect import UNJUDGED, Alert, CanaryWatch, Detector, request_digest
 from webhook.correlate.model import CorrelateOptions
+from webhook.correlate.records import DecisionRecord
+from webhook.correlate.timestamps import format_time, parse_time
+from webhook.monitor.batch import Unjudged
+from webhook.monitor.gaps import GapWatch
 
 MAX_SEEN = 200_000  # events remembered: > 20 s of a 4,000 events/s feed, twice
 MAX_BATCHES = 4096  # batch digests remembered (~100 bytes each): > 6 min at 10 batches/s
@@ -45,17 +50,24 @@ class Taken:
     stages: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     malformed: int = 0
+    unjudged: int = 0
     alerts: list[Alert] = field(default_factory=list)
 
 
 class Feed:
     """One monitor's detection state across batches."""
 
-    def __init__(self, options: CorrelateOptions, canary: CanaryWatch | None = None) -> None:
+    def __init__(
+        self,
+        options: CorrelateOptions,
+        canary: CanaryWatch | None = None,
+        gaps: GapWatch | None = None,
+    ) -> None:
         self.options = options
         self.reader = AuditReader(options)
         self.detector = Detector(options)
         self.canary = canary
+        self.gaps = gaps  # the webhook's sensitive decisions against the feed (--decisions)
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._batches: OrderedDict[bytes, int] = OrderedDict()
 
@@ -73,9 +85,15 @@ class Feed:
         """Count and judge events; `now` is the receiver's clock (for the canary)."""
         taken = Taken()
         seen = self._seen
+        gaps = self.gaps
+        latest = ""  # the newest stageTimestamp: the API server's layout sorts as text
         for item in items:
             if not isinstance(item, dict):
-                taken.malformed += 1
+                if isinstance(item, Unjudged):
+                    taken.unjudged += 1
+                    taken.alerts.append(unjudged_alert(item, now))
+                else:
+                    taken.malformed += 1
                 continue
             audit_id, stage = item.get("auditID"), item.get("stage")
             if not isinstance(audit_id, str) or not isinstance(stage, str):
@@ -97,6 +115,10 @@ class Feed:
             seen[key] = None
             if len(seen) > MAX_SEEN:
                 seen.popitem(last=False)
+            if gaps is not None:
+                stamp = item.get("stageTimestamp")
+                if isinstance(stamp, str) and stamp > latest:
+                    latest = stamp
             taken.stages[stage] = taken.stages.get(stage, 0) + 1
             agent = item.get("userAgent")
             if self.canary is not None and isinstance(agent, str):
@@ -104,7 +126,17 @@ class Feed:
             record = self.reader.relevant(item)
             if record is not None:
                 taken.alerts += self.detector.feed(record)
+                if gaps is not None:
+                    taken.alerts += gaps.audit(record)
+        if gaps is not None and latest:
+            # not a time: no clock from it (the event was judged all the same)
+            with contextlib.suppress(ValueError):
+                taken.alerts += gaps.reached(parse_time(latest))
         return taken
+
+    def decision(self, record: DecisionRecord) -> list[Alert]:
+        """A sensitive decision the webhook sent (`POST /decisions`): held against the feed."""
+        return self.gaps.decision(record) if self.gaps is not None else []
 
     def reconfigured(self, options: CorrelateOptions) -> None:
         """Judge from now on with `options` (a config file changed: exemptions, webhook names);
@@ -115,10 +147,38 @@ class Feed:
 
     def renewed(self) -> Feed:
         """A feed with the same options and nothing remembered: what a replica that takes over
-        the monitor Lease starts from (its canaries too: those sent before went to the other)."""
+        the monitor Lease starts from (its canaries too: those sent before went to the other;
+        its gaps' coverage starts again with the first batch it takes)."""
         canary = CanaryWatch(self.canary.timeout) if self.canary is not None else None
-        return Feed(self.options, canary)
+        gaps = GapWatch(self.gaps.options) if self.gaps is not None else None
+        return Feed(self.options, canary, gaps)
 
     def check(self, now: float) -> Alert | None:
         """A `evasion.feed_silent` alert when a canary is overdue."""
         return self.canary.check(now) if self.canary is not None else None
+
+
+def unjudged_alert(item: Unjudged, now: float) -> Alert:
+    """`evasion.unjudged`: an event the parser could not judge, with what it read of it (the
+    receiver's time: the event's own was not read)."""
+    f = item.fields
+    ref = f.get("objectRef")
+    ref = ref if isinstance(ref, dict) else {}
+    group, resource = _s(ref.get("apiGroup")), _s(ref.get("resource"))
+    return Alert(
+        event=UNJUDGED,
+        time=format_time(now),
+        audit_id=_s(f.get("auditID")),
+        user=_s(f.get("username")),
+        verb=_s(f.get("verb")),
+        resource=f"{group}/{resource}" if group else resource,
+        subresource=_s(ref.get("subresource")),
+        namespace=_s(ref.get("namespace")),
+        name=_s(ref.get("name")),
+        cause=item.cause,
+        user_agent=_s(f.get("userAgent")),
+    )
+
+
+def _s(value: object) -> str:
+    return value if isinstance(value, str) else ""

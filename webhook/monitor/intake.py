@@ -6,7 +6,7 @@ Invariants:
   (413) whether or not it declared a Content-Length.
 - Every body being read or waiting to be judged holds its bytes of one `BodyBudget` shared by all
   senders, counted as they arrive (a declared Content-Length takes nothing: senders declaring
-  16 MiB and sending nothing would hold every real batch at 503); past it the answer is 503
+  64 MiB and sending nothing would hold every real batch at 503); past it the answer is 503
   with Retry-After, which the API server re-sends, so slow or many senders cannot exhaust memory.
 - After `READ_GRACE_SECONDS` a body must keep arriving at `MIN_READ_RATE` (408 slower), never
   longer than the API server's own `BODY_READ_TIMEOUT` for one send: a sender trickling bytes
@@ -21,18 +21,25 @@ from dataclasses import dataclass
 
 from aiohttp import StreamReader
 
-# The API server's truncating backend caps a batch at 10 MB by default
-# (--audit-webhook-truncate-max-batch-size=10485760); without it a batch of 400 Metadata-level
-# events is well under 1 MiB. A 4xx loses the whole batch, so the cap sits well above either;
-# a body this size is parsed in ~100 ms (in slices) and held as ~150 MiB of Python objects.
-MAX_BODY_BYTES = 16 << 20
+# A 4xx loses the whole batch. A batch of 400 Metadata-level events is well under 1 MiB, but
+# the API server copies a client's Audit-ID header and URI into the event as they came, up to
+# its 1 MiB header block (k8s.io/apiserver@v0.37.2 pkg/endpoints/filters/audit_init.go): 17
+# padded requests beside an exec were a 17 MiB batch, refused whole under the old 16 MiB. The
+# truncating backend does not cap a batch (it wraps the buffered backend and sees one event at a
+# time: plugin/pkg/audit/truncate/truncate.go), so a batch is at most
+# --audit-webhook-batch-max-size events of --audit-webhook-truncate-max-event-size each; the
+# README pairs them under this cap (30 events of 2 MiB). Parsing holds no more than one slice or
+# one event (`webhook.monitor.batch`), so the body's bytes are what a larger cap costs.
+MAX_BODY_BYTES = 64 << 20
 BODY_READ_TIMEOUT = 30.0  # the API server's own timeout for one send
-# A body must arrive at MIN_READ_RATE after a grace (a 16 MiB body within 21 s, under the API
-# server's 30 s per try): a sender trickling bytes is cut off rather than holding a share of
-# the body budget for the whole timeout.
+# A body must arrive at MIN_READ_RATE after a grace, and within the API server's own 30 s per
+# try (the full 64 MiB needs 2.2 MiB/s: any cluster network): a sender trickling bytes is cut
+# off rather than holding a share of the body budget for the whole timeout.
 READ_GRACE_SECONDS = 5.0
 MIN_READ_RATE = 1 << 20  # bytes/s
-BODY_BUDGET_BYTES = 2 * MAX_BODY_BYTES  # bodies being read or waiting to be judged, together
+# Bodies being read, waiting or being judged, together: one body of the full cap at a time (a
+# second is answered 503 with Retry-After and re-sent), within the chart's 256Mi with the parse.
+BODY_BUDGET_BYTES = MAX_BODY_BYTES
 
 
 @dataclass(frozen=True, slots=True)

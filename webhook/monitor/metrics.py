@@ -15,6 +15,8 @@ _CAUSES = {
     "evasion.bypass": ("fail-open", "dodged"),
     "evasion.fence_removed": ("decided", "undecided"),
     "evasion.feed_silent": ("canary-missing",),
+    "evasion.unjudged": ("too-costly", "not-json"),
+    "evasion.audit_gap": ("no-event",),
 }
 
 
@@ -40,6 +42,26 @@ class MonitorMetrics:
         self.malformed = Counter(
             "kubefence_monitor_malformed_events_total",
             "EventList items without an auditID and stage, skipped.",
+            registry=r,
+        )
+        self.unjudged = Counter(
+            "kubefence_monitor_unjudged_events_total",
+            "EventList items that could not be judged within the per-event caps (each alerted"
+            " evasion.unjudged).",
+            registry=r,
+        )
+        self.decisions = Counter(
+            "kubefence_monitor_decisions_total",
+            "Sensitive decisions POSTed by serve (--decisions-to), by result: held (against the"
+            " feed for --audit-gap-window), follower (not the Lease holder: not held),"
+            " malformed.",
+            ["result"],
+            registry=r,
+        )
+        self.decision_posts = Counter(
+            "kubefence_monitor_decision_posts_total",
+            "POST /decisions requests by HTTP status.",
+            ["code"],
             registry=r,
         )
         self.batches = Counter(
@@ -91,6 +113,8 @@ class MonitorMetrics:
             ["kind"],
             registry=r,
         )
+        for result in ("held", "follower", "malformed"):
+            self.decisions.labels(result)
         for kind in HANDSHAKE_FAILURE_KINDS:
             self.handshake_failures.labels(kind)
         for kind in ALERT_KINDS:

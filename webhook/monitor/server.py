@@ -1,4 +1,5 @@
-"""The monitor's HTTPS shell: `POST /audit` (the API server's audit webhook backend), probes.
+"""The monitor's HTTPS shell: `POST /audit` (the API server's audit webhook backend), `POST
+/decisions` (`serve --decisions-to`: the webhook's sensitive decisions), probes.
 
 Invariants:
 - The sender is authenticated before its body is read: with a client CA at the TLS layer (no
@@ -20,6 +21,16 @@ Invariants:
   again (`Feed.batch_taken`, its events counted as duplicates).
 - Every 4xx body refusal is logged `monitor.batch_rejected` (code, reason, size; never content),
   and refused TLS handshakes are counted by kind.
+- `POST /decisions` (with `--audit-gap-window`) is authenticated on the audit port as `/audit`
+  is (the token, the client CA; `decision_subjects`, else `client_subjects`, the certificates
+  allowed), and on the decisions port (`--decisions-port`, for a sender the API server's CA did
+  not sign) by `--decisions-token-file` and/or `--decisions-client-ca` (`decision_subjects`,
+  and a handshake without a certificate there when that CA is not given). Its body is a
+  `DecisionList` of at most `DECISIONS_MAX_BYTES` and `DECISIONS_MAX_ITEMS` (413 over, 400 with
+  the reason for one that is not); each item is held by the feed's `GapWatch` (an item that is
+  no decision is counted malformed). Only the Lease holder holds them: a follower answers 200
+  `{"held":0}` (the sender posts to every replica, or to the Service that routes to the holder)
+  and counts them.
 - Alert lines go through structlog, like the decision log: the `event` is the alert kind.
 - With leader election (`leading` not always True) only the holder of the monitor Lease is Ready
   and takes batches. A follower answers /readyz 503 (the Service routes to the holder) and a
@@ -49,6 +60,7 @@ import orjson
 from aiohttp import hdrs, web
 
 from webhook import exitcodes, tls
+from webhook.correlate.decision_reader import decision_record
 from webhook.correlate.detect import Alert
 from webhook.metrics import CONTENT_TYPE
 from webhook.monitor.batch import BatchError, iter_items
@@ -71,6 +83,12 @@ LOCK_WAIT_SECONDS = 10.0  # a batch read waits this long for the one being judge
 CHECK_INTERVAL = 1.0  # canary deadline and token file checks
 DRAIN_SECONDS = 2.0
 FOLLOWER_RETRY_AFTER = 1  # seconds: a follower's 503 asks the API server to re-send this soon
+# A DecisionList: `serve` sends at most 100 records of ~600 bytes in one; the cap leaves room.
+DECISIONS_MAX_BYTES = 1 << 20
+DECISIONS_MAX_ITEMS = 1000
+DECISIONS_READ_SECONDS = 10.0
+DECISION_LIST = "DecisionList"
+DECISION_API_VERSION = "kubefence.io/v1"
 
 Job = Callable[["MonitorRuntime"], Coroutine[Any, Any, None]]
 
@@ -85,6 +103,11 @@ class MonitorOptions:
     port: int = 8444
     probe_port: int | None = None
     drain_seconds: float = DRAIN_SECONDS  # after SIGTERM: /readyz 503, still receiving
+    # A listener of POST /decisions alone, for senders the API server's client CA did not sign
+    # (serve, with a token): its handshake asks for no certificate unless decisions_client_ca.
+    decisions_port: int | None = None
+    decisions_token_file: Path | None = None
+    decisions_client_ca: Path | None = None
     cert_poll_seconds: float = tls.POLL_INTERVAL
 
 
@@ -102,6 +125,10 @@ class MonitorRuntime:
     budget: BodyBudget = field(default_factory=lambda: BodyBudget(BODY_BUDGET_BYTES))
     leading: Callable[[], bool] = lambda: True  # holds the monitor Lease (always, unelected)
     lease: str | None = None  # "namespace/name" of that Lease; None: no election
+    # POST /decisions: certificates allowed with a client CA (empty: `client_subjects`' rule)
+    decision_subjects: tuple[str, ...] = ()
+    decisions_token: bytes | None = None  # the decisions port's bearer token
+    decisions_port: int | None = None  # the decisions port, once listening
 
     def __post_init__(self) -> None:
         self.metrics.leader.set_function(lambda: 1.0 if self.leading() else 0.0)
@@ -117,14 +144,29 @@ class MonitorRuntime:
 
 
 RUNTIME = web.AppKey("monitor", MonitorRuntime)
+DECISIONS_ONLY = web.AppKey("decisions_only", bool)  # the app of the decisions port
+
+
+def build_decisions_app(runtime: MonitorRuntime) -> web.Application:
+    """The decisions port's app: POST /decisions, authenticated by its own token and CA."""
+    app = web.Application(client_max_size=DECISIONS_MAX_BYTES)
+    app[RUNTIME] = runtime
+    app[DECISIONS_ONLY] = True
+    app.router.add_post("/decisions", receive_decisions)
+    app.router.add_route("*", "/decisions", _method_not_allowed)
+    app.router.add_route("*", "/{path:.*}", _not_found)
+    app.on_response_prepare.append(_without_server_header)
+    return app
 
 
 def build_app(runtime: MonitorRuntime) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[RUNTIME] = runtime
     app.router.add_post("/audit", receive)
+    app.router.add_post("/decisions", receive_decisions)
     _add_probes(app)
     app.router.add_route("*", "/audit", _method_not_allowed)
+    app.router.add_route("*", "/decisions", _method_not_allowed)
     app.router.add_route("*", "/{path:.*}", _not_found)
     app.on_response_prepare.append(_without_server_header)
     return app
@@ -172,6 +214,99 @@ async def _receive(request: web.Request, runtime: MonitorRuntime) -> web.Respons
         hold.release()
 
 
+async def receive_decisions(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    response = await _receive_decisions(request, runtime)
+    runtime.metrics.decision_posts.labels(str(response.status)).inc()
+    return response
+
+
+async def _receive_decisions(request: web.Request, runtime: MonitorRuntime) -> web.Response:
+    if request.app.get(DECISIONS_ONLY):  # the decisions port: its own token and certificates
+        token, flag = runtime.decisions_token, "--decisions-token-file"
+        subjects = runtime.decision_subjects if _has_cert(request) else ()
+    else:  # the audit port: as /audit
+        token, flag = runtime.token, "--token-file"
+        subjects = runtime.decision_subjects or runtime.client_subjects
+    if token is not None and not _bearer_ok(request, token):
+        response = _error(401, f"a bearer token is required (the monitor's {flag})")
+        response.headers[hdrs.WWW_AUTHENTICATE] = "Bearer"
+        return response
+    if subjects:
+        refused = _unlisted_sender(request, runtime, subjects)
+        if refused is not None:
+            return refused
+    if runtime.feed.gaps is None:
+        return _error(404, "decisions are not taken: start the monitor with --audit-gap-window")
+    length = request.content_length
+    if length is not None and length > DECISIONS_MAX_BYTES:
+        return _decisions_refused(runtime, 413, f"exceeds {DECISIONS_MAX_BYTES} bytes", length)
+    body = await _read_small(request, DECISIONS_MAX_BYTES)
+    if isinstance(body, Refusal):
+        return _decisions_refused(runtime, body.status, body.reason, body.size)
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _decisions_refused(runtime, 400, f"not JSON: {exc.msg}", len(body))
+    if (
+        not isinstance(doc, dict)
+        or doc.get("kind") != DECISION_LIST
+        or doc.get("apiVersion") != DECISION_API_VERSION
+        or not isinstance(doc.get("items"), list)
+    ):
+        reason = f"not a {DECISION_API_VERSION} {DECISION_LIST} with a list of items"
+        return _decisions_refused(runtime, 400, reason, len(body))
+    items = doc["items"]
+    if len(items) > DECISIONS_MAX_ITEMS:  # judged in one go: the loop is held that long
+        reason = f"more than {DECISIONS_MAX_ITEMS} items in one DecisionList"
+        return _decisions_refused(runtime, 413, reason, len(body))
+    if not runtime.leading():  # the holder alerts; one sent here is the holder's too
+        runtime.metrics.decisions.labels("follower").inc(len(items))
+        return web.Response(body=b'{"held":0}\n', content_type="application/json")
+    held = 0
+    for item in items:
+        record = decision_record(item)
+        if record is None:
+            runtime.metrics.decisions.labels("malformed").inc()
+            continue
+        held += 1
+        for alert in runtime.feed.decision(record):
+            runtime.alert(alert)
+    runtime.metrics.decisions.labels("held").inc(held)
+    return web.Response(body=orjson.dumps({"held": held}) + b"\n", content_type="application/json")
+
+
+def _has_cert(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is not None and bool(transport.get_extra_info("peercert"))
+
+
+async def _read_small(request: web.Request, limit: int) -> bytes | Refusal:
+    """A small body whole, within `limit` bytes and `DECISIONS_READ_SECONDS`."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(DECISIONS_READ_SECONDS):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    return Refusal(413, f"exceeds {limit} bytes", size)
+                chunks.append(chunk)
+    except TimeoutError:
+        return Refusal(408, f"body not received within {DECISIONS_READ_SECONDS:.0f}s", size)
+    return b"".join(chunks)
+
+
+def _decisions_refused(
+    runtime: MonitorRuntime, status: int, reason: str, size: int
+) -> web.Response:
+    runtime.log.warning("monitor.decisions_rejected", code=status, reason=reason, size=size)
+    response = _error(status, reason)
+    if status in (408, 413):
+        response.force_close()  # the rest of the body is not read
+    return response
+
+
 async def _judge(runtime: MonitorRuntime, body: bytes) -> web.Response:
     """Count and judge the batch a slice at a time as it is parsed; 200 once all are taken."""
     if not runtime.leading():  # lost the Lease while this batch waited
@@ -190,6 +325,8 @@ async def _judge(runtime: MonitorRuntime, body: bytes) -> web.Response:
                 now = time.time()
                 taken = feed.take(part[start : start + SLICE], now)
                 _account(runtime, taken.stages, taken.duplicates, taken.malformed, now)
+                if taken.unjudged:
+                    runtime.metrics.unjudged.inc(taken.unjudged)
                 for alert in taken.alerts:
                     runtime.alert(alert)
                 await asyncio.sleep(0)  # a slice judged (or parsed): the loop is given back
@@ -227,17 +364,24 @@ def _busy(runtime: MonitorRuntime, reason: str) -> web.Response:
     return response
 
 
-def _unlisted_sender(request: web.Request, runtime: MonitorRuntime) -> web.Response | None:
-    """403 for a verified certificate of another subject than `--client-subject`'s, else None."""
+def _unlisted_sender(
+    request: web.Request, runtime: MonitorRuntime, subjects: tuple[str, ...] = ()
+) -> web.Response | None:
+    """403 for a verified certificate of another subject than `--client-subject`'s (or
+    `subjects`), else None."""
+    allowed = subjects or runtime.client_subjects
     client = client_identity(request)
-    if client is not None and any(client.matches(p) for p in runtime.client_subjects):
+    if client is not None and any(client.matches(p) for p in allowed):
         return None
     subject = client.subject if client is not None else None
     runtime.log.warning(
         "monitor.sender_refused", reason="client certificate subject not allowed", client=subject
     )
+    flag = "--decisions-subject" if subjects and subjects != runtime.client_subjects else None
     return _error(
-        403, f"client certificate subject {subject!r} is not a --client-subject of the monitor"
+        403,
+        f"client certificate subject {subject!r} is not a {flag or '--client-subject'} of"
+        " the monitor",
     )
 
 
@@ -298,13 +442,14 @@ def _error(status: int, reason: str) -> web.Response:
 
 
 async def _method_not_allowed(request: web.Request) -> web.Response:
-    response = _error(405, f"method {request.method} not allowed; POST an audit EventList")
+    what = "a DecisionList" if request.path == "/decisions" else "an audit EventList"
+    response = _error(405, f"method {request.method} not allowed; POST {what}")
     response.headers["Allow"] = "POST"
     return response
 
 
 async def _not_found(request: web.Request) -> web.Response:
-    return _error(404, "not found; the monitor serves POST /audit")
+    return _error(404, "not found; the monitor serves POST /audit and POST /decisions")
 
 
 async def _without_server_header(request: web.Request, response: web.StreamResponse) -> None:
@@ -346,7 +491,9 @@ def read_token(path: Path) -> bytes:
     return token
 
 
-async def _watch_token(runtime: MonitorRuntime, path: Path | None) -> None:
+async def _watch_token(
+    runtime: MonitorRuntime, path: Path | None, *, decisions: bool = False
+) -> None:
     """Re-read a rotated token file; an unreadable or empty one keeps the token in force."""
     if path is None:
         return
@@ -358,10 +505,14 @@ async def _watch_token(runtime: MonitorRuntime, path: Path | None) -> None:
             continue
         signature = current
         try:
-            runtime.token = read_token(path)
+            token = read_token(path)
         except (OSError, ValueError) as exc:
             runtime.log.error("monitor.token_rejected", file=str(path), reason=str(exc))
             continue
+        if decisions:
+            runtime.decisions_token = token
+        else:
+            runtime.token = token
         runtime.log.info("monitor.token_reloaded", file=str(path))
 
 
@@ -414,10 +565,14 @@ async def run_monitor(
         runner.server, sock=sock, ssl=reloader.context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
     )
     probes = await _start_probes(runtime, probe_sock) if probe_sock is not None else None
+    decisions = (
+        await _start_decisions(runtime, options) if options.decisions_port is not None else None
+    )
     port = sock.getsockname()[1]
     runtime.log.info(
         "monitor.started",
         port=port,
+        decisions_port=runtime.decisions_port,
         probe_port=probe_sock.getsockname()[1] if probe_sock is not None else None,
         pid=os.getpid(),
         client_ca=str(options.client_ca) if options.client_ca else None,
@@ -434,7 +589,9 @@ async def run_monitor(
     jobs = [
         reloader.run(),
         _watch_token(runtime, options.token_file),
+        _watch_token(runtime, options.decisions_token_file, decisions=True),
         _watch_canary(runtime),
+        *([decisions[2].run()] if decisions is not None else []),
         *(job(runtime) for job in background or ()),
     ]
     tasks = [asyncio.create_task(job) for job in jobs]
@@ -446,10 +603,15 @@ async def run_monitor(
         runtime.log.info("monitor.draining", seconds=options.drain_seconds)
         await asyncio.sleep(options.drain_seconds)
         server.close()
+        if decisions is not None:
+            decisions[1].close()
         async with runtime.lock:  # the batch being judged is answered first
             pass
         await runner.cleanup()
         await server.wait_closed()
+        if decisions is not None:
+            await decisions[0].cleanup()
+            await decisions[1].wait_closed()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
@@ -460,6 +622,28 @@ async def run_monitor(
             await probes.cleanup()
     runtime.log.info("monitor.stopped", events=runtime.received, refused=runtime.refused)
     return exitcodes.OK
+
+
+async def _start_decisions(
+    runtime: MonitorRuntime, options: MonitorOptions
+) -> tuple[web.AppRunner, asyncio.AbstractServer, tls.CertificateReloader]:
+    """The decisions port: the serving pair, its own client CA (none: no certificate asked)."""
+    assert options.decisions_port is not None
+    reloader = tls.CertificateReloader(
+        options.cert, options.key, options.decisions_client_ca, interval=options.cert_poll_seconds
+    )
+    reloader.on_result = lambda result, pair, reason: _report_reload(runtime, options, pair, reason)
+    sock = listen(options.host, options.decisions_port)
+    runner = web.AppRunner(
+        build_decisions_app(runtime), access_log=None, handle_signals=False, shutdown_timeout=1.0
+    )
+    await runner.setup()
+    assert runner.server is not None
+    server = await asyncio.get_running_loop().create_server(
+        runner.server, sock=sock, ssl=reloader.context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+    )
+    runtime.decisions_port = sock.getsockname()[1]
+    return runner, server, reloader
 
 
 async def _start_probes(runtime: MonitorRuntime, sock: socket.socket) -> web.AppRunner:

@@ -203,6 +203,30 @@ spelled out, so what is stored equals what is rendered.
 {{- else }}
 - --leader-election-namespace=
 {{- end }}
+{{- if include "kubefence.auditGap" . }}
+{{- /* The Service: only the monitor Lease holder is Ready, so it alone gets them. */}}
+- --decisions-to=https://{{ include "kubefence.monitorName" . }}.{{ .Release.Namespace }}.svc:{{ .Values.monitor.auditGap.port }}/decisions
+- --decisions-ca=/etc/kubefence/monitor-ca/ca.crt
+- --decisions-token-file=/etc/kubefence/decisions-token/token
+{{- end }}
+{{- end -}}
+
+{{/* Whether serve sends its sensitive decisions to the monitor (monitor.auditGap). */}}
+{{- define "kubefence.auditGap" -}}
+{{- if and .Values.monitor.enabled (gt (float64 .Values.monitor.auditGap.window) 0.0) }}true{{ end -}}
+{{- end -}}
+
+{{/* The Secret of the decisions token, and the token (kept across upgrades). */}}
+{{- define "kubefence.decisionsTokenName" -}}
+{{- printf "%s-decisions" (include "kubefence.monitorName" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- define "kubefence.decisionsToken" -}}
+{{- $old := lookup "v1" "Secret" .Release.Namespace (include "kubefence.decisionsTokenName" .) -}}
+{{- if and $old $old.data (hasKey $old.data "token") -}}
+{{- index $old.data "token" -}}
+{{- else -}}
+{{- randAlphaNum 48 | b64enc -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The notifier Lease (leader election): leaderElection.leaseName or <fullname>-notifier. */}}
