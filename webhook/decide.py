@@ -161,6 +161,18 @@ def decide(
     return _decision(request, namespace, subject, by_rule, settings, lost=lost)
 
 
+def pools(request: AdmissionRequest, cluster: ClusterView, settings: Settings) -> bool:
+    """Whether deciding `request` may pool its namespace's NetworkPolicies (the costly kind, for
+    the shell to run off its event loop): a NetworkPolicy request whose namespace is not exempt.
+    An exempt user's still is (its `fence-lost` is analysed); a cheap check, on the view as is."""
+    if not is_network_policy(request):
+        return False
+    namespace = subject_namespace(request)
+    return not _namespace_exemption(
+        namespace, cluster, settings, terminating_exempts=_cleaning_up(request)
+    )
+
+
 def reconsider(
     decision: Decision,
     cluster: ClusterView,

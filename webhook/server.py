@@ -8,9 +8,10 @@ answered with a denial, never a 500 or a dropped connection. `/healthz`, `/ready
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-import weakref
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,27 +20,27 @@ from aiohttp import hdrs, web
 
 from webhook.admission import AdmissionRequest, parse_review, render_response
 from webhook.cluster.approvals import RecentApprovals
-from webhook.cluster.view import ClusterView
+from webhook.cluster.view import ClusterView, PinnedView
 from webhook.decide import (
     Decision,
-    Memory,
     busy,
     decide,
     internal_error,
+    pools,
     reconsider,
     unconfirmed,
 )
 from webhook.decisionlog import DECISION_EVENT, decision_fields, get_logger
 from webhook.errors import BodyTooLarge, ReviewError
 from webhook.metrics import CONTENT_TYPE, Metrics
-from webhook.offloop import Busy, OffLoop
+from webhook.offloop import INLINE, Busy, OffLoop, Turn
+from webhook.peers import UNAUTHENTICATED, ClientIdentity, caller, client_identity, peer_address
 from webhook.settings import Settings
 from webhook.workloads import is_network_policy
 
 BODY_READ_TIMEOUT = 10.0  # seconds a client may take to send one request body
 CONFIRM_TIMEOUT = 2.0  # upper bound of a live read before a denial
 ANALYSIS_WAIT = 2.0  # upper bound of a wait for the namespace's turn to be analysed
-UNAUTHENTICATED = "unauthenticated"  # the decision log's `client` without a verified certificate
 
 
 class Confirmer(Protocol):
@@ -80,8 +81,8 @@ class Runtime:
     certificates_loaded: bool = True
     shutting_down: bool = False
     log: Any = field(default_factory=get_logger)
-    # Told every decision once logged (`serve --decisions-to`: webhook.decisionfeed); must not
-    # block or raise.
+    # Told every decision of a verified API server once logged (`serve --decisions-to`:
+    # webhook.decisionfeed); must not block or raise.
     on_decision: Callable[[AdmissionRequest, dict[str, Any]], None] | None = None
 
     @property
@@ -129,10 +130,7 @@ async def validate(request: web.Request) -> web.Response:
         runtime.log.warning("admission.bad_request", status=exc.status, reason=str(exc))
         return _error(exc.status, str(exc))
     client = client_identity(request)
-    decision = await _decide(runtime, review, settings, request, arrived)
-    if decision.approval is not None and _trusted(runtime, client):
-        approval = decision.approval
-        runtime.approvals.record(approval.namespace, approval.old, approval.new)
+    decision = await _decide(runtime, review, settings, request, arrived, client=client)
     payload = render_response(decision.response(), review.api_version)
     latency = time.perf_counter() - started
     _record(runtime, request, review, decision, latency, client=client)
@@ -160,9 +158,11 @@ async def _decide(
     settings: Settings,
     request: web.Request,
     arrived: float,
+    *,
+    client: ClientIdentity | None,
 ) -> Decision:
     try:
-        return await _decide_live(runtime, review, settings, request, arrived)
+        return await _decide_live(runtime, review, settings, request, arrived, client=client)
     except Busy:
         runtime.metrics.analyses_busy.inc()
         return busy(review, settings)
@@ -172,73 +172,76 @@ async def _decide(
         return internal_error(review, settings)
 
 
-async def _judged(
-    runtime: Runtime,
-    review: AdmissionRequest,
-    request: web.Request,
-    *,
-    arrived: float,
-    namespace: str,
-    work: Callable[[Memory], Decision],
-) -> Decision:
-    """`work(memory)`: on the loop, or for a NetworkPolicy request (it pools the namespace's
-    policies: the costly kind) on a worker thread in the namespace's turn, with the namespace's
-    approvals frozen (the loop goes on recording and settling)."""
-    approvals = runtime.approvals
-    if runtime.offloop is None or not is_network_policy(review):
-        return work(approvals)
-    frozen = approvals.of_namespace(namespace)
-    wait = min(ANALYSIS_WAIT, _remaining(request, arrived))
-    return await runtime.offloop.run(namespace, wait, lambda: work(frozen))
-
-
 async def _decide_live(
     runtime: Runtime,
     review: AdmissionRequest,
     settings: Settings,
     request: web.Request,
     arrived: float,
+    *,
+    client: ClientIdentity | None,
 ) -> Decision:
+    """Decide; where the answer rests on cached state, re-read the namespace live and decide
+    again. The final answer's approval is remembered in the same turn that judged it: a
+    NetworkPolicy decision pools its namespace's policies (the costly kind) on a worker thread,
+    one turn of the namespace at a time, so the next change of that namespace is judged with
+    this one's approval (`webhook.offloop`)."""
     approvals = runtime.approvals
+    namespace = review.namespace
     if len(approvals):
-        approvals.settle(review.namespace, runtime.cluster.namespace(review.namespace))
-    cluster = runtime.cluster
-    decision = await _judged(
-        runtime,
-        review,
-        request,
-        arrived=arrived,
-        namespace=review.namespace,
-        work=lambda memory: decide(review, cluster, settings, memory),
+        approvals.settle(namespace, runtime.cluster.namespace(namespace))
+    costly = runtime.offloop is not None and pools(review, runtime.cluster, settings)
+    async with _turn(runtime, request, arrived, namespace, costly) as turn:
+        # One version of the namespace and of its approvals for the whole decision, whatever
+        # the loop applies meanwhile.
+        view = PinnedView(runtime.cluster, namespace) if costly else runtime.cluster
+        memory = approvals.of_namespace(namespace) if costly else approvals
+        decision = await turn.run(lambda: decide(review, view, settings, memory))
+        if not (decision.confirm and runtime.confirmer is not None):
+            _remember(runtime, decision, client)
+            return decision
+    namespace = decision.confirm
+    # A workload's denial may be lifted on a read shared with others of the last second (only
+    # fence removals pass with a `confirm`, and only NetworkPolicy requests remove fences); a
+    # NetworkPolicy change is judged on a read made for this request: a remembered one may
+    # predate a Pod created, or an opener deleted, since.
+    fresh_only = decision.allowed or is_network_policy(review)
+    fresh = await runtime.confirmer.confirm(
+        namespace,
+        min(CONFIRM_TIMEOUT, _remaining(request, arrived)),  # the query is parsed only here
+        not_before=arrived if fresh_only else None,
+        caller=caller(request),
     )
-    if decision.confirm and runtime.confirmer is not None:
-        namespace = decision.confirm
-        # A workload's denial may be lifted on a read shared with others of the last second
-        # (only fence removals pass with a `confirm`, and only NetworkPolicy requests remove
-        # fences); a NetworkPolicy change is judged on a read made for this request: a
-        # remembered one may predate a Pod created, or an opener deleted, since.
-        fresh_only = decision.allowed or is_network_policy(review)
-        fresh = await runtime.confirmer.confirm(
-            namespace,
-            min(CONFIRM_TIMEOUT, _remaining(request, arrived)),  # the query is parsed only here
-            not_before=arrived if fresh_only else None,
-            caller=_caller(request),
-        )
-        runtime.metrics.live_reads.labels("ok" if fresh is not None else "failed").inc()
-        if fresh is None:
-            return unconfirmed(review, settings, namespace) if decision.allowed else decision
-        if len(approvals):
-            approvals.settle(namespace, fresh.namespace(namespace), live=True)
-        cached = decision
-        decision = await _judged(
-            runtime,
-            review,
-            request,
-            arrived=arrived,
-            namespace=namespace,
-            work=lambda memory: reconsider(cached, fresh, settings, memory),
-        )
+    runtime.metrics.live_reads.labels("ok" if fresh is not None else "failed").inc()
+    if fresh is None:
+        return unconfirmed(review, settings, namespace) if decision.allowed else decision
+    if len(approvals):
+        approvals.settle(namespace, fresh.namespace(namespace), live=True)
+    cached = decision
+    async with _turn(runtime, request, arrived, namespace, costly) as turn:
+        memory = approvals.of_namespace(namespace) if costly else approvals
+        decision = await turn.run(lambda: reconsider(cached, fresh, settings, memory))
+        _remember(runtime, decision, client)
     return decision
+
+
+def _turn(
+    runtime: Runtime, request: web.Request, arrived: float, namespace: str, costly: bool
+) -> AbstractAsyncContextManager[Turn]:
+    """The namespace's turn on a worker thread for costly work (its wait out of the request's
+    budget), or an inline turn on the loop for the rest."""
+    if not costly or runtime.offloop is None:
+        return contextlib.nullcontext(INLINE)
+    wait = min(ANALYSIS_WAIT, _remaining(request, arrived))
+    return runtime.offloop.turn(namespace, caller(request), wait)
+
+
+def _remember(runtime: Runtime, decision: Decision, client: ClientIdentity | None) -> None:
+    """Remember the final answer's approved NetworkPolicy change, if its caller may change
+    what this process remembers."""
+    approval = decision.approval
+    if approval is not None and _trusted(runtime, client):
+        runtime.approvals.record(approval.namespace, approval.old, approval.new)
 
 
 def _record(
@@ -261,66 +264,13 @@ def _record(
         cache_synced=runtime.cluster.synced,
         latency_ms=latency * 1000,
         client=client.subject if client is not None else UNAUTHENTICATED,
-        peer=_peer(request),
+        peer=peer_address(request),
     )
     runtime.log.info(DECISION_EVENT, **fields)
-    if runtime.on_decision is not None:
+    # Only the API server's decisions go to the monitor: it holds each for its audit event, and
+    # one nobody verified can never be a gap there, only take the place of a real one.
+    if runtime.on_decision is not None and runtime.client_ca and _trusted(runtime, client):
         runtime.on_decision(review, fields)
-
-
-@dataclass(frozen=True, slots=True)
-class ClientIdentity:
-    """A verified client certificate's subject: as logged, and its commonNames."""
-
-    subject: str  # `key=value,...`, values escaped as RFC 4514 escapes them
-    common_names: tuple[str, ...]
-
-    def matches(self, pinned: str) -> bool:
-        """Whether this is the pinned client: the whole subject as logged (values escaped, so it
-        cannot be forged with a comma in one field), or its one and only commonName."""
-        return pinned == self.subject or self.common_names == (pinned,)
-
-
-# The client certificate is fixed for a connection: its subject is rendered once per connection.
-_SUBJECTS: weakref.WeakKeyDictionary[asyncio.BaseTransport, ClientIdentity | None] = (
-    weakref.WeakKeyDictionary()
-)
-_ESCAPED = str.maketrans({c: f"\\{c}" for c in ',+"\\<>;='})
-
-
-def client_identity(request: web.Request) -> ClientIdentity | None:
-    transport = request.transport
-    if transport is None:
-        return None
-    try:
-        return _SUBJECTS[transport]
-    except KeyError:
-        pass
-    peer = transport.get_extra_info("peercert")
-    pairs = [(str(k), str(v)) for rdn in (peer or {}).get("subject", ()) for k, v in rdn]
-    identity = (
-        ClientIdentity(
-            ",".join(f"{k}={v.translate(_ESCAPED)}" for k, v in pairs),
-            tuple(v for k, v in pairs if k == "commonName"),
-        )
-        if pairs
-        else None
-    )
-    _SUBJECTS[transport] = identity
-    return identity
-
-
-def _caller(request: web.Request) -> str:
-    """Who asked, for bounds per caller: the verified client certificate, else the address."""
-    client = client_identity(request)
-    return f"subject:{client.subject}" if client is not None else f"peer:{_peer(request)}"
-
-
-def _peer(request: web.Request) -> str:
-    """The caller's address (the connection's, never a header a client could set)."""
-    transport = request.transport
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
 def _remaining(request: web.Request, arrived: float) -> float:

@@ -221,6 +221,8 @@ async def _shut_down(
             connection.force_close()
     await runner.cleanup()
     await server.wait_closed()
+    if runtime.offloop is not None:
+        runtime.offloop.close()  # an analysis still running finishes; none queued starts
 
 
 class _InFlight:

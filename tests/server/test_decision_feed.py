@@ -222,16 +222,41 @@ def test_flags_that_will_not_send_are_refused_in_one_line(
         decision_feed(args)
 
 
-async def test_serve_tells_the_feed_each_decision_once_it_is_logged(aiohttp_client: Any) -> None:
+async def test_serve_tells_the_feed_each_api_server_decision_once_it_is_logged(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from webhook import server
+    from webhook.peers import ClientIdentity
+
     runtime = Runtime(settings=parse_settings("", "config.yaml", Path()), cluster=StaticView([]))
     told: list[tuple[str, str]] = []
     runtime.on_decision = lambda request, fields: told.append((request.uid, fields["decision_id"]))
     client = await aiohttp_client(build_app(runtime))
-    body = review(
-        "CONNECT", ("", "v1", "pods"), "PodExecOptions", name="web", sub_resource="exec", uid="e1"
-    )
-    async with client.post("/validate", data=orjson.dumps(body)) as response:
-        assert response.status == 200
+
+    async def exec_review(uid: str) -> None:
+        body = review(
+            "CONNECT",
+            ("", "v1", "pods"),
+            "PodExecOptions",
+            name="web",
+            sub_resource="exec",
+            uid=uid,
+        )
+        async with client.post("/validate", data=orjson.dumps(body)) as response:
+            assert response.status == 200
+
+    # Without a client CA nobody is verified: no decision is sent (the monitor could never call
+    # one a gap, and a forger's would take the real ones' places).
+    await exec_review("e0")
+    assert told == []
+    # With one, the pinned API server's are; another certificate the CA signed is not.
+    runtime.client_ca, runtime.client_subject = True, "kube-apiserver"
+    identity = ClientIdentity("commonName=kube-apiserver", ("kube-apiserver",))
+    monkeypatch.setattr(server, "client_identity", lambda request: identity)
+    await exec_review("e1")
+    kubelet = ClientIdentity("commonName=system:node:worker-1", ("system:node:worker-1",))
+    monkeypatch.setattr(server, "client_identity", lambda request: kubelet)
+    await exec_review("e2")
     assert told == [("e1", "e1")]
 
 

@@ -22,6 +22,11 @@ from webhook.offloop import Busy, OffLoop
 from webhook.server import Runtime, build_app
 
 
+async def run(offloop: OffLoop, key: str, wait: float, work: Any, caller: str = "api") -> Any:
+    async with offloop.turn(key, caller, wait) as turn:
+        return await turn.run(work)
+
+
 async def test_one_key_runs_one_at_a_time_and_others_pass_it() -> None:
     offloop = OffLoop(workers=2, per_key=1)
     release = threading.Event()
@@ -32,10 +37,10 @@ async def test_one_key_runs_one_at_a_time_and_others_pass_it() -> None:
         release.wait(10)
         return name
 
-    first = asyncio.create_task(offloop.run("team", 5, lambda: blocking("team-1")))
+    first = asyncio.create_task(run(offloop, "team", 5, lambda: blocking("team-1")))
     await asyncio.sleep(0.05)
-    second = asyncio.create_task(offloop.run("team", 5, lambda: blocking("team-2")))
-    other = await offloop.run("other", 5, lambda: "other")  # not queued behind team
+    second = asyncio.create_task(run(offloop, "team", 5, lambda: blocking("team-2")))
+    other = await run(offloop, "other", 5, lambda: "other")  # not queued behind team
     assert other == "other"
     assert started == ["team-1"]  # team-2 waits for team's turn
     assert offloop.waiting == 1
@@ -48,17 +53,73 @@ async def test_one_key_runs_one_at_a_time_and_others_pass_it() -> None:
 async def test_waiting_past_the_bound_is_busy_and_a_gone_caller_keeps_its_turn() -> None:
     offloop = OffLoop(workers=2, per_key=1)
     release = threading.Event()
-    holder = asyncio.create_task(offloop.run("team", 5, lambda: release.wait(10)))
+    holder = asyncio.create_task(run(offloop, "team", 5, lambda: release.wait(10)))
     await asyncio.sleep(0.05)
     with pytest.raises(Busy):
-        await offloop.run("team", 0.1, lambda: "late")
+        await run(offloop, "team", 0.1, lambda: "late")
     assert offloop.busy == 1
     # The caller goes away; its thread still runs, and still holds the namespace's turn.
     holder.cancel()
     with pytest.raises(Busy):
-        await offloop.run("team", 0.1, lambda: "still late")
+        await run(offloop, "team", 0.1, lambda: "still late")
     release.set()
-    assert await offloop.run("team", 5, lambda: "next") == "next"
+    assert await run(offloop, "team", 5, lambda: "next") == "next"
+    offloop.close()
+
+
+async def test_waiting_for_a_worker_comes_out_of_the_wait_too() -> None:
+    # Both workers are taken by other namespaces: a third namespace's turn is busy past its
+    # wait, not late past the API server's timeout.
+    offloop = OffLoop(workers=2, per_key=1)
+    release = threading.Event()
+    held = [
+        asyncio.create_task(run(offloop, f"ns-{i}", 5, lambda: release.wait(10))) for i in range(2)
+    ]
+    await asyncio.sleep(0.05)
+    with pytest.raises(Busy):
+        await run(offloop, "billing", 0.1, lambda: "late")
+    release.set()
+    await asyncio.gather(*held)
+    assert await run(offloop, "billing", 1, lambda: "now") == "now"
+    offloop.close()
+
+
+async def test_turns_are_granted_by_namespace_then_by_caller_in_rotation() -> None:
+    offloop = OffLoop(workers=1, per_key=1)
+    release = threading.Event()
+    order: list[str] = []
+    first = asyncio.create_task(run(offloop, "storm-0", 5, lambda: release.wait(10)))
+    await asyncio.sleep(0.05)
+    queued = []
+    # A storm across namespaces, and a forger's storm in prod, arrive before prod's real review.
+    for i in range(1, 6):
+        queued.append(
+            asyncio.create_task(
+                run(offloop, f"storm-{i}", 5, lambda i=i: order.append(f"storm-{i}"))
+            )
+        )
+    for i in range(5):
+        queued.append(
+            asyncio.create_task(
+                run(offloop, "prod", 5, lambda i=i: order.append(f"forged-{i}"), caller="forger")
+            )
+        )
+    await asyncio.sleep(0.01)
+    queued.append(
+        asyncio.create_task(run(offloop, "prod", 5, lambda: order.append("real"), caller="api"))
+    )
+    await asyncio.sleep(0.01)
+    release.set()
+    await first
+    await asyncio.gather(*queued)
+    # Each waiting namespace gets one turn in rotation (prod's after the five that came first),
+    # and within prod each caller one: the real review goes after one forged one, not five.
+    assert order == [
+        *(f"storm-{i}" for i in range(1, 6)),
+        "forged-0",
+        "real",
+        *(f"forged-{i}" for i in range(1, 5)),
+    ]
     offloop.close()
 
 
@@ -173,3 +234,55 @@ async def test_the_live_read_gets_what_the_wait_for_its_turn_left_of_the_budget(
     assert answer["allowed"] is False
     (timeout,) = timeouts
     assert 0.1 <= timeout <= 0.6
+
+
+async def test_two_halves_of_every_address_sent_at_once_are_judged_together(
+    aiohttp_client: Callable[..., Any],
+) -> None:
+    # Each half alone leaves the fence standing; the second, judged after the first's approval
+    # in the namespace's next turn, neutralises it.
+    cluster = StaticView([namespace_facts("team", [analyse_policy(deny_all())], running_pods=3)])
+    runtime = Runtime(settings=parse_settings("", "config.yaml", Path()), cluster=cluster)
+    client = await aiohttp_client(build_app(runtime))
+    halves = [
+        netpol(name, types=["Ingress"], ingress=[{"from": [{"ipBlock": {"cidr": cidr}}]}])
+        for name, cidr in (("lower", "0.0.0.0/1"), ("upper", "128.0.0.0/1"))
+    ]
+    answers = await asyncio.gather(
+        *(post(client, netpol_review("CREATE", new=half)) for half in halves)
+    )
+    assert sorted(a["allowed"] for a in answers) == [False, True]
+    (denied,) = (a for a in answers if not a["allowed"])
+    assert "would neutralise the default-deny" in denied["status"]["message"]
+
+
+async def test_two_fences_deleted_at_once_do_not_both_go(
+    aiohttp_client: Callable[..., Any],
+) -> None:
+    old = deny_all("a-old", created="2026-01-01T00:00:00Z")
+    new = deny_all("b-new", created="2026-02-01T00:00:00Z")
+    cluster = StaticView(
+        [namespace_facts("team", [analyse_policy(old), analyse_policy(new)], running_pods=3)]
+    )
+
+    class Live:
+        async def confirm(
+            self,
+            namespace: str,
+            timeout: float,
+            *,
+            not_before: float | None = None,
+            caller: str = "",
+        ) -> StaticView:
+            await asyncio.sleep(0.01)
+            return cluster  # the writes have not happened yet: both fences still there
+
+    runtime = Runtime(
+        settings=parse_settings("", "config.yaml", Path()), cluster=cluster, confirmer=Live()
+    )
+    client = await aiohttp_client(build_app(runtime))
+    answers = await asyncio.gather(
+        post(client, netpol_review("DELETE", old=new)),
+        post(client, netpol_review("DELETE", old=old)),
+    )
+    assert [a["allowed"] for a in answers] == [True, False]  # only the newer may go

@@ -134,3 +134,15 @@ def test_a_takeover_starts_the_coverage_again() -> None:
     renewed = feed.renewed()  # what the previous holder held stays with it
     gaps(renewed, T0 + 20, [innocuous_get(T0 + 20)])
     assert gaps(renewed, T0 + 40, [innocuous_get(T0 + 40)]) == []
+
+
+def test_a_flood_of_unverified_decisions_does_not_push_the_real_one_out() -> None:
+    # Anyone who reaches serve's port may send it reviews: their decisions can never be gaps
+    # (no API server made them), and held they would take the places of the real ones.
+    feed = new_feed()
+    gaps(feed, T0, [innocuous_get(T0)])
+    feed.decision(exec_decision(T0 + 1, "real-exec"))
+    for i in range(10_001):
+        feed.decision(exec_decision(T0 + 1.5, f"forged-{i}", client="unauthenticated"))
+    (gap,) = gaps(feed, T0 + 8, [innocuous_get(T0 + 8)])
+    assert gap["decision_id"] == "real-exec"

@@ -102,6 +102,30 @@ class ClusterView(Protocol):
         ...
 
 
+class PinnedView:
+    """A view whose one namespace is read once: a decision made on another thread judges one
+    version of it (and the rest as the base has it) while the loop goes on applying watch
+    events. NamespaceFacts are immutable, so holding one is holding that version."""
+
+    def __init__(self, base: ClusterView, name: str) -> None:
+        self._base = base
+        self._name = name
+        self._facts = base.namespace(name)
+
+    def namespace(self, name: str) -> NamespaceFacts | None:
+        return self._facts if name == self._name else self._base.namespace(name)
+
+    @property
+    def synced(self) -> bool:
+        return self._base.synced
+
+    def staleness(self) -> float:
+        return self._base.staleness()
+
+    def label_trust(self) -> TrustIndex:
+        return self._base.label_trust()
+
+
 class StaticView:
     """A ClusterView over a fixed dict of facts: manifests on disk, tests, the demo."""
 

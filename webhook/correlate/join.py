@@ -234,7 +234,7 @@ class Correlator:
         """An unjoined decision whose audit event can no longer come: retried, gap or uncovered."""
         if not self._in_window(d.time):
             return
-        if not self._from_api_server(d):
+        if not self.from_api_server(d):
             self._tally.unverified(d)  # no audit event recorded it: never the API server's
             return
         self._count(d, d.user)
@@ -260,7 +260,7 @@ class Correlator:
         self._tally.count("decisions")
         self._tally.decision(d, auth_user or d.user)
 
-    def _from_api_server(self, d: DecisionRecord) -> bool:
+    def from_api_server(self, d: DecisionRecord) -> bool:
         """Whether an unjoined decision may be the API server's: an older log without `client`,
         or a verified client that is the API server's (any, when no subject is given)."""
         if not d.client:

@@ -108,6 +108,11 @@ class GapWatch:
         return self._sink.counts
 
     def decision(self, record: DecisionRecord) -> list[Alert]:
+        """Hold a sensitive decision for its audit event; one not from a verified API server is
+        resolved at once (it can never be a gap, and held it would push a real one out)."""
+        if not self._join.from_api_server(record):
+            self._sink.unverified(record)
+            return []
         self._join.decision(record)
         return self._drain()
 

@@ -75,7 +75,7 @@ from webhook.monitor.intake import (
     too_large,
 )
 from webhook.monitor.metrics import MonitorMetrics
-from webhook.server import client_identity
+from webhook.peers import client_identity
 from webhook.serving import HANDSHAKE_TIMEOUT, listen
 
 SLICE = 100  # events judged between yields to the loop
