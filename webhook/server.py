@@ -29,7 +29,7 @@ from webhook.decide import (
     reconsider,
     unconfirmed,
 )
-from webhook.decisionlog import DECISION_EVENT, decision_fields, get_logger
+from webhook.decisionlog import decision_fields, get_logger, write_decision
 from webhook.errors import BodyTooLarge, ReviewError
 from webhook.metrics import CONTENT_TYPE, Metrics
 from webhook.offloop import Busy, OffLoop
@@ -260,7 +260,7 @@ def _record(
         client=client.subject if client is not None else UNAUTHENTICATED,
         peer=_peer(request),
     )
-    runtime.log.info(DECISION_EVENT, **fields)
+    write_decision(runtime.log, fields)
 
 
 @dataclass(frozen=True, slots=True)
