@@ -160,7 +160,7 @@ class _Request:
         self.content_length = length
 
 
-def stages(
+def measure_stages(
     body: bytes, app: Any, loop: asyncio.AbstractEventLoop, *, n: int, r: int
 ) -> dict[str, float]:
     runtime = app[RUNTIME]
@@ -241,7 +241,7 @@ def main() -> int:
     app = build_app(runtime)
 
     rows = {
-        name: stages(orjson.dumps(make("0d5f2c1e-bench")), app, loop, n=n, r=r)
+        name: measure_stages(orjson.dumps(make("0d5f2c1e-bench")), app, loop, n=n, r=r)
         for name, make in REVIEWS.items()
     }
     stages: list[str] = []
