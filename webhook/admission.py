@@ -124,7 +124,37 @@ def _parse_request(req: dict[str, Any], api_version: str) -> AdmissionRequest:
     )
 
 
+# The few kinds and resources the API server sends, each built once: a dict of them replaces the
+# validation and the frozen dataclass of every request (equal values, so sharing is invisible).
+# Bounded (a hostile client could send many): emptied when full.
+INTERN_LIMIT = 1024
+_INTERNED: dict[tuple[str, str, str, str], GroupVersionKind | GroupVersionResource] = {}
+
+
+def _interned(raw: object, last: str) -> GroupVersionKind | GroupVersionResource | None:
+    """The interned GVK (`last` "kind") or GVR ("resource") of a well-formed `raw`, else None."""
+    if type(raw) is not dict:
+        return None
+    group, version, name = raw.get("group", ""), raw.get("version", ""), raw.get(last, "")
+    if type(group) is not str or type(version) is not str or type(name) is not str or not name:
+        return None  # the validating path below says what is wrong
+    key = (last, group, version, name)
+    value = _INTERNED.get(key)
+    if value is None:
+        if len(_INTERNED) >= INTERN_LIMIT:
+            _INTERNED.clear()
+        value = _INTERNED[key] = (
+            GroupVersionKind(group, version, name)
+            if last == "kind"
+            else GroupVersionResource(group, version, name)
+        )
+    return value
+
+
 def _gvk(raw: object, where: str) -> GroupVersionKind:
+    interned = _interned(raw, "kind")
+    if isinstance(interned, GroupVersionKind):
+        return interned
     fields = _strings(raw, where, ("group", "version", "kind"))
     if not fields[2]:
         raise ReviewError(f"{where}.kind must be a non-empty string")
@@ -132,6 +162,9 @@ def _gvk(raw: object, where: str) -> GroupVersionKind:
 
 
 def _gvr(raw: object, where: str) -> GroupVersionResource:
+    interned = _interned(raw, "resource")
+    if isinstance(interned, GroupVersionResource):
+        return interned
     fields = _strings(raw, where, ("group", "version", "resource"))
     if not fields[2]:
         raise ReviewError(f"{where}.resource must be a non-empty string")

@@ -109,15 +109,21 @@ class Decision:
     @property
     def mode(self) -> str:
         """The strongest mode among the failed rules ("" when none failed)."""
+        if not self.failed:  # the common case: nothing to look through
+            return ""
         modes = {r.mode for r in self.failed}
         return next((m.value for m in (Mode.ENFORCE, Mode.WARN, Mode.AUDIT) if m in modes), "")
 
     @property
     def message(self) -> str:
+        if not self.failed:
+            return ""
         return "\n".join(r.message for r in self.failed if r.mode is Mode.ENFORCE)
 
     @property
     def warnings(self) -> tuple[str, ...]:
+        if not self.failed:
+            return ()
         texts = (r.warning or r.message for r in self.failed if r.mode is Mode.WARN)
         return tuple(dict.fromkeys(_one_line(t) for t in texts))
 
@@ -396,7 +402,7 @@ def _annotations(
 ) -> dict[str, str]:
     annotations = {
         "decision": verdict,
-        "rules": ",".join(dict.fromkeys(r.rule for r in failed)),
+        "rules": ",".join(dict.fromkeys([r.rule for r in failed])) if failed else "",
         "decision-id": request.uid,
         "policy-revision": settings.revision,
     }

@@ -30,7 +30,7 @@ from webhook.decide import (
     reconsider,
     unconfirmed,
 )
-from webhook.decisionlog import DECISION_EVENT, decision_fields, get_logger
+from webhook.decisionlog import decision_fields, get_logger, write_decision
 from webhook.errors import BodyTooLarge, ReviewError
 from webhook.metrics import CONTENT_TYPE, Metrics
 from webhook.offloop import INLINE, Busy, OffLoop, Turn
@@ -266,7 +266,7 @@ def _record(
         client=client.subject if client is not None else UNAUTHENTICATED,
         peer=peer_address(request),
     )
-    runtime.log.info(DECISION_EVENT, **fields)
+    write_decision(runtime.log, fields)
     # Only the API server's decisions go to the monitor: it holds each for its audit event, and
     # one nobody verified can never be a gap there, only take the place of a real one.
     if runtime.on_decision is not None and runtime.client_ca and _trusted(runtime, client):

@@ -226,6 +226,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--audit-policy",
+        type=Path,
+        help="serve with auditScope.policyFile set to this file (tests/e2e/audit-policy.yaml: as"
+        " the e2e suite runs kubefence); default none, as the earlier numbers were measured",
+    )
     opts = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk not found (apt-get install wrk)", file=sys.stderr)
@@ -273,6 +279,10 @@ def main() -> int:
         "--drain-seconds",
         "0",
     ]
+    if opts.audit_policy is not None:
+        config = work / "config.yaml"
+        config.write_text(f"auditScope:\n  policyFile: {opts.audit_policy.resolve()}\n")
+        serve += ["--config", str(config)]
     kubefence = measure(
         serve, port, paths.ca_cert, luas, seconds=opts.seconds, connections=opts.connections
     )
@@ -280,6 +290,7 @@ def main() -> int:
 
     print(
         f"wrk: 1 thread, {opts.connections} keep-alive TLS connections, {opts.seconds}s; server on one core"
+        f"; audit Policy: {opts.audit_policy or 'none'}"
     )
     print(f"{'':22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU us/req':>12}{'non-2xx':>10}")
     for name, r in (*ceiling.items(), *kubefence.items()):

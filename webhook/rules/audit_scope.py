@@ -79,10 +79,64 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
     # The namespace selector above reads the cluster; the audit Policy's verdict does not, so a
     # re-decision on a live read reuses it.
     key = (AUDIT_SCOPE, id(policy), settings.min_level)
-    shortfalls = subject.once(key, lambda: out_of_scope_verbs(request, policy, settings.min_level))
+    shortfalls = subject.once(key, lambda: _remembered(request, policy, settings.min_level))
     if not shortfalls:
         return (passed(AUDIT_SCOPE, mode, "inside the audited scope"),)
     return (_finding(request, policy, mode, shortfalls, settings.min_level),)
+
+
+# The audit Policy's answer per request key: a Policy is immutable and its answer depends only on
+# the attributes `attributes` reads and the operation, so requests that repeat them (a
+# controller's creates, a rollout's updates) are not evaluated again. Bounded: emptied when full.
+# The key holds the Policy itself, so a reloaded one never meets an answer of the old.
+# An object's name is in the key only when a rule of the Policy names resources of the request's
+# group and resource (`_GroupMatcher` reads the name only there): otherwise a controller's creates
+# of uniquely named objects share one answer.
+MEMO_LIMIT = 4096
+_MEMO: dict[tuple[object, ...], list[Shortfall]] = {}
+_NAMES_MATTER: dict[tuple[Policy, str, str], bool] = {}
+
+
+def _names_matter(policy: Policy, group: str, resource: str) -> bool:
+    key = (policy, group, resource)
+    matter = _NAMES_MATTER.get(key)
+    if matter is None:
+        if len(_NAMES_MATTER) >= 256:
+            _NAMES_MATTER.clear()
+        # Conservative: every pattern whose first segment is the resource or "*" may match it.
+        matter = _NAMES_MATTER[key] = any(
+            gr.resource_names
+            and gr.group in (group, "*")
+            and any(r.split("/", 1)[0] in (resource, "*") for r in gr.resources)
+            for rule in policy.rules
+            for gr in rule.resources
+        )
+    return matter
+
+
+def _remembered(request: AdmissionRequest, policy: Policy, minimum: Level) -> list[Shortfall]:
+    resource = request.url_resource
+    user = request.user
+    key = (
+        policy,
+        minimum,
+        request.operation,
+        request.sub_resource,
+        user.username,
+        user.groups,
+        resource.group,
+        resource.version,
+        resource.resource,
+        request.url_sub_resource,
+        request.namespace,
+        request.name if _names_matter(policy, resource.group, resource.resource) else "",
+    )
+    shortfalls = _MEMO.get(key)
+    if shortfalls is None:
+        if len(_MEMO) >= MEMO_LIMIT:
+            _MEMO.clear()
+        shortfalls = _MEMO[key] = out_of_scope_verbs(request, policy, minimum)
+    return shortfalls
 
 
 def out_of_scope_verbs(
