@@ -79,7 +79,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = _Parser(prog="kubefence", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"kubefence {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
+    # Not required by argparse: bare `kubefence` gets the usage, not only an error (main).
     # Only the chosen command's module is imported (`kubefence audit-level` does not pay for
     # aiohttp); with none chosen (`kubefence --help`) every one is, for its line of help.
     chosen = next((a for a in argv if a in COMMANDS), None)
@@ -98,4 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_list)
     args = parser.parse_args(args_list)
+    if args.command is None:  # bare `kubefence`: what to type next, as kubectl does
+        parser.print_usage(sys.stderr)
+        print(
+            f"kubefence: a COMMAND is required ({', '.join(COMMANDS)}); "
+            "`kubefence --help` says what each does",
+            file=sys.stderr,
+        )
+        return exitcodes.BAD_INPUT
     return run_command(args.command, _load(args.command).run, args)

@@ -51,3 +51,13 @@ def test_every_flag_has_help_and_shows_its_default(command: str) -> None:
     if any("--format" in a.option_strings for a in _actions(chosen)):
         fmt = next(a for a in _actions(chosen) if "--format" in a.option_strings)
         assert f"(default: {fmt.default})" in text or "(default)" in text
+
+
+def test_bare_kubefence_prints_the_usage_on_stderr_and_exits_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("usage: kubefence [-h] [--version] COMMAND")
+    assert "a COMMAND is required (serve, demo," in captured.err
