@@ -71,8 +71,8 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        # argparse's own exit code for usage errors is 2 already; keep its one-line form.
-        self.exit(exitcodes.BAD_INPUT, f"{self.prog}: error: {message}\n")
+        # argparse's usage errors in the form of every other error: `kubefence COMMAND: reason`.
+        self.exit(exitcodes.BAD_INPUT, f"{self.prog}: {message}\n")
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
@@ -97,7 +97,13 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_list)
-    args = parser.parse_args(args_list)
+    args, extra = parser.parse_known_args(args_list)
+    if extra:  # named by the command's parser, as its other usage errors are
+        chosen: argparse.ArgumentParser = parser
+        if args.command is not None:
+            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            chosen = sub.choices[args.command]
+        chosen.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:  # bare `kubefence`: what to type next, as kubectl does
         parser.print_usage(sys.stderr)
         print(

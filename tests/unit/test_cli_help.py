@@ -61,3 +61,24 @@ def test_bare_kubefence_prints_the_usage_on_stderr_and_exits_2(
     assert captured.out == ""
     assert captured.err.startswith("usage: kubefence [-h] [--version] COMMAND")
     assert "a COMMAND is required (serve, demo," in captured.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["scan", "--bogus"], "kubefence scan: unrecognized arguments: --bogus\n"),  # argparse
+        (["scan", "--state", "/nonexistent"], "kubefence scan: "),  # the command's own check
+        (["nocommand"], "kubefence: argument COMMAND: invalid choice: 'nocommand'"),
+    ],
+)
+def test_every_error_has_one_prefix_the_command_named(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exited:
+        code = exited.code  # type: ignore[assignment]
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected)
+    assert "error:" not in err
