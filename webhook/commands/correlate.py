@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _follow(args: argparse.Namespace, settings: Settings) -> int:
-    """Alert lines for a followed audit log until interrupted (exit 0)."""
+    """Alert lines for a followed audit log until interrupted (Ctrl-C: exit 130, run_command's)."""
     from webhook import decisionlog
     from webhook.monitor.follow import follow_alerts, follow_lines
 
@@ -200,9 +200,8 @@ def _follow(args: argparse.Namespace, settings: Settings) -> int:
     )
     decisionlog.configure()
     log = decisionlog.get_logger()
-    with contextlib.suppress(KeyboardInterrupt):
-        for alert in follow_alerts(follow_lines(args.follow), options):
-            log.warning(alert.event, **alert.fields())
+    for alert in follow_alerts(follow_lines(args.follow), options):
+        log.warning(alert.event, **alert.fields())
     return 0
 
 
