@@ -64,6 +64,7 @@ class ServeOptions:
     probe_port: int | None = None  # plain HTTP /healthz, /readyz, /metrics (no client cert)
     parent_pid: int | None = None  # a worker: stop when this parent goes away
     cert_poll_seconds: float = tls.POLL_INTERVAL
+    sigint_code: int = exitcodes.OK  # the exit code after SIGINT (`demo`: 130, as Ctrl-C is)
 
 
 async def serve(
@@ -148,8 +149,9 @@ async def serve(
     if stop is None:
         stop = asyncio.Event()
     signals = (signal.SIGTERM,) if options.parent_pid else (signal.SIGTERM, signal.SIGINT)
+    got: list[int] = []  # the signals that came, first first
     for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, _on_signal, got, stop, signum)
     jobs = [
         reloader.run(),
         _watch_config(runtime, options.config),
@@ -172,7 +174,7 @@ async def serve(
         if probes is not None:
             await probes.cleanup()
     runtime.log.info("server.stopped")
-    return exitcodes.OK
+    return options.sigint_code if got[:1] == [signal.SIGINT] else exitcodes.OK
 
 
 def _job_ended(runtime: Runtime, task: asyncio.Task[None]) -> None:
@@ -297,6 +299,11 @@ def _report_reload(
     runtime.metrics.cert_not_after.set(pair.not_after)
     expiry = dt.datetime.fromtimestamp(pair.not_after, dt.UTC).isoformat()
     runtime.log.info("certificate.reloaded", cert=str(cert), serial=pair.serial, not_after=expiry)
+
+
+def _on_signal(got: list[int], stop: asyncio.Event, signum: int) -> None:
+    got.append(signum)
+    stop.set()
 
 
 async def _watch_parent(runtime: Runtime, parent: int, stop: asyncio.Event) -> None:

@@ -31,3 +31,10 @@ def test_ctrl_c_in_correlate_follow_is_exit_130(tmp_path: Path) -> None:
     code, err = _interrupted(["correlate", "--follow", str(audit)], tmp_path)
     assert code == 130
     assert b"Traceback" not in err
+
+
+def test_ctrl_c_in_demo_is_exit_130(tmp_path: Path) -> None:
+    code, err = _interrupted(["demo", "--out", str(tmp_path / "certs"), "--port", "0"], tmp_path)
+    assert code == 130
+    assert b"Traceback" not in err
+    assert b"kubefence demo is serving" in err

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import yaml
 
-from webhook import certs, decisionlog
+from webhook import certs, decisionlog, exitcodes
 from webhook.cluster.static import build_facts
 from webhook.cluster.view import StaticView
 from webhook.commands.running import port_number
@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         config=args.config,
         drain_seconds=0.0,
+        sigint_code=exitcodes.INTERRUPTED,  # Ctrl-C ends the demo: 130, as for every command
     )
 
     def started(port: int) -> None:
