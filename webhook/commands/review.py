@@ -59,6 +59,13 @@ def _read_body(file: str, source: str, limit: int) -> bytes:
     """The review's bytes; a body the server would answer with 413 is refused the same way."""
     try:
         if file == "-":
+            if sys.stdin.isatty():  # else a bare `kubefence review` would seem to hang
+                print(
+                    "kubefence review: reading an AdmissionReview from stdin (end with Ctrl-D); "
+                    "give a FILE to read one",
+                    file=sys.stderr,
+                    flush=True,
+                )
             body = sys.stdin.buffer.read(limit + 1)
         else:
             with Path(file).open("rb") as stream:
