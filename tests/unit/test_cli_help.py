@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 
@@ -82,3 +83,20 @@ def test_every_error_has_one_prefix_the_command_named(
     err = capsys.readouterr().err
     assert err.startswith(expected)
     assert "error:" not in err
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _parsers(sub)
+    return found
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_each_default_is_said_once(command: str) -> None:
+    for parser in _parsers(build_parser([command])):
+        text = " ".join(parser.format_help().split())
+        twice = re.findall(r"\(([^()]+)\) \(default: \1\)", text)
+        assert not twice, f"{parser.prog}: the default said twice: {twice}"

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--namespace", required=True, help="the Service's namespace")
     gen.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
     gen.add_argument(
-        "--days", type=positive_int("days"), default=365, help="serving cert validity (365)"
+        "--days", type=positive_int("days"), default=365, help="serving cert validity in days"
     )
     gen.add_argument(
         "--san",
@@ -43,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     gen.add_argument("--ca-cert", type=Path, metavar="FILE", help="sign with this CA certificate")
     gen.add_argument("--ca-key", type=Path, metavar="FILE", help="the key of --ca-cert")
-    gen.add_argument("--key-type", choices=["ecdsa", "rsa"], default="ecdsa", help="(ecdsa)")
+    gen.add_argument(
+        "--key-type", choices=["ecdsa", "rsa"], default="ecdsa", help="the key algorithm"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
