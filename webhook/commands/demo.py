@@ -23,6 +23,7 @@ from webhook.cluster.static import build_facts
 from webhook.cluster.view import StaticView
 from webhook.commands.running import port_number
 from webhook.config import load_settings
+from webhook.errors import InputError
 from webhook.serving import ServeOptions, serve
 
 HELP = "run the webhook on generated certificates and a built-in demo cluster; print curl lines"
@@ -88,10 +89,39 @@ def sample_review(uid: str, namespace: str, name: str) -> dict[str, Any]:
     }
 
 
+# Written into --out by every demo run: its files there are the demo's own, to reuse or rewrite.
+MARKER = ".kubefence-demo"
+# What the demo writes into --out; without MARKER beside them they are another command's.
+WRITES = (
+    "ca.crt",
+    "ca.key",
+    "tls.crt",
+    "tls.key",
+    "demo/cluster.yaml",
+    "reviews/allowed.json",
+    "reviews/denied.json",
+)
+
+
+def refuse_foreign_files(out: Path) -> None:
+    """Bad input when --out holds a file the demo would overwrite that an earlier demo did not
+    write (`kubefence certs generate --out certs`, say): exit 2 naming it."""
+    if (out / MARKER).is_file():
+        return
+    for name in WRITES:
+        if (out / name).exists():
+            raise InputError(
+                f"{out / name}: not written by kubefence demo (no {out / MARKER}); "
+                "give --out another folder, or remove the file"
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     # Absolute paths, so the printed curl lines work from any folder.
     out = args.out.resolve()
+    refuse_foreign_files(out)
     paths = certs.ensure_dev_certs(out)
+    (out / MARKER).write_text("written by kubefence demo; its files here may be rewritten\n")
     # The state folder holds the cluster only; the reviews go beside it, not into it.
     state = out / "demo"
     state.mkdir(parents=True, exist_ok=True)
