@@ -36,6 +36,7 @@ from kubefence_process import (  # noqa: E402
 )
 from kubernetes import client, config  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
+from test_webhook import webhook_histogram  # noqa: E402
 
 from webhook import certs  # noqa: E402
 
@@ -77,30 +78,8 @@ def deployment(name: str) -> dict[str, Any]:
 
 
 def histogram(cp: ControlPlane, name: str) -> dict[str, Any]:
-    import ssl
-    import urllib.request
-
-    context = ssl.create_default_context(cafile=str(cp.ca_path))
-    request = urllib.request.Request(
-        f"{cp.server_url}/metrics", headers={"Authorization": f"Bearer {cp.token}"}
-    )
-    with urllib.request.urlopen(request, context=context, timeout=10) as r:
-        text = r.read().decode()
-    buckets: dict[float, float] = {}
-    total = count = 0.0
-    for line in text.splitlines():
-        if not line.startswith(METRIC) or f'name="{name}"' not in line:
-            continue
-        value = float(line.rsplit(" ", 1)[1])
-        if line.startswith(f"{METRIC}_bucket"):
-            bound = line.split('le="', 1)[1].split('"', 1)[0]
-            le = float("inf") if bound == "+Inf" else float(bound)
-            buckets[le] = buckets.get(le, 0.0) + value
-        elif line.startswith(f"{METRIC}_sum"):
-            total += value
-        elif line.startswith(f"{METRIC}_count"):
-            count += value
-    return {"buckets": buckets, "sum": total, "count": count}
+    """The API server's admission histogram for one webhook, as the e2e latency test reads it."""
+    return webhook_histogram(cp, name)
 
 
 def quantile(buckets: dict[float, float], count: float, q: float) -> tuple[float, float]:
