@@ -36,7 +36,7 @@ from kubefence_process import (  # noqa: E402
 )
 from kubernetes import client, config  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
-from test_webhook import webhook_histogram  # noqa: E402
+from test_webhook import deployment, webhook_histogram  # noqa: E402
 
 from webhook import certs  # noqa: E402
 
@@ -60,21 +60,6 @@ ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(sys.argv[2], sys.argv[3])
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), ssl_context=ctx, access_log=None, print=None)
 """
-
-
-def deployment(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "web", "image": "registry.example/web:1"}]},
-            },
-        },
-    }
 
 
 def histogram(cp: ControlPlane, name: str) -> dict[str, Any]:

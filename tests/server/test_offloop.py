@@ -22,6 +22,22 @@ from webhook.offloop import Busy, OffLoop
 from webhook.server import Runtime, build_app
 
 
+class LiveRead:
+    """A confirmer whose live read, after `delay`, shows `view`; it keeps the timeouts asked."""
+
+    def __init__(self, view: StaticView, delay: float = 0.0) -> None:
+        self.view = view
+        self.delay = delay
+        self.timeouts: list[float] = []
+
+    async def confirm(
+        self, namespace: str, timeout: float, *, not_before: float | None = None, caller: str = ""
+    ) -> StaticView:
+        self.timeouts.append(timeout)
+        await asyncio.sleep(self.delay)
+        return self.view
+
+
 async def run(offloop: OffLoop, key: str, wait: float, work: Any, caller: str = "api") -> Any:
     async with offloop.turn(key, caller, wait) as turn:
         return await turn.run(work)
@@ -211,28 +227,15 @@ async def test_the_live_read_gets_what_the_wait_for_its_turn_left_of_the_budget(
     monkeypatch.setattr(server, "decide", slow)
     fence = deny_all()
     cluster = StaticView([namespace_facts("team", [analyse_policy(fence)], running_pods=3)])
-    timeouts: list[float] = []
-
-    class Confirmer:
-        async def confirm(
-            self,
-            namespace: str,
-            timeout: float,
-            *,
-            not_before: float | None = None,
-            caller: str = "",
-        ) -> StaticView:
-            timeouts.append(timeout)
-            return cluster
-
+    live = LiveRead(cluster)
     settings = parse_settings("", "config.yaml", Path())
-    runtime = Runtime(settings=settings, cluster=cluster, confirmer=Confirmer())
+    runtime = Runtime(settings=settings, cluster=cluster, confirmer=live)
     client = await aiohttp_client(build_app(runtime))
     # The last fence's DELETE is denied and re-checked live; the API server gave 2 s (1 s of it
     # to wait in), and 0.4 s went before the read.
     answer = await post(client, netpol_review("DELETE", old=fence), "?timeout=2s")
     assert answer["allowed"] is False
-    (timeout,) = timeouts
+    (timeout,) = live.timeouts
     assert 0.1 <= timeout <= 0.6
 
 
@@ -265,20 +268,9 @@ async def test_two_fences_deleted_at_once_do_not_both_go(
         [namespace_facts("team", [analyse_policy(old), analyse_policy(new)], running_pods=3)]
     )
 
-    class Live:
-        async def confirm(
-            self,
-            namespace: str,
-            timeout: float,
-            *,
-            not_before: float | None = None,
-            caller: str = "",
-        ) -> StaticView:
-            await asyncio.sleep(0.01)
-            return cluster  # the writes have not happened yet: both fences still there
-
+    live = LiveRead(cluster, delay=0.01)  # the writes have not happened yet: both fences stay
     runtime = Runtime(
-        settings=parse_settings("", "config.yaml", Path()), cluster=cluster, confirmer=Live()
+        settings=parse_settings("", "config.yaml", Path()), cluster=cluster, confirmer=live
     )
     client = await aiohttp_client(build_app(runtime))
     answers = await asyncio.gather(
