@@ -346,6 +346,17 @@ def test_the_readme_audit_level_example_prints_what_it_shows(
     assert capsys.readouterr().out.strip() == shown
 
 
+def test_the_readme_audit_level_prose_names_the_rule_its_example_prints() -> None:
+    """The paragraph after the example explains the `"rule": N` the example prints, not another."""
+    section = (
+        (REPO / "README.md").read_text(encoding="utf-8").split("## `kubefence audit-level`")[1]
+    )
+    example, _, prose = section.partition("\n\n    $ ")[2].partition("\n\n")
+    shown = json.loads(example.splitlines()[-1])
+    named = re.findall(r'`"rule": (\d+)` is `rules\[(\d+)\]`', prose)
+    assert named == [(str(shown["rule"]), str(shown["rule"]))]
+
+
 def test_the_layout_names_every_module() -> None:
     """README's Layout is the map a newcomer reads first: every module of `webhook/` is on it,
     either by its path or by its name under its folder's line."""

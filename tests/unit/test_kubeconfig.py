@@ -7,12 +7,13 @@ the client loads pass it, and the client loads each of them (the check is no str
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 
 import pytest
 from kubernetes import config
 
-from webhook.cluster.kubeconfig import CredentialsError, check, default_path
+from webhook.cluster.kubeconfig import CredentialsError, check, default_files
 
 PEM = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").decode()
 
@@ -69,10 +70,10 @@ def test_a_relative_file_is_read_beside_the_kubeconfig_not_the_working_folder(
         check(path)
 
 
-def test_the_default_is_kubeconfig_env_then_home(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KUBECONFIG", "/a/config")
-    assert default_path() == Path("/a/config")
-    monkeypatch.setenv("KUBECONFIG", "/a/config:/b/config")
-    assert default_path() is None  # merged by the client
-    monkeypatch.delenv("KUBECONFIG")
-    assert default_path() == Path("~/.kube/config").expanduser()
+def test_the_default_is_every_file_kubeconfig_lists_then_home() -> None:
+    assert default_files({"KUBECONFIG": "/a/config"}) == (Path("/a/config"),)
+    # As client-go's `filepath.SplitList` and `deduplicate`: empty names dropped, repeats once.
+    listed = f"/a/config{os.pathsep}{os.pathsep}/b/config{os.pathsep}/a/config"
+    assert default_files({"KUBECONFIG": listed}) == (Path("/a/config"), Path("/b/config"))
+    assert default_files({"KUBECONFIG": ""}) == (Path("~/.kube/config").expanduser(),)
+    assert default_files({}) == (Path("~/.kube/config").expanduser(),)
