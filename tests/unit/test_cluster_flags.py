@@ -344,3 +344,10 @@ def test_a_tls_failure_is_one_line_in_words(
     assert err.startswith(f"kubefence scan: {url}: cannot reach the API server: {words}")
     assert err.count("\n") == 1
     assert "HTTPSConnectionPool" not in err
+
+
+def test_o_is_the_short_form_of_format_in_correlate_too(capsys: pytest.CaptureFixture[str]) -> None:
+    logs = Path(__file__).parent / "fixtures" / "correlate"
+    argv = ["correlate", "--audit-log", str(logs / "edge.audit.log"), "--decision-log", str(logs / "edge.decisions.log")]  # fmt: skip
+    main([*argv, "-o", "json"])
+    assert "summary" in json.loads(capsys.readouterr().out)

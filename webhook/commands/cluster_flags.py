@@ -1,4 +1,4 @@
-"""The flags of every command that reaches a cluster, spelled and read as kubectl's.
+"""kubectl's flags, read as kubectl reads them: `--kubeconfig`, `--context`, `-n`, `-o`.
 
 `add_cluster_arguments(parser)` adds `--kubeconfig FILE` and `--context NAME`;
 `cluster_credentials(args)` turns them into what `webhook.cluster.transport` connects with:
