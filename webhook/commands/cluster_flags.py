@@ -61,9 +61,17 @@ def add_format_argument(
     default: str,
     help: str,
 ) -> None:
-    """`-o/--output/--format`, one flag: kubectl's spelling beside kubefence's."""
+    """`-o/--output/--format`, one flag: kubectl's spelling beside kubefence's (the choices
+    said once, not after each of the three)."""
     parser.add_argument(
-        "-o", "--output", "--format", dest="format", choices=choices, default=default, help=help
+        "-o",
+        "--output",
+        "--format",
+        dest="format",
+        choices=choices,
+        default=default,
+        metavar="FORMAT",
+        help=f"{'|'.join(choices)}: {help}",
     )
 
 
