@@ -8,6 +8,7 @@ trust.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import socket
@@ -351,3 +352,33 @@ def test_o_is_the_short_form_of_format_in_correlate_too(capsys: pytest.CaptureFi
     argv = ["correlate", "--audit-log", str(logs / "edge.audit.log"), "--decision-log", str(logs / "edge.decisions.log")]  # fmt: skip
     main([*argv, "-o", "json"])
     assert "summary" in json.loads(capsys.readouterr().out)
+
+
+def test_a_server_that_never_accepts_is_timed_out_connecting(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listener whose backlog is full drops the SYN: the connect waits for CONNECT_TIMEOUT
+    (30 s, as kubectl's dialer; 1 s here), once."""
+    from webhook.cluster import transport
+
+    monkeypatch.setattr(transport, "CONNECT_TIMEOUT", 1.0)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        for _ in range(8):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        try:
+            server = f"http://127.0.0.1:{port}"
+            path = kubeconfig(tmp_path / "k", current="c", contexts={"c": "k"}, clusters={"k": server})  # fmt: skip
+            code, out, err = scan(capsys, "--kubeconfig", str(path))
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert (code, out) == (2, "")
+    assert err == f"kubefence scan: {server}: cannot reach the API server: timed out connecting\n"

@@ -319,16 +319,24 @@ def blocking(credentials: Credentials) -> Iterator[BlockingTransport]:
     """The synchronous client from a kubeconfig (merged, or one file); when None, the Pod's
     service account. Its connections are closed on leaving."""
     from kubernetes import client, config
+    from urllib3 import Retry
 
     kubeconfig = _loaded(credentials)
+    configuration = client.Configuration()
+    # A connection that failed is not tried again: a server that does not answer is said after
+    # CONNECT_TIMEOUT, not four times that (urllib3's default retries every error 3 times).
+    configuration.retries = Retry(total=3, connect=0)
     try:
         if kubeconfig is not None:
             api = config.new_client_from_config_dict(  # type: ignore[no-untyped-call]
-                config_dict=kubeconfig.document, context=kubeconfig.context, persist_config=False
+                config_dict=kubeconfig.document,
+                context=kubeconfig.context,
+                persist_config=False,
+                client_configuration=configuration,
             )
         else:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            api = client.ApiClient()
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            api = client.ApiClient(configuration)
     except (config.ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as exc:
         where = kubeconfig.source if kubeconfig is not None else "in-cluster config"
         raise CredentialsError(where, kubeconfig_file.one_line(str(exc))) from None
