@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes import config
 
-from webhook.cluster.kubeconfig import CredentialsError, check, default_files
+from webhook.cluster.kubeconfig import CredentialsError, check, default_files, load
 
 PEM = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").decode()
 
@@ -77,3 +77,13 @@ def test_the_default_is_every_file_kubeconfig_lists_then_home() -> None:
     assert default_files({"KUBECONFIG": listed}) == (Path("/a/config"), Path("/b/config"))
     assert default_files({"KUBECONFIG": ""}) == (Path("~/.kube/config").expanduser(),)
     assert default_files({}) == (Path("~/.kube/config").expanduser(),)
+
+
+def test_an_exec_plugin_given_as_a_path_is_read_beside_its_kubeconfig(tmp_path: Path) -> None:
+    """As client-go resolves it: `./bin/credential` beside the file, `aws` left to $PATH."""
+    path = tmp_path / "kubeconfig"
+    for command, resolved in (("./bin/credential", str(tmp_path / "bin" / "credential")), ("aws", "aws")):  # fmt: skip
+        user = f"{{exec: {{apiVersion: client.authentication.k8s.io/v1, command: {command}}}}}"
+        path.write_text(_kubeconfig('{server: "https://127.0.0.1:6443"}', user=user))
+        (entry,) = load([path]).document["users"]
+        assert os.path.normpath(entry["user"]["exec"]["command"]) == os.path.normpath(resolved)
