@@ -376,6 +376,8 @@ def alertmanager_options(args: argparse.Namespace) -> AlertmanagerOptions | None
         raise InputError("--alertmanager-cert and --alertmanager-key go together")
     if (args.alertmanager_username is None) != (args.alertmanager_password_file is None):
         raise InputError("--alertmanager-username and --alertmanager-password-file go together")
+    if args.alertmanager_username is not None and ":" in args.alertmanager_username:
+        raise InputError("--alertmanager-username: basic auth allows no `:` in a username")
     if args.alertmanager_token_file is not None and args.alertmanager_username is not None:
         raise InputError(
             "give --alertmanager-token-file or basic auth (--alertmanager-username), not both"

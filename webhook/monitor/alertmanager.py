@@ -21,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import time
 from collections.abc import Callable
@@ -326,8 +327,8 @@ class AlertSender:
         if self._password is not None and self.options.username is not None:
             password = self._password.get()
             if password is not None:
-                auth = aiohttp.BasicAuth(self.options.username, password)
-                return {"Authorization": auth.encode()}
+                pair = f"{self.options.username}:{password}".encode()
+                return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
         return {}
 
     def _ssl(self) -> ssl.SSLContext:
