@@ -21,7 +21,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
 from webhook.commands import monitor as monitor_command
-from webhook.correlate.detect import BYPASS, Alert
+from webhook.correlate.detect import BYPASS, FEED_SILENT, Alert
+from webhook.correlate.timestamps import format_time
 from webhook.errors import InputError
 from webhook.monitor.alerting import DeliveryPolicy
 from webhook.monitor.alertmanager import AlertmanagerOptions, AlertSender
@@ -294,3 +295,33 @@ def test_the_flags_become_the_senders_options(tmp_path: Path) -> None:
     assert options.policy.labels == {"cluster": "prod-eu"}
     assert options.policy.resend == 30.0
     assert monitor_command.alertmanager_options(parse([])) is None
+
+
+async def test_a_silent_feed_ends_in_alertmanager_once_the_canary_comes_back(
+    aiohttp_server: Any, running: Callable[[AlertSender], None]
+) -> None:
+    stand = Stand()
+    server = await aiohttp_server(stand.app())
+    now = [1_800_000_000.0]
+    sender = AlertSender(
+        AlertmanagerOptions(urls=(f"http://127.0.0.1:{server.port}/am",), policy=FAST),
+        registry=CollectorRegistry(),
+        log=structlog.get_logger(),
+        clock=lambda: now[0],
+    )
+    running(sender)
+    sender.alert(Alert(event=FEED_SILENT, time="", cause="canary-missing"))
+    await until("the silence posted", lambda: len(stand.posts) == 1)
+    firing = stand.posts[0][1][0]
+    assert firing["endsAt"] > firing["startsAt"]
+    now[0] += 5
+    sender.tick(now[0] - 10)  # the last canary came back before the silence: still silent
+    sender.tick(None)
+    await asyncio.sleep(0.05)
+    assert len(stand.posts) == 1
+    sender.tick(now[0] - 1)  # a canary came back after it
+    await until("the end posted", lambda: len(stand.posts) == 2)
+    ended = stand.posts[1][1][0]
+    assert ended["labels"] == firing["labels"]
+    assert ended["startsAt"] == firing["startsAt"]
+    assert ended["endsAt"] == format_time(now[0])
