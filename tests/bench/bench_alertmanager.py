@@ -25,45 +25,18 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from alertmanager_process import Alertmanager, binary  # noqa: E402
+from alertmanager_process import Alertmanager, binary, event_list  # noqa: E402
+from alertmanager_process import bypass_event as bypass  # noqa: E402
 from controlplane import free_port  # noqa: E402
 
 from webhook import certs  # noqa: E402
 
 WEBHOOK = "validate.kubefence.io"
-
-
-def bypass(i: int, namespace: str, user: str) -> dict[str, Any]:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000000Z"
-    return {
-        "kind": "Event",
-        "apiVersion": "audit.k8s.io/v1",
-        "level": "Metadata",
-        "auditID": f"{i:08x}-0000-4000-8000-{time.time_ns() % 10**12:012d}",
-        "stage": "ResponseComplete",
-        "requestURI": f"/api/v1/namespaces/{namespace}/pods",
-        "verb": "create",
-        "user": {"username": user, "groups": ["system:authenticated"]},
-        "sourceIPs": ["10.0.0.1"],
-        "userAgent": "kubectl/v1.37.0",
-        "objectRef": {"resource": "pods", "namespace": namespace, "name": f"p{i}"},
-        "responseStatus": {"code": 201},
-        "requestReceivedTimestamp": stamp,
-        "stageTimestamp": stamp,
-        "annotations": {"authorization.k8s.io/decision": "allow"},
-    }
-
-
-def event_list(items: list[dict[str, Any]]) -> bytes:
-    return orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items})
 
 
 def matching(am: Alertmanager, matcher: str) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -32,6 +33,33 @@ receivers:
 """
 
 
+def bypass_event(i: int, namespace: str, user: str) -> dict[str, Any]:
+    """An audit event the monitor alerts `evasion.bypass` (`dodged`): a pod create that no
+    webhook decided, as the API server's audit webhook backend sends it."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000000Z"
+    return {
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "Metadata",
+        "auditID": f"{i:08x}-0000-4000-8000-{time.time_ns() % 10**12:012d}",
+        "stage": "ResponseComplete",
+        "requestURI": f"/api/v1/namespaces/{namespace}/pods",
+        "verb": "create",
+        "user": {"username": user, "groups": ["system:authenticated"]},
+        "sourceIPs": ["10.0.0.1"],
+        "userAgent": "kubectl/v1.37.0",
+        "objectRef": {"resource": "pods", "namespace": namespace, "name": f"p{i}"},
+        "responseStatus": {"code": 201},
+        "requestReceivedTimestamp": stamp,
+        "stageTimestamp": stamp,
+        "annotations": {"authorization.k8s.io/decision": "allow"},
+    }
+
+
+def event_list(items: list[dict[str, Any]]) -> bytes:
+    return orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items})
+
+
 def binary() -> Path:
     return bin_dir() / "alertmanager"
 
@@ -49,8 +77,14 @@ def require_binary() -> Path:
 
 @dataclass
 class Alertmanager:
+    """`web_config`: its --web.config.file (TLS, client certificates, basic auth), with the
+    `client` context and `authorization` header this harness then reads its API with."""
+
     work: Path
     port: int = 0
+    web_config: str | None = None
+    client: ssl.SSLContext | None = None
+    authorization: str | None = None
     process: subprocess.Popen[bytes] | None = None
     runs: int = 0
 
@@ -58,10 +92,20 @@ class Alertmanager:
         self.work.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         (self.work / "alertmanager.yml").write_text(CONFIG)
+        if self.web_config is not None:
+            (self.work / "web.yml").write_text(self.web_config)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.client is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def _open(self, request: urllib.request.Request | str) -> Any:
+        if isinstance(request, str):
+            request = urllib.request.Request(request)
+        if self.authorization is not None:
+            request.add_header("Authorization", self.authorization)
+        return urllib.request.urlopen(request, timeout=5, context=self.client)
 
     def start(self) -> None:
         self.runs += 1
@@ -73,6 +117,7 @@ class Alertmanager:
                 f"--storage.path={self.work / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--cluster.listen-address=",
+                *([f"--web.config.file={self.work / 'web.yml'}"] if self.web_config else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -87,7 +132,7 @@ class Alertmanager:
 
     def ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
+            with self._open(f"{self.url}/-/ready") as r:
                 return bool(r.status == 200)
         except OSError:
             return False
@@ -99,7 +144,7 @@ class Alertmanager:
         self.process = None
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as r:
+        with self._open(f"{self.url}{path}") as r:
             return orjson.loads(r.read())
 
     def post(self, path: str, body: Any) -> Any:
@@ -109,7 +154,7 @@ class Alertmanager:
             method="POST",
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=5) as r:
+        with self._open(request) as r:
             return orjson.loads(r.read())
 
     def alerts(self, **filters: str) -> list[dict[str, Any]]:

@@ -10,17 +10,21 @@ Every wait polls for a condition with a deadline.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
+import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from alertmanager_process import Alertmanager, require_binary
+import trustme
+from alertmanager_process import Alertmanager, bypass_event, event_list, require_binary
 from controlplane import ControlPlane, free_port, missing_binaries
 from kubefence_process import CONFIGURATION, WEBHOOK_NAME, webhook_configuration
 from kubernetes import client, config
@@ -28,6 +32,8 @@ from kubernetes.client.exceptions import ApiException
 from test_monitor import Monitor, audit_webhook_kubeconfig, eventually, sender_pki
 from test_trail import await_configuration, eventually_created
 from test_webhook import new_namespace
+
+from webhook import certs
 
 RESEND = 2.0  # seconds: --alertmanager-resend, short so a restart is over soon
 CLUSTER = "e2e-cluster"
@@ -251,3 +257,113 @@ def _dropped(m: Monitor, reason: str) -> float:
         for line in text.splitlines()
         if line.startswith(name) and f'reason="{reason}"' in line
     )
+
+
+# A bcrypt hash (cost 10) of PASSWORD, for Alertmanager's basic_auth_users: a test credential.
+PASSWORD = "kubefence-e2e-password"
+PASSWORD_HASH = "$2a$10$MBGzSunzhVaI7tapqt9r9uFsSNgpmmOi53vigkEnINpH43cNL0TQC"
+
+
+def test_over_tls_with_a_client_certificate_and_basic_auth(tmp_path: Path) -> None:
+    """An Alertmanager that wants TLS, a client certificate its CA signed and basic auth (its
+    --web.config.file): the monitor's alert arrives; with a wrong password it is refused, counted
+    and logged once, the password in no line."""
+    require_binary()
+    ca = trustme.CA()
+    files = {name: tmp_path / name for name in ("ca", "srv.crt", "srv.key", "c.crt", "c.key")}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    serving = ca.issue_cert("127.0.0.1")
+    serving.cert_chain_pems[0].write_to_path(str(files["srv.crt"]))
+    serving.private_key_pem.write_to_path(str(files["srv.key"]))
+    monitor_pair = ca.issue_cert("kubefence-monitor")
+    monitor_pair.cert_chain_pems[0].write_to_path(str(files["c.crt"]))
+    monitor_pair.private_key_pem.write_to_path(str(files["c.key"]))
+    context = ssl.create_default_context(cafile=str(files["ca"]))
+    context.load_cert_chain(files["c.crt"], files["c.key"])
+    basic = "Basic " + base64.b64encode(f"monitor:{PASSWORD}".encode()).decode()
+    am = Alertmanager(
+        tmp_path / "am",
+        web_config=(
+            "tls_server_config:\n"
+            f"  cert_file: {files['srv.crt']}\n  key_file: {files['srv.key']}\n"
+            f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {files['ca']}\n"
+            f"basic_auth_users:\n  monitor: {PASSWORD_HASH}\n"
+        ),
+        client=context,
+        authorization=basic,
+    )
+    am.start()
+    try:
+        for password, namespace in ((PASSWORD, "tls-ok"), ("wrong-password", "tls-wrong")):
+            work = tmp_path / namespace
+            work.mkdir()
+            (work / "password").write_text(password + "\n")
+            monitor = _plain_monitor(
+                work,
+                [
+                    "--alertmanager", am.url, "--alertmanager-ca", str(files["ca"]),
+                    "--alertmanager-cert", str(files["c.crt"]),
+                    "--alertmanager-key", str(files["c.key"]),
+                    "--alertmanager-username", "monitor",
+                    "--alertmanager-password-file", str(work / "password"),
+                ],
+            )  # fmt: skip
+            try:
+                monitor.feed(event_list([bypass_event(1, namespace, "mallory")]))
+                if password == PASSWORD:
+                    alert = eventually(
+                        "the alert over TLS",
+                        lambda ns=namespace: [
+                            a for a in am.alerts() if a["labels"].get("namespace") == ns
+                        ],
+                    )[0]
+                    assert alert["labels"]["user"] == "mallory"
+                else:
+                    eventually(
+                        "the post refused and counted",
+                        lambda m=monitor.monitor: _dropped(m, "refused") == 1,
+                    )
+                    assert not [a for a in am.alerts() if a["labels"].get("namespace") == namespace]
+                    refused = monitor.monitor.alerts("alertmanager.refused")
+                    assert len(refused) == 1
+                    assert "401" in refused[0]["reason"]
+                    logs = b"".join(p.read_bytes() for p in work.glob("*.log"))
+                    assert b"wrong-password" not in logs
+            finally:
+                monitor.monitor.stop()
+    finally:
+        am.stop()
+
+
+@dataclass
+class PlainMonitor:
+    """A monitor fed by this test instead of an API server: TLS, no client authentication."""
+
+    monitor: Monitor
+    context: ssl.SSLContext
+
+    def feed(self, body: bytes) -> None:
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{self.monitor.port}/audit", data=body, method="POST"
+        )
+        with urllib.request.urlopen(request, context=self.context, timeout=10) as r:
+            assert r.status == 200
+
+
+def _plain_monitor(work: Path, extra: list[str]) -> PlainMonitor:
+    ca_cert, ca_key = certs.generate_ca()
+    cert, key = certs.issue_serving_cert(ca_cert, ca_key, ["localhost"], ["127.0.0.1"])
+    paths = certs.write_bundle(work / "certs", ca_cert, ca_key, cert, key)
+    port, probe_port = free_port(), free_port()
+    monitor = Monitor(
+        work,
+        port,
+        probe_port,
+        [
+            "--cert", str(paths.cert), "--key", str(paths.key), "--insecure-allow-unauthenticated",
+            "--host", "127.0.0.1", "--port", str(port), "--probe-port", str(probe_port),
+            "--webhook-name", WEBHOOK_NAME, *extra,
+        ],
+    )  # fmt: skip
+    monitor.start()
+    return PlainMonitor(monitor, ssl.create_default_context(cafile=str(paths.ca_cert)))
