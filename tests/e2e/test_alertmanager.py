@@ -311,19 +311,14 @@ def test_over_tls_with_a_client_certificate_and_basic_auth(tmp_path: Path) -> No
             try:
                 monitor.feed(event_list([bypass_event(1, namespace, "mallory")]))
                 if password == PASSWORD:
-                    alert = eventually(
-                        "the alert over TLS",
-                        lambda ns=namespace: [
-                            a for a in am.alerts() if a["labels"].get("namespace") == ns
-                        ],
-                    )[0]
+                    alert = eventually("the alert over TLS", lambda ns=namespace: _alert_in(am, ns))
                     assert alert["labels"]["user"] == "mallory"
                 else:
                     eventually(
                         "the post refused and counted",
                         lambda m=monitor.monitor: _dropped(m, "refused") == 1,
                     )
-                    assert not [a for a in am.alerts() if a["labels"].get("namespace") == namespace]
+                    assert _alert_in(am, namespace) is None
                     refused = monitor.monitor.alerts("alertmanager.refused")
                     assert len(refused) == 1
                     assert "401" in refused[0]["reason"]
@@ -333,6 +328,11 @@ def test_over_tls_with_a_client_certificate_and_basic_auth(tmp_path: Path) -> No
                 monitor.monitor.stop()
     finally:
         am.stop()
+
+
+def _alert_in(am: Alertmanager, namespace: str) -> dict[str, Any] | None:
+    found = [a for a in am.alerts() if a["labels"].get("namespace") == namespace]
+    return found[0] if found else None
 
 
 @dataclass
