@@ -325,3 +325,31 @@ async def test_a_silent_feed_ends_in_alertmanager_once_the_canary_comes_back(
     assert ended["labels"] == firing["labels"]
     assert ended["startsAt"] == firing["startsAt"]
     assert ended["endsAt"] == format_time(now[0])
+
+
+async def test_a_rotated_token_is_used_and_a_bad_one_keeps_the_last_good(
+    aiohttp_server: Any, tmp_path: Path, running: Callable[[AlertSender], None]
+) -> None:
+    stand = Stand()
+    server = await aiohttp_server(stand.app())
+    token = tmp_path / "token"
+    token.write_text("first")
+    sender = AlertSender(
+        AlertmanagerOptions(
+            urls=(f"http://127.0.0.1:{server.port}/am",), token_file=token, policy=FAST
+        ),
+        registry=CollectorRegistry(),
+        log=structlog.get_logger(),
+    )
+    running(sender)
+    with structlog.testing.capture_logs() as logs:
+        for n, text in enumerate((b"second", b"\xffthird\n", b"")):
+            replacement = tmp_path / f"token-{n}"
+            replacement.write_bytes(text)
+            replacement.replace(token)  # a new file, as a Secret's symlink swap makes
+            sender.alert(bypass(user=f"u{n}"))
+            await until(f"post {n}", lambda n=n: len(stand.posts) == n + 1)
+    assert [headers["Authorization"] for headers, _ in stand.posts] == ["Bearer second"] * 3
+    rejected = [e["reason"] for e in logs if e["event"] == "alertmanager.secret_rejected"]
+    assert rejected == ["not UTF-8 text", "empty"]
+    assert "third" not in orjson.dumps(logs).decode()

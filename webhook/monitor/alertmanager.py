@@ -127,7 +127,14 @@ class _Secret:
             self._signature = signature
             try:
                 self._value = read_secret(self.path)
-            except (OSError, UnicodeDecodeError, ValueError) as exc:
+            except UnicodeDecodeError:  # its message would quote a byte of the secret
+                self.log.error(
+                    "alertmanager.secret_rejected",
+                    what=self.what,
+                    file=str(self.path),
+                    reason="not UTF-8 text",
+                )
+            except (OSError, ValueError) as exc:
                 reason = getattr(exc, "strerror", None) or str(exc)
                 self.log.error(
                     "alertmanager.secret_rejected",
