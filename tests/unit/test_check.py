@@ -312,28 +312,48 @@ def test_a_hostnetwork_deployment_is_denied_in_a_fenced_namespace(
     assert found["request"] == "Deployment CREATE by whoever applies it"
 
 
-def test_a_neutralising_policy_is_found_and_so_are_the_workloads_it_unfences(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def shop_with_an_opener(tmp_path: Path) -> Path:
     opener = netpol("open", "shop", types=["Ingress"], ingress=[{}])
-    path = manifests(
+    return manifests(
         tmp_path / "shop.yaml",
         namespace("shop"),
         deny_all(namespace="shop"),
         workload("Deployment", "web", "shop"),
         opener,
     )
-    found = {(f["kind"], f["name"], f["rule"]): f for f in findings_of(capsys, path)}
+
+
+def test_a_neutralising_policy_is_denied_and_the_workloads_keep_their_fence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Judged as if created last, on the manifests' cluster without it: denied, so it is never
+    created, and the Deployment is judged on the fence it leaves in place."""
+    found = findings_of(capsys, shop_with_an_opener(tmp_path))
+    assert [(f["kind"], f["name"], f["rule"], f["denies"]) for f in found] == [
+        ("NetworkPolicy", "open", "allow-all", True)
+    ]
+    assert 'NetworkPolicy "open" would neutralise' in found[0]["message"]
+
+
+def test_a_neutralising_policy_the_webhook_admits_unfences_the_workloads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "kubefence.yaml"
+    config.write_text("defaultDeny: {allowAll: warn}\n", encoding="utf-8")
+    path = shop_with_an_opener(tmp_path)
+    found = {
+        (f["kind"], f["name"], f["rule"]): f
+        for f in findings_of(capsys, "--config", config, "--as-configured", path)
+    }
     assert set(found) == {
         ("NetworkPolicy", "open", "allow-all"),
         ("Deployment", "web", "default-deny"),
         ("Namespace", "shop", "default-deny"),  # not fenced for Ingress once `open` is applied
     }
-    assert (
-        'NetworkPolicy "open" would neutralise'
-        in found["NetworkPolicy", "open", "allow-all"]["message"]
-    )
-    assert "neutralised by NetworkPolicy open" in found["Deployment", "web", "default-deny"]["fix"]
+    assert not found["NetworkPolicy", "open", "allow-all"]["denies"]
+    unfenced = found["Deployment", "web", "default-deny"]
+    assert unfenced["denies"]
+    assert "neutralised by NetworkPolicy open" in unfenced["fix"]
 
 
 def test_audit_scope_judges_the_pods_the_controllers_create(
@@ -456,11 +476,8 @@ def test_check_is_pure_over_parsed_objects() -> None:
 # (file, line, object, rule, denies) of tests/fixtures/check-repo, as its README describes it.
 FIXTURE_FINDINGS = {
     ("apps/sandbox/jobs.yaml", 1, "CronJob sandbox/report", "default-deny", True),
-    ("apps/shop/agent.yaml", 1, "DaemonSet shop/node-agent", "default-deny", True),
     ("apps/shop/agent.yaml", 1, "DaemonSet shop/node-agent", "host-network", True),
-    ("apps/shop/web.yaml", 1, "Deployment shop/web", "default-deny", True),
     ("infra/open.json", 5, "NetworkPolicy shop/allow-everything", "allow-all", True),
-    ("namespaces/namespaces.yaml", 2, "Namespace shop", "default-deny", False),
     ("namespaces/namespaces.yaml", 7, "Namespace sandbox", "default-deny", False),
 }
 
@@ -485,7 +502,8 @@ def test_the_fixture_repository_has_its_findings_in_several_files(
     code, out, _ = run_check(capsys, ".")
     assert code == 1
     assert "note: not judged (kinds kubefence has no rule for): ConfigMap (1), Service (1)" in out
-    assert out.endswith("7 objects judged in 6 files: 5 would be denied, 2 warnings\n")
+    assert out.endswith("7 objects judged in 6 files: 3 would be denied, 1 warning\n")
+    assert "apps/shop/web.yaml" not in out  # fenced: shop's default-deny keeps it
 
 
 def sarif_of(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
@@ -561,7 +579,7 @@ def test_junit_has_one_testcase_per_object_and_a_failure_per_denied_finding(
         for file, line, obj, rule, denies in FIXTURE_FINDINGS
         if denies
     )
-    assert suite.get("failures") == "4"  # objects with a denied finding
+    assert suite.get("failures") == "3"  # objects with a denied finding
     namespace_case = next(c for c in cases if c.get("name") == "Namespace sandbox (line 7)")
     assert namespace_case.find("failure") is None
     out_text = namespace_case.findtext("system-out") or ""

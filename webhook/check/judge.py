@@ -17,10 +17,12 @@ has them (`spec.template.spec.hostNetwork`), the Pod's would repeat it as `spec.
 The cluster they are decided on is the one the manifests describe (`cluster_of`): their
 Namespaces (labels) and NetworkPolicies, over a base view (`--state DIR` or a live cluster) in
 which a manifest replaces the object of the same kind, namespace and name, as `kubectl apply`
-would. A NetworkPolicy's CREATE is decided on that cluster without itself (the cluster before it
-is created), so a policy that neutralises a fence the manifests also make is found; the
-workloads of its namespace are found too, unfenced, with the remedy that names it. A Namespace's
-CREATE warns that workloads need a fence only when the manifests (or the base) give it none.
+would. A NetworkPolicy's CREATE is decided on that cluster without itself, as if created last,
+whatever the order of the files, so a policy that neutralises a fence the manifests also make is
+found. A policy the webhook would deny is never created: the other objects are decided on the
+cluster without it (a policy it only warns about joins it, and a workload it unfences is found
+with the remedy that names it). A Namespace's CREATE warns that workloads need a fence only when
+that cluster gives it none.
 
 The modes are judged as enforce would judge them (`as_enforced`): every knob the configuration
 sets to warn or audit whose default is enforce (what the chart's `mode: warn` and `mode: audit`
@@ -239,72 +241,92 @@ def check(
     notes: Sequence[str] = (),
     files: int = 0,
 ) -> CheckReport:
-    """Judge every object of the manifests (placed already, see `placed`)."""
+    """Judge every object of the manifests (placed already, see `placed`): the NetworkPolicies
+    first, each on the cluster without itself; the rest on the cluster without the policies
+    the webhook would deny, which never get created."""
     cluster = cluster_of(objects, base, settings.limits)
-    view = StaticView(cluster)
-    judged: list[Judged] = []
+    judged: dict[int, Judged] = {}
     ignored: dict[str, int] = {}
-    for located in objects:
-        obj = located.object
-        kind = str(obj.get("kind"))
+    denied: set[tuple[str, str]] = set()
+    for index, located in enumerate(objects):
+        kind = str(located.object.get("kind"))
         if kind not in JUDGED_KINDS:
             ignored[kind] = ignored.get(kind, 0) + 1
-            continue
-        meta = obj.get("metadata")
-        meta = meta if isinstance(meta, Mapping) else {}
-        name = str(meta.get("name") or meta.get("generateName") or "")
-        namespace = "" if kind in _CLUSTER_SCOPED else str(meta.get("namespace") or "")
-        on = view
-        if kind == "NetworkPolicy":
-            on = _without(cluster, namespace, name, settings.limits)
-        findings: list[Finding] = []
-        failed_rules: set[str] = set()
-        exempt = ""
-        for index, (label, request) in enumerate(requests_for(obj)):
-            decision = decide(request, on, settings)
-            if index == 0:
-                exempt = decision.exempt
-            fresh = [r for r in decision.failed if r.rule not in failed_rules]
-            findings += [
-                _finding(
-                    r, label, request=request, decision=decision, cluster=cluster, settings=settings
-                )
-                for r in fresh
-                if not _needless_namespace_warning(r, request, cluster, settings)
-            ]
-            failed_rules |= {r.rule for r in fresh}
-        judged.append(
-            Judged(
-                located.file,
-                located.line,
-                kind,
-                namespace,
-                name,
-                located.template,
-                tuple(findings),
-                exempt,
+        elif kind == "NetworkPolicy":
+            namespace, name = _identity(located)
+            before = _without(cluster, {(namespace, name)}, settings.limits)
+            judged[index] = _judged(located, before, settings)
+            if any(f.denies for f in judged[index].findings):
+                denied.add((namespace, name))
+    admitted = _without(cluster, denied, settings.limits)
+    for index, located in enumerate(objects):
+        kind = str(located.object.get("kind"))
+        if kind in JUDGED_KINDS and kind != "NetworkPolicy":
+            judged[index] = _judged(located, admitted, settings)
+    in_order = tuple(judged[i] for i in sorted(judged))
+    return CheckReport(in_order, ignored, tuple(notes), files)
+
+
+def _identity(located: Located) -> tuple[str, str]:
+    """(namespace, name) of an object; the namespace is "" for a Namespace."""
+    obj = located.object
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    name = str(meta.get("name") or meta.get("generateName") or "")
+    if obj.get("kind") in _CLUSTER_SCOPED:
+        return "", name
+    return str(meta.get("namespace") or ""), name
+
+
+def _judged(located: Located, cluster: Mapping[str, NamespaceFacts], settings: Settings) -> Judged:
+    """One object's findings: the failed results of each request it leads to, a rule once."""
+    obj = located.object
+    namespace, name = _identity(located)
+    view = StaticView(cluster)
+    findings: list[Finding] = []
+    failed_rules: set[str] = set()
+    exempt = ""
+    for index, (label, request) in enumerate(requests_for(obj)):
+        decision = decide(request, view, settings)
+        if index == 0:
+            exempt = decision.exempt
+        fresh = [r for r in decision.failed if r.rule not in failed_rules]
+        findings += [
+            _finding(
+                r, label, request=request, decision=decision, cluster=cluster, settings=settings
             )
-        )
-    return CheckReport(tuple(judged), ignored, tuple(notes), files)
+            for r in fresh
+            if not _needless_namespace_warning(r, request, cluster, settings)
+        ]
+        failed_rules |= {r.rule for r in fresh}
+    kind = str(obj.get("kind"))
+    return Judged(
+        located.file, located.line, kind, namespace, name, located.template, tuple(findings), exempt
+    )
 
 
 def _without(
-    cluster: Mapping[str, NamespaceFacts], namespace: str, name: str, limits: Limits
-) -> StaticView:
-    """The cluster before NetworkPolicy `namespace/name` is created."""
-    facts = cluster.get(namespace)
-    if facts is None or not any(p.name == name for p in facts.policies):
-        return StaticView(cluster)
-    rest = tuple(p for p in facts.policies if p.name != name)
-    before = _facts(
-        namespace,
-        rest,
-        labels=facts.labels,
-        terminating=facts.terminating,
-        running=facts.running_pods,
-        limits=limits,
-    )
-    return StaticView({**cluster, namespace: before})
+    cluster: Mapping[str, NamespaceFacts], policies: set[tuple[str, str]], limits: Limits
+) -> Mapping[str, NamespaceFacts]:
+    """The cluster without the NetworkPolicies `policies` ((namespace, name) pairs)."""
+    changed = dict(cluster)
+    for namespace in {ns for ns, _ in policies}:
+        facts = cluster.get(namespace)
+        if facts is None:
+            continue
+        names = {name for ns, name in policies if ns == namespace}
+        rest = tuple(p for p in facts.policies if p.name not in names)
+        if len(rest) == len(facts.policies):
+            continue
+        changed[namespace] = _facts(
+            namespace,
+            rest,
+            labels=facts.labels,
+            terminating=facts.terminating,
+            running=facts.running_pods,
+            limits=limits,
+        )
+    return changed
 
 
 def _needless_namespace_warning(
