@@ -120,6 +120,21 @@ def test_list_items_are_objects_at_their_own_lines_in_yaml_and_json() -> None:
     ]
 
 
+def test_json_is_read_as_json_with_tabs_and_all() -> None:
+    """YAML 1.1 reads `1e3` as a string and refuses tabs as indentation; JSON allows both."""
+    text = '{\n\t"kind": "List",\n\t"items": [\n\t\t{"kind": "Pod", "spec": {"n": 1e3}}\n\t]\n}\n'
+    (pod,) = parse(text, "pods.json").objects
+    assert (pod.line, pod.object["spec"]["n"]) == (4, 1000.0)
+
+
+def test_json_the_yaml_parser_cannot_mark_is_still_read_at_line_1() -> None:
+    key = "a" * 1100  # YAML's implicit keys stop at 1024 characters; JSON's do not
+    text = json.dumps({"kind": "Pod", "metadata": {"annotations": {key: "1"}}})
+    (pod,) = parse(text, "long.json").objects
+    assert pod.line == 1
+    assert pod.object["metadata"]["annotations"] == {key: "1"}
+
+
 def test_helm_template_s_source_comment_says_where_a_rendered_object_came_from() -> None:
     text = (
         "---\n# Source: shop/templates/ns.yaml\napiVersion: v1\nkind: Namespace\n"

@@ -14,6 +14,7 @@ parser cannot read is a ManifestError naming the file and line. Pure: text in, o
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,7 +44,35 @@ class Parsed:
 
 
 def parse(text: str, file: str) -> Parsed:
-    """Every object in `text` (the contents of `file`, or "-" for stdin), in order."""
+    """Every object in `text` (the contents of `file`, or "-" for stdin), in order.
+
+    A JSON document is read by the JSON parser (YAML 1.1 reads some JSON differently: `1e3` is a
+    string to it) and its lines are taken from the YAML parser's marks of the same text, with
+    tabs read as the spaces they are in JSON: a literal tab can only stand between tokens there.
+    """
+    as_json = _json_document(text)
+    if as_json is None:
+        return _parse_yaml(text, file)
+    try:
+        return _parse_yaml(text.replace("\t", " "), file, list(as_json))
+    except ManifestError:  # JSON the YAML parser cannot mark: every object at line 1
+        objects, notes = _objects_of(as_json[0], file, 1, item_lines=[], template="")
+        return Parsed(tuple(objects), tuple(notes))
+
+
+def _json_document(text: str) -> list[Any] | None:
+    """`text` as the one JSON value it is (in a list), or None when it is not JSON."""
+    if not text.lstrip().startswith(("{", "[")):
+        return None
+    try:
+        return [json.loads(text)]
+    except ValueError:
+        return None
+
+
+def _parse_yaml(text: str, file: str, values: list[Any] | None = None) -> Parsed:
+    """The objects of `text`; with `values`, the documents' values are those (JSON's), and the
+    YAML parser only marks where each starts."""
     lines = text.splitlines()
     objects: list[Located] = []
     notes: list[str] = []
@@ -55,27 +84,17 @@ def parse(text: str, file: str) -> Parsed:
             if node is None:
                 continue
             doc = loader.construct_document(node)
+            if values is not None:
+                doc = values.pop(0) if values else None
             line = node.start_mark.line + 1
             template = _helm_source(lines, previous_end, line)
             previous_end = node.end_mark.line
-            if doc is None:
-                continue
-            if not isinstance(doc, Mapping) or not isinstance(doc.get("kind"), str):
-                notes.append(f"{file}:{line}: not a Kubernetes object (no kind): skipped")
-                continue
-            items = doc.get("items")
-            if doc["kind"].endswith("List") and "items" in doc:
-                if not isinstance(items, list):
-                    raise ManifestError(f"{file}:{line}: {doc['kind']}: items must be a list")
-                item_nodes = _items_nodes(node)
-                for index, item in enumerate(items):
-                    at = item_nodes[index].start_mark.line + 1 if index < len(item_nodes) else line
-                    if not isinstance(item, Mapping) or not isinstance(item.get("kind"), str):
-                        notes.append(f"{file}:{at}: items[{index}] has no kind: skipped")
-                        continue
-                    objects.append(Located(file, at, item, template))
-                continue
-            objects.append(Located(file, line, doc, template))
+            if doc is not None:
+                found, skipped = _objects_of(
+                    doc, file, line, item_lines=_items_lines(node), template=template
+                )
+                objects += found
+                notes += skipped
     except yaml.YAMLError as exc:
         raise ManifestError(f"{file}:{_line_of(exc)}: invalid YAML: {_problem(exc)}") from None
     finally:
@@ -83,13 +102,39 @@ def parse(text: str, file: str) -> Parsed:
     return Parsed(tuple(objects), tuple(notes))
 
 
-def _items_nodes(node: yaml.Node) -> list[yaml.Node]:
-    """The nodes of a List's `items`, in order: where each item starts."""
+def _objects_of(
+    doc: object, file: str, line: int, *, item_lines: list[int], template: str
+) -> tuple[list[Located], list[str]]:
+    """One document's objects (a List's items one by one) and notes of what is no object."""
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("kind"), str):
+        return [], [f"{file}:{line}: not a Kubernetes object (no kind): skipped"]
+    if not (doc["kind"].endswith("List") and "items" in doc):
+        return [Located(file, line, doc, template)], []
+    objects: list[Located] = []
+    notes: list[str] = []
+    items = doc.get("items")
+    if not isinstance(items, list):
+        raise ManifestError(f"{file}:{line}: {doc['kind']}: items must be a list")
+    for index, item in enumerate(items):
+        at = item_lines[index] if index < len(item_lines) else line
+        if not isinstance(item, Mapping) or not isinstance(item.get("kind"), str):
+            notes.append(f"{file}:{at}: items[{index}] has no kind: skipped")
+            continue
+        objects.append(Located(file, at, item, template))
+    return objects, notes
+
+
+def _items_lines(node: yaml.Node) -> list[int]:
+    """The first line of each item of a List's `items`, in order."""
     if not isinstance(node, yaml.MappingNode):
         return []
     for key, value in node.value:
-        if isinstance(key, yaml.ScalarNode) and key.value == "items":
-            return list(value.value) if isinstance(value, yaml.SequenceNode) else []
+        if (
+            isinstance(key, yaml.ScalarNode)
+            and key.value == "items"
+            and isinstance(value, yaml.SequenceNode)
+        ):
+            return [item.start_mark.line + 1 for item in value.value]
     return []
 
 
