@@ -258,6 +258,36 @@ def test_a_policy_the_api_server_would_refuse_is_bad_input_at_its_line(
     assert err.startswith(f"kubefence check: {path}:{at}: NetworkPolicy: spec.policyTypes: ")
 
 
+REFUSED_FIXTURES = sorted(
+    (Path(__file__).resolve().parents[1] / "fixtures" / "manifests" / "refused").glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("path", REFUSED_FIXTURES, ids=lambda p: p.stem)
+def test_what_the_api_server_refuses_to_create_is_bad_input(
+    path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The fixtures the real API server refuses (tests/e2e/test_manifest_refusals.py)."""
+    code, out, err = run_check(capsys, path)
+    (obj,) = parse(path.read_text(encoding="utf-8"), str(path)).objects
+    assert (code, out) == (2, "")
+    assert err.startswith(f"kubefence check: {path}:{obj.line}: {obj.object['kind']}: ")
+
+
+def test_a_chart_folder_itself_is_skipped_with_the_command_that_checks_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests(tmp_path / "Chart.yaml", {"apiVersion": "v2", "name": "shop"})
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "x.yaml").write_text("{{ .Values.x }}: [\n", encoding="utf-8")
+    code, out, _ = run_check(capsys, tmp_path)
+    assert code == 0
+    assert out.startswith(
+        f"note: {tmp_path}: a Helm chart: skipped; check it as `helm template {tmp_path} | "
+        "kubefence check -`\n"
+    )
+
+
 def test_kinds_without_a_rule_are_noted_not_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

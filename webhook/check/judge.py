@@ -39,6 +39,7 @@ from typing import Any
 
 from webhook.admission import AdmissionRequest, GroupVersionKind, GroupVersionResource
 from webhook.check.manifests import Located
+from webhook.cluster.manifest_check import KINDS as REFUSED_KINDS
 from webhook.cluster.manifest_check import refusal
 from webhook.cluster.view import NamespaceFacts, StaticView, namespace_facts
 from webhook.decide import Decision, decide
@@ -187,11 +188,11 @@ def cluster_of(
     for located in objects:
         obj = located.object
         kind = obj.get("kind")
-        if kind not in ("Namespace", "NetworkPolicy"):
-            continue
-        refused = refusal(obj)
+        refused = refusal(obj) if kind in REFUSED_KINDS else None
         if refused is not None:
             raise ManifestError(f"{located.file}:{located.line}: {kind}: {refused}")
+        if kind not in ("Namespace", "NetworkPolicy"):
+            continue
         meta = obj.get("metadata") or {}
         if kind == "Namespace":
             name = str(meta["name"])

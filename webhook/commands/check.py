@@ -128,18 +128,18 @@ def _read(path: str, notes: list[str]) -> list[tuple[str, str]]:
 
 
 def _manifest_files(root: Path, notes: list[str]) -> list[Path]:
-    """The manifest files below `root`, sorted; hidden folders and Helm charts left out."""
+    """The manifest files below `root`, sorted; hidden folders and Helm charts left out (a
+    chart's templates are not YAML until rendered)."""
+    if (root / "Chart.yaml").is_file():
+        notes.append(
+            f"{root}: a Helm chart: skipped; check it as `helm template {root} | kubefence check -`"
+        )
+        return []
     found: list[Path] = []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            if (entry / "Chart.yaml").is_file():
-                notes.append(
-                    f"{entry}: a Helm chart: skipped; check it as `helm template {entry} | "
-                    "kubefence check -`"
-                )
-                continue
             found += _manifest_files(entry, notes)
         elif entry.suffix in _SUFFIXES and entry.is_file():
             found.append(entry)
