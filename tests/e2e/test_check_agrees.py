@@ -91,3 +91,51 @@ def test_check_denies_exactly_what_the_api_server_refuses(
         assert DENIED_BY_KUBEFENCE.search(created.stderr), created.stderr  # no other refusal
         refused.add(label(obj))
     assert refused == would_deny
+
+
+def test_with_kubeconfig_the_manifests_are_applied_to_the_live_cluster(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """The fence lives in the cluster, the Deployment in the manifests: fenced with
+    --kubeconfig, unfenced without it."""
+    namespace = f"live-{time.time_ns() % 10**8}"
+    fence = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "default-deny", "namespace": namespace},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+    }
+    for obj in ({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, fence):
+        created = kubectl(control_plane.kubeconfig_path, "create", "-f", "-", stdin=json.dumps(obj))
+        assert created.returncode == 0, created.stderr
+    app = tmp_path / "app.yaml"
+    app.write_text(
+        json.dumps(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": namespace},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "web"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "web"}},
+                        "spec": {"containers": [{"name": "web", "image": "nginx"}]},
+                    },
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
+
+    def check(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "webhook", "check", *args, str(app)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    live = check("--kubeconfig", str(control_plane.kubeconfig_path))
+    assert (live.returncode, live.stderr) == (0, "")
+    assert live.stdout == "1 object judged in 1 file: no findings\n"
+    alone = check()
+    assert alone.returncode == 1
+    assert f'namespace "{namespace}" is not fenced for Ingress and Egress' in alone.stdout
