@@ -644,3 +644,27 @@ def test_a_clean_check_is_exit_0_in_every_format(
     suite = ET.fromstring(run_check(capsys, "-o", "junit", path)[1]).find("testsuite")
     assert suite is not None
     assert (suite.get("tests"), suite.get("failures")) == ("3", "0")
+
+
+def test_a_workload_without_a_name_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nameless = workload("Deployment")
+    del nameless["metadata"]["name"]
+    path = manifests(tmp_path / "x.yaml", nameless)
+    assert run_check(capsys, path)[::2] == (
+        2,
+        f"kubefence check: {path}:1: Deployment: metadata.name: is required\n",
+    )
+
+
+def test_the_text_prints_a_namespace_s_fix_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = manifests(
+        tmp_path / "apps.yaml", workload("Deployment", "one"), workload("Deployment", "two")
+    )
+    code, out, _ = run_check(capsys, path)
+    assert code == 1
+    assert out.count("kind: NetworkPolicy") == 1
+    assert "    fix: as for Deployment team/one above\n" in out

@@ -152,6 +152,10 @@ def placed(objects: Iterable[Located], namespace: str | None) -> list[Located]:
         meta = obj.get("metadata")
         if not isinstance(meta, Mapping):
             meta = {}
+        if obj.get("kind") in JUDGED_KINDS and not (meta.get("name") or meta.get("generateName")):
+            raise ManifestError(
+                f"{located.file}:{located.line}: {obj.get('kind')}: metadata.name: is required"
+            )
         if obj.get("kind") in _CLUSTER_SCOPED:
             out.append(located)
             continue

@@ -55,6 +55,7 @@ def _where(judged: Judged) -> str:
 
 def to_text(report: CheckReport) -> str:
     lines: list[str] = []
+    fixed: dict[str, str] = {}  # a fix printed already -> where: a namespace's is printed once
     for judged in report.judged:
         for finding in judged.findings:
             level = "denied" if finding.denies else _LEVELS[finding.mode]
@@ -63,7 +64,10 @@ def to_text(report: CheckReport) -> str:
                 + _indented(finding.message, first="")
             )
             lines.append(f"    on: {finding.request}")
-            if finding.fix:
+            if finding.fix in fixed:
+                lines.append(f"    fix: as for {fixed[finding.fix]}")
+            elif finding.fix:
+                fixed[finding.fix] = f"{judged.label} above"
                 lines.append("    fix: " + _indented(finding.fix, first="", by="      "))
     for note in report.notes:
         lines.append(f"note: {note}")
