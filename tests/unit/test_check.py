@@ -274,17 +274,28 @@ def test_what_the_api_server_refuses_to_create_is_bad_input(
     assert err.startswith(f"kubefence check: {path}:{obj.line}: {obj.object['kind']}: ")
 
 
-def test_a_chart_folder_itself_is_skipped_with_the_command_that_checks_it(
+def test_a_chart_folder_itself_is_bad_input_naming_the_command_that_checks_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifests(tmp_path / "Chart.yaml", {"apiVersion": "v2", "name": "shop"})
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "x.yaml").write_text("{{ .Values.x }}: [\n", encoding="utf-8")
-    code, out, _ = run_check(capsys, tmp_path)
-    assert code == 0
-    assert out.startswith(
-        f"note: {tmp_path}: a Helm chart: skipped; check it as `helm template {tmp_path} | "
-        "kubefence check -`\n"
+    assert run_check(capsys, tmp_path)[::2] == (
+        2,
+        f"kubefence check: {tmp_path}: a Helm chart, not manifests: check it as "
+        f"`helm template {tmp_path} | kubefence check -`\n",
+    )
+
+
+def test_a_folder_without_manifests_is_bad_input_not_a_clean_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "README.md").write_text("no manifests here\n", encoding="utf-8")
+    (tmp_path / ".hidden").mkdir()
+    manifests(tmp_path / ".hidden" / "x.yaml", hostnet_deployment())
+    assert run_check(capsys, tmp_path)[::2] == (
+        2,
+        f"kubefence check: {tmp_path}: no *.yaml, *.yml or *.json file below it\n",
     )
 
 

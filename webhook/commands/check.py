@@ -121,7 +121,15 @@ def _read(path: str, notes: list[str]) -> list[tuple[str, str]]:
         return [("-", sys.stdin.read())]
     root = Path(path)
     if root.is_dir():
-        return [(str(p), _text(p)) for p in _manifest_files(root, notes)]
+        if (root / "Chart.yaml").is_file():
+            raise InputError(
+                f"{path}: a Helm chart, not manifests: check it as `helm template {path} | "
+                "kubefence check -`"
+            )
+        files = _manifest_files(root, notes)
+        if not files:  # a mistyped or empty folder must not pass as clean
+            raise InputError(f"{path}: no *.yaml, *.yml or *.json file below it")
+        return [(str(p), _text(p)) for p in files]
     if not root.exists():
         raise InputError(f"{path}: no such file or directory")
     return [(path, _text(root))]
