@@ -679,3 +679,34 @@ def test_the_text_prints_a_namespace_s_fix_once(
     assert code == 1
     assert out.count("kind: NetworkPolicy") == 1
     assert "    fix: as for Deployment team/one above\n" in out
+
+
+SA = "system:serviceaccount:kube-system"
+
+
+@pytest.mark.parametrize(
+    ("kind", "chain"),
+    [
+        ("Pod", []),
+        ("Deployment", [f"ReplicaSet CREATE by {SA}:deployment-controller",
+                        f"Pod CREATE by {SA}:replicaset-controller"]),
+        ("ReplicaSet", [f"Pod CREATE by {SA}:replicaset-controller"]),
+        ("StatefulSet", [f"Pod CREATE by {SA}:statefulset-controller"]),
+        ("DaemonSet", [f"Pod CREATE by {SA}:daemon-set-controller"]),
+        ("Job", [f"Pod CREATE by {SA}:job-controller"]),
+        ("ReplicationController", [f"Pod CREATE by {SA}:replication-controller"]),
+    ],
+)  # fmt: skip
+def test_each_workload_leads_to_the_creates_its_controllers_make(
+    kind: str, chain: list[str]
+) -> None:
+    from webhook.check.judge import requests_for
+
+    requests = requests_for(workload(kind, "app", "team"))
+    assert [label for label, _ in requests] == [f"{kind} CREATE by whoever applies it", *chain]
+    last = requests[-1][1]
+    assert (last.kind.kind, last.namespace, last.user.groups[-1]) == (
+        "Pod" if chain else kind,
+        "team",
+        "system:authenticated",
+    )
