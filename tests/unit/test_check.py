@@ -443,6 +443,32 @@ def test_audit_scope_judges_the_pods_the_controllers_create(
     assert findings_of(capsys, path) == []  # no audit policy configured: no audit-scope rule
 
 
+def test_audit_scope_findings_of_the_user_and_of_the_controller_are_both_listed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "audit-policy.yaml").write_text(
+        AUDIT_POLICY.replace(
+            "  - level: Metadata\n",
+            "  - level: None\n    resources: [{group: apps, resources: [deployments]}]\n"
+            "  - level: Metadata\n",
+        ),
+        encoding="utf-8",
+    )
+    config = tmp_path / "kubefence.yaml"
+    config.write_text("auditScope: {policyFile: audit-policy.yaml}\n", encoding="utf-8")
+    path = manifests(
+        tmp_path / "web.yaml",
+        namespace("team"),
+        deny_all(namespace="team"),
+        workload("Deployment", "web"),
+    )
+    found = findings_of(capsys, "--config", config, path)
+    assert [(f["rule"], f["request"]) for f in found] == [
+        ("audit-scope", "Deployment CREATE by whoever applies it"),
+        ("audit-scope", f"Pod CREATE by {SA}:replicaset-controller"),
+    ]
+
+
 def test_warn_mode_rules_are_judged_as_enforce_would_unless_as_configured(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,6 +13,7 @@ The requests of an object (`requests_for`):
 An object's findings are the failed results of its first request, then those of later requests
 whose rule the earlier ones did not fail: the user's CREATE names the fields as the manifest
 has them (`spec.template.spec.hostNetwork`), the Pod's would repeat it as `spec.hostNetwork`.
+An audit-scope finding is about its request's resource and writer: each different one counts.
 
 The cluster they are decided on is the one the manifests describe (`cluster_of`): their
 Namespaces (labels) and NetworkPolicies, over a base view (`--state DIR` or a live cluster) in
@@ -50,7 +51,7 @@ from webhook.labels import NAMESPACE_NAME_LABEL
 from webhook.netpol import Limits, PolicyFacts, analyse_policy
 from webhook.remedy import remedy
 from webhook.rules.default_deny import unfenced_directions
-from webhook.rules.result import DEFAULT_DENY, RuleResult
+from webhook.rules.result import AUDIT_SCOPE, DEFAULT_DENY, RuleResult
 from webhook.settings import DEFAULT_SETTINGS, Mode, Settings
 from webhook.workloads import WORKLOAD_TEMPLATES
 
@@ -289,13 +290,13 @@ def _judged(located: Located, cluster: Mapping[str, NamespaceFacts], settings: S
     namespace, name = _identity(located)
     view = StaticView(cluster)
     findings: list[Finding] = []
-    failed_rules: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     exempt = ""
     for index, (label, request) in enumerate(requests_for(obj)):
         decision = decide(request, view, settings)
         if index == 0:
             exempt = decision.exempt
-        fresh = [r for r in decision.failed if r.rule not in failed_rules]
+        fresh = [r for r in decision.failed if _once(r) not in seen]
         findings += [
             _finding(
                 r, label, request=request, decision=decision, cluster=cluster, settings=settings
@@ -303,11 +304,18 @@ def _judged(located: Located, cluster: Mapping[str, NamespaceFacts], settings: S
             for r in fresh
             if not _needless_namespace_warning(r, request, cluster, settings)
         ]
-        failed_rules |= {r.rule for r in fresh}
+        seen |= {_once(r) for r in fresh}
     kind = str(obj.get("kind"))
     return Judged(
         located.file, located.line, kind, namespace, name, located.template, tuple(findings), exempt
     )
+
+
+def _once(result: RuleResult) -> tuple[str, str]:
+    """What a finding repeats on a later request of the same object: its rule, whose text there
+    names the made object's own fields; an audit-scope finding is about the request's resource
+    and writer, so each different one counts."""
+    return (result.rule, result.message if result.rule == AUDIT_SCOPE else "")
 
 
 def _without(
