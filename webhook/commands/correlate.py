@@ -195,9 +195,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(problem)
     if args.config is None:  # says it all: the configuration's name is unknown too
         report = dataclasses.replace(report, notices=(NO_CONFIG_NOTICE,))
-    if args.out is not None or args.format != "text":
-        for notice in report.notices:
-            print(f"kubefence correlate: notice: {notice}", file=sys.stderr)
+    said_apart = args.out is not None or args.format != "text"
+    if said_apart:
         for warning in warnings(report):
             print(f"kubefence correlate: warning: {warning}", file=sys.stderr)
     if args.format == "json":
@@ -214,6 +213,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
+    if said_apart:  # once the report is written: bad input stays one line on stderr
+        for notice in report.notices:
+            print(f"kubefence correlate: notice: {notice}", file=sys.stderr)
     return 1 if report.summary.bypasses else 0
 
 
