@@ -24,7 +24,7 @@ from webhook.auditpolicy import load_policy
 from webhook.commands.running import add_probing_arguments, duration, positive_int
 from webhook.config import load_settings
 from webhook.correlate.correlation import Correlation
-from webhook.correlate.model import CorrelateOptions
+from webhook.correlate.model import CorrelateOptions, Report
 from webhook.correlate.records import SourceStats
 from webhook.correlate.registration_windows import records_configuration_writes
 from webhook.correlate.render_html import render_html
@@ -195,6 +195,13 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(problem)
     if args.config is None:  # says it all: the configuration's name is unknown too
         report = dataclasses.replace(report, notices=(NO_CONFIG_NOTICE,))
+    _write(args, report)
+    return 1 if report.summary.bypasses else 0
+
+
+def _write(args: argparse.Namespace, report: Report) -> None:
+    """The report in its format to --out or stdout; warnings and notices on stderr when the
+    report is not text on stdout (the notices once it is written: bad input stays one line)."""
     said_apart = args.out is not None or args.format != "text"
     if said_apart:
         for warning in warnings(report):
@@ -213,10 +220,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
-    if said_apart:  # once the report is written: bad input stays one line on stderr
+    if said_apart:
         for notice in report.notices:
             print(f"kubefence correlate: notice: {notice}", file=sys.stderr)
-    return 1 if report.summary.bypasses else 0
 
 
 def _follow(args: argparse.Namespace, settings: Settings) -> int:
