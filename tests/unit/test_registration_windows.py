@@ -385,3 +385,14 @@ def test_follow_starts_at_the_end_unless_from_start(tmp_path: Path) -> None:
 
     assert "old" not in followed()
     assert followed("--from-start")[0] == "old"
+
+
+def test_the_report_and_the_live_detector_agree_on_the_recorded_outage() -> None:
+    """The real outage log (its configuration created after the first namespaces, deleted before
+    the last Deployments): the same bypasses and causes, the same count before registration."""
+    events = (FIXTURES / "outage.audit.log").read_bytes().splitlines(keepends=True)
+    r = report(events)
+    alerts, before = live(events)
+    assert sorted((b.name, b.cause) for b in r.bypasses) == sorted(alerts)
+    assert {cause for _, cause in alerts} == {"fail-open", "unregistered"}
+    assert before == r.summary.before_registration == 4

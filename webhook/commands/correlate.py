@@ -26,7 +26,10 @@ from webhook.config import load_settings
 from webhook.correlate.correlation import Correlation
 from webhook.correlate.model import CorrelateOptions, Report
 from webhook.correlate.records import SourceStats
-from webhook.correlate.registration_windows import records_configuration_writes
+from webhook.correlate.registration_windows import (
+    records_configuration_writes,
+    registration_notice,
+)
 from webhook.correlate.render_html import render_html
 from webhook.correlate.render_json import render_json
 from webhook.correlate.render_text import render_text
@@ -242,8 +245,15 @@ def _follow(args: argparse.Namespace, settings: Settings) -> int:
         probe_threshold=args.probe_threshold,
         probe_window=args.probe_window,
     )
-    if args.config is None:
-        print(f"kubefence correlate: notice: {NO_CONFIG_NOTICE}", file=sys.stderr)
+    notice = (
+        NO_CONFIG_NOTICE
+        if args.config is None
+        else registration_notice(
+            options.webhook_configuration, options.configuration_recorded, resource_seen=True
+        )
+    )
+    if notice:
+        print(f"kubefence correlate: notice: {notice}", file=sys.stderr)
     decisionlog.configure()
     log = decisionlog.get_logger()
     lines = follow_lines(args.follow, from_start=args.from_start)
