@@ -29,7 +29,11 @@ from webhook.correlate.registration_windows import (
     Standing,
     records_configuration_writes,
 )
+from webhook.correlate.render_html import render_html
+from webhook.correlate.render_json import render_json
+from webhook.correlate.render_text import render_text
 from webhook.monitor.feed import Feed
+from webhook.monitor.metrics import MonitorMetrics
 
 CONFIGURATION = "kubefence"
 REGISTERED = replace(OPTIONS, webhook_configuration=CONFIGURATION)
@@ -396,3 +400,30 @@ def test_the_report_and_the_live_detector_agree_on_the_recorded_outage() -> None
     assert sorted((b.name, b.cause) for b in r.bypasses) == sorted(alerts)
     assert {cause for _, cause in alerts} == {"fail-open", "unregistered"}
     assert before == r.summary.before_registration == 4
+
+
+def test_every_rendering_and_the_metrics_name_the_unregistered_cause() -> None:
+    events = [
+        vwc("create", T0),
+        namespace_create("early", T0 - 5),
+        decided(T0 + 1),
+        vwc("delete", T0 + 10, code=200),
+        namespace_create("while-deleted", T0 + 12),
+        vwc("create", T0 + 14),
+    ]
+    r = report(sorted(events, key=lambda e: orjson.loads(e)["stageTimestamp"]))
+    text = render_text(r)
+    assert "BYPASSES: 1 (0 fail-open, 0 dodged, 1 unregistered)" in text
+    assert "1 request before kubefence was registered (kubefence first created" in text
+    data = orjson.loads(render_json(r))
+    assert data["summary"]["unregisteredBypasses"] == 1
+    assert data["summary"]["beforeRegistration"] == 1
+    assert [b["cause"] for b in data["bypasses"]] == ["unregistered"]
+    assert sum(b["unregistered"] for b in data["timeline"]) == 1
+    page = render_html(r)
+    assert '<span class="tag unregistered">unregistered</span>' in page
+    assert "1 unregistered bypass at" in page  # the timeline's marker
+    metrics = MonitorMetrics().render().decode()
+    assert (
+        'kubefence_monitor_alerts_total{cause="unregistered",kind="evasion.bypass"} 0.0' in metrics
+    )
