@@ -90,7 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "config's webhookName or webhookNames)",
     )
     parser.add_argument(
-        "--config", type=Path, metavar="FILE", help="kubefence config file (exemptions, names)"
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="kubefence config file (exemptions, names, and drift.webhookConfiguration: the"
+        " configuration whose writes tell when kubefence was registered)",
     )
     parser.add_argument(
         "--client-subject",
