@@ -278,6 +278,7 @@ def run(args: argparse.Namespace) -> int:
     options = CorrelateOptions(
         webhook_names=_webhook_names(args, settings),
         exempt_namespaces=settings.exemptions.namespaces,
+        webhook_configuration=settings.drift.webhook_configuration if settings.drift else "",
         probe_threshold=args.probe_threshold,
         probe_window=args.probe_window,
     )
@@ -554,6 +555,9 @@ def follow_config(args: argparse.Namespace) -> Job:
                 rt.feed.options,
                 webhook_names=_webhook_names(args, settings),
                 exempt_namespaces=settings.exemptions.namespaces,
+                webhook_configuration=settings.drift.webhook_configuration
+                if settings.drift
+                else "",
             )
             rt.feed.reconfigured(options)
             rt.log.info("config.applied", file=str(path), revision=settings.revision)

@@ -60,3 +60,13 @@ def counted(n: int, noun: str, nouns: str = "") -> str:
 def user_cell(user: str, auth_user: str) -> str:
     """The user a request ran as, after the authenticated one if it impersonated: `alice as sa`."""
     return f"{auth_user} as {user}" if auth_user and auth_user != user else user
+
+
+def before_registration(count: int, configuration: str, first: float | None) -> str:
+    """`3 requests before kubefence was registered (...)`: what a report says of them."""
+    created = f"{configuration} first created {format_time(first)}" if first is not None else ""
+    return (
+        f"{counted(count, 'request')} before kubefence was registered"
+        + (f" ({created})" if created else "")
+        + ": not bypasses"
+    )

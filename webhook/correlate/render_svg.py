@@ -1,6 +1,7 @@
 """The timeline of the correlate HTML page: an inline SVG of decisions per time bucket.
 
-Stacked bars of allowed and denied decisions, with fail-open and dodged bypass markers and
+Stacked bars of allowed and denied decisions, with fail-open, dodged and unregistered bypass
+markers (unregistered drawn as dodged's diamond in its own colour) and
 audit-gap markers above them and a legend below; no scripts, so the page stays self-contained.
 However few the buckets, the plot has room for `MIN_SLOTS` bars, so a short span never draws one
 bar across the page. Pure: buckets in, markup out.
@@ -17,6 +18,7 @@ from webhook.correlate.timestamps import format_time
 MIN_SLOTS = 60
 ALLOWED_COLOR, DENIED_COLOR = "#5b8c5a", "#c0392b"
 FAIL_OPEN_COLOR, DODGED_COLOR, GAP_COLOR = "#d35400", "#1d232a", "#7d3c98"
+UNREGISTERED_COLOR = "#a50f60"
 
 
 def timeline_svg(buckets: Sequence[Bucket], width: int = 1100, height: int = 280) -> str:
@@ -75,6 +77,13 @@ def timeline_svg(buckets: Sequence[Bucket], width: int = 1100, height: int = 280
                 f'L{cx - 6:.1f},{top - 30} Z" fill="{DODGED_COLOR}"><title>'
                 f"{counted(b.dodged, 'dodged bypass', 'dodged bypasses')} at {when}</title></path>"
             )
+        if b.unregistered:
+            out.append(
+                f'<path d="M{cx:.1f},{top - 36} L{cx + 6:.1f},{top - 30} L{cx:.1f},{top - 24} '
+                f'L{cx - 6:.1f},{top - 30} Z" fill="{UNREGISTERED_COLOR}"><title>'
+                f"{counted(b.unregistered, 'unregistered bypass', 'unregistered bypasses')} at"
+                f" {when}</title></path>"
+            )
         if b.gaps:
             out.append(
                 f'<rect x="{cx - 4:.1f}" y="{top - 8}" width="8" height="6" fill="{GAP_COLOR}">'
@@ -101,6 +110,7 @@ def timeline_svg(buckets: Sequence[Bucket], width: int = 1100, height: int = 280
         (DENIED_COLOR, "denied"),
         (FAIL_OPEN_COLOR, "bypass: fail-open"),
         (DODGED_COLOR, "bypass: dodged"),
+        (UNREGISTERED_COLOR, "bypass: unregistered"),
         (GAP_COLOR, "audit gap"),
     )
     for k, (color, label) in enumerate(legend):

@@ -332,6 +332,8 @@ async def _judge(runtime: MonitorRuntime, body: bytes) -> web.Response:
                 _account(runtime, taken.stages, taken.duplicates, taken.malformed, now)
                 if taken.unjudged:
                     runtime.metrics.unjudged.inc(taken.unjudged)
+                if taken.before_registration:
+                    runtime.metrics.before_registration.inc(taken.before_registration)
                 for alert in taken.alerts:
                     runtime.alert(alert)
                 await asyncio.sleep(0)  # a slice judged (or parsed): the loop is given back
