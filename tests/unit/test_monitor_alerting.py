@@ -83,6 +83,7 @@ def test_annotations_carry_the_summary_the_audit_id_and_a_remedy_by_cause() -> N
     assert "user" not in notes  # a label already
     assert "failurePolicy Ignore" in notes["remedy"]
     assert annotations_of(bypass("dodged"))["remedy"] != notes["remedy"]
+    assert "was deleted" in annotations_of(bypass("unregistered"))["remedy"]
 
 
 def test_a_kind_not_named_yet_gets_a_camel_case_alertname() -> None:

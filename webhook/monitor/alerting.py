@@ -91,6 +91,9 @@ _REMEDIES = {
     (BYPASS, "dodged"): "The request reached no kubefence webhook although the registration"
     " covers it: check the ValidatingWebhookConfiguration (rules, selectors, failurePolicy) for"
     " a change, and review what was written.",
+    (BYPASS, "unregistered"): "The request was made while kubefence's webhook configuration"
+    " was deleted: find who deleted it (the audit log's delete of the configuration) and review"
+    " what was written before it came back.",
     (SENSITIVE_ACCESS, ""): "Someone exec'd, attached, port-forwarded, proxied or added an"
     " ephemeral container: confirm it was expected of this user.",
     (PROBING, ""): "This user was denied many times in a short window: someone is feeling out"
