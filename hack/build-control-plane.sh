@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Builds the local control plane of the e2e tests (kube-apiserver, kubectl, etcd) and helm from
-# source through the Go module proxy, into versioned folders under
+# Builds the local control plane of the e2e tests (kube-apiserver, kubectl, etcd), helm and
+# Alertmanager (the alert sink of `kubefence monitor --alertmanager`) from source through the Go
+# module proxy, into versioned folders under
 # ${KUBEFENCE_CACHE:-$HOME/.cache/kubefence}/ with stable symlinks in .../bin/.
 # Idempotent: builds only what is missing. Needs Go (>= the `go` line of k8s.io/kubernetes'
 # go.mod, or GOTOOLCHAIN=auto to fetch it) and the Go module proxy; no cgo, no Docker.
 #
-# Usage: hack/build-control-plane.sh [kubernetes] [etcd] [helm]   (default: all three)
+# Usage: hack/build-control-plane.sh [kubernetes] [etcd] [helm] [alertmanager]   (default: all)
 set -euo pipefail
 
 KUBERNETES_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
 HELM_VERSION=v3.22.0
+ALERTMANAGER_VERSION=v0.35.0
 
 CACHE=${KUBEFENCE_CACHE:-$HOME/.cache/kubefence}
 BIN=$CACHE/bin
@@ -225,16 +227,60 @@ build_helm() {
   report "$dir" "$(elapsed "$start")" helm
 }
 
+build_alertmanager() {
+  local dir=alertmanager-$ALERTMANAGER_VERSION
+  if have "$dir" alertmanager; then
+    link alertmanager "$dir"
+    log "alertmanager $ALERTMANAGER_VERSION: present"
+    return
+  fi
+  local start
+  start=$(now)
+  log "building alertmanager $ALERTMANAGER_VERSION"
+  # `go install .../cmd/alertmanager@version` fails: ui/web.go embeds app/dist (the built web UI),
+  # which the module zip leaves out. Build from a writable copy of the module source with an empty
+  # placeholder UI (the tests use only the v2 API), as the main module so its go.mod and go.sum
+  # apply unchanged.
+  local src
+  src=$(go mod download -json "github.com/prometheus/alertmanager@$ALERTMANAGER_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+  [[ -d $src ]] || { log "no source for alertmanager $ALERTMANAGER_VERSION"; exit 1; }
+  local mod=$WORK/alertmanager
+  cp -R "$src" "$mod"
+  chmod -R u+w "$mod"
+  local ui
+  for ui in elm mantine; do
+    mkdir -p "$mod/ui/app/dist/$ui"
+    printf '<!doctype html><title>Alertmanager</title><p>UI not built (kubefence test build)</p>\n' \
+      >"$mod/ui/app/dist/$ui/index.html"
+  done
+  local ldflags="-s -w" kv
+  for kv in "Version=${ALERTMANAGER_VERSION#v}" "Revision=$ALERTMANAGER_VERSION" Branch=archive \
+    BuildUser=kubefence; do
+    ldflags+=" -X github.com/prometheus/common/version.$kv"
+  done
+  mkdir -p "$WORK/out-$dir"
+  (
+    cd "$mod"
+    go build -mod=mod -trimpath -ldflags "$ldflags" -o "$WORK/out-$dir/alertmanager" \
+      ./cmd/alertmanager
+  )
+  install_into "$dir"
+  link alertmanager "$dir"
+  report "$dir" "$(elapsed "$start")" alertmanager
+}
+
 components=("$@")
-((${#components[@]} > 0)) || components=(kubernetes etcd helm)
+((${#components[@]} > 0)) || components=(kubernetes etcd helm alertmanager)
 total=$(now)
 for c in "${components[@]}"; do
   case $c in
     kubernetes) build_kubernetes ;;
     etcd) build_etcd ;;
     helm) build_helm ;;
+    alertmanager) build_alertmanager ;;
     *)
-      log "unknown component $c (want kubernetes, etcd or helm)"
+      log "unknown component $c (want kubernetes, etcd, helm or alertmanager)"
       exit 2
       ;;
   esac

@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "review": "review",
     "audit-level": "audit_level",
     "scan": "scan",
+    "check": "check",
     "correlate": "correlate",
     "monitor": "monitor",
     "certs": "certs",

@@ -877,6 +877,9 @@ CORRELATE_CASES: list[tuple[str, list[str]]] = [
         [*_OUTAGE, "--max-items", "1", "--probe-threshold", "2", "--probe-window", "1m"],
     ),
     ("outage-config-json", [*_OUTAGE, "--config", "inputs/config-main.yaml", "--format", "json"]),
+    # the recorded cluster's own config: requests before registration, and while it was deleted
+    ("outage-registered-text", [*_OUTAGE, "--config", f"{_FIXTURES}/config.yaml"]),
+    ("edge-registered-json", [*_EDGE, "--config", f"{_FIXTURES}/config.yaml", "--format", "json"]),
     (
         "outage-window-text",
         [

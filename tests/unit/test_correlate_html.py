@@ -6,6 +6,7 @@ a message when the browser is absent. Set KUBEFENCE_SCREENSHOT=path.png to keep 
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -206,7 +207,7 @@ def _marker_points(svg: str) -> list[tuple[float, float]]:
 
 def _shown_counts(svg: str) -> int:
     """Bypasses a reader counts without hovering: one a marker, or the number beside it."""
-    markers = re.findall(r"<path[^>]*><title>(\d+) (?:dodged|fail-open) bypass", svg)
+    markers = re.findall(r"<path[^>]*><title>(\d+) (?:dodged|fail-open|unregistered) bypass", svg)
     beside = [int(n) - 1 for n in re.findall(r'class="marker-count"[^>]*>(\d+)<', svg)]
     return len(markers) + sum(beside)
 
@@ -225,7 +226,7 @@ def test_every_bypass_marker_is_inside_the_frame_and_counts_what_it_stands_for()
 
 def test_markers_at_the_frame_edges_stay_inside_it() -> None:
     """A full plot's first and last buckets sit at the frame's sides."""
-    buckets = [Bucket(float(i), 1.0, 1, 0, 1, 12, 2) for i in range(200)]
+    buckets = [Bucket(float(i), 1.0, 1, 0, 1, 12, 2, unregistered=3) for i in range(200)]
     svg = timeline_svg(buckets)
     left, top, right, bottom = _frame(svg)
     counts = re.findall(
@@ -237,6 +238,20 @@ def test_markers_at_the_frame_edges_stay_inside_it() -> None:
         assert left <= float(x) - (width if anchor == "end" else 0)
         assert float(x) + (width if anchor == "start" else 0) <= right
     assert all(left <= x <= right and top <= y <= bottom for x, y in _marker_points(svg))
+
+
+def test_each_cause_has_its_own_row_so_none_covers_another() -> None:
+    """Dodged and unregistered bypasses in one bucket: two diamonds, one above the other."""
+    svg = timeline_svg([Bucket(0.0, 1.0, 5, 0, 1, 2, 1, unregistered=4)])
+    shapes = re.findall(r'<(?:path|rect) class="marker"[^>]*?(?: d="([^"]+)"| y="([^"]+)")', svg)
+    tops = []
+    for d, y in shapes:
+        ys = [float(b) for _, b in re.findall(r"(-?[\d.]+),(-?[\d.]+)", d)] if d else [float(y)]
+        tops.append((min(ys), max(ys) if d else float(y) + 6))
+    assert len(tops) == 4
+    spans = sorted(tops)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))  # no two overlap
+    assert _shown_counts(svg) == 1 + 2 + 4
 
 
 def test_retried_calls_are_grouped_as_the_text_report_groups_them() -> None:

@@ -32,7 +32,7 @@ SCHEMA = json.loads((REPO / "charts" / "kubefence" / "values.schema.json").read_
 # Prose that names a chart value: "the chart's `webhook.breakGlassGroup`", "value `mode`".
 _CHART_VALUE = re.compile(r"(?:chart's|values?) `([a-z][A-Za-z]*(?:\.[a-z][A-Za-z]*)*)`")
 # The page about one command: its flag table names that command's flags.
-COMMAND_PAGES = {"scan.md": "scan", "correlate.md": "correlate"}
+COMMAND_PAGES = {"scan.md": "scan", "correlate.md": "correlate", "check.md": "check"}
 
 _CODE_SPAN = re.compile(r"`([^`]+)`")
 _FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")

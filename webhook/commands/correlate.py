@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gzip
 import io
 import sys
@@ -19,12 +20,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, cast
 
+from webhook.auditpolicy import load_policy
 from webhook.commands.cluster_flags import add_format_argument
 from webhook.commands.running import add_probing_arguments, duration, positive_int
 from webhook.config import load_settings
 from webhook.correlate.correlation import Correlation
-from webhook.correlate.model import CorrelateOptions
+from webhook.correlate.model import CorrelateOptions, Report
 from webhook.correlate.records import SourceStats
+from webhook.correlate.registration_windows import (
+    records_configuration_writes,
+    registration_notice,
+)
 from webhook.correlate.render_html import render_html
 from webhook.correlate.render_json import render_json
 from webhook.correlate.render_text import render_text
@@ -61,7 +67,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="instead of a report: follow this growing, rotating audit log file (the file"
-        " backend) and print one JSON alert line per detection, as `kubefence monitor` does",
+        " backend) from its end and print one JSON alert line per detection, as `kubefence"
+        " monitor` does",
+    )
+    parser.add_argument(
+        "--from-start",
+        action="store_true",
+        help="with --follow: read the file from its start (default: only lines written from now)",
+    )
+    parser.add_argument(
+        "--audit-policy",
+        type=Path,
+        metavar="FILE",
+        help="the API server's audit Policy (--audit-policy-file): when it does not record"
+        " writes of kubefence's ValidatingWebhookConfiguration, nothing is assumed about when"
+        " kubefence was registered",
     )
     parser.add_argument(
         "--webhook-name",
@@ -71,7 +91,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "config's webhookName or webhookNames)",
     )
     parser.add_argument(
-        "--config", type=Path, metavar="FILE", help="kubefence config file (exemptions, names)"
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="kubefence config file (exemptions, names, and drift.webhookConfiguration: the"
+        " configuration whose writes tell when kubefence was registered)",
     )
     parser.add_argument(
         "--client-subject",
@@ -120,8 +144,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Said once when --config is not given (the chart's NOTES print the line with it).
+NO_CONFIG_NOTICE = (
+    "no --config: the exemptions and the namespaces kubefence's webhook configuration leaves out"
+    " are not known, nor which configuration is kubefence's (so requests made before it was"
+    " registered are listed as bypasses): the defaults are used, and kubefence's own namespace"
+    " shows up; give the installed config.yaml"
+)
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    if args.from_start and args.follow is None:
+        raise InputError("--from-start goes with --follow")
     if args.follow is not None:
         if args.audit_log or args.decision_log:
             raise InputError("--follow reads one audit log: give no --audit-log or --decision-log")
@@ -138,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
     options = CorrelateOptions(
         webhook_names=tuple(dict.fromkeys(args.webhook_name or settings.webhook_names)),
         exempt_namespaces=settings.exemptions.namespaces,
+        webhook_configuration=_configuration(settings),
+        configuration_recorded=_recorded(args.audit_policy, settings),
         since=args.since,
         until=args.until,
         join_window=args.join_window,
@@ -164,7 +201,17 @@ def run(args: argparse.Namespace) -> int:
         problem = refusal(stats, kind)
         if problem is not None:
             raise InputError(problem)
-    if args.out is not None or args.format != "text":
+    if args.config is None:  # says it all: the configuration's name is unknown too
+        report = dataclasses.replace(report, notices=(NO_CONFIG_NOTICE,))
+    _write(args, report)
+    return 1 if report.summary.bypasses else 0
+
+
+def _write(args: argparse.Namespace, report: Report) -> None:
+    """The report in its format to --out or stdout; warnings and notices on stderr when the
+    report is not text on stdout (the notices once it is written: bad input stays one line)."""
+    said_apart = args.out is not None or args.format != "text"
+    if said_apart:
         for warning in warnings(report):
             print(f"kubefence correlate: warning: {warning}", file=sys.stderr)
     if args.format == "json":
@@ -181,7 +228,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
-    return 1 if report.summary.bypasses else 0
+    if said_apart:
+        for notice in report.notices:
+            print(f"kubefence correlate: notice: {notice}", file=sys.stderr)
 
 
 def _follow(args: argparse.Namespace, settings: Settings) -> int:
@@ -194,16 +243,46 @@ def _follow(args: argparse.Namespace, settings: Settings) -> int:
     options = CorrelateOptions(
         webhook_names=tuple(dict.fromkeys(args.webhook_name or settings.webhook_names)),
         exempt_namespaces=settings.exemptions.namespaces,
+        webhook_configuration=_configuration(settings),
+        configuration_recorded=_recorded(args.audit_policy, settings),
         since=args.since,
         until=args.until,
         probe_threshold=args.probe_threshold,
         probe_window=args.probe_window,
     )
+    notice = (
+        NO_CONFIG_NOTICE
+        if args.config is None
+        else registration_notice(
+            options.webhook_configuration, options.configuration_recorded, resource_seen=True
+        )
+    )
+    if notice:
+        print(f"kubefence correlate: notice: {notice}", file=sys.stderr)
     decisionlog.configure()
     log = decisionlog.get_logger()
-    for alert in follow_alerts(follow_lines(args.follow), options):
+    lines = follow_lines(args.follow, from_start=args.from_start)
+    for alert in follow_alerts(lines, options):
         log.warning(alert.event, **alert.fields())
     return 0
+
+
+def _configuration(settings: Settings) -> str:
+    """kubefence's ValidatingWebhookConfiguration, as the config's drift section names it."""
+    return settings.drift.webhook_configuration if settings.drift is not None else ""
+
+
+def _recorded(path: Path | None, settings: Settings) -> bool | None:
+    """Whether the audit Policy at `path` records the configuration's writes (None: no policy)."""
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {_reason(exc)}") from None
+    # As kube-apiserver reads it: unknown fields dropped, not refused (as config.py reads it).
+    policy = load_policy(text, str(path), strict=False)
+    return records_configuration_writes(policy, _configuration(settings) or "kubefence")
 
 
 def open_lines(path: str, stack: contextlib.ExitStack) -> Iterable[bytes]:

@@ -17,6 +17,10 @@ With `--audit-gap-window` the monitor also takes `serve --decisions-to`'s sensit
 `--decisions-port` adds a listener of it alone for a sender the API server's CA did not sign, by
 `--decisions-token-file` and/or `--decisions-client-ca`, and refuses to start with neither) and
 alerts `evasion.audit_gap` for one no audit event records (`webhook.monitor.gaps`).
+
+With `--alertmanager URL` (repeatable) each alert is posted to that Alertmanager's v2 API as well
+(`webhook.monitor.alertmanager`), with its CA, a client certificate, and a bearer token file or
+basic auth (a username and a password file), as Prometheus's `alerting` section has them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,6 +47,15 @@ from webhook.config import load_settings
 from webhook.correlate.detect import CanaryWatch
 from webhook.correlate.model import CorrelateOptions
 from webhook.errors import InputError
+from webhook.monitor.alerting import LIFETIME_SECONDS, RESEND_SECONDS, DeliveryPolicy, parse_label
+from webhook.monitor.alertmanager import (
+    TIMEOUT_SECONDS,
+    AlertmanagerOptions,
+    AlertSender,
+    api_url,
+    client_context,
+    read_secret,
+)
 from webhook.monitor.feed import Feed
 from webhook.monitor.gaps import GapWatch
 from webhook.monitor.server import Job, MonitorOptions, MonitorRuntime, read_token, run_monitor
@@ -178,6 +192,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=MONITOR_LEASE_NAME,
         help=f"name of that Lease (default {MONITOR_LEASE_NAME})",
     )
+    add_alertmanager_arguments(parser)
+
+
+def add_alertmanager_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("alerts into Alertmanager")
+    group.add_argument(
+        "--alertmanager",
+        action="append",
+        metavar="URL",
+        help="also post each alert to this Alertmanager's v2 API (POST URL/api/v2/alerts; URL is"
+        " http(s)://host:port with its route prefix, if any; repeatable: each gets every alert)",
+    )
+    group.add_argument(
+        "--alertmanager-ca", type=Path, metavar="FILE", help="the Alertmanagers' CA (PEM, re-read)"
+    )
+    group.add_argument(
+        "--alertmanager-cert",
+        type=Path,
+        metavar="FILE",
+        help="client certificate to show the Alertmanagers (PEM, with --alertmanager-key)",
+    )
+    group.add_argument("--alertmanager-key", type=Path, metavar="FILE", help="its key (PEM)")
+    group.add_argument(
+        "--alertmanager-token-file",
+        type=Path,
+        metavar="FILE",
+        help="send `Authorization: Bearer` with the token in this file (re-read)",
+    )
+    group.add_argument("--alertmanager-username", metavar="NAME", help="basic auth: the username")
+    group.add_argument(
+        "--alertmanager-password-file",
+        type=Path,
+        metavar="FILE",
+        help="basic auth: the file holding the password (re-read)",
+    )
+    group.add_argument(
+        "--alertmanager-label",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a label on every alert (repeatable), e.g. cluster=prod-eu: one Alertmanager takes"
+        " every cluster's monitor",
+    )
+    group.add_argument(
+        "--alertmanager-resend",
+        type=float,
+        default=RESEND_SECONDS,
+        metavar="SECONDS",
+        help="post active alerts again this often, each with endsAt four periods on: a restarted"
+        f" Alertmanager has them back within one (default {RESEND_SECONDS:.0f})",
+    )
+    group.add_argument(
+        "--alertmanager-alert-lifetime",
+        type=float,
+        default=LIFETIME_SECONDS,
+        metavar="SECONDS",
+        help="how long an alert stays active from its last raise, then is posted resolved"
+        f" (evasion.feed_silent: until the canary comes back; default {LIFETIME_SECONDS:.0f})",
+    )
+    group.add_argument(
+        "--alertmanager-timeout",
+        type=float,
+        default=TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help=f"per post (default {TIMEOUT_SECONDS:.0f})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -199,10 +278,12 @@ def run(args: argparse.Namespace) -> int:
     token = _token(args.token_file) if args.token_file is not None else None
     tls.server_context(args.cert, args.key, args.client_ca)  # fail now, naming the file
     decisions_token = _check_decisions(args)
+    alertmanager = alertmanager_options(args)
     settings = load_settings(args.config)
     options = CorrelateOptions(
         webhook_names=_webhook_names(args, settings),
         exempt_namespaces=settings.exemptions.namespaces,
+        webhook_configuration=settings.drift.webhook_configuration if settings.drift else "",
         probe_threshold=args.probe_threshold,
         probe_window=args.probe_window,
     )
@@ -244,6 +325,11 @@ def run(args: argparse.Namespace) -> int:
     if election is not None:
         runtime.lease = f"{election.namespace}/{election.name}"
         runtime.leading = lambda: False  # until the elector has written the Lease
+    alert_jobs: list[Job] = []
+    if alertmanager is not None:
+        sender = AlertSender(alertmanager, registry=runtime.metrics.registry, log=runtime.log)
+        runtime.sinks.append(sender.alert)
+        alert_jobs.append(_alerts(sender))
     serve_options = MonitorOptions(
         cert=args.cert,
         key=args.key,
@@ -257,8 +343,115 @@ def run(args: argparse.Namespace) -> int:
         decisions_client_ca=args.decisions_client_ca,
     )
     return asyncio.run(
-        _serve(serve_options, runtime, args, canary_target, election, kubeconfig=kubeconfig)
+        _serve(
+            serve_options,
+            runtime,
+            args,
+            canary_target,
+            election,
+            alerts=alert_jobs,
+            kubeconfig=kubeconfig,
+        )
     )
+
+
+def alertmanager_options(args: argparse.Namespace) -> AlertmanagerOptions | None:
+    """The `--alertmanager*` flags checked (files read once now, to fail naming them); None
+    without `--alertmanager`."""
+    flags = {
+        "--alertmanager-ca": args.alertmanager_ca,
+        "--alertmanager-cert": args.alertmanager_cert,
+        "--alertmanager-key": args.alertmanager_key,
+        "--alertmanager-token-file": args.alertmanager_token_file,
+        "--alertmanager-username": args.alertmanager_username,
+        "--alertmanager-password-file": args.alertmanager_password_file,
+        "--alertmanager-label": args.alertmanager_label,
+    }
+    if not args.alertmanager:
+        given = [flag for flag, value in flags.items() if value is not None]
+        if given:
+            raise InputError(f"{given[0]} needs --alertmanager URL")
+        return None
+    urls = tuple(dict.fromkeys(args.alertmanager))
+    for url in urls:
+        try:
+            api_url(url)
+        except ValueError as exc:
+            raise InputError(f"--alertmanager {url!r}: {exc}") from None
+    for flag in ("resend", "alert_lifetime", "timeout"):
+        if not getattr(args, f"alertmanager_{flag}") > 0:
+            name = "--alertmanager-" + flag.replace("_", "-")
+            raise InputError(f"{name} must be a number of seconds above 0")
+    if (args.alertmanager_cert is None) != (args.alertmanager_key is None):
+        raise InputError("--alertmanager-cert and --alertmanager-key go together")
+    if (args.alertmanager_username is None) != (args.alertmanager_password_file is None):
+        raise InputError("--alertmanager-username and --alertmanager-password-file go together")
+    if args.alertmanager_username is not None and ":" in args.alertmanager_username:
+        raise InputError("--alertmanager-username: basic auth allows no `:` in a username")
+    if args.alertmanager_token_file is not None and args.alertmanager_username is not None:
+        raise InputError(
+            "give --alertmanager-token-file or basic auth (--alertmanager-username), not both"
+        )
+    for flag in ("--alertmanager-token-file", "--alertmanager-password-file"):
+        path = flags[flag]
+        if path is not None:
+            try:
+                read_secret(path)
+            except OSError as exc:
+                raise InputError(f"{path}: {flag}: cannot read: {exc.strerror or exc}") from None
+            except (UnicodeDecodeError, ValueError) as exc:
+                reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+                raise InputError(f"{path}: {flag}: {reason}") from None
+    labels: dict[str, str] = {}
+    for text in args.alertmanager_label or ():
+        try:
+            name, value = parse_label(text)
+        except ValueError as exc:
+            raise InputError(f"--alertmanager-label {text!r}: {exc}") from None
+        labels[name] = value
+    options = AlertmanagerOptions(
+        urls=urls,
+        ca=args.alertmanager_ca,
+        client_cert=args.alertmanager_cert,
+        client_key=args.alertmanager_key,
+        token_file=args.alertmanager_token_file,
+        username=args.alertmanager_username,
+        password_file=args.alertmanager_password_file,
+        timeout=args.alertmanager_timeout,
+        policy=DeliveryPolicy(
+            resend=args.alertmanager_resend,
+            lifetime=args.alertmanager_alert_lifetime,
+            labels=labels,
+        ),
+    )
+    _check_tls(options)
+    return options
+
+
+def _check_tls(o: AlertmanagerOptions) -> None:
+    """Load the CA and the client pair now, to fail naming the file."""
+    if o.ca is not None:
+        try:
+            ssl.create_default_context(cafile=str(o.ca))
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise InputError(f"{o.ca}: --alertmanager-ca: cannot load: {reason}") from None
+    if o.client_cert is not None:
+        try:
+            client_context(o)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise InputError(
+                f"{o.client_cert}: --alertmanager-cert/--alertmanager-key: cannot load the"
+                f" client pair: {reason}"
+            ) from None
+
+
+def _alerts(sender: AlertSender) -> Job:
+    async def job(rt: MonitorRuntime) -> None:
+        await sender.run(lambda: rt.feed.canary.last_seen if rt.feed.canary is not None else None)
+
+    return job
 
 
 def _check_decisions(args: argparse.Namespace) -> bytes | None:
@@ -318,12 +511,13 @@ async def _serve(
     election: Election | None,
     *,
     kubeconfig: Kubeconfig | None,
+    alerts: list[Job],
 ) -> int:
     if election is None and (in_a_pod() or named_kubeconfig(args)):
         runtime.log.info(
             "leader_election.off", reason="no namespace for the Lease: this process takes batches"
         )
-    config = [follow_config(args)] if args.config is not None else []
+    config = [*alerts, *([follow_config(args)] if args.config is not None else [])]
     if canary_target is None and election is None:
         return await run_monitor(options, runtime, background=config)
     # Imported here: a monitor without --canary or election loads no Kubernetes client.
@@ -371,6 +565,9 @@ def follow_config(args: argparse.Namespace) -> Job:
                 rt.feed.options,
                 webhook_names=_webhook_names(args, settings),
                 exempt_namespaces=settings.exemptions.namespaces,
+                webhook_configuration=settings.drift.webhook_configuration
+                if settings.drift
+                else "",
             )
             rt.feed.reconfigured(options)
             rt.log.info("config.applied", file=str(path), revision=settings.revision)

@@ -19,6 +19,7 @@ import orjson
 
 from webhook.correlate.model import CorrelateOptions
 from webhook.correlate.records import AuditRecord, SourceStats
+from webhook.correlate.registration_windows import CONFIGURATION_GROUP, CONFIGURATION_RESOURCE
 from webhook.correlate.timestamps import format_time, parse_time
 from webhook.registration import is_registered
 
@@ -99,7 +100,10 @@ class AuditReader:
                     if self._in_window(record.received):
                         events += 1
                     if record.stage != "RequestReceived" and (
-                        record.registered or record.sensitive or record.decision_ids
+                        record.registered
+                        or record.sensitive
+                        or record.decision_ids
+                        or record.configuration
                     ):
                         yield record
         except Exception:
@@ -164,7 +168,7 @@ class AuditReader:
     def _might_matter(self, verb: bytes, resource: bytes, sub: bytes) -> bool:
         """Whether some group makes (verb, resource, subresource) registered or sensitive."""
         v, r, s = verb.decode(), resource.decode(), sub.decode()
-        if (r, s) in SENSITIVE:
+        if (r, s) in SENSITIVE or r == CONFIGURATION_RESOURCE:
             return True
         return any(
             is_registered(self._rules, op, g, r, s) for op in operations(v, s) for g in self._groups
@@ -194,7 +198,9 @@ class AuditReader:
             if not isinstance(notes, dict) or not any(k in notes for k in self._decision_keys):
                 return None
         record = self._record(doc)
-        if record is None or not (record.registered or record.sensitive or record.decision_ids):
+        if record is None or not (
+            record.registered or record.sensitive or record.decision_ids or record.configuration
+        ):
             return None
         return record
 
@@ -280,6 +286,7 @@ class AuditReader:
             groups=_strings(groups),
             source_ips=_strings(ips),
             user_agent=_s(doc.get("userAgent")),
+            configuration=group == CONFIGURATION_GROUP and resource == CONFIGURATION_RESOURCE,
         )
 
 

@@ -29,6 +29,7 @@ import orjson
 from webhook.controllers import NAMESPACE_CLEANERS
 from webhook.correlate.model import CorrelateOptions
 from webhook.correlate.records import AuditRecord
+from webhook.correlate.registration_windows import RegistrationWindows, Standing, bypass_cause
 from webhook.correlate.timestamps import format_time
 
 BYPASS = "evasion.bypass"
@@ -39,6 +40,9 @@ FEED_SILENT = "evasion.feed_silent"
 UNJUDGED = "evasion.unjudged"  # the monitor: an event it could not parse within its caps
 AUDIT_GAP = "evasion.audit_gap"  # the monitor: a decision of ours that no audit event recorded
 ALERT_KINDS = (BYPASS, SENSITIVE_ACCESS, PROBING, FENCE_REMOVED, FEED_SILENT, UNJUDGED, AUDIT_GAP)
+# Not an alert: a request that would be a dodged bypass, made before kubefence was registered.
+BEFORE_REGISTRATION = "before_registration"
+BYPASS_CAUSES = ("fail-open", "dodged", "unregistered")
 # The audit verbs that may take a NetworkPolicy away or weaken it (DELETE and UPDATE in admission).
 POLICY_REMOVALS = frozenset({"delete", "deletecollection", "update", "patch"})
 # ... and those our `fence-lost` annotation may mark: a created allow-all neutralises a fence too.
@@ -49,6 +53,7 @@ CANARY_AGENT = "kubefence-monitor-canary/"
 MAX_JUDGED = 100_000  # requests remembered as judged (a batch sent again, a later stage)
 MAX_PROBE_USERS = 10_000  # users with recent denials remembered for probing
 MAX_CANARIES = 64  # canaries in flight remembered
+MAX_HELD = 10_000  # dodged bypasses held while it is not known whether kubefence was registered
 
 
 def request_digest(*parts: object) -> bytes:
@@ -66,12 +71,20 @@ def request_digest(*parts: object) -> bytes:
     return blake2b(encoded, digest_size=16).digest()
 
 
-def findings(record: AuditRecord, exempt_namespaces: frozenset[str]) -> Iterator[tuple[str, str]]:
+def findings(
+    record: AuditRecord,
+    exempt_namespaces: frozenset[str],
+    standing: Standing = Standing.UNKNOWN,
+) -> Iterator[tuple[str, str]]:
     """(alert kind, cause) of one request's judged audit event: bypass, sensitive, fence removed.
 
     A bypass is a registered write admitted (code below 400) outside the exempt namespaces that
     no kubefence webhook decided: `fail-open` when the API server's `failed-open` annotation names
-    one of ours, `dodged` without any trace (not the namespace controller's deletecollection).
+    one of ours, `dodged` without any trace (not the namespace controller's deletecollection),
+    `unregistered` for a dodged one made while kubefence's webhook configuration was deleted.
+    One made before the configuration first existed (`standing` BEFORE, see
+    `registration_windows`) is no bypass: `BEFORE_REGISTRATION` is yielded instead (counted).
+    `standing` UNKNOWN (the default) assumes nothing: a plain `dodged`.
 
     A fence removal is a NetworkPolicy write that went through: `decided` when our webhook's
     `fence-lost` annotation says letting it through left the namespace unfenced or neutralised
@@ -98,7 +111,8 @@ def findings(record: AuditRecord, exempt_namespaces: frozenset[str]) -> Iterator
         elif not (record.verb == "deletecollection" and record.auth_user in NAMESPACE_CLEANERS):
             bypass = "dodged"
     if bypass:
-        yield BYPASS, bypass
+        bypass = bypass_cause(bypass, standing)
+        yield (BYPASS, bypass) if bypass else (BEFORE_REGISTRATION, "")
     if record.sensitive and record.code is not None and record.code < 400:
         yield SENSITIVE_ACCESS, ""
     if (
@@ -111,6 +125,12 @@ def findings(record: AuditRecord, exempt_namespaces: frozenset[str]) -> Iterator
             yield FENCE_REMOVED, "decided"
         elif bypass and record.verb in POLICY_REMOVALS and not record.dry_run:
             yield FENCE_REMOVED, "undecided"
+
+
+def hinges_on_registration(kind: str, cause: str) -> bool:
+    """Whether a finding depends on the standing of its request (what a caller that does not
+    know it yet holds back): a dodged bypass and the undecided fence removal it makes."""
+    return kind in (BYPASS, BEFORE_REGISTRATION) or (kind == FENCE_REMOVED and cause == "undecided")
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +212,14 @@ class Detector:
     annotations and code are there), so a long-running exec alerts when it starts, not when it
     ends. A user denied by kubefence `probe_threshold` times within `probe_window` (audit time) is
     probing, alerted once per window.
+
+    Whether kubefence was registered comes from the feed itself (`registration_windows`): a
+    dodged bypass made before anything told (the feed's first minutes: a fresh API server's own
+    requests, a monitor just started) is held until something does, at most `registration_hold`
+    of audit time (then alerted `dodged`, as nothing is assumed) and `MAX_HELD` requests: made
+    before the configuration's first create it is counted in `before_registration`, made while
+    it was deleted it is alerted `unregistered`. Its other findings (sensitive access) are alerted
+    at once.
     """
 
     def __init__(self, options: CorrelateOptions, *, max_judged: int = MAX_JUDGED) -> None:
@@ -200,27 +228,93 @@ class Detector:
         self._judged: OrderedDict[bytes, None] = OrderedDict()  # request_digest of request keys
         self._denials: OrderedDict[str, deque[float]] = OrderedDict()
         self._alerted: dict[str, float] = {}  # user -> when probing was last alerted
+        self.registration = RegistrationWindows(
+            options.webhook_configuration, options.registration_grace
+        )
+        # held dodged bypasses, by request digest: the record and the audit time to give up at
+        self._held: OrderedDict[bytes, tuple[AuditRecord, float]] = OrderedDict()
+        self.before_registration = 0  # requests that were not bypasses: made before it
 
     def feed(self, record: AuditRecord) -> list[Alert]:
         """The alerts of one record (none for a request already judged)."""
+        alerts = self._registration_news(record)
+        if record.configuration and not record.registered:
+            return alerts + self.reached(record.stage_time)
         key = request_digest(*record.request_key)
         if key in self._judged:
-            return []
+            return alerts
         self._judged[key] = None
         if len(self._judged) > self._max_judged:
             self._judged.popitem(last=False)
         if record.received < (self.options.since or float("-inf")) or record.received > (
             self.options.until or float("inf")
         ):
-            return []
-        alerts = [
-            alert_of(record, kind, cause)
-            for kind, cause in findings(record, self.options.exempt_namespaces)
-        ]
+            return alerts
+        standing = self._standing(record.received)
+        found = list(findings(record, self.options.exempt_namespaces, standing))
+        if self._holds(standing, found):
+            self._held[key] = (record, record.stage_time + self.options.registration_hold)
+            if len(self._held) > MAX_HELD:
+                _, (oldest, _) = self._held.popitem(last=False)
+                alerts += self._settle(oldest, Standing.UNKNOWN)
+            found = [f for f in found if not hinges_on_registration(*f)]
+        alerts += self._alerts(record, found)
         if record.denied:
             probing = self._denied(record)
             if probing is not None:
                 alerts.append(probing)
+        return alerts + self.reached(record.stage_time)
+
+    def reached(self, t: float) -> list[Alert]:
+        """The feed has reached audit time `t`: held bypasses whose hold is over are alerted
+        as they are (`dodged`: nothing told whether kubefence was registered)."""
+        alerts: list[Alert] = []
+        while self._held:
+            key, (record, until) = next(iter(self._held.items()))
+            if until > t:
+                break
+            del self._held[key]
+            alerts += self._settle(record, Standing.UNKNOWN)
+        return alerts
+
+    def _holds(self, standing: Standing, found: list[tuple[str, str]]) -> bool:
+        return (
+            standing is Standing.UNKNOWN
+            and self.options.registration_known
+            and (BYPASS, "dodged") in found
+        )
+
+    def _standing(self, t: float) -> Standing:
+        if not self.options.registration_known:
+            return Standing.UNKNOWN
+        return self.registration.standing(t)
+
+    def _registration_news(self, record: AuditRecord) -> list[Alert]:
+        """Feed the registration windows; once they tell, the held bypasses are judged."""
+        windows = self.registration
+        if record.configuration:
+            windows.observe(record)
+        if record.decision_ids or record.failed_open:
+            windows.traced(record.received)
+        if not (self._held and windows.settled):
+            return []
+        alerts: list[Alert] = []
+        for held, _ in self._held.values():
+            alerts += self._settle(held, windows.standing(held.received))
+        self._held.clear()
+        return alerts
+
+    def _settle(self, record: AuditRecord, standing: Standing) -> list[Alert]:
+        found = findings(record, self.options.exempt_namespaces, standing)
+        return self._alerts(record, [f for f in found if hinges_on_registration(*f)])
+
+    def _alerts(self, record: AuditRecord, found: list[tuple[str, str]]) -> list[Alert]:
+        alerts = []
+        for kind, cause in found:
+            if kind == BEFORE_REGISTRATION:
+                self.before_registration += 1
+            else:
+                alerts.append(alert_of(record, kind, cause))
         return alerts
 
     def _denied(self, record: AuditRecord) -> Alert | None:

@@ -9,6 +9,11 @@ Invariants:
   for two windows; a ResponseStarted waits for its ResponseComplete (long-running CONNECTs only).
 - Only the request's final stage (or the last one held when reading ends) is judged for bypass
   and sensitive access; what is found is counted in one `Tally`.
+- Whether kubefence was registered when a request was made comes from the logs' own events of
+  its webhook configuration (`registration_windows`). A dodged bypass made before anything
+  told (no write of the configuration, no decision of ours yet) is held until something does,
+  or the logs end (then it stays `dodged`: nothing is assumed); at most `max_open_requests`
+  are held, the oldest judged as it is first.
 - An audit event repeated in the logs (a file given twice, overlapping rotations, a webhook
   backend's re-sent batch written out) is judged once, as the live paths judge it: a stage is
   skipped when the same request (its request key, not the auditID alone, which a client may
@@ -24,9 +29,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from webhook.correlate.audit_reader import operations
-from webhook.correlate.detect import BYPASS, FENCE_REMOVED, SENSITIVE_ACCESS, findings
+from webhook.correlate.detect import (
+    BEFORE_REGISTRATION,
+    BYPASS,
+    FENCE_REMOVED,
+    SENSITIVE_ACCESS,
+    findings,
+    hinges_on_registration,
+)
 from webhook.correlate.model import CorrelateOptions, Report
 from webhook.correlate.records import AuditRecord, DecisionRecord, SourceStats
+from webhook.correlate.registration_windows import (
+    RegistrationWindows,
+    Standing,
+    registration_notice,
+)
 from webhook.correlate.tally import Tally
 
 FINAL_STAGES = frozenset({"ResponseComplete", "Panic"})
@@ -81,6 +98,10 @@ class Correlator:
         self._stages: set[_StageKey] = set()  # stages judged within the window: repeats skipped
         self._stages_q: deque[_StageKey] = deque()
         self._tally = tally if tally is not None else Tally(options)
+        self.registration = RegistrationWindows(
+            options.webhook_configuration, options.registration_grace
+        )
+        self._held: deque[AuditRecord] = deque()  # dodged bypasses waiting for the registration
 
     # -- input ------------------------------------------------------------------------------------
 
@@ -88,6 +109,11 @@ class Correlator:
         key = record.request_key
         if self._repeated((key, record.stage, record.stage_time)):
             return
+        if record.configuration or record.decision_ids or record.failed_open:
+            self._registration_news(record)
+            if record.configuration and not record.registered:
+                self.audit_reached(record.stage_time)
+                return
         if record.stage in FINAL_STAGES:
             held = self._open.pop(key, None)
             if held is None or not held.joined:
@@ -162,6 +188,8 @@ class Correlator:
         for held in self._open.values():
             self._judge(held.record)
         self._open.clear()
+        while self._held:  # nothing told whether kubefence was registered: as they are
+            self._settle(self._held.popleft(), Standing.UNKNOWN)
         if end is not None and end > self._audit_clock:
             self._audit_clock = end
         self.audit_end = end if end is not None else self._audit_clock
@@ -175,11 +203,17 @@ class Correlator:
         self.audit_finished(None)
         self._expire_early(float("inf"))
         span = self._decision_span
+        o = self.options
+        notice = registration_notice(
+            o.webhook_configuration, o.configuration_recorded, self.registration.resource_seen
+        )
         return self._tally.report(
             audit,
             decisions,
             audit_span=(self.audit_start, self.audit_end),
             decision_span=(span[0], span[1]) if span else (None, None),
+            notices=(notice,) if notice else (),
+            first_registered=self.registration.first_created if o.registration_known else None,
         )
 
     # -- the join ---------------------------------------------------------------------------------
@@ -217,14 +251,54 @@ class Correlator:
 
     def _judge(self, record: AuditRecord) -> None:
         """Bypass, sensitive-access and fence-removal findings of a request's last stage
-        (`detect.findings`: the same as the live paths alert)."""
+        (`detect.findings`: the same as the live paths alert), given its registration standing;
+        a dodged bypass whose standing is not known yet is held (`_registration_news`)."""
         if not self._in_window(record.received):
             return
-        for kind, cause in findings(record, self.options.exempt_namespaces):
+        standing = self._standing(record.received)
+        found = list(findings(record, self.options.exempt_namespaces, standing))
+        if (
+            standing is Standing.UNKNOWN
+            and self.options.registration_known
+            and (BYPASS, "dodged") in found
+        ):
+            self._held.append(record)
+            if len(self._held) > self.options.max_open_requests:
+                self._settle(self._held.popleft(), Standing.UNKNOWN)
+            found = [f for f in found if not hinges_on_registration(*f)]
+        self._found(record, found)
+
+    def _standing(self, t: float) -> Standing:
+        if not self.options.registration_known:
+            return Standing.UNKNOWN
+        return self.registration.standing(t)
+
+    def _registration_news(self, record: AuditRecord) -> None:
+        """An event of a webhook configuration, or a trace of ours: once the registration
+        windows tell, the held bypasses are judged."""
+        windows = self.registration
+        if record.configuration:
+            windows.observe(record)
+        if record.decision_ids or record.failed_open:
+            windows.traced(record.received)
+        if windows.settled:
+            while self._held:
+                held = self._held.popleft()
+                self._settle(held, windows.standing(held.received))
+
+    def _settle(self, record: AuditRecord, standing: Standing) -> None:
+        """A held bypass's findings, now that its standing is known (or will never be)."""
+        found = findings(record, self.options.exempt_namespaces, standing)
+        self._found(record, [f for f in found if hinges_on_registration(*f)])
+
+    def _found(self, record: AuditRecord, found: list[tuple[str, str]]) -> None:
+        for kind, cause in found:
             if kind == BYPASS:
                 if cause == "fail-open":
                     self._remember(record, "")
                 self._tally.bypass(record, cause)
+            elif kind == BEFORE_REGISTRATION:
+                self._tally.count("before_registration")
             elif kind == SENSITIVE_ACCESS:
                 self._tally.access(record)
             elif kind == FENCE_REMOVED:

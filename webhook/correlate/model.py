@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from webhook.correlate.records import SourceStats
+from webhook.correlate.registration_windows import DEFAULT_GRACE
 from webhook.registration import DEFAULT_RULES, WebhookRule
 
 
@@ -32,13 +33,31 @@ class CorrelateOptions:
     # Decisions waiting for their audit event at most (0: no cap, the report's way); a live
     # monitor whose feed stopped forgets the oldest, counted uncovered.
     max_pending_decisions: int = 0
+    # kubefence's ValidatingWebhookConfiguration (the config's `drift.webhookConfiguration`):
+    # its writes in the audit log tell requests made before kubefence was registered (not
+    # bypasses) and while it was deleted (`unregistered`); "": unknown, nothing is assumed.
+    webhook_configuration: str = ""
+    registration_grace: float = DEFAULT_GRACE  # after a create, for the API server's informer
+    # Whether the audit Policy given (`--audit-policy`) records that configuration's writes;
+    # None: no policy given (the log's own events tell); False: nothing is assumed.
+    configuration_recorded: bool | None = None
+    # A live detector that does not know yet whether kubefence was registered holds a dodged
+    # bypass this long (audit time) for the log to tell, then alerts it as dodged.
+    registration_hold: float = 60.0
+
+    @property
+    def registration_known(self) -> bool:
+        """Whether the registration of kubefence can be read from the audit log at all."""
+        return bool(self.webhook_configuration) and self.configuration_recorded is not False
 
 
 @dataclass(frozen=True, slots=True)
 class Bypass:
     time: str
     audit_id: str
-    cause: str  # "fail-open" (the webhook was down or slow) | "dodged" (no trace of it)
+    # "fail-open" (the webhook was down or slow) | "dodged" (no trace of it) | "unregistered"
+    # (no trace of it, made while its webhook configuration was deleted)
+    cause: str
     user: str
     verb: str
     resource: str
@@ -146,10 +165,11 @@ class Bucket:
     fail_open: int  # bypasses because the API server gave up on the webhook
     dodged: int  # bypasses without any trace of the webhook
     gaps: int
+    unregistered: int = 0  # bypasses while the webhook configuration was deleted
 
     @property
     def bypasses(self) -> int:
-        return self.fail_open + self.dodged
+        return self.fail_open + self.dodged + self.unregistered
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +191,8 @@ class Summary:
     logs_overlap: bool = True  # False: the audit and decision logs lie apart in time
     unverified: int = 0  # decisions for other clients than the API server, never recorded
     fence_removals: int = 0  # NetworkPolicy writes that left a namespace unfenced or neutralised
+    unregistered: int = 0  # bypasses while kubefence's webhook configuration was deleted
+    before_registration: int = 0  # would-be dodged bypasses before it was first registered
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,3 +215,7 @@ class Report:
     decision_sources: tuple[SourceStats, ...] = ()
     unverified: tuple[Unverified, ...] = ()
     fence_removals: tuple[FenceRemoval, ...] = ()
+    # What the report cannot tell, one line each (no record of the webhook configuration, no
+    # config given): said once, in every rendering.
+    notices: tuple[str, ...] = ()
+    first_registered: float | None = None  # the configuration's first create, when the log has it

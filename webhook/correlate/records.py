@@ -44,6 +44,8 @@ class AuditRecord:
     groups: tuple[str, ...] = ()  # the authenticated user's
     source_ips: tuple[str, ...] = ()
     user_agent: str = ""
+    # A ValidatingWebhookConfiguration's event (`registration_windows`): kubefence's own may be it
+    configuration: bool = False
 
     @property
     def resource_key(self) -> str:

@@ -94,3 +94,13 @@ def retry_rows_total(groups: int, listed: int, retried: int) -> int:
     """How many rows the retried table would have without --max-items: the groups of the calls
     listed, and one per call left unlisted (their groups are unknown)."""
     return groups + max(0, retried - listed)
+
+
+def before_registration(count: int, configuration: str, first: float | None) -> str:
+    """`3 requests before kubefence was registered (...)`: what a report says of them."""
+    created = f"{configuration} first created {format_time(first)}" if first is not None else ""
+    return (
+        f"{counted(count, 'request')} before kubefence was registered"
+        + (f" ({created})" if created else "")
+        + ": not bypasses"
+    )

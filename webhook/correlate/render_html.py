@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from webhook.correlate.model import Report
 from webhook.correlate.render_cells import (
+    before_registration,
     duration,
     escape,
     object_ref,
@@ -21,10 +22,16 @@ from webhook.correlate.render_cells import (
     time_or_none,
     user_cell,
 )
-from webhook.correlate.render_svg import DODGED_COLOR, FAIL_OPEN_COLOR, timeline_svg
+from webhook.correlate.render_svg import (
+    DODGED_COLOR,
+    FAIL_OPEN_COLOR,
+    UNREGISTERED_COLOR,
+    timeline_svg,
+)
 from webhook.correlate.sources import warnings
 
-_CSS = """
+_CSS = (
+    """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1d232a;
 background:#f6f7f9}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
@@ -41,18 +48,23 @@ white-space:nowrap}
 th{background:#eef1f4;font-weight:600}td.n{text-align:right}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
 .tag{border-radius:4px;padding:1px 6px;font-size:12px;color:#fff}
-.fail-open{background:FAIL_OPEN}.dodged{background:DODGED}
+.fail-open{background:FAIL_OPEN}.dodged{background:DODGED}.unregistered{background:UNREGISTERED}
 .row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 .chart{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:8px}
 .none{color:#5a6470}
 .warning{border:1px solid #d68910;background:#fef7ea;border-radius:8px;padding:8px 12px}
-""".replace("FAIL_OPEN", FAIL_OPEN_COLOR).replace("DODGED", DODGED_COLOR)
-# What the two causes of a bypass mean, under the timeline and above the bypass table.
+""".replace("FAIL_OPEN", FAIL_OPEN_COLOR)
+    .replace("DODGED", DODGED_COLOR)
+    .replace("UNREGISTERED", UNREGISTERED_COLOR)
+)
+# What the causes of a bypass mean, under the timeline and above the bypass table.
 _CAUSES = (
     '<p class="meta"><span class="tag fail-open">fail-open</span> the API server called kubefence '
     "and gave up (down, slow, TLS broken) and let the request through &middot; "
     '<span class="tag dodged">dodged</span> no trace of kubefence: a selector that no longer '
-    "matches, the webhook configuration edited or deleted, a break-glass matchCondition</p>"
+    "matches, the webhook configuration edited or deleted, a break-glass matchCondition &middot; "
+    '<span class="tag unregistered">unregistered</span> no trace of kubefence, made while the '
+    "audit log shows its webhook configuration deleted (until re-created)</p>"
 )
 
 
@@ -64,6 +76,7 @@ def render_html(report: Report) -> str:
         ("bypasses", s.bypasses, "bad" if s.bypasses else ""),
         ("fail-open", s.fail_open, "bad" if s.fail_open else ""),
         ("dodged", s.dodged, "bad" if s.dodged else ""),
+        ("unregistered", s.unregistered, "bad" if s.unregistered else ""),
         ("audit gaps", s.audit_gaps, "warn" if s.audit_gaps else ""),
         ("probers", s.probers, "warn" if s.probers else ""),
         ("sensitive access", s.sensitive_access, ""),
@@ -78,6 +91,8 @@ def render_html(report: Report) -> str:
     ]
     if s.unverified:  # as in the text report: shown only when there are some
         cards.append(("unverified clients", s.unverified, "warn"))
+    if s.before_registration:
+        cards.append(("before registration", s.before_registration, ""))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -96,6 +111,20 @@ def render_html(report: Report) -> str:
         )
         + "</p>",
         *(f'<p class="warning">warning: {escape(w)}</p>' for w in warnings(report)),
+        *(f'<p class="warning">notice: {escape(n)}</p>' for n in report.notices),
+        *(
+            [
+                '<p class="meta">'
+                + escape(
+                    before_registration(
+                        s.before_registration, o.webhook_configuration, report.first_registered
+                    )
+                )
+                + "</p>"
+            ]
+            if s.before_registration
+            else []
+        ),
         '<div class="cards">',
         *(
             f'<div class="card {cls}"><b>{n}</b><span>{escape(label)}</span></div>'

@@ -2,8 +2,9 @@
 
 The keys are a contract (issue 8): `summary` with the integer counts, the lists `bypasses`,
 `auditGaps`, `retried`, `probers`, `sensitiveAccess`, `fenceRemovals`, and `denials` grouped by
-rule, namespace and user; times are RFC 3339 in UTC (`timestamps.format_time`). Pure: a report
-in, bytes out.
+rule, namespace and user; times are RFC 3339 in UTC (`timestamps.format_time`). Keys are added,
+never renamed (issue 26: `unregisteredBypasses`, `beforeRegistration`, `notices`,
+`registration`, the timeline's `unregistered`). Pure: a report in, bytes out.
 """
 
 from __future__ import annotations
@@ -40,8 +41,15 @@ def to_json(report: Report) -> dict[str, Any]:
             "logsOverlap": s.logs_overlap,
             "unverifiedClients": s.unverified,
             "fenceRemovals": s.fence_removals,
+            "unregisteredBypasses": s.unregistered,
+            "beforeRegistration": s.before_registration,
         },
         "warnings": warnings(report),
+        "notices": list(report.notices),
+        "registration": {
+            "webhookConfiguration": o.webhook_configuration or None,
+            "firstCreated": time_or_none(report.first_registered),
+        },
         "window": {
             "since": time_or_none(o.since),
             "until": time_or_none(o.until),
@@ -175,6 +183,7 @@ def to_json(report: Report) -> dict[str, Any]:
                 "bypasses": b.bypasses,
                 "failOpen": b.fail_open,
                 "dodged": b.dodged,
+                "unregistered": b.unregistered,
                 "auditGaps": b.gaps,
             }
             for b in report.timeline

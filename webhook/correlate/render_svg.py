@@ -1,11 +1,12 @@
 """The timeline of the correlate HTML page: an inline SVG of decisions per time bucket.
 
-Stacked bars of allowed and denied decisions, with fail-open and dodged bypass markers and
-audit-gap markers in a band at the top of the plot frame (inside it, above the tallest bar: a
-marker outside the frame reads as decoration), each with its count beside it when it stands for
-more than one, and a legend below; no scripts, so the page stays self-contained. However few the
-buckets, the plot has room for `MIN_SLOTS` bars, so a short span never draws one bar across the
-page. Pure: buckets in, markup out.
+Stacked bars of allowed and denied decisions, with fail-open, dodged and unregistered bypass
+markers (unregistered drawn as dodged's diamond in its own colour) and audit-gap markers in a band
+at the top of the plot frame, one row each (inside the frame, above the tallest bar: a marker
+outside it reads as decoration, and two causes in one bucket do not cover each other), each with
+its count beside it when it stands for more than one, and a legend below; no scripts, so the page
+stays self-contained. However few the buckets, the plot has room for `MIN_SLOTS` bars, so a short
+span never draws one bar across the page. Pure: buckets in, markup out.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from webhook.correlate.render_cells import counted, duration, escape
 from webhook.correlate.timestamps import format_time
 
 MIN_SLOTS = 60
-MARKER_BAND = 44  # px at the top of the frame for the markers; the bars fill the rest
+MARKER_ROW = 12  # px: one row of markers (dodged, unregistered, fail-open, gaps)
+MARKER_BAND = 4 * MARKER_ROW + 6  # px at the top of the frame for them; the bars fill the rest
 MARKER_HALF = 6  # a marker's half width
 ALLOWED_COLOR, DENIED_COLOR = "#5b8c5a", "#c0392b"
 FAIL_OPEN_COLOR, DODGED_COLOR, GAP_COLOR = "#d35400", "#1d232a", "#7d3c98"
+UNREGISTERED_COLOR = "#a50f60"
 
 
 def timeline_svg(buckets: Sequence[Bucket], width: int = 1100, height: int = 280) -> str:
@@ -87,6 +90,7 @@ def timeline_svg(buckets: Sequence[Bucket], width: int = 1100, height: int = 280
         (DENIED_COLOR, "denied"),
         (FAIL_OPEN_COLOR, "bypass: fail-open"),
         (DODGED_COLOR, "bypass: dodged"),
+        (UNREGISTERED_COLOR, "bypass: unregistered"),
         (GAP_COLOR, "audit gap"),
     )
     for k, (color, label) in enumerate(legend):
@@ -106,30 +110,35 @@ def timeline_svg(buckets: Sequence[Bucket], width: int = 1100, height: int = 280
 
 
 def _markers(b: Bucket, center: float, low: float, high: float, top: int) -> list[str]:
-    """The bucket's bypass and gap markers in the band at the top of the frame: dodged, then
-    fail-open, then gaps, one row each; moved in from the frame's sides so none crosses them."""
+    """The bucket's bypass and gap markers in the band at the top of the frame: dodged,
+    unregistered, fail-open, then gaps, one row each; moved in from the frame's sides so none
+    crosses them."""
     cx = min(max(center, low + MARKER_HALF + 1), high - MARKER_HALF - 1)
     when = escape(format_time(b.start))
+    rows = [top + 3 + MARKER_ROW * k + MARKER_ROW // 2 for k in range(4)]
     out = []
-    if b.dodged:
-        y = top + 12
-        out.append(
-            f'<path class="marker" d="M{cx:.1f},{y - 6} L{cx + 6:.1f},{y} L{cx:.1f},{y + 6} '
-            f'L{cx - 6:.1f},{y} Z" fill="{DODGED_COLOR}"><title>'
-            f"{counted(b.dodged, 'dodged bypass', 'dodged bypasses')} at {when}</title></path>"
-        )
-        out += _count(b.dodged, cx, y, high)
+    for count, color, noun, y in (
+        (b.dodged, DODGED_COLOR, "dodged bypass", rows[0]),
+        (b.unregistered, UNREGISTERED_COLOR, "unregistered bypass", rows[1]),
+    ):
+        if count:
+            out.append(
+                f'<path class="marker" d="M{cx:.1f},{y - 5} L{cx + 6:.1f},{y} L{cx:.1f},{y + 5} '
+                f'L{cx - 6:.1f},{y} Z" fill="{color}"><title>'
+                f"{counted(count, noun, noun + 'es')} at {when}</title></path>"
+            )
+            out += _count(count, cx, y, high)
     if b.fail_open:
-        y = top + 26
+        y = rows[2]
         out.append(
-            f'<path class="marker" d="M{cx - 6:.1f},{y - 6} L{cx + 6:.1f},{y - 6} '
-            f'L{cx:.1f},{y + 6} Z" fill="{FAIL_OPEN_COLOR}"><title>'
+            f'<path class="marker" d="M{cx - 6:.1f},{y - 5} L{cx + 6:.1f},{y - 5} '
+            f'L{cx:.1f},{y + 5} Z" fill="{FAIL_OPEN_COLOR}"><title>'
             f"{counted(b.fail_open, 'fail-open bypass', 'fail-open bypasses')} at {when}"
             "</title></path>"
         )
         out += _count(b.fail_open, cx, y, high)
     if b.gaps:
-        y = top + 37
+        y = rows[3]
         out.append(
             f'<rect class="marker" x="{cx - 4:.1f}" y="{y - 3}" width="8" height="6" '
             f'fill="{GAP_COLOR}"><title>{counted(b.gaps, "audit gap")} at {when}</title></rect>'

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 from webhook.correlate.model import Report
 from webhook.correlate.render_cells import (
+    before_registration,
     counted,
     duration,
     object_ref,
@@ -40,6 +41,14 @@ def render_text(report: Report) -> str:
             f"  window      {time_or_none(o.since) or '-'} .. {time_or_none(o.until) or '-'}"
         )
     lines += [f"  WARNING: {w}" for w in warnings(report)]
+    lines += [f"  NOTICE: {n}" for n in report.notices]
+    if s.before_registration:
+        lines.append(
+            "  "
+            + before_registration(
+                s.before_registration, o.webhook_configuration, report.first_registered
+            )
+        )
     if s.audit_without_decision:
         carry = "carries" if s.audit_without_decision == 1 else "carry"
         lines.append(
@@ -47,7 +56,8 @@ def render_text(report: Report) -> str:
             "decision log holds: is a replica's log missing?"
         )
     lines += _section(
-        f"BYPASSES: {s.bypasses} ({s.fail_open} fail-open, {s.dodged} dodged)",
+        f"BYPASSES: {s.bypasses} ({s.fail_open} fail-open, {s.dodged} dodged"
+        + (f", {s.unregistered} unregistered)" if s.unregistered else ")"),
         ("TIME", "CAUSE", "USER", "VERB", "RESOURCE", "NAMESPACE/NAME", "CODE", "AUDIT ID"),
         (
             (

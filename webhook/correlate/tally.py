@@ -36,7 +36,10 @@ SECOND_SLOTS = 7200
 NICE_WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200)
 DAY = 86400
 # What a timeline slot counts, by index.
-ALLOWED, DENIED, FAIL_OPEN, DODGED, GAPS = range(5)
+ALLOWED, DENIED, FAIL_OPEN, DODGED, GAPS, UNREGISTERED = range(6)
+SLOT = 6  # counts in a slot
+_SLOT_OF_CAUSE = {"fail-open": FAIL_OPEN, "dodged": DODGED, "unregistered": UNREGISTERED}
+_COUNT_OF_CAUSE = {"fail-open": "fail_open", "dodged": "dodged", "unregistered": "unregistered"}
 
 
 class Tally:
@@ -87,20 +90,21 @@ class Tally:
             self._peaks[prober] = (len(recent), recent[0], recent[-1])
 
     def bucket(self, t: float) -> list[int]:
-        """The timeline slot of time `t`, indexed by ALLOWED, DENIED, FAIL_OPEN, DODGED, GAPS."""
+        """The timeline slot of time `t`, indexed by ALLOWED, DENIED, FAIL_OPEN, DODGED, GAPS,
+        UNREGISTERED."""
         key = int(t // self._resolution)
         slot = self._slots.get(key)
         if slot is None:
             if self._resolution == 1 and len(self._slots) >= SECOND_SLOTS:
                 self._fold_into_minutes()
                 return self.bucket(t)
-            slot = self._slots[key] = [0] * 5
+            slot = self._slots[key] = [0] * SLOT
         return slot
 
     def _fold_into_minutes(self) -> None:
         minutes: dict[int, list[int]] = {}
         for second, counts in self._slots.items():
-            slot = minutes.setdefault(second // 60, [0] * 5)
+            slot = minutes.setdefault(second // 60, [0] * SLOT)
             for i, n in enumerate(counts):
                 slot[i] += n
         self._slots, self._resolution = minutes, 60
@@ -150,10 +154,11 @@ class Tally:
             )
 
     def bypass(self, record: AuditRecord, cause: str) -> None:
-        """A registered write that was admitted without a decision of ours."""
+        """A registered write that was admitted without a decision of ours (`cause`: fail-open,
+        dodged, unregistered)."""
         self.count("bypasses")
-        self.count("fail_open" if record.failed_open else "dodged")
-        self.bucket(record.received)[FAIL_OPEN if record.failed_open else DODGED] += 1
+        self.count(_COUNT_OF_CAUSE.get(cause, "dodged"))
+        self.bucket(record.received)[_SLOT_OF_CAUSE.get(cause, DODGED)] += 1
         if len(self._bypasses) < self.options.max_items:
             self._bypasses.append(
                 Bypass(
@@ -242,6 +247,8 @@ class Tally:
         *,
         audit_span: tuple[float | None, float | None],
         decision_span: tuple[float | None, float | None],
+        notices: tuple[str, ...] = (),
+        first_registered: float | None = None,
     ) -> Report:
         """The Report of everything counted, with the sources' stats and time spans."""
         c = self._counts.get
@@ -267,6 +274,8 @@ class Tally:
             logs_overlap=logs_overlap(audit_span, decision_span, self.options.clock_skew),
             unverified=c("unverified", 0),
             fence_removals=c("fence_removals", 0),
+            unregistered=c("unregistered", 0),
+            before_registration=c("before_registration", 0),
         )
         return Report(
             summary=summary,
@@ -287,6 +296,8 @@ class Tally:
             decision_sources=tuple(decisions),
             unverified=tuple(self._unverified),
             fence_removals=tuple(self._fence_removals),
+            notices=notices,
+            first_registered=first_registered,
         )
 
 
@@ -315,11 +326,11 @@ def timeline(
     start = first - first % width
     merged: dict[int, list[int]] = {}
     for key, counts in slots.items():
-        slot = merged.setdefault((key * resolution - start) // width, [0] * 5)
+        slot = merged.setdefault((key * resolution - start) // width, [0] * SLOT)
         for i, n in enumerate(counts):
             slot[i] += n
     count = ceil((end - start) / width)
-    empty = [0] * 5
+    empty = [0] * SLOT
     return tuple(
         Bucket(
             start=float(start + i * width),
@@ -329,6 +340,7 @@ def timeline(
             fail_open=c[FAIL_OPEN],
             dodged=c[DODGED],
             gaps=c[GAPS],
+            unregistered=c[UNREGISTERED],
         )
         for i in range(count)
         for c in (merged.get(i, empty),)

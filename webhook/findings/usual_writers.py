@@ -19,7 +19,7 @@ class Writer:
     user: UserInfo
 
 
-def _controller(name: str) -> Writer:
+def controller_writer(name: str) -> Writer:
     username = f"system:serviceaccount:kube-system:{name}"
     groups = ("system:serviceaccounts", "system:serviceaccounts:kube-system")
     return Writer(name, UserInfo(username, (*groups, "system:authenticated")))
@@ -38,22 +38,22 @@ USUAL_WRITERS: tuple[
         ("", "v1", "pods", "Pod"),
         (
             (ANY_USER, _CREATE_UPDATE),
-            (_controller("replicaset-controller"), ("CREATE",)),
-            (_controller("daemon-set-controller"), ("CREATE",)),
-            (_controller("statefulset-controller"), ("CREATE",)),
-            (_controller("job-controller"), ("CREATE",)),
+            (controller_writer("replicaset-controller"), ("CREATE",)),
+            (controller_writer("daemon-set-controller"), ("CREATE",)),
+            (controller_writer("statefulset-controller"), ("CREATE",)),
+            (controller_writer("job-controller"), ("CREATE",)),
         ),
     ),
     (("apps", "v1", "deployments", "Deployment"), ((ANY_USER, _CREATE_UPDATE),)),
     (
         ("apps", "v1", "replicasets", "ReplicaSet"),
-        ((ANY_USER, _CREATE_UPDATE), (_controller("deployment-controller"), _CREATE_UPDATE)),
+        ((ANY_USER, _CREATE_UPDATE), (controller_writer("deployment-controller"), _CREATE_UPDATE)),
     ),
     (("apps", "v1", "statefulsets", "StatefulSet"), ((ANY_USER, _CREATE_UPDATE),)),
     (("apps", "v1", "daemonsets", "DaemonSet"), ((ANY_USER, _CREATE_UPDATE),)),
     (
         ("batch", "v1", "jobs", "Job"),
-        ((ANY_USER, _CREATE_UPDATE), (_controller("cronjob-controller"), ("CREATE",))),
+        ((ANY_USER, _CREATE_UPDATE), (controller_writer("cronjob-controller"), ("CREATE",))),
     ),
     (("batch", "v1", "cronjobs", "CronJob"), ((ANY_USER, _CREATE_UPDATE),)),
     (("", "v1", "replicationcontrollers", "ReplicationController"), ((ANY_USER, _CREATE_UPDATE),)),

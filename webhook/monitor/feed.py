@@ -18,6 +18,9 @@ Invariants:
   its tries span minutes (5 from 10 s, x1.5, 30 s each: ~4 min), longer than `MAX_SEEN` events
   last at 4,000/s. So the digest of every batch taken is kept for the newest `MAX_BATCHES`
   (about 7 min of the API server's 10 batches/s), and one seen again is skipped whole.
+- Whether kubefence was registered is the feed's to tell (the Detector's registration windows,
+  `webhook.correlate.registration_windows`); the audit clock for the bypasses it holds meanwhile
+  is the newest stageTimestamp of each slice.
 - No I/O and no clock of its own (times are passed in); memory is bounded by count and bytes:
   the de-duplication window is the newest `MAX_SEEN` events, each a 16-byte digest
   (`detect.request_digest`); the detector bounds the rest.
@@ -51,6 +54,7 @@ class Taken:
     duplicates: int = 0
     malformed: int = 0
     unjudged: int = 0
+    before_registration: int = 0  # would-be bypasses made before kubefence was registered
     alerts: list[Alert] = field(default_factory=list)
 
 
@@ -86,6 +90,8 @@ class Feed:
         taken = Taken()
         seen = self._seen
         gaps = self.gaps
+        detector = self.detector
+        before = detector.before_registration
         latest = ""  # the newest stageTimestamp: the API server's layout sorts as text
         for item in items:
             if not isinstance(item, dict):
@@ -115,23 +121,26 @@ class Feed:
             seen[key] = None
             if len(seen) > MAX_SEEN:
                 seen.popitem(last=False)
-            if gaps is not None:
-                stamp = item.get("stageTimestamp")
-                if isinstance(stamp, str) and stamp > latest:
-                    latest = stamp
+            stamp = item.get("stageTimestamp")
+            if isinstance(stamp, str) and stamp > latest:
+                latest = stamp
             taken.stages[stage] = taken.stages.get(stage, 0) + 1
             agent = item.get("userAgent")
             if self.canary is not None and isinstance(agent, str):
                 self.canary.seen(agent, now)
             record = self.reader.relevant(item)
             if record is not None:
-                taken.alerts += self.detector.feed(record)
+                taken.alerts += detector.feed(record)
                 if gaps is not None:
                     taken.alerts += gaps.audit(record)
-        if gaps is not None and latest:
+        if latest:
             # not a time: no clock from it (the event was judged all the same)
             with contextlib.suppress(ValueError):
-                taken.alerts += gaps.reached(parse_time(latest))
+                reached = parse_time(latest)
+                taken.alerts += detector.reached(reached)  # held bypasses whose hold is over
+                if gaps is not None:
+                    taken.alerts += gaps.reached(reached)
+        taken.before_registration = detector.before_registration - before
         return taken
 
     def decision(self, record: DecisionRecord) -> list[Alert]:
@@ -144,6 +153,7 @@ class Feed:
         self.options = options
         self.reader = AuditReader(options)
         self.detector.options = options
+        self.detector.registration.name = options.webhook_configuration
 
     def renewed(self) -> Feed:
         """A feed with the same options and nothing remembered: what a replica that takes over

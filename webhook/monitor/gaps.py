@@ -100,7 +100,9 @@ class GapWatch:
             options = replace(options, max_pending_decisions=MAX_PENDING)
         self.options = options
         self._sink = _Sink(options)
-        self._join = Correlator(options, tally=self._sink)
+        # Its join judges no bypass (the Detector alerts those): nothing to hold for the
+        # registration of kubefence.
+        self._join = Correlator(replace(options, webhook_configuration=""), tally=self._sink)
 
     @property
     def counts(self) -> dict[str, int]:

@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from webhook.correlate.detect import ALERT_KINDS
+from webhook.correlate.detect import ALERT_KINDS, BYPASS_CAUSES
 from webhook.tls import HANDSHAKE_FAILURE_KINDS
 
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _SIZES = (1, 5, 10, 25, 50, 100, 200, 400, 1000, 5000)
 _CAUSES = {
-    "evasion.bypass": ("fail-open", "dodged"),
+    "evasion.bypass": BYPASS_CAUSES,
     "evasion.fence_removed": ("decided", "undecided"),
     "evasion.feed_silent": ("canary-missing",),
     "evasion.unjudged": ("too-costly", "not-json"),
@@ -74,6 +74,12 @@ class MonitorMetrics:
             "kubefence_monitor_alerts_total",
             "Alerts raised, by kind (the log line's event) and cause.",
             ["kind", "cause"],
+            registry=r,
+        )
+        self.before_registration = Counter(
+            "kubefence_monitor_before_registration_total",
+            "Requests no kubefence webhook decided, made before its webhook configuration was"
+            " first created (the feed shows the create): not bypasses, not alerted.",
             registry=r,
         )
         self.batch_size = Histogram(

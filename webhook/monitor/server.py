@@ -31,7 +31,8 @@ Invariants:
   no decision is counted malformed). Only the Lease holder holds them: a follower answers 200
   `{"held":0}` (the sender posts to every replica, or to the Service that routes to the holder)
   and counts them.
-- Alert lines go through structlog, like the decision log: the `event` is the alert kind.
+- Alert lines go through structlog, like the decision log: the `event` is the alert kind; each
+  alert goes to the runtime's `sinks` too (`webhook.monitor.alertmanager`), which never wait.
 - With leader election (`leading` not always True) only the holder of the monitor Lease is Ready
   and takes batches. A follower answers /readyz 503 (the Service routes to the holder) and a
   batch that reaches it anyway 503 with `Connection: close`: the audit webhook backend retries a
@@ -129,6 +130,8 @@ class MonitorRuntime:
     decision_subjects: tuple[str, ...] = ()
     decisions_token: bytes | None = None  # the decisions port's bearer token
     decisions_port: int | None = None  # the decisions port, once listening
+    # Called with each alert beside its log line (`--alertmanager`'s sender); never waits.
+    sinks: list[Callable[[Alert], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.metrics.leader.set_function(lambda: 1.0 if self.leading() else 0.0)
@@ -141,6 +144,8 @@ class MonitorRuntime:
     def alert(self, alert: Alert) -> None:
         self.metrics.alerts.labels(alert.event, alert.cause).inc()
         self.log.warning(alert.event, **alert.fields())
+        for sink in self.sinks:
+            sink(alert)
 
 
 RUNTIME = web.AppKey("monitor", MonitorRuntime)
@@ -327,6 +332,8 @@ async def _judge(runtime: MonitorRuntime, body: bytes) -> web.Response:
                 _account(runtime, taken.stages, taken.duplicates, taken.malformed, now)
                 if taken.unjudged:
                     runtime.metrics.unjudged.inc(taken.unjudged)
+                if taken.before_registration:
+                    runtime.metrics.before_registration.inc(taken.before_registration)
                 for alert in taken.alerts:
                     runtime.alert(alert)
                 await asyncio.sleep(0)  # a slice judged (or parsed): the loop is given back
