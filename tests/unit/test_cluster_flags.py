@@ -382,3 +382,28 @@ def test_a_server_that_never_accepts_is_timed_out_connecting(
                 filler.close()
     assert (code, out) == (2, "")
     assert err == f"kubefence scan: {server}: cannot reach the API server: timed out connecting\n"
+
+
+def test_check_takes_the_cluster_of_a_context(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    apis: tuple[FakeApi, FakeApi],
+) -> None:
+    """`check --context NAME` applies the manifests to that context's cluster ($KUBECONFIG)."""
+    first, second = apis
+    path = kubeconfig(
+        tmp_path / "k",
+        current="one",
+        contexts={"one": "k1", "two": "k2"},
+        clusters={"k1": first.url, "k2": second.url},
+    )
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    (tmp_path / "pod.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop}\n"
+        "spec: {containers: [{name: c, image: nginx}]}\n"
+    )
+    code = main(["check", str(tmp_path / "pod.yaml"), "--context", "two"])
+    capsys.readouterr()
+    assert code == 1  # shop is not fenced in that cluster
+    assert (bool(first.paths), bool(second.paths)) == (False, True)
