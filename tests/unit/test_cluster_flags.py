@@ -407,3 +407,24 @@ def test_check_takes_the_cluster_of_a_context(
     capsys.readouterr()
     assert code == 1  # shop is not fenced in that cluster
     assert (bool(first.paths), bool(second.paths)) == (False, True)
+
+
+@pytest.mark.parametrize("command", ["serve", "monitor"])
+def test_serve_and_monitor_take_context_too(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str
+) -> None:
+    """Their credentials are checked before serving: an unknown context is one line, exit 2."""
+    certs = tmp_path / "certs"
+    assert main(["certs", "generate", "--service", "kf", "--namespace", "ns", "--out", str(certs)]) == 0  # fmt: skip
+    path = kubeconfig(tmp_path / "k", current="one", contexts={"one": "k"}, clusters={"k": "http://127.0.0.1:1"})  # fmt: skip
+    argv = [command, "--cert", str(certs / "tls.crt"), "--key", str(certs / "tls.key"), "--port", "0"]  # fmt: skip
+    if command == "monitor":
+        argv += ["--insecure-allow-unauthenticated", "--canary", "5", "--canary-configmap", "a/b"]
+    capsys.readouterr()
+    code = main([*argv, "--kubeconfig", str(path), "--context", "nope"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (
+        f"kubefence {command}: {path}: cannot load cluster credentials: --context nope:"
+        " no entry named 'nope' in contexts\n"
+    )
