@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes import config
 
-from webhook.cluster.kubeconfig import CredentialsError, check, default_files, load
+from webhook.cluster.kubeconfig import CredentialsError, default_files, load
 
 PEM = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").decode()
 
@@ -53,7 +53,7 @@ def test_what_the_check_accepts_the_client_loads(tmp_path: Path, name: str) -> N
     (tmp_path / "token").write_text("abc\n")
     path = tmp_path / "kubeconfig"
     path.write_text(ACCEPTED[name])
-    check(path)
+    load([path], explicit=True)
     with config.new_client_from_config(config_file=str(path)) as api:
         assert api.configuration.host.startswith("http")
 
@@ -67,7 +67,7 @@ def test_a_relative_file_is_read_beside_the_kubeconfig_not_the_working_folder(
     (tmp_path / "ca.crt").write_text("in the working folder, not beside the kubeconfig")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CredentialsError, match=r"clusters\[0\]\.cluster\.certificate-authority: "):
-        check(path)
+        load([path], explicit=True)
 
 
 def test_the_default_is_every_file_kubeconfig_lists_then_home() -> None:

@@ -81,12 +81,6 @@ def default_files(environ: Mapping[str, str] | None = None) -> tuple[Path, ...]:
     return tuple(Path(p) for p in dict.fromkeys(listed))
 
 
-def check(path: Path) -> None:
-    """CredentialsError (source: the file) unless `path` alone is a kubeconfig one can connect
-    with (`--kubeconfig FILE`)."""
-    load([path], explicit=True)
-
-
 def load(
     files: Sequence[Path], context: str | None = None, *, explicit: bool = False
 ) -> Kubeconfig:
