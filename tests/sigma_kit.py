@@ -12,32 +12,42 @@ window to the rows the counted rule matches, as correlate's sliding window does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import yaml
 from sigma.collection import SigmaCollection
+from sigma.correlations import SigmaCorrelationTimespan as SigmaTimespan
 from sigma.processing.pipeline import ProcessingPipeline
 from sigma_backend_duckdb import DuckDBBackend
 
 from webhook.correlate.model import CorrelateOptions, Report
+from webhook.correlate.render_json import render_json
 from webhook.correlate.sigma import UNNAMED, Guarded, field_path, sigma_rules
 from webhook.correlate.timestamps import parse_time
 
 # Columns every proof reads besides the rules' fields.
 ALWAYS = ("auditID", "stage", "stageTimestamp", "user.username")
 INTEGER_FIELDS = frozenset({"responseStatus.code"})
+PROBING, DENIED = "kubefence-probing", "kubefence-denied"
 
 
-def rules_text(options: CorrelateOptions, guarded: Guarded = UNNAMED) -> str:
-    docs = [doc for rule in sigma_rules(options, guarded) for doc in rule.documents]
-    return yaml.safe_dump_all(docs, sort_keys=False)
+Files = list[list[dict[str, Any]]]  # rule files, each its documents
 
 
-def collection(options: CorrelateOptions, guarded: Guarded = UNNAMED) -> SigmaCollection:
-    return SigmaCollection.from_yaml(rules_text(options, guarded))
+def rule_files(options: CorrelateOptions, guarded: Guarded = UNNAMED) -> Files:
+    return [list(rule.documents) for rule in sigma_rules(options, guarded)]
+
+
+def read_rule_files(folder: Path) -> Files:
+    """The files `kubefence detections --out DIR` wrote, in name order."""
+    return [
+        list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        for path in sorted(folder.glob("*.yml"))
+    ]
 
 
 def rule_fields(docs: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -47,16 +57,16 @@ def rule_fields(docs: Iterable[Mapping[str, Any]]) -> list[str]:
     def walk(value: object) -> None:
         if isinstance(value, Mapping):
             for key, inner in value.items():
-                if key != "condition":
-                    found.setdefault(str(key).split("|")[0])
+                found.setdefault(str(key).split("|")[0])
                 walk(inner)
         elif isinstance(value, list):
             for item in value:
                 walk(item)
 
     for doc in docs:
-        for selection in (doc.get("detection") or {}).values():
-            walk(selection)
+        for name, selection in (doc.get("detection") or {}).items():
+            if name != "condition":
+                walk(selection)
         for field in (doc.get("correlation") or {}).get("group-by", []):
             found.setdefault(field)
     return list(found)
@@ -67,10 +77,14 @@ def json_path(field: str) -> str:
     return "$" + steps
 
 
-def audit_view(db: duckdb.DuckDBPyConnection, logs: Iterable[Path], fields: Iterable[str]) -> None:
-    """`logs`: a view over the JSON lines, one column per field named by its path."""
+def audit_view(
+    db: Any, logs: Iterable[Path], fields: Iterable[str], since: str = "", until: str = ""
+) -> None:
+    """`logs`: a view over the JSON lines, one column per field named by its path; `since` and
+    `until` (the audit log's own timestamps) keep the requests received between them, as
+    correlate's --since and --until do."""
     columns = []
-    for field in fields:
+    for field in dict.fromkeys([*fields, "requestReceivedTimestamp"]):
         path = json_path(field).replace("'", "''")
         if field in INTEGER_FIELDS:
             value = f"TRY_CAST(json_extract(json, '{path}') AS INTEGER)"
@@ -78,29 +92,36 @@ def audit_view(db: duckdb.DuckDBPyConnection, logs: Iterable[Path], fields: Iter
             value = f"json_extract_string(json, '{path}')"
         columns.append(f'{value} AS "{field}"')
     files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in logs)
-    db.execute(
-        f"CREATE OR REPLACE VIEW logs AS SELECT {', '.join(columns)} "
+    inner = (
+        f"SELECT {', '.join(columns)} "
         f"FROM read_json_objects([{files}], format = 'newline_delimited')"
     )
+    where = []
+    if since:
+        where.append(f"\"requestReceivedTimestamp\" >= '{since}'")
+    if until:
+        where.append(f"\"requestReceivedTimestamp\" <= '{until}'")
+    if where:
+        inner = f"SELECT * FROM ({inner}) WHERE {' AND '.join(where)}"
+    db.execute(f"CREATE OR REPLACE VIEW logs AS {inner}")
 
 
-def connect(logs: Iterable[Path], options: CorrelateOptions, guarded: Guarded = UNNAMED) -> Any:
+def connect(logs: Iterable[Path], files: Files, since: str = "", until: str = "") -> Any:
     """An in-memory DuckDB with the `logs` view over `logs` for every field of the rules."""
-    docs = [doc for rule in sigma_rules(options, guarded) for doc in rule.documents]
     db = duckdb.connect()
-    audit_view(db, logs, rule_fields(docs))
+    audit_view(db, logs, rule_fields(doc for docs in files for doc in docs), since, until)
     return db
 
 
-def queries(options: CorrelateOptions, guarded: Guarded = UNNAMED) -> dict[str, str]:
-    """Each rule document's DuckDB SQL by name; a rule a correlation counts converts to nothing
-    beside it, so each document is converted in a collection of its own file's documents up to
-    it (the counted rule alone, then the correlation with it)."""
+def queries(files: Files) -> dict[str, str]:
+    """Each rule document's DuckDB SQL by name. A rule a correlation counts converts to nothing
+    beside it, so each document is converted with its file's documents up to it (the counted
+    rule alone, then the correlation with it)."""
     backend = DuckDBBackend(ProcessingPipeline())
     out: dict[str, str] = {}
-    for rule in sigma_rules(options, guarded):
-        for i, doc in enumerate(rule.documents):
-            converted = SigmaCollection.from_dicts(list(rule.documents[: i + 1]))
+    for docs in files:
+        for i, doc in enumerate(docs):
+            converted = SigmaCollection.from_dicts(docs[: i + 1])
             out[doc["name"]] = str(backend.convert(converted)[-1])
     return out
 
@@ -129,45 +150,38 @@ def _densest(times: list[float], window: float) -> int:
     return best
 
 
-def reported(report: Report) -> dict[str, set[str]]:
-    """What correlate found, keyed by the rule that should find the same events."""
-    causes: dict[str, set[str]] = {"fail-open": set(), "dodged": set()}
-    for b in report.bypasses:
-        causes[b.cause].add(b.audit_id)
-    removed: dict[str, set[str]] = {"decided": set(), "undecided": set()}
-    for r in report.fence_removals:
-        removed[r.cause].add(r.audit_id)
-    return {
-        "kubefence-bypass-fail-open": causes["fail-open"],
-        "kubefence-bypass-dodged": causes["dodged"],
-        "kubefence-sensitive-access": {a.audit_id for a in report.sensitive_access},
-        "kubefence-fence-removed": removed["decided"],
-        "kubefence-fence-removed-undecided": removed["undecided"],
-        "kubefence-probing": {p.user for p in report.probers},
-    }
-
-
-def found(db: Any, options: CorrelateOptions, guarded: Guarded = UNNAMED) -> dict[str, set[str]]:
-    """What each rule finds in the view: auditIDs, or the probers' users."""
-    sql = queries(options, guarded)
-    out = {
-        name: matched(db, query)
-        for name, query in sql.items()
-        if name not in ("kubefence-probing", "kubefence-denied")
-    }
-    out["kubefence-probing"] = probers(
+def found(db: Any, files: Files) -> dict[str, set[str]]:
+    """What each rule finds in the view: auditIDs, or the probers' users (the threshold and
+    window read from the correlation rule itself)."""
+    sql = queries(files)
+    correlation = next(d for docs in files for d in docs if "correlation" in d)["correlation"]
+    out = {name: matched(db, q) for name, q in sql.items() if name not in (PROBING, DENIED)}
+    out[PROBING] = probers(
         db,
-        sql["kubefence-probing"],
-        sql["kubefence-denied"],
-        options.probe_threshold,
-        options.probe_window,
+        sql[PROBING],
+        sql[DENIED],
+        int(correlation["condition"]["gte"]),
+        SigmaTimespan(correlation["timespan"]).seconds,
     )
     return out
 
 
-def audit_events(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
-    import orjson
+def reported(report: Report) -> dict[str, set[str]]:
+    """What correlate found, keyed by the rule that should find the same events."""
+    return reported_json(orjson.loads(render_json(report)))
 
-    for line in lines:
-        if line.strip():
-            yield orjson.loads(line)
+
+def reported_json(report: Mapping[str, Any]) -> dict[str, set[str]]:
+    """The same from `correlate --format json`."""
+
+    def ids(items: str, cause: str | None = None) -> set[str]:
+        return {i["auditID"] for i in report[items] if cause is None or i["cause"] == cause}
+
+    return {
+        "kubefence-bypass-fail-open": ids("bypasses", "fail-open"),
+        "kubefence-bypass-dodged": ids("bypasses", "dodged"),
+        "kubefence-sensitive-access": ids("sensitiveAccess"),
+        "kubefence-fence-removed": ids("fenceRemovals", "decided"),
+        "kubefence-fence-removed-undecided": ids("fenceRemovals", "undecided"),
+        PROBING: {p["user"] for p in report["probers"]},
+    }

@@ -21,7 +21,7 @@ from sigma.conversion.base import TextQueryBackend
 from sigma.correlations import SigmaCorrelationRule
 from sigma.processing.pipeline import ProcessingPipeline
 from sigma_backend_duckdb import DuckDBBackend
-from sigma_kit import connect, found, queries, reported, rule_fields
+from sigma_kit import connect, found, queries, reported, rule_fields, rule_files
 
 from webhook.cli import main
 from webhook.correlate.model import CorrelateOptions
@@ -262,8 +262,9 @@ def test_duckdb_finds_what_correlate_reports_in_a_real_log(log: str) -> None:
     threshold of 2 makes probers of their few denials."""
     options: CorrelateOptions = replace(OPTIONS, probe_threshold=2)
     report = run(lines(f"{log}.audit.log"), lines(f"{log}.decisions.log"), options)
-    db = connect([FIXTURES / f"{log}.audit.log"], options)
-    want, got = reported(report), found(db, options)
+    files = rule_files(options)
+    db = connect([FIXTURES / f"{log}.audit.log"], files)
+    want, got = reported(report), found(db, files)
     for rule, events in want.items():
         assert got[rule] == events, rule
     assert want["kubefence-bypass-fail-open"]
@@ -274,13 +275,17 @@ def test_duckdb_finds_what_correlate_reports_in_a_real_log(log: str) -> None:
 
 
 def test_the_probing_window_is_applied_where_duckdb_groups_the_whole_log() -> None:
-    """edge's last three denials span about 4.5 ms: probing within 1 s, none within 3 ms, though the
-    correlation's SQL (GROUP BY ... HAVING over the whole log) keeps the user either way."""
-    for window, probing in ((1.0, True), (0.003, False)):
-        options = replace(OPTIONS, probe_threshold=3, probe_window=window)
-        report = run(lines("edge.audit.log"), lines("edge.decisions.log"), options)
-        db = connect([FIXTURES / "edge.audit.log"], options)
-        sql = queries(options)
+    """The two recorded logs deny the same user twice, then four times about 5 minutes later:
+    probing at 5 denials within 10 minutes, none within one, though the correlation's SQL (GROUP
+    BY ... HAVING over the whole log) keeps the user either way."""
+    audit = [FIXTURES / "outage.audit.log", FIXTURES / "edge.audit.log"]
+    decisions = lines("outage.decisions.log") + lines("edge.decisions.log")
+    for window, probing in ((600.0, True), (60.0, False)):
+        options = replace(OPTIONS, probe_threshold=5, probe_window=window)
+        report = run([p.read_bytes().splitlines(keepends=True) for p in audit], decisions, options)
+        files = rule_files(options)
+        db = connect(audit, files)
+        sql = queries(files)
         assert {row[0] for row in db.execute(sql["kubefence-probing"]).fetchall()}
-        assert found(db, options)["kubefence-probing"] == reported(report)["kubefence-probing"]
+        assert found(db, files)["kubefence-probing"] == reported(report)["kubefence-probing"]
         assert bool(reported(report)["kubefence-probing"]) is probing
