@@ -83,18 +83,19 @@ def audit_view(
     """`logs`: a view over the JSON lines, one column per field named by its path; `since` and
     `until` (the audit log's own timestamps) keep the requests received between them, as
     correlate's --since and --until do."""
+    # One parse of each line for every path (a list of paths), then a column per field.
+    fields = list(dict.fromkeys([*fields, "requestReceivedTimestamp"]))
+    paths = ", ".join("'" + json_path(f).replace("'", "''") + "'" for f in fields)
     columns = []
-    for field in dict.fromkeys([*fields, "requestReceivedTimestamp"]):
-        path = json_path(field).replace("'", "''")
+    for i, field in enumerate(fields, start=1):
+        value = f"v[{i}]"
         if field in INTEGER_FIELDS:
-            value = f"TRY_CAST(json_extract(json, '{path}') AS INTEGER)"
-        else:
-            value = f"json_extract_string(json, '{path}')"
+            value = f"TRY_CAST({value} AS INTEGER)"
         columns.append(f'{value} AS "{field}"')
     files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in logs)
     inner = (
-        f"SELECT {', '.join(columns)} "
-        f"FROM read_json_objects([{files}], format = 'newline_delimited')"
+        f"SELECT {', '.join(columns)} FROM (SELECT json_extract_string(json, [{paths}]) AS v "
+        f"FROM read_json_objects([{files}], format = 'newline_delimited'))"
     )
     where = []
     if since:
