@@ -289,3 +289,29 @@ def test_the_probing_window_is_applied_where_duckdb_groups_the_whole_log() -> No
         assert {row[0] for row in db.execute(sql["kubefence-probing"]).fetchall()}
         assert found(db, files)["kubefence-probing"] == reported(report)["kubefence-probing"]
         assert bool(reported(report)["kubefence-probing"]) is probing
+
+
+# --- the README shows what the converters write ----------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def at_scale() -> str:
+    section = README.read_text(encoding="utf-8").split("\n## At scale\n", 1)[1]
+    return " ".join(section.split("\n## ", 1)[0].split())
+
+
+@pytest.mark.parametrize(
+    ("rule", "cls"),
+    [
+        *(("kubefence-fence-removed", cls) for cls in (DuckDBBackend, ESQLBackend)),
+        *(("kubefence-fence-removed", cls) for cls in (OpensearchLuceneBackend, LogQLBackend)),
+        ("kubefence-fence-removed", SplunkBackend),
+        ("kubefence-fence-removed", SlashEscapingLucene),
+        *(("kubefence-probing", cls) for cls in (ESQLBackend, LogQLBackend, SplunkBackend)),
+    ],
+)
+def test_the_readme_shows_each_backends_real_output(rule: str, cls: type[TextQueryBackend]) -> None:
+    (found_rule,) = [r for r in sigma_rules(OPTIONS) if r.name == rule]
+    query = backend(cls).convert(SigmaCollection.from_dicts(list(found_rule.documents)))[-1]
+    assert " ".join(str(query).split()) in at_scale()
