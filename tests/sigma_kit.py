@@ -26,7 +26,8 @@ from sigma_backend_duckdb import DuckDBBackend
 
 from webhook.correlate.model import CorrelateOptions, Report
 from webhook.correlate.render_json import render_json
-from webhook.correlate.sigma import UNNAMED, Guarded, field_path, sigma_rules
+from webhook.correlate.sigma import UNNAMED, Guarded, sigma_rules
+from webhook.correlate.sigma_fields import field_path
 from webhook.correlate.timestamps import parse_time
 
 # Columns every proof reads besides the rules' fields.

@@ -23,7 +23,7 @@ from test_trail import await_configuration, eventually_created, now, reconfigure
 from test_tunnels import debug, pod_in
 from test_webhook import create_deployment, fence, new_namespace
 
-from webhook.correlate.sigma import WRITES
+from webhook.correlate.sigma_fields import WRITES
 
 ADMISSION = "kubefence-admission-change"
 

@@ -25,7 +25,8 @@ from sigma_kit import connect, found, queries, reported, rule_fields, rule_files
 
 from webhook.cli import main
 from webhook.correlate.model import CorrelateOptions
-from webhook.correlate.sigma import RULE_NAMESPACE, Guarded, field_path, rule_id, sigma_rules
+from webhook.correlate.sigma import RULE_NAMESPACE, Guarded, rule_id, sigma_rules
+from webhook.correlate.sigma_fields import field_path
 
 SINGLE_EVENT = (
     "kubefence-bypass-fail-open",

@@ -16,7 +16,8 @@ import yaml
 from webhook.commands.running import add_probing_arguments, positive_int
 from webhook.config import load_settings
 from webhook.correlate.model import CorrelateOptions
-from webhook.correlate.sigma import DEFAULT_WEBHOOK_SLOTS, Guarded, SigmaRule, sigma_rules
+from webhook.correlate.sigma import Guarded, SigmaRule, sigma_rules
+from webhook.correlate.sigma_fields import DEFAULT_WEBHOOK_SLOTS
 from webhook.errors import InputError
 
 HELP = (
