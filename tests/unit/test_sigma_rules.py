@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+import orjson
 import pytest
 import yaml
 from correlate_kit import FIXTURES, OPTIONS, lines, run
@@ -26,7 +27,7 @@ from sigma_kit import connect, found, queries, reported, rule_fields, rule_files
 from webhook.cli import main
 from webhook.correlate.model import CorrelateOptions
 from webhook.correlate.sigma import RULE_NAMESPACE, Guarded, rule_id, sigma_rules
-from webhook.correlate.sigma_fields import field_path
+from webhook.correlate.sigma_fields import WRITES, field_path
 
 SINGLE_EVENT = (
     "kubefence-bypass-fail-open",
@@ -268,6 +269,17 @@ def test_duckdb_finds_what_correlate_reports_in_a_real_log(log: str) -> None:
     want, got = reported(report), found(db, files)
     for rule, events in want.items():
         assert got[rule] == events, rule
+    # No correlate finding for it: the writes to webhook configurations, read plainly.
+    writes = {
+        e["auditID"]
+        for e in map(orjson.loads, lines(f"{log}.audit.log"))
+        if (e.get("objectRef") or {}).get("resource") == "validatingwebhookconfigurations"
+        and e["verb"] in WRITES
+        and e["stage"] != "RequestReceived"
+        and e.get("responseStatus", {}).get("code", 0) < 400
+    }
+    assert writes
+    assert got["kubefence-admission-change"] == writes
     assert want["kubefence-bypass-fail-open"]
     assert want["kubefence-bypass-dodged"]
     assert want["kubefence-probing"]
