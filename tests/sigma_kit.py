@@ -168,20 +168,27 @@ def found(db: Any, files: Files) -> dict[str, set[str]]:
     return out
 
 
+def before_registration(report: Report) -> int:
+    return int(report.summary.before_registration)
+
+
 def reported(report: Report) -> dict[str, set[str]]:
     """What correlate found, keyed by the rule that should find the same events."""
     return reported_json(orjson.loads(render_json(report)))
 
 
 def reported_json(report: Mapping[str, Any]) -> dict[str, set[str]]:
-    """The same from `correlate --format json`."""
+    """The same from `correlate --format json`. The dodged rule stands for correlate's `dodged`
+    and `unregistered` bypasses, and for the requests made before kubefence was registered,
+    which correlate counts (`before_registration`) and does not list."""
 
     def ids(items: str, cause: str | None = None) -> set[str]:
         return {i["auditID"] for i in report[items] if cause is None or i["cause"] == cause}
 
     return {
         "kubefence-bypass-fail-open": ids("bypasses", "fail-open"),
-        "kubefence-bypass-dodged": ids("bypasses", "dodged"),
+        # A single event cannot tell whether the configuration was deleted at the time.
+        "kubefence-bypass-dodged": ids("bypasses", "dodged") | ids("bypasses", "unregistered"),
         "kubefence-sensitive-access": ids("sensitiveAccess"),
         "kubefence-fence-removed": ids("fenceRemovals", "decided"),
         "kubefence-fence-removed-undecided": ids("fenceRemovals", "undecided"),

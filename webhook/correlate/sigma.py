@@ -44,6 +44,14 @@ ADMISSION_GROUP = "admissionregistration.k8s.io"
 # backend would parse each line as logfmt without this.
 BACKEND_HINTS = {"loki_parser": "json"}
 
+# Whether kubefence was registered when a request was made is read from other events (the writes
+# of its webhook configuration): `correlate` knows, a rule over one event does not.
+_REGISTRATION = (
+    "requests made before kubefence was first registered: correlate counts them as no bypass "
+    "(the config's drift.webhookConfiguration names the configuration whose writes tell); it "
+    "also tells a request made while that configuration was deleted (`unregistered`, whose "
+    "delete kubefence-admission-change finds) from a plain `dodged` one: this rule matches all"
+)
 # What every single-event rule leaves to `correlate` (the decision log is not in the SIEM).
 _NOT_SEEN = (
     "one alert per audit event, not per request: a long exec writes ResponseStarted and "
@@ -187,7 +195,7 @@ def _dodged(parts: Selections) -> SigmaRule:
         tags=["attack.defense-evasion", "attack.t1562.001"],
         falsepositives=[
             "the break-glass group's requests (a matchCondition skips the webhook by design)",
-            "requests made before kubefence was first registered",
+            _REGISTRATION,
             _NOT_SEEN,
             _NO_JOIN,
         ],
@@ -285,6 +293,7 @@ def _fence_removed_undecided(parts: Selections) -> SigmaRule:
             "a policy that fenced nothing (no rule over the log can tell: `kubefence "
             "scan` shows the namespace's fences now)",
             "a dry-run delete with its options in the body",
+            _REGISTRATION,
             _NOT_SEEN,
             _NO_JOIN,
         ],
