@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "scan": "scan",
     "check": "check",
     "correlate": "correlate",
+    "detections": "detections",
     "monitor": "monitor",
     "certs": "certs",
 }
