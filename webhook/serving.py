@@ -64,7 +64,9 @@ class ServeOptions:
     probe_port: int | None = None  # plain HTTP /healthz, /readyz, /metrics (no client cert)
     parent_pid: int | None = None  # a worker: stop when this parent goes away
     cert_poll_seconds: float = tls.POLL_INTERVAL
-    sigint_code: int = exitcodes.OK  # the exit code after SIGINT (`demo`: 130, as Ctrl-C is)
+    # The exit code after SIGINT: 130, as Ctrl-C is for every command (SIGTERM, a Pod's orderly
+    # stop, is 0).
+    sigint_code: int = exitcodes.INTERRUPTED
 
 
 async def serve(
@@ -135,6 +137,13 @@ async def serve(
     )
     probes = await _start_probes(runtime, probe_sock) if probe_sock is not None else None
     port = sock.getsockname()[1]
+    # Before "server.started": a signal right after it stops the server in order.
+    if stop is None:
+        stop = asyncio.Event()
+    signals = (signal.SIGTERM,) if options.parent_pid else (signal.SIGTERM, signal.SIGINT)
+    got: list[int] = []  # the signals that came, first first
+    for signum in signals:
+        loop.add_signal_handler(signum, _on_signal, got, stop, signum)
     runtime.log.info(
         "server.started",
         port=port,
@@ -146,12 +155,6 @@ async def serve(
     )
     if started is not None:
         started(port)
-    if stop is None:
-        stop = asyncio.Event()
-    signals = (signal.SIGTERM,) if options.parent_pid else (signal.SIGTERM, signal.SIGINT)
-    got: list[int] = []  # the signals that came, first first
-    for signum in signals:
-        loop.add_signal_handler(signum, _on_signal, got, stop, signum)
     jobs = [
         reloader.run(),
         _watch_config(runtime, options.config),

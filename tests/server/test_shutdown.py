@@ -167,18 +167,20 @@ async def test_exit_within_grace_when_a_request_never_completes(
     assert await stuck.reader.read() == b""  # cut at the end of grace, without an answer
 
 
-async def test_sigint_stops_like_sigterm(
+async def test_sigint_stops_like_sigterm_but_exits_130_as_ctrl_c(
     serve_process: Callable[[list[str]], ServeProcess],
     tls_material: TlsMaterial,
     state_dir: Path,
     tmp_path: Path,
 ) -> None:
+    """README "Commands": 130 Ctrl-C, for serve too; SIGTERM (a Pod's stop) stays 0."""
     cert, key = tls_material.write(tmp_path)
     server = serve_process(serve_args(cert, key, state_dir, "--drain-seconds", "0"))
     await server.start()
     server.signal(signal.SIGINT)
-    assert await server.wait(timeout=10) == 0
+    assert await server.wait(timeout=10) == 130
     assert server.stderr == b""
+    assert len(server.events("server.stopped")) == 1  # drained as on SIGTERM, not cut
 
 
 async def test_a_failed_background_job_is_logged_and_serving_goes_on(

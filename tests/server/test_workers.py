@@ -180,3 +180,16 @@ def test_bad_input_fails_before_any_worker_starts(
 )
 def test_the_worst_exit_code_wins(codes: list[int], expected: int) -> None:
     assert worst(codes) == expected
+
+
+async def test_sigint_stops_every_worker_and_exits_130_as_ctrl_c(
+    serve_process: Callable[[list[str]], ServeProcess],
+    tls_material: TlsMaterial,
+    state_dir: Path,
+    tmp_path: Path,
+) -> None:
+    server = serve_process(worker_args(tls_material, tmp_path, state_dir, "--drain-seconds", "0"))
+    await server.start(started=2)
+    server.signal(signal.SIGINT)
+    assert await server.wait(timeout=20) == 130
+    assert len(server.events("server.stopped")) == 2  # each drained (SIGTERM from the parent)

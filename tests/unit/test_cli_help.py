@@ -48,7 +48,7 @@ def test_every_flag_has_help_and_shows_its_default(command: str) -> None:
         if action.help == argparse.SUPPRESS:
             continue
         assert action.help, f"kubefence {command} {action.option_strings or action.dest}: no help"
-    text = chosen.format_help()
+    text = " ".join(chosen.format_help().split())  # as read, whatever the wrapping
     if any("--format" in a.option_strings for a in _actions(chosen)):
         fmt = next(a for a in _actions(chosen) if "--format" in a.option_strings)
         assert f"(default: {fmt.default})" in text or "(default)" in text

@@ -6,6 +6,7 @@ a message when the browser is absent. Set KUBEFENCE_SCREENSHOT=path.png to keep 
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -20,9 +21,10 @@ import orjson
 import pytest
 
 from webhook.correlate.correlation import correlate
-from webhook.correlate.model import CorrelateOptions, Report
+from webhook.correlate.model import Bucket, CorrelateOptions, Report
 from webhook.correlate.render_html import render_html
 from webhook.correlate.render_svg import timeline_svg
+from webhook.correlate.render_text import render_text
 from webhook.correlate.timestamps import format_time, parse_time
 
 FIXTURES = Path(__file__).parent / "fixtures" / "correlate"
@@ -182,3 +184,87 @@ def test_the_timeline_tells_fail_open_from_dodged() -> None:
     # The legend under the timeline says what each cause means.
     assert "the API server called kubefence and gave up" in page
     assert "no trace of kubefence" in page
+
+
+def _frame(svg: str) -> tuple[float, float, float, float]:
+    """The plot frame: left, top, right, bottom."""
+    found = re.search(r'<rect x="([^"]+)" y="([^"]+)" width="([^"]+)" height="([^"]+)" fill="#fbfcfd"', svg)  # fmt: skip
+    assert found is not None
+    x, y, w, h = map(float, found.groups())
+    return x, y, x + w, y + h
+
+
+def _marker_points(svg: str) -> list[tuple[float, float]]:
+    """Every corner of every bypass and gap marker (the shapes whose tooltip says so)."""
+    points = []
+    for d in re.findall(r'<path[^>]* d="([^"]+)"[^>]*><title>[^<]*(?:bypass|audit gap)', svg):
+        points += [(float(a), float(b)) for a, b in re.findall(r"(-?[\d.]+),(-?[\d.]+)", d)]
+    rects = r'<rect[^>]* x="([^"]+)" y="([^"]+)" width="([^"]+)" height="([^"]+)"[^>]*><title>\d+ audit gap'
+    for x, y, w, h in re.findall(rects, svg):
+        points += [(float(x), float(y)), (float(x) + float(w), float(y) + float(h))]
+    return points
+
+
+def _shown_counts(svg: str) -> int:
+    """Bypasses a reader counts without hovering: one a marker, or the number beside it."""
+    markers = re.findall(r"<path[^>]*><title>(\d+) (?:dodged|fail-open|unregistered) bypass", svg)
+    beside = [int(n) - 1 for n in re.findall(r'class="marker-count"[^>]*>(\d+)<', svg)]
+    return len(markers) + sum(beside)
+
+
+def test_every_bypass_marker_is_inside_the_frame_and_counts_what_it_stands_for() -> None:
+    """The outage has 8 bypasses in 3 buckets: 3 markers, each inside the plot, with its count."""
+    report = _report()
+    svg = timeline_svg(report.timeline)
+    left, top, right, bottom = _frame(svg)
+    points = _marker_points(svg)
+    assert len(points) >= 3 * 3
+    outside = [(x, y) for x, y in points if not (left <= x <= right and top <= y <= bottom)]
+    assert outside == []
+    assert _shown_counts(svg) == report.summary.bypasses == 8
+
+
+def test_markers_at_the_frame_edges_stay_inside_it() -> None:
+    """A full plot's first and last buckets sit at the frame's sides."""
+    buckets = [Bucket(float(i), 1.0, 1, 0, 1, 12, 2, unregistered=3) for i in range(200)]
+    svg = timeline_svg(buckets)
+    left, top, right, bottom = _frame(svg)
+    counts = re.findall(
+        r'class="marker-count" x="([^"]+)"[^>]*text-anchor="(\w+)"[^>]*>(\d+)<', svg
+    )
+    assert counts
+    for x, anchor, text in counts:  # 11 px type: a digit is at most 7 px wide
+        width = 7 * len(text)
+        assert left <= float(x) - (width if anchor == "end" else 0)
+        assert float(x) + (width if anchor == "start" else 0) <= right
+    assert all(left <= x <= right and top <= y <= bottom for x, y in _marker_points(svg))
+
+
+def test_each_cause_has_its_own_row_so_none_covers_another() -> None:
+    """Dodged and unregistered bypasses in one bucket: two diamonds, one above the other."""
+    svg = timeline_svg([Bucket(0.0, 1.0, 5, 0, 1, 2, 1, unregistered=4)])
+    shapes = re.findall(r'<(?:path|rect) class="marker"[^>]*?(?: d="([^"]+)"| y="([^"]+)")', svg)
+    tops = []
+    for d, y in shapes:
+        ys = [float(b) for _, b in re.findall(r"(-?[\d.]+),(-?[\d.]+)", d)] if d else [float(y)]
+        tops.append((min(ys), max(ys) if d else float(y) + 6))
+    assert len(tops) == 4
+    spans = sorted(tops)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))  # no two overlap
+    assert _shown_counts(svg) == 1 + 2 + 4
+
+
+def test_retried_calls_are_grouped_as_the_text_report_groups_them() -> None:
+    """The outage's 144 retried calls of one request: one row with its count, as in the text."""
+    report = _report()
+    assert report.summary.retried == 144
+    page = render_html(report)
+    section = page.split("<h2>Retried decisions (144)</h2>")[1].split("</details>")[0]
+    rows = [
+        [re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<td>(.*?)</td>", row)]
+        for row in re.findall(r"<tr><td>.*?</tr>", section)
+    ]
+    text = render_text(report).split("RETRIED: 144")[1].split("\n\n")[0].splitlines()[2:]
+    assert rows == [line.split() for line in text]
+    assert len(rows) == 1
+    assert rows[0][-2] == "144"

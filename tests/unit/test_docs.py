@@ -328,6 +328,22 @@ def _set_keys(words: list[str]) -> Iterator[str]:
 # --- the README's examples, run literally --------------------------------------------------------
 
 
+def test_the_readme_first_command_makes_a_virtualenv_in_one_line() -> None:
+    """A newcomer copies the first command whole: one line that makes and enters a virtualenv
+    (a distribution's Python refuses `pip install` outside one), installs, then runs the demo,
+    each step only if the one before worked; beside it, the Python it needs, as pyproject says."""
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("\n## Two commands\n")[1]
+    command = section.split("\n\n    ", 1)[1].split("\n", 1)[0]
+    steps = command.split(" && ")
+    assert steps[0].startswith("python3 -m venv ")
+    venv = steps[0].removeprefix("python3 -m venv ")
+    assert steps[1:] == [f". {venv}/bin/activate", "pip install -e .", "kubefence demo"]
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    (minimum,) = re.findall(r'^requires-python = ">=(\d+\.\d+)"$', pyproject, re.M)
+    before = section.split("\n\n    ")[0]
+    assert f"Python {minimum} or newer" in " ".join(before.split())
+
+
 def test_the_readme_audit_level_example_prints_what_it_shows(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -344,6 +360,17 @@ def test_the_readme_audit_level_example_prints_what_it_shows(
     monkeypatch.chdir(REPO)
     assert main(shlex.split(command)[1:]) == 0
     assert capsys.readouterr().out.strip() == shown
+
+
+def test_the_readme_audit_level_prose_names_the_rule_its_example_prints() -> None:
+    """The paragraph after the example explains the `"rule": N` the example prints, not another."""
+    section = (
+        (REPO / "README.md").read_text(encoding="utf-8").split("## `kubefence audit-level`")[1]
+    )
+    example, _, prose = section.partition("\n\n    $ ")[2].partition("\n\n")
+    shown = json.loads(example.splitlines()[-1])
+    named = re.findall(r'`"rule": (\d+)` is `rules\[(\d+)\]`', prose)
+    assert named == [(str(shown["rule"]), str(shown["rule"]))]
 
 
 def test_the_layout_names_every_module() -> None:

@@ -7,12 +7,13 @@ the client loads pass it, and the client loads each of them (the check is no str
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 
 import pytest
 from kubernetes import config
 
-from webhook.cluster.kubeconfig import CredentialsError, check, default_path
+from webhook.cluster.kubeconfig import CredentialsError, default_files, load
 
 PEM = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").decode()
 
@@ -52,7 +53,7 @@ def test_what_the_check_accepts_the_client_loads(tmp_path: Path, name: str) -> N
     (tmp_path / "token").write_text("abc\n")
     path = tmp_path / "kubeconfig"
     path.write_text(ACCEPTED[name])
-    check(path)
+    load([path], explicit=True)
     with config.new_client_from_config(config_file=str(path)) as api:
         assert api.configuration.host.startswith("http")
 
@@ -66,13 +67,23 @@ def test_a_relative_file_is_read_beside_the_kubeconfig_not_the_working_folder(
     (tmp_path / "ca.crt").write_text("in the working folder, not beside the kubeconfig")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CredentialsError, match=r"clusters\[0\]\.cluster\.certificate-authority: "):
-        check(path)
+        load([path], explicit=True)
 
 
-def test_the_default_is_kubeconfig_env_then_home(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KUBECONFIG", "/a/config")
-    assert default_path() == Path("/a/config")
-    monkeypatch.setenv("KUBECONFIG", "/a/config:/b/config")
-    assert default_path() is None  # merged by the client
-    monkeypatch.delenv("KUBECONFIG")
-    assert default_path() == Path("~/.kube/config").expanduser()
+def test_the_default_is_every_file_kubeconfig_lists_then_home() -> None:
+    assert default_files({"KUBECONFIG": "/a/config"}) == (Path("/a/config"),)
+    # As client-go's `filepath.SplitList` and `deduplicate`: empty names dropped, repeats once.
+    listed = f"/a/config{os.pathsep}{os.pathsep}/b/config{os.pathsep}/a/config"
+    assert default_files({"KUBECONFIG": listed}) == (Path("/a/config"), Path("/b/config"))
+    assert default_files({"KUBECONFIG": ""}) == (Path("~/.kube/config").expanduser(),)
+    assert default_files({}) == (Path("~/.kube/config").expanduser(),)
+
+
+def test_an_exec_plugin_given_as_a_path_is_read_beside_its_kubeconfig(tmp_path: Path) -> None:
+    """As client-go resolves it: `./bin/credential` beside the file, `aws` left to $PATH."""
+    path = tmp_path / "kubeconfig"
+    for command, resolved in (("./bin/credential", str(tmp_path / "bin" / "credential")), ("aws", "aws")):  # fmt: skip
+        user = f"{{exec: {{apiVersion: client.authentication.k8s.io/v1, command: {command}}}}}"
+        path.write_text(_kubeconfig('{server: "https://127.0.0.1:6443"}', user=user))
+        (entry,) = load([path]).document["users"]
+        assert os.path.normpath(entry["user"]["exec"]["command"]) == os.path.normpath(resolved)

@@ -12,14 +12,15 @@ Invariants:
 - Each client is imported only by the function that opens it, so a command pays for the one it
   uses and `--state` for neither.
 - Credentials that will not load raise `CredentialsError`, one line naming the file (and, for a
-  kubeconfig, the field: `webhook.cluster.kubeconfig` checks it first); a server that cannot be
-  reached raises `Unreachable` (blocking) or the connection error (aio); the callers word both.
+  kubeconfig, the field: `webhook.cluster.kubeconfig` merges and checks it first, and the client
+  is given the merged document); a server that cannot be reached raises `Unreachable`
+  (blocking; its text the cause in words, `webhook.cluster.unreachable`) or the connection error
+  (aio); the callers word both.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,8 @@ import yaml
 
 from webhook.cluster import kubeconfig as kubeconfig_file
 from webhook.cluster.apiserver import JSON, ApiError, Lines
-from webhook.cluster.kubeconfig import CredentialsError
+from webhook.cluster.kubeconfig import CredentialsError, Kubeconfig
+from webhook.cluster.unreachable import cause
 
 if TYPE_CHECKING:
     import aiohttp
@@ -48,6 +50,16 @@ __all__ = [
 ]
 
 USER_AGENT = "kubefence"
+# A connection that is not up in this long is given up (client-go's dialer waits 30 s too); the
+# answer itself may take as long as it takes, as kubectl's has no limit either.
+CONNECT_TIMEOUT = 30.0
+Credentials = Kubeconfig | Path | None  # a merged kubeconfig, one file, or None: in-cluster
+
+
+def _loaded(credentials: Credentials) -> Kubeconfig | None:
+    if isinstance(credentials, Path):
+        return kubeconfig_file.load([credentials], explicit=True)
+    return credentials
 
 
 class Unreachable(Exception):
@@ -166,29 +178,33 @@ def _drop(response: aiohttp.ClientResponse) -> None:
     response.close()
 
 
-async def connect(kubeconfig: Path | None) -> tuple[ApiClient, Any]:
-    """An API client from a kubeconfig file, or from the Pod's service account when None.
+async def connect(credentials: Credentials) -> tuple[ApiClient, Any]:
+    """An API client from a kubeconfig (merged, or one file), or from the Pod's service account
+    when None.
 
     Returns the client and the kubeconfig loader (None in-cluster) for `refresh_credentials`.
     """
     from kubernetes.aio.client import ApiClient, Configuration
-    from kubernetes.aio.config import ConfigException, load_incluster_config, load_kube_config
+    from kubernetes.aio.config import (
+        ConfigException,
+        load_incluster_config,
+        load_kube_config_from_dict,
+    )
 
     configuration = Configuration()
     loader: Any = None
-    if kubeconfig is not None:
-        kubeconfig_file.check(kubeconfig)
+    kubeconfig = _loaded(credentials)
     try:
         if kubeconfig is None:
             load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
-            loader = await load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=str(kubeconfig),
+            loader = await load_kube_config_from_dict(  # type: ignore[no-untyped-call]
+                config_dict=kubeconfig.document,
+                context=kubeconfig.context,
                 client_configuration=configuration,
-                persist_config=False,
             )
     except (ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as exc:
-        where = str(kubeconfig) if kubeconfig is not None else "in-cluster config"
+        where = kubeconfig.source if kubeconfig is not None else "in-cluster config"
         raise CredentialsError(where, kubeconfig_file.one_line(str(exc))) from None
     api = ApiClient(configuration)
     api.rest_client = _rest_client(configuration)
@@ -272,7 +288,12 @@ class BlockingTransport:
         )
         try:
             response = self._api.call_api(
-                method, url, headers, body, post, _request_timeout=timeout
+                method,
+                url,
+                headers,
+                body,
+                post,
+                _request_timeout=timeout if timeout is not None else (CONNECT_TIMEOUT, None),
             )
             if not 200 <= response.status <= 299:  # as the client's generated calls judge it
                 response.read()
@@ -286,7 +307,7 @@ class BlockingTransport:
                 body=exc.body,
             ) from None
         except HTTPError as exc:
-            raise Unreachable(str(exc)) from None
+            raise Unreachable(cause(exc)) from None
         parsed = orjson.loads(data)
         if not isinstance(parsed, dict):
             raise ApiError(500, "the answer is not a JSON object")
@@ -294,25 +315,30 @@ class BlockingTransport:
 
 
 @contextlib.contextmanager
-def blocking(kubeconfig: Path | None) -> Iterator[BlockingTransport]:
-    """The synchronous client from a kubeconfig file; when None, in a Pod its service account,
-    elsewhere $KUBECONFIG or ~/.kube/config. Its connections are closed on leaving."""
+def blocking(credentials: Credentials) -> Iterator[BlockingTransport]:
+    """The synchronous client from a kubeconfig (merged, or one file); when None, the Pod's
+    service account. Its connections are closed on leaving."""
     from kubernetes import client, config
+    from urllib3 import Retry
 
-    in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ
-    checked = kubeconfig if kubeconfig is not None else kubeconfig_file.default_path()
-    if checked is not None and not in_cluster:
-        kubeconfig_file.check(checked)
+    kubeconfig = _loaded(credentials)
+    configuration = client.Configuration()
+    # A connection that failed is not tried again: a server that does not answer is said after
+    # CONNECT_TIMEOUT, not four times that (urllib3's default retries every error 3 times).
+    configuration.retries = Retry(total=3, connect=0)
     try:
         if kubeconfig is not None:
-            api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
-        elif in_cluster:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            api = client.ApiClient()
+            api = config.new_client_from_config_dict(  # type: ignore[no-untyped-call]
+                config_dict=kubeconfig.document,
+                context=kubeconfig.context,
+                persist_config=False,
+                client_configuration=configuration,
+            )
         else:
-            api = config.new_client_from_config()  # type: ignore[no-untyped-call]
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            api = client.ApiClient(configuration)
     except (config.ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as exc:
-        where = str(kubeconfig) if kubeconfig is not None else "kubeconfig"
+        where = kubeconfig.source if kubeconfig is not None else "in-cluster config"
         raise CredentialsError(where, kubeconfig_file.one_line(str(exc))) from None
     with api:
         yield BlockingTransport(api)

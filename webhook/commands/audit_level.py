@@ -1,7 +1,10 @@
 """`kubefence audit-level`: the audit level an audit Policy gives one request, or each of many.
 
-Every request is read and checked before anything is printed, so output is all-or-nothing: one
-result per request, in input order.
+A request the API server would never send (`--verb PATCH`, `--resource pod`:
+`webhook.request_names`) is refused, naming what was meant, and so is no request at all. A
+`--requests FILE` is read and checked before anything is printed (all-or-nothing); `--requests -`
+answers each line as it arrives, one JSON result per request in input order, so a program can
+ask one question at a time over a pipe (`--format table` waits for the end: it aligns columns).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import orjson
 
 from webhook import exitcodes
 from webhook.auditpolicy import STAGES, Evaluation, Policy, RequestAttributes, load_policy
+from webhook.commands.cluster_flags import add_format_argument
 from webhook.errors import InputError
+from webhook.request_names import resource_refusal, verb_refusal
 
 HELP = "evaluate an audit Policy for one request (flags) or many (--requests FILE.jsonl)"
 
@@ -42,11 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE.jsonl",
         help="one JSON request per line ('-' = stdin); instead of the request flags",
     )
-    parser.add_argument(
-        "--format",
-        choices=("json", "table"),
-        default="json",
-        help="json: one object per request; table: for people",
+    add_format_argument(
+        parser, ("json", "table"), "json", "json: one object per request; table: for people"
     )
     one = parser.add_argument_group("one request")
     one.add_argument("--user", help="user name (absent: unauthenticated)")
@@ -66,10 +68,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     one.add_argument("--namespace", help="the namespace (absent: a cluster-scoped request)")
     one.add_argument("--name", help="the object's name as the URL carries it")
     one.add_argument("--path", help="request path; alone, a non-resource request")
+    # For the refusal of no request at all: what to type, as bare `kubefence` shows it.
+    parser.set_defaults(usage=parser.format_usage())
 
 
 def run(args: argparse.Namespace) -> int:
     policy = _read_policy(args.policy)
+    if args.requests == "-" and args.format == "json":
+        _no_request_flags(args)
+        out = sys.stdout
+        for _, attrs in _from_lines(sys.stdin, "<stdin>"):
+            out.write(orjson.dumps(_as_json(policy.evaluate(attrs))).decode() + "\n")
+            out.flush()  # the answer now, not when the pipe closes
+        return exitcodes.OK
     numbered = _requests_from(args)
     requests = [attrs for _, attrs in numbered]
     results = [policy.evaluate(attrs) for attrs in requests]
@@ -90,13 +101,27 @@ def _read_policy(path: str) -> Policy:
     return load_policy(text, path)
 
 
-def _requests_from(args: argparse.Namespace) -> list[tuple[int | None, RequestAttributes]]:
-    """The requests with their line numbers in --requests (None for the one given by flags)."""
-    flags = [f"--{f.replace('_', '-')}" for f in _REQUEST_FLAGS if getattr(args, f) is not None]
-    if args.requests is None:
-        return [(None, _from_flags(args))]
+def _request_flags(args: argparse.Namespace) -> list[str]:
+    return [f"--{f.replace('_', '-')}" for f in _REQUEST_FLAGS if getattr(args, f) is not None]
+
+
+def _no_request_flags(args: argparse.Namespace) -> None:
+    flags = _request_flags(args)
     if flags:
         raise InputError(f"--requests cannot be combined with {', '.join(flags)}")
+
+
+def _requests_from(args: argparse.Namespace) -> list[tuple[int | None, RequestAttributes]]:
+    """The requests with their line numbers in --requests (None for the one given by flags)."""
+    if args.requests is None:
+        if not _request_flags(args):
+            sys.stderr.write(getattr(args, "usage", ""))
+            raise InputError(
+                "no request: give its flags (--verb get --resource pods ..., or --path) or"
+                " --requests FILE.jsonl"
+            )
+        return [(None, _from_flags(args))]
+    _no_request_flags(args)
     source = "<stdin>" if args.requests == "-" else args.requests
     try:
         if args.requests == "-":
@@ -112,7 +137,21 @@ def _requests_from(args: argparse.Namespace) -> list[tuple[int | None, RequestAt
 def _from_flags(args: argparse.Namespace) -> RequestAttributes:
     strings = {attr: getattr(args, attr) or "" for attr in _STRING_KEYS.values()}
     resource_request = args.path is None or args.resource is not None
+    for key, reason in _refusals(strings, resource_request):
+        raise InputError(
+            f"--{_STRING_KEYS[key].replace('_', '-')} {strings[_STRING_KEYS[key]]}: {reason}"
+        )
     return _attributes(args.user, tuple(args.groups or ()), resource_request, strings)
+
+
+def _refusals(strings: Mapping[str, str], resource_request: bool) -> Iterator[tuple[str, str]]:
+    """(line key, reason) for each attribute the API server would never send."""
+    verb = verb_refusal(strings["verb"], resource_request=resource_request)
+    if verb is not None:
+        yield "verb", verb
+    resource = resource_refusal(strings["resource"]) if resource_request else None
+    if resource is not None:
+        yield "resource", resource
 
 
 def _attributes(
@@ -165,7 +204,10 @@ def _from_line(line: str) -> RequestAttributes:
     user = obj.get("user")
     if user is not None and not isinstance(user, str):
         raise _LineError("user", "must be a string or null")
-    return _attributes(user, _groups(obj), _resource_request(obj), strings)
+    resource_request = _resource_request(obj)
+    for key, reason in _refusals(strings, resource_request):
+        raise _LineError(key, f"{obj[key]!r}: {reason}")
+    return _attributes(user, _groups(obj), resource_request, strings)
 
 
 def _string(obj: Mapping[str, object], key: str) -> str:

@@ -20,6 +20,7 @@ from webhook.check.manifests import Located, parse
 from webhook.check.render import FORMATS, render
 from webhook.cluster.static import load_state
 from webhook.cluster.view import StaticView
+from webhook.commands import cluster_flags
 from webhook.config import load_settings
 from webhook.errors import InputError
 from webhook.settings import Settings
@@ -69,11 +70,8 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="folder of cluster manifests the manifests are applied to (default: none)",
     )
-    source.add_argument(
-        "--kubeconfig",
-        type=Path,
-        metavar="FILE",
-        help="a live cluster the manifests are applied to",
+    cluster_flags.add_cluster_arguments(
+        parser, source, default="none: the manifests alone; with --context, $KUBECONFIG"
     )
 
 
@@ -81,11 +79,13 @@ def base_cluster(args: argparse.Namespace, settings: Settings) -> StaticView | N
     """The cluster the manifests are applied to: `--state DIR`, a live cluster read as `scan`
     reads it, or none (the manifests alone). The one place check reads its cluster flags."""
     if args.state is not None:
+        if args.context is not None:
+            raise InputError("--context names a kubeconfig context: not with --state DIR")
         return load_state(args.state, settings.limits)
-    if args.kubeconfig is not None:
+    if cluster_flags.named_kubeconfig(args):  # a live cluster: --kubeconfig and/or --context
         from webhook.commands.scan import read_cluster
 
-        view, _, _, _ = read_cluster(args.kubeconfig, settings.limits)
+        view, _, _, _ = read_cluster(cluster_flags.cluster_credentials(args), settings.limits)
         return view
     return None
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, cast
 
 from webhook.auditpolicy import load_policy
+from webhook.commands.cluster_flags import add_format_argument
 from webhook.commands.running import add_probing_arguments, duration, positive_int
 from webhook.config import load_settings
 from webhook.correlate.correlation import Correlation
@@ -111,11 +112,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--until", type=_rfc3339, metavar="TIME", help="report up to this time (RFC 3339)"
     )
-    parser.add_argument(
-        "--format",
-        choices=("text", "json", "html"),
-        default="text",
-        help="text tables, JSON (its keys are a contract) or one self-contained HTML page",
+    add_format_argument(
+        parser,
+        ("text", "json", "html"),
+        "text",
+        "text tables, JSON (its keys are a contract) or one self-contained HTML page",
     )
     parser.add_argument("--out", type=Path, metavar="FILE", help="write the report here")
     add_probing_arguments(parser)

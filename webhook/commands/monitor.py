@@ -28,14 +28,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import os
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from webhook import decisionlog, tls
-from webhook.cluster.kubeconfig import CredentialsError
-from webhook.cluster.kubeconfig import check as check_kubeconfig
+from webhook.cluster.kubeconfig import Kubeconfig
+from webhook.commands.cluster_flags import (
+    add_cluster_arguments,
+    cluster_credentials,
+    credentials_error,
+    in_a_pod,
+    named_kubeconfig,
+)
 from webhook.commands.running import add_probing_arguments, port_number
 from webhook.commands.serve import Election, election_namespace, identity
 from webhook.config import load_settings
@@ -169,10 +174,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the API server's client certificate as serve logs it (`client`; repeatable): a"
         " decision for another client is no audit gap (default: any verified certificate)",
     )
-    parser.add_argument(
-        "--kubeconfig",
-        type=Path,
-        help="kubeconfig for the canary's requests and the Lease (default: in-cluster)",
+    add_cluster_arguments(
+        parser,
+        default="in a Pod its service account; with --context, $KUBECONFIG or ~/.kube/config."
+        " For the canary's requests and the Lease",
     )
     parser.add_argument(
         "--leader-election-namespace",
@@ -283,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
         probe_window=args.probe_window,
     )
     canary_target = _canary_target(args) if args.canary is not None else None
-    credentials = args.kubeconfig is not None or "KUBERNETES_SERVICE_HOST" in os.environ
+    credentials = named_kubeconfig(args) or in_a_pod()
     if args.canary is not None and not credentials:
         raise InputError("--canary needs cluster credentials: give --kubeconfig FILE")
     if args.leader_election_namespace and not credentials:
@@ -295,13 +300,9 @@ def run(args: argparse.Namespace) -> int:
         namespace = election_namespace(args.leader_election_namespace)
         if namespace:
             election = Election(namespace, args.leader_election_id, identity())
-    if args.kubeconfig is not None and (args.canary is not None or election is not None):
-        try:
-            check_kubeconfig(args.kubeconfig)
-        except CredentialsError as exc:
-            raise InputError(
-                f"{exc.source}: cannot load cluster credentials: {exc.reason}"
-            ) from None
+    kubeconfig = None
+    if named_kubeconfig(args) and (args.canary is not None or election is not None):
+        kubeconfig = cluster_credentials(args)
     decisionlog.configure()
     watch = CanaryWatch(2 * args.canary) if args.canary is not None else None
     gaps = None
@@ -342,7 +343,15 @@ def run(args: argparse.Namespace) -> int:
         decisions_client_ca=args.decisions_client_ca,
     )
     return asyncio.run(
-        _serve(serve_options, runtime, args, canary_target, election, alerts=alert_jobs)
+        _serve(
+            serve_options,
+            runtime,
+            args,
+            canary_target,
+            election,
+            alerts=alert_jobs,
+            kubeconfig=kubeconfig,
+        )
     )
 
 
@@ -501,9 +510,10 @@ async def _serve(
     canary_target: tuple[str, str] | None,
     election: Election | None,
     *,
+    kubeconfig: Kubeconfig | None,
     alerts: list[Job],
 ) -> int:
-    if election is None and ("KUBERNETES_SERVICE_HOST" in os.environ or args.kubeconfig):
+    if election is None and (in_a_pod() or named_kubeconfig(args)):
         runtime.log.info(
             "leader_election.off", reason="no namespace for the Lease: this process takes batches"
         )
@@ -517,10 +527,10 @@ async def _serve(
     try:
         jobs: list[Job] = [*config]
         if election is not None:
-            clients.append(await _connect(args.kubeconfig))
+            clients.append(await _connect(kubeconfig))
             jobs.append(_elect(clients[-1], election, runtime))
         if canary_target is not None:
-            clients.append(await _connect(args.kubeconfig))
+            clients.append(await _connect(kubeconfig))
             jobs.append(_canary(clients[-1], canary_target, args.canary))
         return await run_monitor(options, runtime, background=jobs)
     finally:
@@ -565,13 +575,13 @@ def follow_config(args: argparse.Namespace) -> Job:
     return job
 
 
-async def _connect(kubeconfig: Path | None) -> ApiClient:
+async def _connect(kubeconfig: Kubeconfig | None) -> ApiClient:
     from webhook.cluster import transport
 
     try:
         api, _ = await transport.connect(kubeconfig)
     except transport.CredentialsError as exc:
-        raise InputError(f"{exc.source}: cannot load cluster credentials: {exc.reason}") from None
+        raise credentials_error(exc) from None
     return api
 
 

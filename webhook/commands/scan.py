@@ -22,8 +22,18 @@ import yaml
 
 from webhook import exitcodes
 from webhook.cluster.apiserver import JSON, RUNNING_PODS, ApiError, Getter, pages
+from webhook.cluster.kubeconfig import Kubeconfig
 from webhook.cluster.static import build_facts, load_state, objects_of
 from webhook.cluster.view import StaticView
+from webhook.commands.cluster_flags import (
+    add_cluster_arguments,
+    add_format_argument,
+    add_namespace_argument,
+    cluster_credentials,
+    credentials_error,
+    in_namespace,
+    namespaced_path,
+)
 from webhook.config import load_settings
 from webhook.errors import InputError
 from webhook.findings.exposure import KINDS as EXPOSURE_KINDS
@@ -72,18 +82,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--state", type=Path, metavar="DIR", help="folder of cluster manifests instead of a cluster"
     )
-    source.add_argument(
-        "--kubeconfig",
-        type=Path,
-        metavar="FILE",
-        help="kubeconfig of the cluster (default: in-cluster, else $KUBECONFIG or ~/.kube/config)",
-    )
+    add_cluster_arguments(parser, source)
+    add_namespace_argument(parser)
     parser.add_argument("--config", type=Path, metavar="FILE", help="kubefence config file")
-    parser.add_argument(
-        "--format",
-        choices=("table", "json", *FORMATS),
-        default="table",
-        help="table (default), json, or the findings as reports for kubectl apply -f -: "
+    add_format_argument(
+        parser,
+        ("table", "json", *FORMATS),
+        "table",
+        "table (default), json, or the findings as reports for kubectl apply -f -: "
         "policyreport (wgpolicyk8s.io/v1alpha2 PolicyReport per namespace and a "
         "ClusterPolicyReport) or openreports (openreports.io/v1alpha1 Report, ClusterReport)",
     )
@@ -96,14 +102,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    namespace = args.namespace
     if args.state is not None:
+        if args.context is not None:
+            raise InputError("--context names a kubeconfig context: not with --state DIR")
         view = load_state(args.state, settings.limits)
         groups = policy_groups_in(args.state)
-        exposure = read_exposure(objects_of(args.state, EXPOSURE_KINDS))
-        workloads = objects_of(args.state, WORKLOAD_KINDS)
+        exposure = read_exposure(in_namespace(objects_of(args.state, EXPOSURE_KINDS), namespace))
+        workloads = in_namespace(objects_of(args.state, WORKLOAD_KINDS), namespace)
     else:
-        view, groups, exposure, workloads = read_cluster(args.kubeconfig, settings.limits)
-    facts = [f for f in (view.namespace(n) for n in view.names()) if f is not None]
+        view, groups, exposure, workloads = read_cluster(
+            cluster_credentials(args), settings.limits, namespace=namespace
+        )
+    names = [n for n in view.names() if namespace in (None, n)]
+    if namespace is not None and not names:
+        raise InputError(f"--namespace {namespace}: no such namespace")
+    facts = [f for f in (view.namespace(n) for n in names) if f is not None]
     report = scan(facts, view, settings, groups, exposure, workloads=workloads)
     out = sys.stdout
     if args.fix:
@@ -122,18 +136,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def read_cluster(
-    kubeconfig: Path | None, limits: Limits = DEFAULT_LIMITS
+    kubeconfig: Kubeconfig | None, limits: Limits = DEFAULT_LIMITS, namespace: str | None = None
 ) -> tuple[StaticView, tuple[str, ...], Exposure, list[Mapping[str, Any]]]:
     """One consistent-enough read of the cluster: namespaces, policies, running pods, API groups,
     the exposure lists (Services, ClusterRoles, ClusterRoleBindings), and the running Pods and
-    workload objects whose pod specs the host-network rule judges."""
-    return asyncio.run(_read_cluster(kubeconfig, limits))
+    workload objects whose pod specs the host-network rule judges. With `namespace`, every
+    Namespace (selectors read their labels) and only that namespace's other objects."""
+    return asyncio.run(_read_cluster(kubeconfig, limits, namespace))
 
 
 async def _read_cluster(
-    kubeconfig: Path | None, limits: Limits
+    kubeconfig: Kubeconfig | None, limits: Limits, namespace: str | None
 ) -> tuple[StaticView, tuple[str, ...], Exposure, list[Mapping[str, Any]]]:
     from webhook.cluster import transport
+
+    def narrowed(path: str) -> str:
+        return namespaced_path(path, namespace) or ""
 
     try:
         with transport.blocking(kubeconfig) as api:
@@ -141,11 +159,13 @@ async def _read_cluster(
                 objects = [
                     *await _listed(api, "/api/v1/namespaces", "Namespace"),
                     *await _listed(
-                        api, "/apis/networking.k8s.io/v1/networkpolicies", "NetworkPolicy"
+                        api, narrowed("/apis/networking.k8s.io/v1/networkpolicies"), "NetworkPolicy"
                     ),
                 ]
                 # Whole Pods, not their metadata: the host-network findings read their specs.
-                pods = await _listed(api, "/api/v1/pods", "Pod", [("fieldSelector", RUNNING_PODS)])
+                pods = await _listed(
+                    api, narrowed("/api/v1/pods"), "Pod", [("fieldSelector", RUNNING_PODS)]
+                )
                 objects += pods
                 groups = served_groups(await api.get("/apis/", timeout=None))
                 exposed: list[Mapping[str, Any]] = []
@@ -153,8 +173,10 @@ async def _read_cluster(
                 unread: list[str] = []
                 for paths, into in ((EXPOSURE_PATHS, exposed), (WORKLOAD_PATHS, workloads)):
                     for path, kind, name in paths:
+                        if not narrowed(path):
+                            continue  # cluster-scoped: no namespace's finding
                         try:
-                            into += [obj for _, obj in await _listed(api, path, kind)]
+                            into += [obj for _, obj in await _listed(api, narrowed(path), kind)]
                         except ApiError as exc:
                             if exc.status != 403:
                                 raise
@@ -165,7 +187,7 @@ async def _read_cluster(
             except transport.Unreachable as exc:
                 raise InputError(f"{api.server}: cannot reach the API server: {exc}") from None
     except transport.CredentialsError as exc:
-        raise InputError(f"{exc.source}: cannot load: {exc.reason}") from None
+        raise credentials_error(exc) from None
     view = StaticView(build_facts(iter(objects), limits))
     return view, groups, read_exposure(exposed, unread), workloads
 

@@ -26,11 +26,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from webhook import decisionlog, tls
-from webhook.cluster.kubeconfig import CredentialsError
-from webhook.cluster.kubeconfig import check as check_kubeconfig
+from webhook.cluster.kubeconfig import Kubeconfig
 from webhook.cluster.leaderelection import DEFAULT_LEASE_NAME
 from webhook.cluster.static import load_state
 from webhook.commands import workers
+from webhook.commands.cluster_flags import (
+    add_cluster_arguments,
+    cluster_credentials,
+    credentials_error,
+    in_a_pod,
+    named_kubeconfig,
+)
 from webhook.commands.running import port_number, positive_int
 from webhook.config import load_settings
 from webhook.decisionfeed import DecisionFeed, FeedOptions
@@ -53,8 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--state", type=Path, help="folder of cluster manifests instead of a live cluster"
     )
-    source.add_argument(
-        "--kubeconfig", type=Path, help="kubeconfig of the cluster (default: in-cluster)"
+    add_cluster_arguments(
+        parser,
+        source,
+        default="in a Pod its service account; with --context, $KUBECONFIG or ~/.kube/config",
     )
     parser.add_argument(
         "--workers",
@@ -241,15 +249,15 @@ def run(args: argparse.Namespace) -> int:
     feed = decision_feed(args)
     extra = [feed] if feed is not None else []
     settings = load_settings(args.config)
+    credentials = None
     if args.state is not None:
+        if args.context is not None:
+            raise InputError("--context names a kubeconfig context: not with --state DIR")
         cluster = load_state(args.state, settings.limits)
-    elif args.kubeconfig is None and "KUBERNETES_SERVICE_HOST" not in os.environ:
+    elif not named_kubeconfig(args) and not in_a_pod():
         raise InputError("no cluster: give --state DIR or --kubeconfig FILE, or run in a cluster")
-    elif args.kubeconfig is not None:
-        try:  # now, not in each worker once the port is taken
-            check_kubeconfig(args.kubeconfig)
-        except CredentialsError as exc:
-            raise _credentials_error(exc) from None
+    else:
+        credentials = cluster_credentials(args)  # now, not in each worker once the port is taken
     decisionlog.configure()
     if args.workers > 1:
         return workers.supervise(args, run)
@@ -260,11 +268,7 @@ def run(args: argparse.Namespace) -> int:
         name=args.leader_election_id,
         identity=identity(),
     )
-    return asyncio.run(serve_live(options, settings, args.kubeconfig, election, extra))
-
-
-def _credentials_error(exc: CredentialsError) -> InputError:
-    return InputError(f"{exc.source}: cannot load cluster credentials: {exc.reason}")
+    return asyncio.run(serve_live(options, settings, credentials, election, extra))
 
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -302,7 +306,7 @@ async def _sole_notifier(runtime: Runtime) -> None:
 async def serve_live(
     options: ServeOptions,
     settings: Settings,
-    kubeconfig: Path | None,
+    kubeconfig: Kubeconfig | Path | None,
     election: Election | None = None,
     extra: list[Job] | None = None,
 ) -> int:
@@ -319,7 +323,7 @@ async def serve_live(
     try:
         api, loader = await transport.connect(kubeconfig)
     except transport.CredentialsError as exc:
-        raise _credentials_error(exc) from None
+        raise credentials_error(exc) from None
     try:
         kube = transport.KubeTransport(api)
         log = decisionlog.get_logger()

@@ -5,7 +5,8 @@ and metrics registry) in a spawned process; the kernel spreads new connections o
 listeners. The parent only supervises. Invariants: a SIGTERM or SIGINT to the parent reaches every
 worker as SIGTERM (each drains as a single server does); when one worker exits on its own the
 others are stopped too, so the Pod restarts whole rather than serving at reduced strength
-unnoticed; the parent exits with the worst worker exit code; a worker whose parent is gone stops.
+unnoticed; the parent exits with the worst worker exit code (130 after a SIGINT that they all
+stopped cleanly on, as a single server); a worker whose parent is gone stops.
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ def supervise(args: argparse.Namespace, serve: Serve) -> int:
         for i in range(args.workers)
     ]
     stopping = False
+    signals: list[int] = []  # what the parent was sent, first first
 
     def stop_all(signum: int | None = None, frame: FrameType | None = None) -> None:
         nonlocal stopping
         stopping = True
+        if signum is not None:
+            signals.append(signum)
         for proc in procs:
             if proc.pid is not None and proc.exitcode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -78,6 +82,8 @@ def supervise(args: argparse.Namespace, serve: Serve) -> int:
         for reservation in reservations:
             reservation.close()
     code = worst(p.exitcode for p in procs)
+    if code == exitcodes.OK and signals[:1] == [signal.SIGINT]:
+        code = exitcodes.INTERRUPTED  # Ctrl-C, as one process reports it (workers get SIGTERM)
     log.info("workers.stopped", code=code)
     return code
 

@@ -3,13 +3,17 @@
 Shared by the JSON, text, HTML and SVG renderings so a value reads the same in every format:
 times in RFC 3339 UTC (`timestamps.format_time`), a missing object or status code as `-`, an
 empty span as `(empty)`, durations in the largest whole unit (`2h`, `10m`, `90s`), counts with
-their noun in the right number (`1 user`, `2 users`). Pure.
+their noun in the right number (`1 user`, `2 users`); retried calls grouped one way for the text
+and the HTML (`retry_groups`). Pure.
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
+from dataclasses import dataclass
 
+from webhook.correlate.model import Retried
 from webhook.correlate.timestamps import format_time
 
 
@@ -60,6 +64,36 @@ def counted(n: int, noun: str, nouns: str = "") -> str:
 def user_cell(user: str, auth_user: str) -> str:
     """The user a request ran as, after the authenticated one if it impersonated: `alice as sa`."""
     return f"{auth_user} as {user}" if auth_user and auth_user != user else user
+
+
+@dataclass(frozen=True, slots=True)
+class RetryGroup:
+    """The retried calls of one user's operation on one object: one row of a report."""
+
+    user: str
+    operation: str  # with " (collection items)" for a deletecollection's
+    resource: str
+    target: str  # object_ref
+    calls: int
+    requests: int  # distinct audit events among them
+
+
+def retry_groups(retried: Iterable[Retried]) -> list[RetryGroup]:
+    """Retried calls grouped by user, operation, resource and object, most calls first (first
+    seen first among equals): a request retried 144 times is one row, not 144."""
+    groups: dict[tuple[str, str, str, str], list[str]] = {}
+    for r in retried:
+        op = r.operation + (" (collection items)" if r.collection else "")
+        key = (r.user, op, r.resource, object_ref(r.namespace, r.name))
+        groups.setdefault(key, []).append(r.audit_id)
+    ordered = sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    return [RetryGroup(*key, len(ids), len(set(ids))) for key, ids in ordered]
+
+
+def retry_rows_total(groups: int, listed: int, retried: int) -> int:
+    """How many rows the retried table would have without --max-items: the groups of the calls
+    listed, and one per call left unlisted (their groups are unknown)."""
+    return groups + max(0, retried - listed)
 
 
 def before_registration(count: int, configuration: str, first: float | None) -> str:

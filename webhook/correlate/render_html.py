@@ -15,6 +15,8 @@ from webhook.correlate.render_cells import (
     escape,
     object_ref,
     resource_path,
+    retry_groups,
+    retry_rows_total,
     span,
     status_code,
     time_or_none,
@@ -68,6 +70,7 @@ _CAUSES = (
 
 def render_html(report: Report) -> str:
     s = report.summary
+    retried = retry_groups(report.retried)
     o = report.options
     cards = [
         ("bypasses", s.bypasses, "bad" if s.bypasses else ""),
@@ -226,21 +229,21 @@ def render_html(report: Report) -> str:
         f"<h2>Retried decisions ({s.retried})</h2>",
         "<details><summary>webhook calls after the first of one request (conflict retries, "
         "deletecollection items): recorded by the request's audit event</summary>",
+        # Grouped as the text report groups them: one row per user, operation and object.
         _html_table(
-            ("time", "user", "operation", "resource", "namespace/name", "decision ID", "audit ID"),
+            ("user", "operation", "resource", "namespace/name", "calls", "requests"),
             (
                 (
-                    escape(r.time),
-                    escape(r.user),
-                    escape(r.operation),
-                    escape(r.resource),
-                    escape(object_ref(r.namespace, r.name)),
-                    f"<code>{escape(r.decision_id)}</code>",
-                    f"<code>{escape(r.audit_id)}</code>",
+                    escape(g.user),
+                    escape(g.operation),
+                    escape(g.resource),
+                    escape(g.target),
+                    str(g.calls),
+                    str(g.requests),
                 )
-                for r in report.retried
+                for g in retried
             ),
-            s.retried,
+            retry_rows_total(len(retried), len(report.retried), s.retried),
         ),
         "</details>",
         "</body></html>",

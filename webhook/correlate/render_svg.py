@@ -1,10 +1,12 @@
 """The timeline of the correlate HTML page: an inline SVG of decisions per time bucket.
 
 Stacked bars of allowed and denied decisions, with fail-open, dodged and unregistered bypass
-markers (unregistered drawn as dodged's diamond in its own colour) and
-audit-gap markers above them and a legend below; no scripts, so the page stays self-contained.
-However few the buckets, the plot has room for `MIN_SLOTS` bars, so a short span never draws one
-bar across the page. Pure: buckets in, markup out.
+markers (unregistered drawn as dodged's diamond in its own colour) and audit-gap markers in a band
+at the top of the plot frame, one row each (inside the frame, above the tallest bar: a marker
+outside it reads as decoration, and two causes in one bucket do not cover each other), each with
+its count beside it when it stands for more than one, and a legend below; no scripts, so the page
+stays self-contained. However few the buckets, the plot has room for `MIN_SLOTS` bars, so a short
+span never draws one bar across the page. Pure: buckets in, markup out.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from webhook.correlate.render_cells import counted, duration, escape
 from webhook.correlate.timestamps import format_time
 
 MIN_SLOTS = 60
+MARKER_ROW = 12  # px: one row of markers (dodged, unregistered, fail-open, gaps)
+MARKER_BAND = 4 * MARKER_ROW + 6  # px at the top of the frame for them; the bars fill the rest
+MARKER_HALF = 6  # a marker's half width
 ALLOWED_COLOR, DENIED_COLOR = "#5b8c5a", "#c0392b"
 FAIL_OPEN_COLOR, DODGED_COLOR, GAP_COLOR = "#d35400", "#1d232a", "#7d3c98"
 UNREGISTERED_COLOR = "#a50f60"
@@ -25,7 +30,7 @@ def timeline_svg(buckets: Sequence[Bucket], width: int = 1100, height: int = 280
     """Stacked bars of allowed and denied decisions per bucket; bypass and gap markers above."""
     if not buckets:
         return '<p class="none">no decisions or bypasses in the window</p>'
-    left, right, top, bottom = 48, 12, 40, 46
+    left, right, top, bottom = 48, 12, 14, 46  # the markers are inside the frame: no room above
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = max([b.allowed + b.denied for b in buckets] + [1])
     step = plot_w / max(len(buckets), MIN_SLOTS)
@@ -38,8 +43,10 @@ def timeline_svg(buckets: Sequence[Bucket], width: int = 1100, height: int = 280
         f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fbfcfd" '
         'stroke="#dde1e6"/>',
     ]
+    bars_h = plot_h - MARKER_BAND
+    base = top + plot_h
     for frac in (0.0, 0.5, 1.0):
-        y = top + plot_h * (1 - frac)
+        y = base - bars_h * frac
         out.append(
             f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eceef1"/>'
             f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" '
@@ -47,9 +54,8 @@ def timeline_svg(buckets: Sequence[Bucket], width: int = 1100, height: int = 280
         )
     for i, b in enumerate(buckets):
         x = x0 + i * step + (step - bar) / 2
-        h_allowed = plot_h * b.allowed / peak
-        h_denied = plot_h * b.denied / peak
-        base = top + plot_h
+        h_allowed = bars_h * b.allowed / peak
+        h_denied = bars_h * b.denied / peak
         tip = f"{format_time(b.start)}: {b.allowed} allowed, {b.denied} denied"
         if b.allowed:
             out.append(
@@ -62,33 +68,7 @@ def timeline_svg(buckets: Sequence[Bucket], width: int = 1100, height: int = 280
                 f'<rect x="{x:.1f}" y="{base - h_allowed - h_denied:.1f}" width="{bar:.1f}" '
                 f'height="{h_denied:.1f}" fill="{DENIED_COLOR}"><title>{escape(tip)}</title></rect>'
             )
-        cx = x + bar / 2
-        when = escape(format_time(b.start))
-        if b.fail_open:
-            out.append(
-                f'<path d="M{cx - 6:.1f},{top - 22} L{cx + 6:.1f},{top - 22} '
-                f'L{cx:.1f},{top - 10} Z" fill="{FAIL_OPEN_COLOR}"><title>'
-                f"{counted(b.fail_open, 'fail-open bypass', 'fail-open bypasses')} at {when}"
-                "</title></path>"
-            )
-        if b.dodged:
-            out.append(
-                f'<path d="M{cx:.1f},{top - 36} L{cx + 6:.1f},{top - 30} L{cx:.1f},{top - 24} '
-                f'L{cx - 6:.1f},{top - 30} Z" fill="{DODGED_COLOR}"><title>'
-                f"{counted(b.dodged, 'dodged bypass', 'dodged bypasses')} at {when}</title></path>"
-            )
-        if b.unregistered:
-            out.append(
-                f'<path d="M{cx:.1f},{top - 36} L{cx + 6:.1f},{top - 30} L{cx:.1f},{top - 24} '
-                f'L{cx - 6:.1f},{top - 30} Z" fill="{UNREGISTERED_COLOR}"><title>'
-                f"{counted(b.unregistered, 'unregistered bypass', 'unregistered bypasses')} at"
-                f" {when}</title></path>"
-            )
-        if b.gaps:
-            out.append(
-                f'<rect x="{cx - 4:.1f}" y="{top - 8}" width="8" height="6" fill="{GAP_COLOR}">'
-                f"<title>{counted(b.gaps, 'audit gap')} at {when}</title></rect>"
-            )
+        out += _markers(b, x + bar / 2, left, left + plot_w, top)
     # Minutes suffice for wide bars; bars under a minute wide need the seconds to be told apart.
     chars = 16 if buckets[0].seconds >= 60 else 19
     # A label takes about 130 px: fewer ticks when the bars are few and narrow.
@@ -127,3 +107,56 @@ def timeline_svg(buckets: Sequence[Bucket], width: int = 1100, height: int = 280
     )
     out.append("</svg>")
     return "".join(out)
+
+
+def _markers(b: Bucket, center: float, low: float, high: float, top: int) -> list[str]:
+    """The bucket's bypass and gap markers in the band at the top of the frame: dodged,
+    unregistered, fail-open, then gaps, one row each; moved in from the frame's sides so none
+    crosses them."""
+    cx = min(max(center, low + MARKER_HALF + 1), high - MARKER_HALF - 1)
+    when = escape(format_time(b.start))
+    rows = [top + 3 + MARKER_ROW * k + MARKER_ROW // 2 for k in range(4)]
+    out = []
+    for count, color, noun, y in (
+        (b.dodged, DODGED_COLOR, "dodged bypass", rows[0]),
+        (b.unregistered, UNREGISTERED_COLOR, "unregistered bypass", rows[1]),
+    ):
+        if count:
+            out.append(
+                f'<path class="marker" d="M{cx:.1f},{y - 5} L{cx + 6:.1f},{y} L{cx:.1f},{y + 5} '
+                f'L{cx - 6:.1f},{y} Z" fill="{color}"><title>'
+                f"{counted(count, noun, noun + 'es')} at {when}</title></path>"
+            )
+            out += _count(count, cx, y, high)
+    if b.fail_open:
+        y = rows[2]
+        out.append(
+            f'<path class="marker" d="M{cx - 6:.1f},{y - 5} L{cx + 6:.1f},{y - 5} '
+            f'L{cx:.1f},{y + 5} Z" fill="{FAIL_OPEN_COLOR}"><title>'
+            f"{counted(b.fail_open, 'fail-open bypass', 'fail-open bypasses')} at {when}"
+            "</title></path>"
+        )
+        out += _count(b.fail_open, cx, y, high)
+    if b.gaps:
+        y = rows[3]
+        out.append(
+            f'<rect class="marker" x="{cx - 4:.1f}" y="{y - 3}" width="8" height="6" '
+            f'fill="{GAP_COLOR}"><title>{counted(b.gaps, "audit gap")} at {when}</title></rect>'
+        )
+        out += _count(b.gaps, cx, y, high)
+    return out
+
+
+def _count(n: int, cx: float, y: int, high: float) -> list[str]:
+    """A marker's count beside it, when it stands for more than one; to its left near the
+    frame's right side."""
+    if n < 2:
+        return []
+    text = str(n)
+    width = 7 * len(text) + 2
+    right = cx + MARKER_HALF + 2 + width <= high
+    x, anchor = (cx + MARKER_HALF + 2, "start") if right else (cx - MARKER_HALF - 2, "end")
+    return [
+        f'<text class="marker-count" x="{x:.1f}" y="{y + 4}" font-size="11" '
+        f'text-anchor="{anchor}" fill="#1d232a">{text}</text>'
+    ]

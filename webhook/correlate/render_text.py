@@ -15,6 +15,8 @@ from webhook.correlate.render_cells import (
     duration,
     object_ref,
     resource_path,
+    retry_groups,
+    retry_rows_total,
     span,
     status_code,
     time_or_none,
@@ -94,20 +96,15 @@ def render_text(report: Report) -> str:
         ),
         s.audit_gaps,
     )
-    retried: dict[tuple[str, str, str, str], list[str]] = {}
-    for r in report.retried:
-        op = r.operation + (" (collection items)" if r.collection else "")
-        retried.setdefault((r.user, op, r.resource, object_ref(r.namespace, r.name)), []).append(
-            r.audit_id
-        )
+    retried = retry_groups(report.retried)
     lines += _section(
         f"RETRIED: {s.retried} (webhook calls after the first of one request; not gaps)",
         ("USER", "OPERATION", "RESOURCE", "NAMESPACE/NAME", "CALLS", "REQUESTS"),
         (
-            (*key, str(len(ids)), str(len(set(ids))))
-            for key, ids in sorted(retried.items(), key=lambda kv: -len(kv[1]))
+            (g.user, g.operation, g.resource, g.target, str(g.calls), str(g.requests))
+            for g in retried
         ),
-        len(retried) + max(0, s.retried - len(report.retried)),
+        retry_rows_total(len(retried), len(report.retried), s.retried),
     )
     lines.append("")
     lines.append(f"DENIALS: {s.denials}")

@@ -576,6 +576,8 @@ async def run_monitor(
         await _start_decisions(runtime, options) if options.decisions_port is not None else None
     )
     port = sock.getsockname()[1]
+    stop = stop or asyncio.Event()
+    got = _stop_on_signals(loop, stop)  # before "monitor.started": a signal after it stops in order
     runtime.log.info(
         "monitor.started",
         port=port,
@@ -590,9 +592,6 @@ async def run_monitor(
     )
     if started is not None:
         started(port)
-    stop = stop or asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     jobs = [
         reloader.run(),
         _watch_token(runtime, options.token_file),
@@ -628,7 +627,22 @@ async def run_monitor(
         if probes is not None:
             await probes.cleanup()
     runtime.log.info("monitor.stopped", events=runtime.received, refused=runtime.refused)
-    return exitcodes.OK
+    # Ctrl-C is 130 as for every command; SIGTERM is the orderly stop of a Pod: 0.
+    return exitcodes.INTERRUPTED if got[:1] == [signal.SIGINT] else exitcodes.OK
+
+
+def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> list[int]:
+    """SIGTERM and SIGINT set `stop`; the list they come in, first first (SIGINT, Ctrl-C, is
+    exit 130)."""
+    got: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        got.append(signum)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return got
 
 
 async def _start_decisions(
