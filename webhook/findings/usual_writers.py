@@ -19,7 +19,8 @@ class Writer:
     user: UserInfo
 
 
-def _controller(name: str) -> Writer:
+def controller(name: str) -> Writer:
+    """A kube-controller-manager controller, as its service account in kube-system."""
     username = f"system:serviceaccount:kube-system:{name}"
     groups = ("system:serviceaccounts", "system:serviceaccounts:kube-system")
     return Writer(name, UserInfo(username, (*groups, "system:authenticated")))
@@ -38,22 +39,23 @@ USUAL_WRITERS: tuple[
         ("", "v1", "pods", "Pod"),
         (
             (ANY_USER, _CREATE_UPDATE),
-            (_controller("replicaset-controller"), ("CREATE",)),
-            (_controller("daemon-set-controller"), ("CREATE",)),
-            (_controller("statefulset-controller"), ("CREATE",)),
-            (_controller("job-controller"), ("CREATE",)),
+            (controller("replicaset-controller"), ("CREATE",)),
+            (controller("daemon-set-controller"), ("CREATE",)),
+            (controller("statefulset-controller"), ("CREATE",)),
+            (controller("job-controller"), ("CREATE",)),
+            (controller("replication-controller"), ("CREATE",)),
         ),
     ),
     (("apps", "v1", "deployments", "Deployment"), ((ANY_USER, _CREATE_UPDATE),)),
     (
         ("apps", "v1", "replicasets", "ReplicaSet"),
-        ((ANY_USER, _CREATE_UPDATE), (_controller("deployment-controller"), _CREATE_UPDATE)),
+        ((ANY_USER, _CREATE_UPDATE), (controller("deployment-controller"), _CREATE_UPDATE)),
     ),
     (("apps", "v1", "statefulsets", "StatefulSet"), ((ANY_USER, _CREATE_UPDATE),)),
     (("apps", "v1", "daemonsets", "DaemonSet"), ((ANY_USER, _CREATE_UPDATE),)),
     (
         ("batch", "v1", "jobs", "Job"),
-        ((ANY_USER, _CREATE_UPDATE), (_controller("cronjob-controller"), ("CREATE",))),
+        ((ANY_USER, _CREATE_UPDATE), (controller("cronjob-controller"), ("CREATE",))),
     ),
     (("batch", "v1", "cronjobs", "CronJob"), ((ANY_USER, _CREATE_UPDATE),)),
     (("", "v1", "replicationcontrollers", "ReplicationController"), ((ANY_USER, _CREATE_UPDATE),)),
