@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from objects import deny_all, netpol, workload
-from test_scan import namespace, pod, state
+from test_scan import FakeApiServer, fake_cluster, namespace, pod, state  # noqa: F401
 
 from webhook.cli import main
 from webhook.config import load_settings, parse_settings
@@ -324,3 +324,27 @@ def test_fix_names_what_it_does_not_fix_and_still_exits_0(tmp_path: Path) -> Non
         "# not fixed by --fix, enforce would deny: team/DaemonSet agent (host-network)",
     ]
     assert main(["scan", "--state", str(folder)]) == 1
+
+
+# --- a live cluster: a workload list scan may not read --------------------------------------------
+
+
+def test_a_forbidden_workload_list_fails_closed(
+    fake_cluster: tuple[Path, type[FakeApiServer]],  # noqa: F811 - the fixture imported above
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What a Deployment re-creates is not known when deployments cannot be listed: exit 1,
+    and the gate line says why. A forbidden exposure list (advisory findings) does not fail."""
+    kubeconfig, handler = fake_cluster
+    fenced = ("a", "kube-system")
+    handler.data["/api/v1/namespaces"] = [
+        {"metadata": {"name": n}, "status": {"phase": "Active"}} for n in fenced
+    ]
+    handler.data["/api/v1/pods"] = []
+    handler.forbidden = frozenset({"/apis/rbac.authorization.k8s.io/v1/clusterroles"})
+    assert main(["scan", "--kubeconfig", str(kubeconfig)]) == 0
+    capsys.readouterr()
+    handler.forbidden = frozenset({"/apis/apps/v1/deployments"})
+    assert main(["scan", "--kubeconfig", str(kubeconfig)]) == 1
+    text = capsys.readouterr().out
+    assert "GATE: not known: could not list deployments (403 Forbidden) (exit 1)" in text

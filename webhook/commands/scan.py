@@ -8,9 +8,10 @@ and prints a table, JSON, or with `--fix` the YAML that fences every unfenced na
 
 Exit status, the enforce gate: 1 when `mode: enforce` would deny a request this cluster sends on
 its own (a workload's next Pod, a Deployment's next ReplicaSet, a CronJob's next Job: the
-report's `would_deny`), else 0; `--strict` makes the advisory findings exit 1 too. `--fix` exits
-0 once it printed its manifests, so `scan --fix | kubectl apply -f -` passes under pipefail; it
-names what it does not fix on stderr. 2 for bad input or an unreachable cluster.
+report's `would_deny`) or a list of workloads was forbidden (fail closed), else 0; `--strict`
+makes the advisory findings exit 1 too. `--fix` exits 0 once it printed its manifests, so `scan
+--fix | kubectl apply -f -` passes under pipefail; it names what it does not fix on stderr. 2 for
+bad input or an unreachable cluster.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from webhook.findings.host import WORKLOAD_KINDS
 from webhook.findings.judge import scan
 from webhook.findings.model import POLICY_CRD_GROUPS, ScanReport
 from webhook.findings.policy_reports import FORMATS, render_reports
+from webhook.findings.recreation import unread_workloads
 from webhook.findings.render import fix_manifests, render_table, to_json, unfixed
 from webhook.netpol import DEFAULT_LIMITS, Limits
 
@@ -141,10 +143,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def gate(report: ScanReport, *, strict: bool = False) -> int:
-    """1 when enforce would deny what the cluster re-creates; with `strict`, on an advisory
-    finding too; else 0."""
+    """1 when enforce would deny what the cluster re-creates, or a list of workloads could not
+    be read; with `strict`, on an advisory finding too; else 0."""
     if report.would_deny or (strict and report.advisory):
         return exitcodes.FINDING
+    if unread_workloads(report.exposure.unread):
+        return exitcodes.FINDING  # fail closed: what those workloads re-create is not known
     return exitcodes.OK
 
 

@@ -103,6 +103,13 @@ def would_deny(
     return tuple(f for _, f in sorted(found, key=lambda item: item[0]))
 
 
+def unread_workloads(unread: Iterable[str]) -> tuple[str, ...]:
+    """The lists scan could not read (`deployments (403 Forbidden)`) that hold workloads: the
+    gate cannot tell what those re-create."""
+    resources = {resource for _, resource in WORKLOAD_KINDS.values()}
+    return tuple(u for u in unread if u.split(" ", 1)[0] in resources)
+
+
 def recreated(obj: Mapping[str, Any]) -> bool:
     """Whether the cluster will make anything more of `obj`: not a finished Pod or Job."""
     status = obj.get("status")

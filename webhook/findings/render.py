@@ -21,6 +21,7 @@ from webhook.findings.model import (
     ScanReport,
     WouldDeny,
 )
+from webhook.findings.recreation import unread_workloads
 from webhook.remedy import remedy
 from webhook.rules.result import DEFAULT_DENY
 
@@ -341,11 +342,14 @@ def _gate(report: ScanReport) -> list[str]:
         by_mode.setdefault(mode, []).append(key)
     modes = "; ".join(f"{mode}: {', '.join(keys)}" for mode, keys in by_mode.items())
     n, advisory = len(report.would_deny), report.advisory
-    verdict = (
-        f"enforce would deny {n} request{'' if n == 1 else 's'} this cluster re-creates (exit 1)"
-        if n
-        else "enforce would deny nothing this cluster re-creates (exit 0)"
-    )
+    unread = unread_workloads(report.exposure.unread)
+    if n:
+        verdict = f"enforce would deny {n} request{'' if n == 1 else 's'} this cluster re-creates"
+        verdict += " (exit 1)"
+    elif unread:
+        verdict = f"not known: could not list {', '.join(unread)} (exit 1)"
+    else:
+        verdict = "enforce would deny nothing this cluster re-creates (exit 0)"
     return [
         f"GATE: {verdict}; {advisory} advisory finding{'' if advisory == 1 else 's'} "
         "(exit 1 only with --strict)",
