@@ -21,6 +21,9 @@ from webhook.config import load_settings, parse_settings
 from webhook.findings.enforce_modes import CHART_ENFORCE, enforce_settings
 from webhook.settings import DEFAULT_SETTINGS, MODE_KEYS, Mode
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
+from helmchart import config_files, render, tool  # the chart's helper, one folder over
+
 HOST_NETWORK = {"hostNetwork": True, "containers": [{"name": "c", "image": "x"}]}
 PLAIN = {"containers": [{"name": "c", "image": "x"}]}
 
@@ -178,8 +181,6 @@ def test_enforce_settings_raise_to_the_chart_table_and_never_lower() -> None:
 
 
 def _chart_modes(mode: str, tmp_path: Path) -> dict[str, Mode]:
-    from chart.helmchart import config_files, render
-
     docs = render({"mode": mode})
     return dict(load_settings(config_files(docs, tmp_path / mode)).modes)
 
@@ -187,8 +188,6 @@ def _chart_modes(mode: str, tmp_path: Path) -> dict[str, Mode]:
 def test_enforce_settings_are_what_the_chart_renders_for_mode_enforce(tmp_path: Path) -> None:
     """From the chart's warn (and audit) rendering, the gate's modes are the chart's enforce
     rendering, knob for knob: the table follows charts/kubefence/templates/_helpers.tpl."""
-    from chart.helmchart import tool
-
     if tool("helm") is None:
         pytest.skip("helm not built (hack/build-control-plane.sh helm)")
     enforce = _chart_modes("enforce", tmp_path)
