@@ -14,6 +14,10 @@ Findings, per namespace that is not exempt, not Terminating and whose rule is no
   namespaces not exempt or Terminating, whatever the modes: the `namespace-labels` rule warns
   only when a label changes), Services with externalIPs outside exempt namespaces, and who holds
   nodes/proxy beyond the API server's own bindings (`webhook.findings.exposure`).
+And the gate: every re-creation of those Pods and workloads (a controller's next Pod, a
+Deployment's next ReplicaSet, a CronJob's next Job) decided by `decide` under the modes of the
+chart's `mode: enforce` (`enforce_modes`, `recreation`): `would_deny`, by which the report labels
+each finding above would-deny or advisory.
 Warnings, not findings: policies that open the pods they select to every peer, policy CRDs the
 cluster serves that can allow traffic beside NetworkPolicies (kubefence does not evaluate them),
 and namespaces whose labels do not enforce Pod Security Admission's `baseline` level, which
