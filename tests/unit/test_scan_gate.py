@@ -347,3 +347,41 @@ def test_a_forbidden_workload_list_fails_closed(
     assert main(["scan", "--kubeconfig", str(kubeconfig)]) == 1
     text = capsys.readouterr().out
     assert "GATE: not known: could not list deployments (403 Forbidden) (exit 1)" in text
+
+
+def test_an_audit_gap_a_controller_meets_is_would_deny_and_one_only_users_meet_advisory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The replicaset-controller's Pods are not audited: a ReplicaSet's next Pod is denied by
+    audit-scope, so that entry is would-deny; the same gap for a Deployment's own UPDATE (a
+    user's request, not a re-creation) is advisory."""
+    (tmp_path / "audit-policy.yaml").write_text(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n"
+        "  - level: None\n"
+        "    users: [system:serviceaccount:kube-system:replicaset-controller]\n"
+        "    resources: [{group: '', resources: [pods]}]\n"
+        "  - level: None\n    resources: [{group: apps, resources: [deployments]}]\n"
+        "  - level: Metadata\n"
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text("auditScope: {mode: warn, policyFile: audit-policy.yaml}\n")
+    folder = state(
+        tmp_path, namespace("team"), deny_all(namespace="team"), workload("ReplicaSet", "web")
+    )
+    code, data = scan_json("--state", str(folder), "--config", str(config), capsys=capsys)
+    assert code == 1
+    assert [(d["object"], d["writer"], d["rules"]) for d in data["wouldDeny"]] == [
+        ("ReplicaSet web", "replicaset-controller", ["audit-scope"])
+    ]
+    labels = {
+        (a["resource"], a["operation"], a["writer"]): a["enforce"] for a in data["auditScope"]
+    }
+    assert labels == {
+        ("pods", "CREATE", "replicaset-controller"): "would-deny",
+        ("apps/deployments", "CREATE", "any user"): "advisory",
+        ("apps/deployments", "UPDATE", "any user"): "advisory",
+    }
+    main(["scan", "--state", str(folder), "--config", str(config)])
+    text = capsys.readouterr().out
+    assert "    enforce would deny the cluster's own: replicaset-controller: pods" in text
+    assert "    advisory: enforce denies these when sent; nothing this cluster re-creates" in text

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from webhook.findings.exposure import NOTHING_READ, Exposure
 from webhook.netpol import Direction
+from webhook.rules.result import AUDIT_SCOPE, DEFAULT_DENY, HOST_NETWORK
 
 # API groups whose policies can allow traffic that a namespace's NetworkPolicies deny.
 POLICY_CRD_GROUPS: dict[str, tuple[str, str]] = {
@@ -240,20 +241,20 @@ class ScanReport:
     def unfenced_label(self, namespace: str) -> str:
         """An unfenced namespace (and a policy neutralising its fence) is `would-deny` when a
         re-creation there is denied by default-deny, else advisory (new workloads would be)."""
-        return WOULD_DENY if self._denied(namespace, "default-deny") else ADVISORY
+        return WOULD_DENY if self._denied(namespace, DEFAULT_DENY) else ADVISORY
 
     def host_label(self, finding: HostFinding) -> str:
         """`would-deny` when enforce enforces the check and denies the object's re-creation."""
         if finding.enforce_mode != "enforce":
             return ADVISORY
-        denied = self._denied(finding.namespace, "host-network")
+        denied = self._denied(finding.namespace, HOST_NETWORK)
         return WOULD_DENY if any(d.object == finding.object for d in denied) else ADVISORY
 
     def audit_label(self, finding: AuditScopeFinding) -> str:
         """`would-deny` when one of the cluster's own creates of that kind by that writer, in one
         of the finding's namespaces, is denied by audit-scope."""
         for namespace in finding.namespaces:
-            for d in self._denied(namespace, "audit-scope"):
+            for d in self._denied(namespace, AUDIT_SCOPE):
                 if (d.resource, d.writer, "CREATE") == (
                     finding.resource,
                     finding.writer,
