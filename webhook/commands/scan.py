@@ -43,6 +43,7 @@ from webhook.findings.render import fix_manifests, render_table, to_json, unfixe
 from webhook.netpol import DEFAULT_LIMITS, Limits
 
 HELP = (
+    "the enforce gate: exit 1 when mode: enforce would deny what the cluster re-creates; "
     "list namespaces that are not fenced, policies that neutralise fences, workloads outside "
     "the audited scope, Pods and templates with a way onto the node, allow rules keyed on "
     "namespace labels, Services with externalIPs and who holds nodes/proxy; --fix prints the "
