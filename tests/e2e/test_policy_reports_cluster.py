@@ -49,10 +49,10 @@ def scan(cluster: Cluster, tmp_path: Path, form: str) -> str:
     config.write_text(f"auditScope:\n  policyFile: {AUDIT_POLICY.resolve()}\n")
     proc = subprocess.run(
         [sys.executable, "-m", "webhook", "scan", "--kubeconfig", str(cluster.kubeconfig_path),
-         "--config", str(config), "--format", form],
+         "--config", str(config), "--format", form, "--strict"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert proc.returncode == 1, proc.stderr  # an open namespace: findings
+    assert proc.returncode == 1, proc.stderr  # an open namespace: an advisory finding, --strict
     return proc.stdout
 
 

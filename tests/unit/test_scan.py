@@ -15,10 +15,11 @@ import yaml
 from objects import deny_all, netpol, parse, review
 
 from webhook.cli import main
-from webhook.cluster.static import load_state
+from webhook.cluster.static import load_state, objects_of
 from webhook.commands.scan import WORKLOAD_PATHS
 from webhook.config import load_settings
 from webhook.decide import decide
+from webhook.findings.host import WORKLOAD_KINDS
 from webhook.findings.judge import scan
 from webhook.findings.model import ScanReport
 from webhook.findings.render import fix_manifests, render_table, to_json
@@ -102,9 +103,11 @@ def config(tmp_path: Path, text: str = "", policy: bool = False) -> Path:
 
 
 def run_scan(folder: Path, config_path: Path | None = None) -> ScanReport:
+    """As `kubefence scan --state` reads a folder."""
     view = load_state(folder)
     facts = [f for f in (view.namespace(n) for n in view.names()) if f is not None]
-    return scan(facts, view, load_settings(config_path))
+    workloads = objects_of(folder, WORKLOAD_KINDS)
+    return scan(facts, view, load_settings(config_path), workloads=workloads)
 
 
 # --- findings -----------------------------------------------------------------------------------
@@ -184,7 +187,7 @@ def test_fix_via_the_cli_prints_only_yaml(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = cluster(tmp_path)
-    assert main(["scan", "--state", str(folder), "--fix"]) == 1
+    assert main(["scan", "--state", str(folder), "--fix"]) == 0  # it printed every fix it has
     out = capsys.readouterr().out
     assert all(line.startswith(("#", "---", " ", "apiVersion", "kind", "metadata", "spec"))
                for line in out.splitlines() if line)  # fmt: skip
@@ -387,6 +390,8 @@ def test_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         "nodeProxy": 0,
         "hostNetwork": 0,
         "findings": True,
+        "wouldDeny": 2,  # the two running Pods of "open"
+        "advisory": 8,  # 2 unfenced, 1 neutralising, 5 audit-scope: no workload they deny
     }
     assert render_table(run_scan(folder, settings_path)) == text
 

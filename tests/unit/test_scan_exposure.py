@@ -141,20 +141,23 @@ def exposed_state(tmp_path: Path) -> Path:
     )
 
 
-def test_the_table_lists_them_and_they_are_findings(
+def test_the_table_lists_them_and_they_are_advisory_findings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["scan", "--state", str(exposed_state(tmp_path))]) == 1
+    """Enforce never denies for them: exit 0 (the gate), 1 with --strict."""
+    assert main(["scan", "--state", str(exposed_state(tmp_path)), "--strict"]) == 1
+    capsys.readouterr()
+    assert main(["scan", "--state", str(exposed_state(tmp_path))]) == 0
     text = capsys.readouterr().out
-    assert "ALLOW RULES THAT TRUST NAMESPACE LABELS: 1" in text
+    assert "ALLOW RULES THAT TRUST NAMESPACE LABELS (advisory): 1" in text
     assert (
         "app        from-monitoring  spec.ingress[0].from[0].namespaceSelector  team=monitoring"
         in text
     )
-    assert "SERVICES WITH EXTERNAL IPS (CVE-2020-8554): 1" in text
+    assert "SERVICES WITH EXTERNAL IPS (CVE-2020-8554; advisory): 1" in text
     assert "app        web      203.0.113.7" in text
     assert "DenyServiceExternalIPs admission plugin" in text
-    assert "WHO HOLDS nodes/proxy (exec on the kubelet, past admission): 1" in text
+    assert "WHO HOLDS nodes/proxy (exec on the kubelet, past admission; advisory): 1" in text
     assert "User alice  kubelet-api  metrics  get    every node" in text
 
 
@@ -170,10 +173,11 @@ def test_json_and_policy_reports(tmp_path: Path, capsys: pytest.CaptureFixture[s
             "field": "spec.ingress[0].from[0].namespaceSelector",
             "selector": "team=monitoring",
             "labels": ["team"],
+            "enforce": "advisory",
         }
     ]
     assert data["externalIPs"] == [
-        {"namespace": "app", "service": "web", "addresses": ["203.0.113.7"]}
+        {"namespace": "app", "service": "web", "addresses": ["203.0.113.7"], "enforce": "advisory"}
     ]
     assert [h["subject"] for h in data["nodeProxy"]] == ["User alice"]
     main(["scan", "--state", str(folder), "--format", "policyreport"])
@@ -205,7 +209,10 @@ def test_builtin_holders_alone_are_no_finding(
     )
     assert main(["scan", "--state", str(folder)]) == 0
     text = capsys.readouterr().out
-    assert "WHO HOLDS nodes/proxy (exec on the kubelet, past admission): 0 (and 1 built in)" in text
+    assert (
+        "WHO HOLDS nodes/proxy (exec on the kubelet, past admission; advisory): 0 (and 1 built in)"
+        in text
+    )
     assert "cluster-admin (built in)" in text
 
 
@@ -226,7 +233,7 @@ def test_a_live_scan_reads_them_and_says_what_it_may_not_read(
     assert main(["scan", "--kubeconfig", str(kubeconfig), "--format", "json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["externalIPs"] == [
-        {"namespace": "a", "service": "web", "addresses": ["203.0.113.7"]}
+        {"namespace": "a", "service": "web", "addresses": ["203.0.113.7"], "enforce": "advisory"}
     ]
     assert data["unread"] == ["clusterroles (403 Forbidden)", "clusterrolebindings (403 Forbidden)"]
     main(["scan", "--kubeconfig", str(kubeconfig)])

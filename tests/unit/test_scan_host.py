@@ -132,15 +132,20 @@ def test_the_table_lists_them_and_the_exit_code_counts_them(
     assert main(["scan", "--state", str(folder)]) == 1
     text = capsys.readouterr().out
     assert "WAYS ONTO THE NODE (host-network): 4" in text
-    row = next(line for line in text.splitlines() if "Deployment agent" in line)
+    section = text[text.index("WAYS ONTO THE NODE") :]
+    row = next(line for line in section.splitlines() if "Deployment agent" in line)
     assert row.split() == [
         "team",
         "Deployment",
         "agent",
         "hostPath",
         "enforce",
+        "would",
+        "deny",
         "spec.template.spec.volumes[0].hostPath.path",
     ]
+    fluent = next(line for line in section.splitlines() if "DaemonSet fluent" in line)
+    assert fluent.split()[3:6] == ["otherHostPaths", "warn", "advisory"]  # warn under enforce
     assert render_table(run_scan(folder)) == text
     (tmp_path / "clean").mkdir()
     clean = state(tmp_path / "clean", namespace("team"), deny_all(namespace="team"))
@@ -229,7 +234,7 @@ def test_the_pods_of_one_controller_are_one_row_of_the_table(tmp_path: Path) -> 
         for line in render_table(report).splitlines()
         if line.startswith("  team ") and "hostPath" in line
     ]
-    assert [row[1:-3] for row in rows] == [
+    assert [row[1:-5] for row in rows] == [  # ... check, mode, "would deny", field
         ["3", "Pods", "of", "DaemonSet", "agent"],
         ["Pod", "alone"],
         ["DaemonSet", "agent"],

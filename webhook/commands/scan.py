@@ -4,8 +4,14 @@ The I/O shell around `webhook.scan`: reads the cluster once (a paginated LIST of
 NetworkPolicies and running Pods, raw JSON through orjson, the served API groups, and
 Services, ClusterRoles, ClusterRoleBindings and the workload kinds whose templates make Pods: a
 403 on one of those is said in the report instead of failing the scan) or a `--state` folder,
-and prints a table, JSON, or with `--fix` the YAML that fences every unfenced namespace. Exit 1
-when there are findings, 0 when there are none, 2 for bad input or an unreachable cluster.
+and prints a table, JSON, or with `--fix` the YAML that fences every unfenced namespace.
+
+Exit status, the enforce gate: 1 when `mode: enforce` would deny a request this cluster sends on
+its own (a workload's next Pod, a Deployment's next ReplicaSet, a CronJob's next Job: the
+report's `would_deny`) or a list of workloads was forbidden (fail closed), else 0; `--strict`
+makes the advisory findings exit 1 too. `--fix` exits 0 once it printed its manifests, so `scan
+--fix | kubectl apply -f -` passes under pipefail; it names what it does not fix on stderr. 2 for
+bad input or an unreachable cluster.
 """
 
 from __future__ import annotations
@@ -40,12 +46,14 @@ from webhook.findings.exposure import KINDS as EXPOSURE_KINDS
 from webhook.findings.exposure import Exposure, read_exposure
 from webhook.findings.host import WORKLOAD_KINDS
 from webhook.findings.judge import scan
-from webhook.findings.model import POLICY_CRD_GROUPS
+from webhook.findings.model import POLICY_CRD_GROUPS, ScanReport
 from webhook.findings.policy_reports import FORMATS, render_reports
-from webhook.findings.render import fix_manifests, render_table, to_json
+from webhook.findings.recreation import unread_workloads
+from webhook.findings.render import fix_manifests, render_table, to_json, unfixed
 from webhook.netpol import DEFAULT_LIMITS, Limits
 
 HELP = (
+    "the enforce gate: exit 1 when mode: enforce would deny what the cluster re-creates; "
     "list namespaces that are not fenced, policies that neutralise fences, workloads outside "
     "the audited scope, Pods and templates with a way onto the node, allow rules keyed on "
     "namespace labels, Services with externalIPs and who holds nodes/proxy; --fix prints the "
@@ -96,7 +104,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fix",
         action="store_true",
-        help="print the default-deny NetworkPolicies that fence every unfenced namespace (YAML)",
+        help="print the default-deny NetworkPolicies that fence every unfenced namespace (YAML); "
+        "exit 0 once printed",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 on advisory findings too, not only when enforce would deny a re-creation",
     )
 
 
@@ -122,14 +136,35 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.fix:
         out.write(fix_manifests(report))
-    elif args.format == "json":
+        out.flush()
+        left = unfixed(report)
+        if left:
+            # stdout goes to kubectl: say it where the one running the pipeline reads it
+            print(
+                f"kubefence scan: --fix leaves {len(left)} workload{'' if len(left) == 1 else 's'}"
+                " that enforce would deny (host-network, audit-scope or a neutralising policy, "
+                "which a new policy does not fix): see kubefence scan",
+                file=sys.stderr,
+            )
+        return exitcodes.OK
+    if args.format == "json":
         out.write(orjson.dumps(to_json(report), option=orjson.OPT_INDENT_2).decode() + "\n")
     elif args.format in FORMATS:
         out.write(render_reports(report, args.format))
     else:
         out.write(render_table(report))
     out.flush()
-    return exitcodes.FINDING if report.findings else exitcodes.OK
+    return gate(report, strict=args.strict)
+
+
+def gate(report: ScanReport, *, strict: bool = False) -> int:
+    """1 when enforce would deny what the cluster re-creates, or a list of workloads could not
+    be read; with `strict`, on an advisory finding too; else 0."""
+    if report.would_deny or (strict and report.advisory):
+        return exitcodes.FINDING
+    if unread_workloads(report.exposure.unread):
+        return exitcodes.FINDING  # fail closed: what those workloads re-create is not known
+    return exitcodes.OK
 
 
 # --- a live cluster -----------------------------------------------------------------------------

@@ -34,11 +34,16 @@ _FINISHED = ("Succeeded", "Failed")
 
 
 def host_findings(
-    objects: Iterable[Mapping[str, Any]], left_out: Collection[str], settings: Settings
+    objects: Iterable[Mapping[str, Any]],
+    left_out: Collection[str],
+    settings: Settings,
+    enforce: Settings | None = None,
 ) -> tuple[HostFinding, ...]:
     """The host-network findings of the Pods and templates outside the `left_out` namespaces
-    (exempt, Terminating), by namespace, kind and name. A namespace no Namespace object names is
-    judged: the webhook judges it too."""
+    (exempt, Terminating), by namespace, kind and name, each with its mode under `enforce` (the
+    settings of `mode: enforce`) too. A namespace no Namespace object names is judged: the
+    webhook judges it too."""
+    enforce = enforce or settings
     order = list(WORKLOAD_KINDS)
     found: list[tuple[tuple[str, int, str], HostFinding]] = []
     for obj in objects:
@@ -60,16 +65,23 @@ def host_findings(
             continue
         modes = {key: settings.mode(key, namespace) for key in MODES}
         spec_path = ".".join((*path, "spec"))
-        owner = _controller(meta) if kind == "Pod" else ""
+        owner = owner_of(meta) if kind == "Pod" else ""
         for f in findings(f'{kind} "{name}"', spec, spec_path, modes, settings.host_paths):
             finding = HostFinding(
-                namespace, f"{kind} {name}", f.key, f.fields, f.text, modes[f.key].value, owner
+                namespace,
+                f"{kind} {name}",
+                f.key,
+                f.fields,
+                f.text,
+                modes[f.key].value,
+                owner,
+                enforce.mode(f.key, namespace).value,
             )
             found.append(((namespace, order.index(kind), name), finding))
     return tuple(f for _, f in sorted(found, key=lambda item: item[0]))
 
 
-def _controller(meta: Mapping[str, Any]) -> str:
+def owner_of(meta: Mapping[str, Any]) -> str:
     """`Kind name` of the ownerReference marked controller, "" when there is none."""
     refs = meta.get("ownerReferences")
     for ref in refs if isinstance(refs, list) else ():

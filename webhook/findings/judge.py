@@ -14,6 +14,10 @@ Findings, per namespace that is not exempt, not Terminating and whose rule is no
   namespaces not exempt or Terminating, whatever the modes: the `namespace-labels` rule warns
   only when a label changes), Services with externalIPs outside exempt namespaces, and who holds
   nodes/proxy beyond the API server's own bindings (`webhook.findings.exposure`).
+And the gate: every re-creation of those Pods and workloads (a controller's next Pod, a
+Deployment's next ReplicaSet, a CronJob's next Job) decided by `decide` under the modes of the
+chart's `mode: enforce` (`enforce_modes`, `recreation`): `would_deny`, by which the report labels
+each finding above would-deny or advisory.
 Warnings, not findings: policies that open the pods they select to every peer, policy CRDs the
 cluster serves that can allow traffic beside NetworkPolicies (kubefence does not evaluate them),
 and namespaces whose labels do not enforce Pod Security Admission's `baseline` level, which
@@ -29,9 +33,10 @@ from typing import Any
 
 from webhook.admission import AdmissionRequest, GroupVersionKind, GroupVersionResource
 from webhook.auditpolicy import describe_rule
-from webhook.cluster.view import ClusterView, NamespaceFacts
+from webhook.cluster.view import ClusterView, NamespaceFacts, namespace_facts
+from webhook.findings.enforce_modes import enforce_settings
 from webhook.findings.exposure import NOTHING_READ, Exposure
-from webhook.findings.host import host_findings
+from webhook.findings.host import WORKLOAD_KINDS, host_findings
 from webhook.findings.model import (
     POLICY_CRD_GROUPS,
     AuditCause,
@@ -43,7 +48,10 @@ from webhook.findings.model import (
     ScanReport,
     Unfenced,
 )
+from webhook.findings.recreation import would_deny
 from webhook.findings.usual_writers import ANY_USER, CONNECTS, POD_UPDATES, USUAL_WRITERS
+from webhook.label_trust import TrustIndex
+from webhook.labels import NAMESPACE_NAME_LABEL
 from webhook.netpol import DIRECTIONS, opens_selected_to_everyone
 from webhook.rules import audit_scope
 from webhook.rules.default_deny import unfenced_directions
@@ -61,8 +69,21 @@ def scan(
     workloads: Iterable[Mapping[str, Any]] = (),
 ) -> ScanReport:
     """Judge every namespace of the view as the webhook would; `exposure` is what was read of
-    Services and RBAC, `workloads` the Pods and workload objects read (`host.WORKLOAD_KINDS`)."""
+    Services and RBAC, `workloads` the Pods and workload objects read (`host.WORKLOAD_KINDS`),
+    whose re-creations are decided under the modes of `mode: enforce` (`would_deny`).
+
+    A namespace that only workloads name (a `--state` folder without its Namespace object) is
+    judged as the live cluster's namespace would be: no policies, no labels but its name."""
+    workloads = tuple(workloads)
+    enforce = enforce_settings(settings)
     facts = sorted(namespaces, key=lambda f: f.name)
+    known = {f.name for f in facts}
+    named = {_namespace_of(w) for w in workloads if w.get("kind") in WORKLOAD_KINDS} - known
+    facts = sorted(
+        [*facts, *(namespace_facts(n, labels={NAMESPACE_NAME_LABEL: n}) for n in named)],
+        key=lambda f: f.name,
+    )
+    view = _WithNamespaces(cluster, {f.name: f for f in facts if f.name in named})
     exempt, terminating, off, scanned = [], [], [], []
     unfenced: list[Unfenced] = []
     neutralising: list[PolicyFinding] = []
@@ -123,7 +144,7 @@ def scan(
         neutralising=tuple(neutralising),
         open_selected=tuple(open_selected),
         nearly_open=tuple(nearly_open),
-        audit_scope=audit_scope_preflight(audited, cluster, settings),
+        audit_scope=audit_scope_preflight(audited, view, settings),
         policy_crds=tuple(
             PolicyCrd(g, *POLICY_CRD_GROUPS[g])
             for g in sorted(set(served_groups))
@@ -144,8 +165,10 @@ def scan(
             for t in p.label_trust
         ),
         host_network=host_findings(
-            workloads, {*settings.exemptions.namespaces, *terminating}, settings
+            workloads, {*settings.exemptions.namespaces, *terminating}, settings, enforce
         ),
+        would_deny=would_deny(workloads, view, enforce),
+        enforce_modes={key: enforce.mode(key, "").value for key in enforce.modes},
         exposure=replace(
             exposure,
             external_ips=tuple(
@@ -155,6 +178,34 @@ def scan(
             ),
         ),
     )
+
+
+def _namespace_of(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata")
+    namespace = meta.get("namespace") if isinstance(meta, Mapping) else None
+    return namespace if isinstance(namespace, str) and namespace else "default"
+
+
+class _WithNamespaces:
+    """A cluster view with the namespaces only workloads named added (as a live cluster has
+    them); they hold no policies, so nothing else of the view changes."""
+
+    def __init__(self, base: ClusterView, added: Mapping[str, NamespaceFacts]) -> None:
+        self._base = base
+        self._added = added
+
+    def namespace(self, name: str) -> NamespaceFacts | None:
+        return self._base.namespace(name) or self._added.get(name)
+
+    @property
+    def synced(self) -> bool:
+        return self._base.synced
+
+    def staleness(self) -> float:
+        return self._base.staleness()
+
+    def label_trust(self) -> TrustIndex:
+        return self._base.label_trust()
 
 
 POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"

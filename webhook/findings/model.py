@@ -15,10 +15,11 @@ running Pods and workload templates on the ways onto the node (`webhook.findings
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from webhook.findings.exposure import NOTHING_READ, Exposure
 from webhook.netpol import Direction
+from webhook.rules.result import AUDIT_SCOPE, DEFAULT_DENY, HOST_NETWORK
 
 # API groups whose policies can allow traffic that a namespace's NetworkPolicies deny.
 POLICY_CRD_GROUPS: dict[str, tuple[str, str]] = {
@@ -146,6 +147,27 @@ class HostFinding:
     message: str  # the rule's own message
     mode: str  # enforce | warn | audit
     owner: str = ""  # a Pod's controller (`DaemonSet agent`), from its ownerReferences
+    enforce_mode: str = ""  # the check's mode under `mode: enforce` (`enforce_modes`)
+
+
+@dataclass(frozen=True, slots=True)
+class WouldDeny:
+    """A request this cluster sends on its own that `mode: enforce` would deny: a workload's next
+    Pod, a Deployment's next ReplicaSet, a CronJob's next Job (`webhook.findings.recreation`)."""
+
+    namespace: str
+    object: str  # the workload it re-creates for: `Deployment web`, `Pod web-0`
+    owner: str  # a Pod's controller (`ReplicaSet web-5d4`), from its ownerReferences; else ""
+    creates: str  # the kind the request creates: Pod, ReplicaSet, Job
+    resource: str  # as the audit-scope findings name it: pods, apps/replicasets, batch/jobs
+    writer: str  # who sends it: replicaset-controller, ..., any user (a Pod no controller owns)
+    rules: tuple[str, ...]  # the rules that deny it, as in the `rules` annotation
+    messages: tuple[str, ...]  # the webhook's denial messages, one per failed enforce result
+
+
+# How each finding is labelled: whether enforce would deny something the cluster re-creates.
+WOULD_DENY = "would-deny"
+ADVISORY = "advisory"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,11 +201,15 @@ class ScanReport:
     label_trust: tuple[LabelTrust, ...] = ()
     exposure: Exposure = NOTHING_READ
     host_network: tuple[HostFinding, ...] = ()
+    # What `mode: enforce` would deny of what the cluster re-creates; the modes judged under.
+    would_deny: tuple[WouldDeny, ...] = ()
+    enforce_modes: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def findings(self) -> bool:
         return bool(
-            self.unfenced
+            self.would_deny
+            or self.unfenced
             or self.host_network
             or self.neutralising
             or self.audit_scope
@@ -191,6 +217,51 @@ class ScanReport:
             or self.exposure.external_ips
             or any(not h.builtin for h in self.exposure.node_proxy)
         )
+
+    @property
+    def advisory(self) -> int:
+        """How many findings are advisory: enforce denies nothing this cluster re-creates for
+        them (it may deny new requests), or never denies (label trust, externalIPs, nodes/proxy)."""
+        labelled = [
+            *(self.unfenced_label(u.namespace) for u in self.unfenced),
+            *(self.unfenced_label(p.namespace) for p in self.neutralising),
+            *(self.host_label(h) for h in self.host_network),
+            *(self.audit_label(a) for a in self.audit_scope),
+        ]
+        return (
+            labelled.count(ADVISORY)
+            + len(self.label_trust)
+            + len(self.exposure.external_ips)
+            + sum(1 for h in self.exposure.node_proxy if not h.builtin)
+        )
+
+    def _denied(self, namespace: str, rule: str) -> list[WouldDeny]:
+        return [d for d in self.would_deny if d.namespace == namespace and rule in d.rules]
+
+    def unfenced_label(self, namespace: str) -> str:
+        """An unfenced namespace (and a policy neutralising its fence) is `would-deny` when a
+        re-creation there is denied by default-deny, else advisory (new workloads would be)."""
+        return WOULD_DENY if self._denied(namespace, DEFAULT_DENY) else ADVISORY
+
+    def host_label(self, finding: HostFinding) -> str:
+        """`would-deny` when enforce enforces the check and denies the object's re-creation."""
+        if finding.enforce_mode != "enforce":
+            return ADVISORY
+        denied = self._denied(finding.namespace, HOST_NETWORK)
+        return WOULD_DENY if any(d.object == finding.object for d in denied) else ADVISORY
+
+    def audit_label(self, finding: AuditScopeFinding) -> str:
+        """`would-deny` when one of the cluster's own creates of that kind by that writer, in one
+        of the finding's namespaces, is denied by audit-scope."""
+        for namespace in finding.namespaces:
+            for d in self._denied(namespace, AUDIT_SCOPE):
+                if (d.resource, d.writer, "CREATE") == (
+                    finding.resource,
+                    finding.writer,
+                    finding.operation,
+                ):
+                    return WOULD_DENY
+        return ADVISORY
 
     def audit_scope_groups(self) -> tuple[AuditScopeGroup, ...]:
         """The audit-scope findings grouped by the audit policy rules that catch them, in rule

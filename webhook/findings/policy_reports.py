@@ -14,7 +14,7 @@ read); `openreports` writes their successor, `openreports.io/v1alpha1` Report an
 
 Invariants: every result has `source: kubefence`, a `policy` (kubefence's rule id), a `rule`, a
 `result` of pass|fail|warn|skip, a `severity` and the resource it is about; each report's
-`summary` counts its results. Findings (what makes `scan` exit 1) fail, warnings warn. No
+`summary` counts its results. Findings fail, would-deny and advisory alike, warnings warn. No
 timestamps: the same cluster gives the same bytes. Pure: a ScanReport in, YAML text out.
 """
 

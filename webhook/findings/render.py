@@ -12,8 +12,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from webhook.findings.exposure import DENY_EXTERNAL_IPS
-from webhook.findings.model import AuditScopeFinding, AuditScopeGroup, PolicyFinding, ScanReport
+from webhook.findings.model import (
+    ADVISORY,
+    WOULD_DENY,
+    AuditScopeFinding,
+    AuditScopeGroup,
+    PolicyFinding,
+    ScanReport,
+    WouldDeny,
+)
+from webhook.findings.recreation import unread_workloads
 from webhook.remedy import remedy
+from webhook.rules.result import DEFAULT_DENY
+
+# How the table labels a finding (the JSON's `enforce`: would-deny | advisory).
+LABELS = {WOULD_DENY: "would deny", ADVISORY: "advisory"}
 
 
 def fix_manifests(report: ScanReport) -> str:
@@ -37,8 +50,27 @@ def fix_manifests(report: ScanReport) -> str:
         f"(require {', '.join(report.require)}); apply with kubectl apply -f -,",
         "# then allow the traffic each workload needs with further NetworkPolicies.",
         *notes,
+        *(f"# not fixed by --fix, enforce would deny: {line}" for line in unfixed(report)),
     ]
     return "\n".join(header) + "\n" + "".join(f"---\n{d}\n" for d in docs)
+
+
+def unfixed(report: ScanReport) -> list[str]:
+    """The re-creations enforce would deny that the `--fix` policies leave denied: those denied
+    by another rule than default-deny, or in a namespace whose fence a new policy cannot make
+    (a neutralising policy opens it). One `namespace/object (rules)` each."""
+    fixable = {u.namespace for u in report.unfenced if u.fixable == u.missing}
+    left: dict[tuple[str, str], dict[str, None]] = {}
+    for d in report.would_deny:
+        rules = [r for r in d.rules if r != DEFAULT_DENY or d.namespace not in fixable]
+        if rules:
+            left.setdefault((d.namespace, _folded(d)), {}).update(dict.fromkeys(rules))
+    return [f"{ns}/{what} ({', '.join(rules)})" for (ns, what), rules in left.items()]
+
+
+def _folded(d: WouldDeny) -> str:
+    """An owned Pod is shown by its controller's Pods, anything else by itself."""
+    return f"Pods of {d.owner}" if d.owner else d.object
 
 
 def to_json(report: ScanReport) -> dict[str, object]:
@@ -57,7 +89,23 @@ def to_json(report: ScanReport) -> dict[str, object]:
             "nodeProxy": sum(1 for h in report.exposure.node_proxy if not h.builtin),
             "hostNetwork": len(report.host_network),
             "findings": report.findings,
+            "wouldDeny": len(report.would_deny),
+            "advisory": report.advisory,
         },
+        "enforceModes": dict(report.enforce_modes),
+        "wouldDeny": [
+            {
+                "namespace": d.namespace,
+                "object": d.object,
+                "owner": d.owner,
+                "creates": d.creates,
+                "resource": d.resource,
+                "writer": d.writer,
+                "rules": list(d.rules),
+                "messages": list(d.messages),
+            }
+            for d in report.would_deny
+        ],
         "require": list(report.require),
         "definition": "strict" if report.strict else "isolating",
         "auditPolicy": report.audit_policy,
@@ -69,10 +117,14 @@ def to_json(report: ScanReport) -> dict[str, object]:
                 "fixable": list(u.fixable),
                 "runningPods": u.running_pods,
                 "mode": u.mode,
+                "enforce": report.unfenced_label(u.namespace),
             }
             for u in report.unfenced
         ],
-        "neutralising": [_policy_json(p) for p in report.neutralising],
+        "neutralising": [
+            {**_policy_json(p), "enforce": report.unfenced_label(p.namespace)}
+            for p in report.neutralising
+        ],
         "openSelected": [_policy_json(p) for p in report.open_selected],
         "nearlyOpen": [
             {
@@ -100,6 +152,7 @@ def to_json(report: ScanReport) -> dict[str, object]:
                     }
                     for c in a.causes
                 ],
+                "enforce": report.audit_label(a),
             }
             for a in report.audit_scope
         ],
@@ -115,11 +168,17 @@ def to_json(report: ScanReport) -> dict[str, object]:
                 "field": t.where,
                 "selector": t.selector,
                 "labels": list(t.keys),
+                "enforce": ADVISORY,
             }
             for t in report.label_trust
         ],
         "externalIPs": [
-            {"namespace": e.namespace, "service": e.service, "addresses": list(e.addresses)}
+            {
+                "namespace": e.namespace,
+                "service": e.service,
+                "addresses": list(e.addresses),
+                "enforce": ADVISORY,
+            }
             for e in report.exposure.external_ips
         ],
         "nodeProxy": [
@@ -130,6 +189,7 @@ def to_json(report: ScanReport) -> dict[str, object]:
                 "verbs": list(h.verbs),
                 "nodes": list(h.nodes),
                 "builtin": h.builtin,
+                "enforce": ADVISORY,
             }
             for h in report.exposure.node_proxy
         ],
@@ -143,6 +203,8 @@ def to_json(report: ScanReport) -> dict[str, object]:
                 "message": h.message,
                 "mode": h.mode,
                 "owner": h.owner,
+                "enforceMode": h.enforce_mode,
+                "enforce": report.host_label(h),
             }
             for h in report.host_network
         ],
@@ -176,9 +238,10 @@ def render_table(report: ScanReport) -> str:
         + f"; fenced means a default-deny for {', '.join(report.require)}"
         + (" (definition: strict)" if report.strict else "")
     ]
+    lines += _would_deny_section(report)
     lines += _table(
         f"UNFENCED NAMESPACES: {len(report.unfenced)}",
-        ("NAMESPACE", "MISSING", "NEUTRALISED BY", "RUNNING PODS", "MODE"),
+        ("NAMESPACE", "MISSING", "NEUTRALISED BY", "RUNNING PODS", "MODE", "ENFORCE"),
         [
             (
                 u.namespace,
@@ -186,14 +249,23 @@ def render_table(report: ScanReport) -> str:
                 "; ".join(f"{d}: {', '.join(n)}" for d, n in u.neutralised_by.items()) or "-",
                 "-" if u.running_pods is None else str(u.running_pods),
                 u.mode,
+                LABELS[report.unfenced_label(u.namespace)],
             )
             for u in report.unfenced
         ],
     )
     lines += _table(
         f"POLICIES THAT NEUTRALISE A FENCE (allow-all): {len(report.neutralising)}",
-        ("NAMESPACE", "POLICY", "OPENS"),
-        [(p.namespace, p.policy, ", ".join(p.directions)) for p in report.neutralising],
+        ("NAMESPACE", "POLICY", "OPENS", "ENFORCE"),
+        [
+            (
+                p.namespace,
+                p.policy,
+                ", ".join(p.directions),
+                LABELS[report.unfenced_label(p.namespace)],
+            )
+            for p in report.neutralising
+        ],
     )
     lines += _host_network_section(report)
     lines += _trust_and_exposure(report)
@@ -226,7 +298,64 @@ def render_table(report: ScanReport) -> str:
         lines += ["", f"WARNINGS: {len(warnings)}", *(f"  {w}" for w in warnings)]
     if any(u.fixable for u in report.unfenced):
         lines += ["", "Fence them: kubefence scan --fix ... | kubectl apply -f -"]
+    lines += ["", *_gate(report)]
     return "\n".join(lines) + "\n"
+
+
+def _would_deny_section(report: ScanReport) -> list[str]:
+    """What the cluster re-creates that enforce would deny: one row per workload (the Pods of
+    one controller folded into one row), with the requests denied and the rules that deny them."""
+    rows: dict[tuple[str, str], tuple[list[str], dict[str, None], dict[str, None]]] = {}
+    for d in report.would_deny:
+        objects, requests, rules = rows.setdefault((d.namespace, _folded(d)), ([], {}, {}))
+        if d.object not in objects:
+            objects.append(d.object)
+        requests[f"{d.creates} by {d.writer}"] = None
+        rules.update(dict.fromkeys(d.rules))
+    table = [
+        (
+            ns,
+            objects[0] if len(objects) == 1 else f"{len(objects)} {by}",
+            ", ".join(requests),
+            ", ".join(rules),
+        )
+        for (ns, by), (objects, requests, rules) in rows.items()
+    ]
+    lines = _table(
+        f"ENFORCE WOULD DENY what this cluster re-creates: {len(table)} "
+        f"workload{'' if len(table) == 1 else 's'}",
+        ("NAMESPACE", "OBJECT", "NEXT REQUEST DENIED", "RULES"),
+        table,
+    )
+    if table:
+        lines.append(
+            "  each the webhook's own decision of the request its controller sends next, under "
+            "mode: enforce (the messages: --format json)"
+        )
+    return lines
+
+
+def _gate(report: ScanReport) -> list[str]:
+    """What the exit status says, and the modes the re-creations were judged under."""
+    by_mode: dict[str, list[str]] = {}
+    for key, mode in report.enforce_modes.items():
+        by_mode.setdefault(mode, []).append(key)
+    modes = "; ".join(f"{mode}: {', '.join(keys)}" for mode, keys in by_mode.items())
+    n, advisory = len(report.would_deny), report.advisory
+    unread = unread_workloads(report.exposure.unread)
+    if n:
+        verdict = f"enforce would deny {n} request{'' if n == 1 else 's'} this cluster re-creates"
+        verdict += " (exit 1)"
+    elif unread:
+        verdict = f"not known: could not list {', '.join(unread)} (exit 1)"
+    else:
+        verdict = "enforce would deny nothing this cluster re-creates (exit 0)"
+    return [
+        f"GATE: {verdict}; {advisory} advisory finding{'' if advisory == 1 else 's'} "
+        "(exit 1 only with --strict)",
+        f"  judged as after helm upgrade --set mode=enforce: {modes} "
+        "(namespace overrides as configured)",
+    ]
 
 
 def _host_network_section(report: ScanReport) -> list[str]:
@@ -237,16 +366,16 @@ def _host_network_section(report: ScanReport) -> list[str]:
     for h in found:
         # An owned Pod is keyed by its controller, anything else by itself.
         by = f"Pods of {h.owner}" if h.owner else h.object
-        rows.setdefault((h.namespace, by, h.check, h.mode, ", ".join(h.fields)), []).append(
-            h.object
-        )
+        label = LABELS[report.host_label(h)]
+        key = (h.namespace, by, h.check, h.mode, label, ", ".join(h.fields))
+        rows.setdefault(key, []).append(h.object)
     table = [
-        (ns, names[0] if len(names) == 1 else f"{len(names)} {by}", check, mode, fields)
-        for (ns, by, check, mode, fields), names in rows.items()
+        (ns, names[0] if len(names) == 1 else f"{len(names)} {by}", check, mode, label, fields)
+        for (ns, by, check, mode, label, fields), names in rows.items()
     ]
     lines = _table(
         f"WAYS ONTO THE NODE (host-network): {len(found)}",
-        ("NAMESPACE", "OBJECT", "CHECK", "MODE", "FIELDS"),
+        ("NAMESPACE", "OBJECT", "CHECK", "MODE", "ENFORCE", "FIELDS"),
         table,
     )
     if found:
@@ -260,7 +389,7 @@ def _host_network_section(report: ScanReport) -> list[str]:
 def _trust_and_exposure(report: ScanReport) -> list[str]:
     """Allow rules keyed on namespace labels, Services with externalIPs, nodes/proxy holders."""
     lines = _table(
-        f"ALLOW RULES THAT TRUST NAMESPACE LABELS: {len(report.label_trust)}",
+        f"ALLOW RULES THAT TRUST NAMESPACE LABELS (advisory): {len(report.label_trust)}",
         ("NAMESPACE", "POLICY", "PEER", "SELECTOR"),
         [(t.namespace, t.policy, t.where, t.selector) for t in report.label_trust],
     )
@@ -271,7 +400,7 @@ def _trust_and_exposure(report: ScanReport) -> list[str]:
         )
     external = report.exposure.external_ips
     lines += _table(
-        f"SERVICES WITH EXTERNAL IPS (CVE-2020-8554): {len(external)}",
+        f"SERVICES WITH EXTERNAL IPS (CVE-2020-8554; advisory): {len(external)}",
         ("NAMESPACE", "SERVICE", "EXTERNAL IPS"),
         [(e.namespace, e.service, ", ".join(e.addresses)) for e in external],
     )
@@ -283,8 +412,8 @@ def _trust_and_exposure(report: ScanReport) -> list[str]:
     holders = report.exposure.node_proxy
     builtin = sum(1 for h in holders if h.builtin)
     lines += _table(
-        f"WHO HOLDS nodes/proxy (exec on the kubelet, past admission): {len(holders) - builtin}"
-        + (f" (and {builtin} built in)" if builtin else ""),
+        "WHO HOLDS nodes/proxy (exec on the kubelet, past admission; advisory): "
+        f"{len(holders) - builtin}" + (f" (and {builtin} built in)" if builtin else ""),
         ("SUBJECT", "CLUSTERROLE", "BINDING", "VERBS", "NODES"),
         [
             (
@@ -336,12 +465,22 @@ def _audit_scope_section(report: ScanReport) -> list[str]:
         count = f"{len(namespaces)} namespace{'' if len(namespaces) == 1 else 's'}"
         lines.append(f"    in {count}: {shown}")
         lines += [f"    {line}" for line in who_does_what(group.findings)]
+        denied = [f for f in group.findings if report.audit_label(f) == WOULD_DENY]
+        lines.append(
+            "    enforce would deny the cluster's own: "
+            + "; ".join(who_does_what(denied, with_operations=False))
+            if denied
+            else "    advisory: enforce denies these when sent; nothing this cluster re-creates"
+        )
         lines.append(f"    fix: {audit_fix(group, report.audit_min_level)}")
     return lines
 
 
-def who_does_what(findings: Sequence[AuditScopeFinding]) -> list[str]:
-    """`writer: OPERATIONS of resources; ...`, writers doing the same thing on one line."""
+def who_does_what(
+    findings: Sequence[AuditScopeFinding], *, with_operations: bool = True
+) -> list[str]:
+    """`writer: OPERATIONS of resources; ...`, writers doing the same thing on one line
+    (`with_operations=False`: `writer: resources`)."""
     by_writer: dict[str, dict[str, list[str]]] = {}
     for f in findings:
         by_writer.setdefault(f.writer, {}).setdefault(f.resource, []).append(f.operation)
@@ -350,7 +489,10 @@ def who_does_what(findings: Sequence[AuditScopeFinding]) -> list[str]:
         by_operations: dict[str, list[str]] = {}
         for resource, operations in resources.items():
             by_operations.setdefault(", ".join(operations), []).append(resource)
-        what = "; ".join(f"{ops} of {', '.join(res)}" for ops, res in by_operations.items())
+        what = "; ".join(
+            f"{ops} of {', '.join(res)}" if with_operations else ", ".join(res)
+            for ops, res in by_operations.items()
+        )
         said.setdefault(what, []).append(writer)
     return [f"{', '.join(writers)}: {what}" for what, writers in said.items()]
 

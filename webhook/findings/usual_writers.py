@@ -20,6 +20,7 @@ class Writer:
 
 
 def controller_writer(name: str) -> Writer:
+    """A kube-controller-manager controller, as its service account in kube-system."""
     username = f"system:serviceaccount:kube-system:{name}"
     groups = ("system:serviceaccounts", "system:serviceaccounts:kube-system")
     return Writer(name, UserInfo(username, (*groups, "system:authenticated")))
@@ -42,6 +43,7 @@ USUAL_WRITERS: tuple[
             (controller_writer("daemon-set-controller"), ("CREATE",)),
             (controller_writer("statefulset-controller"), ("CREATE",)),
             (controller_writer("job-controller"), ("CREATE",)),
+            (controller_writer("replication-controller"), ("CREATE",)),
         ),
     ),
     (("apps", "v1", "deployments", "Deployment"), ((ANY_USER, _CREATE_UPDATE),)),
