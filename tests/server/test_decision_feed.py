@@ -381,3 +381,30 @@ async def test_a_rotated_client_certificate_is_sent_with_from_the_next_post(
             assert await _fate(feed, metrics, url, "sent") == "sent"
         finally:
             sender.cancel()
+
+
+@pytest.mark.parametrize("client_ca", [False, True])
+async def test_serve_says_at_start_that_without_a_client_ca_no_decision_is_sent(
+    tmp_path: Path, client_ca: bool
+) -> None:
+    token = tmp_path / "t"
+    token.write_text("token\n")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = ["--cert", "c", "--key", "k", "--decisions-to", "https://127.0.0.1:1/decisions"]
+    argv += ["--decisions-token-file", str(token)]
+    job = decision_feed(parser.parse_args(argv))
+    assert job is not None
+    runtime = Runtime(settings=parse_settings("", "config.yaml", Path()), cluster=StaticView([]))
+    runtime.client_ca = client_ca
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(job(runtime))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    warned = [e for e in logs if e["event"] == "decisions_to.unverified"]
+    assert bool(warned) is not client_ca
+    if warned:
+        assert warned[0]["log_level"] == "warning"
+        assert "--client-ca" in warned[0]["reason"]

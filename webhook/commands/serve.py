@@ -164,6 +164,14 @@ def decision_feed(args: argparse.Namespace) -> Job | None:
         raise InputError(f"--decisions-ca/--decisions-client-cert: cannot load: {exc}") from None
 
     async def job(runtime: Runtime) -> None:
+        if not runtime.client_ca:
+            # Only a caller verified as the API server has its decisions sent (webhook.server):
+            # a forged review must not raise an audit-gap alert. Without a client CA none is.
+            runtime.log.warning(
+                "decisions_to.unverified",
+                reason="no --client-ca: no caller is verified as the API server, so no decision"
+                " is sent and the monitor can alert no audit gap; give --client-ca",
+            )
         feed = DecisionFeed(
             options,
             registry=runtime.metrics.registry,
