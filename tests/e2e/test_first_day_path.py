@@ -242,7 +242,7 @@ def test_the_readme_first_day_path(clone: Path, cluster: ControlPlane) -> None:
         done = sh.run(dry_run)
         assert done.returncode == 0, done
         assert "deployment.apps/web created (server dry run)" in done.stdout
-        assert re.search(r'^Warning: .*namespace "default" is not fenced', done.stderr, re.M), done
+        assert re.search(r'^Warning: namespace "default" has no default-deny NetworkPolicy', done.stderr, re.M), done
 
         # 4. Scan: enforce would deny the Deployment's next Pod.
         (line,) = scan
