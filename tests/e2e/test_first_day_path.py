@@ -137,8 +137,12 @@ def shell_env(clone: Path, cluster: ControlPlane) -> dict[str, str]:
         PIP_FIND_LINKS=str(WHEELS),
         PIP_DISABLE_PIP_VERSION_CHECK="1",
         PATH=os.pathsep.join(
-            [str(clone / ".venv" / "bin"), str(Path(sys.executable).parent), str(bin_dir())]
-            + [env.get("PATH", "")]
+            [
+                str(clone / ".venv" / "bin"),
+                str(Path(sys.executable).parent),
+                str(bin_dir()),
+                env.get("PATH", ""),
+            ]
         ),
         KUBECONFIG=str(cluster.kubeconfig_path),
     )
@@ -210,8 +214,10 @@ def test_the_readme_first_day_path(clone: Path, cluster: ControlPlane) -> None:
         curls = re.findall(r"^  (curl .* --data @\S+ \S+)$", banner, re.M)
         assert len(curls) == 2, banner
         allowed, denied = (sh.run(c) for c in curls)
-        assert allowed.returncode == 0 and '"allowed":true' in allowed.stdout, allowed
-        assert denied.returncode == 0 and '"allowed":false' in denied.stdout, denied
+        assert allowed.returncode == 0, allowed
+        assert '"allowed":true' in allowed.stdout, allowed.stdout
+        assert denied.returncode == 0, denied
+        assert '"allowed":false' in denied.stdout, denied.stdout
         assert 'namespace \\"sandbox\\" is not fenced' in denied.stdout, denied.stdout
     finally:
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C
@@ -242,13 +248,17 @@ def test_the_readme_first_day_path(clone: Path, cluster: ControlPlane) -> None:
         done = sh.run(dry_run)
         assert done.returncode == 0, done
         assert "deployment.apps/web created (server dry run)" in done.stdout
-        assert re.search(r'^Warning: namespace "default" has no default-deny NetworkPolicy', done.stderr, re.M), done
+        assert re.search(
+            r'^Warning: namespace "default" has no default-deny NetworkPolicy', done.stderr, re.M
+        ), done
 
         # 4. Scan: enforce would deny the Deployment's next Pod.
         (line,) = scan
         done = sh.run(line)
         assert done.returncode == 1, done
-        assert "enforce would deny" in done.stdout and "shop" in done.stdout, done.stdout
+        assert re.search(r"^GATE: enforce would deny 1 request this cluster re-creates \(exit 1\)",
+                         done.stdout, re.M), done.stdout  # fmt: skip
+        assert re.search(r"\bshop\b.*\bweb\b", done.stdout), done.stdout
 
         # 5. Fix, under pipefail, then scan again.
         assert fix[0] == "set -o pipefail"
@@ -256,10 +266,12 @@ def test_the_readme_first_day_path(clone: Path, cluster: ControlPlane) -> None:
         done = sh.run(fix[1])
         assert done.returncode == 0, done
         assert (
-            "networkpolicy.networking.k8s.io/kubefence-default-deny created" in done.stdout.splitlines()
+            "networkpolicy.networking.k8s.io/kubefence-default-deny created"
+            in done.stdout.splitlines()
         ), done
         done = sh.run(fix[2])
         assert done.returncode == 0, done
+        assert "GATE: enforce would deny nothing this cluster re-creates (exit 0)" in done.stdout
 
         # 6. Enforce: the gate, then the upgrade as the chart renders it.
         gate, upgrade = enforce[0].split(" && ", 1)
@@ -285,9 +297,12 @@ def test_the_readme_first_day_path(clone: Path, cluster: ControlPlane) -> None:
 
         # 7. Correlate: the decision log (`kubectl logs` stands in) and the audit log.
         logs, line = correlate
-        assert logs.startswith("kubectl -n kubefence-system logs deployment/kubefence > decisions.log")
+        assert logs.startswith(
+            "kubectl -n kubefence-system logs deployment/kubefence > decisions.log"
+        )
         assert served.hook.decision_log == clone / "decisions.log"
-        assert HOST_AUDIT_LOG in line and HOST_AUDIT_POLICY in line, line
+        assert HOST_AUDIT_LOG in line, line
+        assert HOST_AUDIT_POLICY in line, line
         line = line.replace(HOST_AUDIT_LOG, str(cluster.audit_log_path))
         line = line.replace(HOST_AUDIT_POLICY, str(cluster.audit_policy_path))
         done = sh.run(line)
