@@ -22,6 +22,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# The build backend ([build-system] requires) as wheels: tests/e2e/test_first_day_path.py runs the
+# README's `pip install -e .` on a fresh clone offline, from this folder (PIP_FIND_LINKS).
+python3 -m pip download -q --disable-pip-version-check --only-binary=:all: \
+  --dest "${HOME}/.cache/kubefence/wheels" 'setuptools>=68' wheel
 
 if command -v go >/dev/null 2>&1; then
   hack/build-control-plane.sh
