@@ -1,7 +1,8 @@
 """Builders for the Kubernetes objects and AdmissionReviews the tests feed kubefence.
 
-Shapes follow what kube-apiserver sends (KUBERNETES-FACTS.md): DELETE carries `oldObject`,
-`requestResource` is the URL's resource, a deletecollection item has an empty `name`.
+Shapes follow what kube-apiserver sends (docs/kubernetes-facts.md, "Admission and webhooks"):
+DELETE carries `oldObject`, `requestResource` is the URL's resource, a deletecollection item has
+an empty `name`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The kubefence config file (DESIGN.md §2): parsed and validated into one frozen `Settings`.
+"""The kubefence config file (docs/design.md, "Configuration"): parsed and validated into one
+frozen `Settings`.
 
 Every key is optional; unknown keys and wrong types raise ConfigError naming the file and the field
 path (`config.yaml: defaultDeny.require[1]: must be Ingress or Egress`). Paths inside the file are

@@ -1,6 +1,7 @@
 """The decision log: one JSON line per decision on stdout (structlog, orjson); never object content.
 
-Field names are a contract (DESIGN.md §2) that `kubefence correlate` and users' pipelines read.
+Field names are a contract (docs/design.md, "Decision log") that `kubefence correlate` and users'
+pipelines read.
 Other events (`config.rejected`, `fence.lost`, ...) go through the same logger.
 """
 

@@ -1,4 +1,5 @@
-"""The exit codes of every `kubefence` command, in one table (DESIGN.md §2, "Exit codes").
+"""The exit codes of every `kubefence` command, in one table (docs/design.md, "CLI and exit
+codes").
 
 A command's `run` returns one of these; `webhook.cli.run_command` maps errors to them.
 """

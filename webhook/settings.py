@@ -1,4 +1,5 @@
-"""The settings model (DESIGN.md §2): one frozen `Settings` that every decision reads.
+"""The settings model (docs/design.md, "Configuration"): one frozen `Settings` that every
+decision reads.
 
 Pure data: no file reading, no YAML. `webhook.config` parses and validates the config file into
 it; the decision core imports only this module, so it never depends on file I/O.

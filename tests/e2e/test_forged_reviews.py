@@ -2,7 +2,8 @@
 
 Anyone who reaches kubefence's port can POST a review. An allowed NetworkPolicy change is
 remembered for a while (webhook/cluster/approvals.py, `GRACE_SECONDS`), so each forged review here
-is sent right before the real request it tries to sway. Two modes (issue 17 §1, DESIGN "Trust"):
+is sent right before the real request it tries to sway. Two modes (issue 17 §1, docs/design.md,
+"Trust model"):
 
 - A, client authentication: the API server shows a certificate of commonName
   `kube-apiserver-admission`, signed by the cluster CA, through its AdmissionConfiguration;

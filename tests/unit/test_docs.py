@@ -198,7 +198,7 @@ def _action(command: list[str], flag: str) -> argparse.Action | None:
 
 
 def test_the_chart_cites_only_documents_users_have() -> None:
-    """values.yaml once cited "DESIGN.md §2", which is not in the repository."""
+    """values.yaml once cited a design document that is not in the repository."""
     cited = []
     for path in sorted((REPO / "charts").rglob("*")):
         if path.is_file():
@@ -390,4 +390,110 @@ def test_the_layout_names_every_module() -> None:
         command = folder == "webhook/commands/" and module.stem.replace("_", "-") in COMMANDS
         if not (rel in entries or under_folder or command or folder == "webhook/auditpolicy/"):
             missing.append(rel)
+    assert missing == []
+
+
+# --- links and citations -------------------------------------------------------------------------
+
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+_HEADING = re.compile(r"^#{1,6} (.+)$", re.MULTILINE)
+# What the repository's own files may not cite: the design notes that once lived outside it.
+_OUTSIDE_DOC = re.compile(r"\bDESIGN(?:\.md\b|\s*§|\s+\")|\bKUBERNETES-FACTS\b")
+# A section cited from code: docs/design.md, "Trust model" (or without the comma).
+_SECTION_CITE = re.compile(r"(docs/[\w-]+\.md),?\s+\"([^\"]+)\"")
+# Generated or installed, not the repository's own text (.gitignore's folders).
+_NOT_OURS = frozenset(
+    [".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis"]
+)
+
+
+def _anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation but `-` and `_` dropped,
+    spaces as hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.replace("`", "").strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    text = re.sub(r"^(```|~~~).*?^\1", "", path.read_text(encoding="utf-8"), flags=re.M | re.S)
+    return {_anchor(h) for h in _HEADING.findall(text)}
+
+
+def _headings(path: Path) -> set[str]:
+    return {h.strip() for h in _HEADING.findall(path.read_text(encoding="utf-8"))}
+
+
+def _our_files() -> Iterator[Path]:
+    for path in sorted(REPO.rglob("*")):
+        parts = path.relative_to(REPO).parts
+        if path.is_file() and not _NOT_OURS.intersection(parts) and not parts[-1].endswith(".pyc"):
+            yield path
+
+
+def broken_links(path: Path) -> list[str]:
+    """The relative links of one Markdown file whose file, or whose #anchor, does not exist."""
+    broken = []
+    for target in _LINK.findall(path.read_text(encoding="utf-8")):
+        if re.match(r"[a-z][a-z+.-]*:", target):  # https:, mailto:
+            continue
+        file, _, fragment = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        if not linked.exists():
+            broken.append(f"{path.name}: {target}: no such file")
+        elif fragment and linked.suffix == ".md" and fragment not in _anchors(linked):
+            broken.append(f"{path.name}: {target}: no such heading")
+    return broken
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_every_relative_link_points_at_a_file_that_exists(path: Path) -> None:
+    assert broken_links(path) == []
+
+
+def test_the_readme_links_the_design_and_the_kubernetes_facts() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    for doc in ("docs/design.md", "docs/kubernetes-facts.md"):
+        assert f"]({doc})" in readme.split("\n## ", 1)[0], doc  # the introduction
+        assert f"]({doc})" in layout, doc
+
+
+def test_a_broken_link_would_be_caught(tmp_path: Path) -> None:
+    (tmp_path / "there.md").write_text("# A heading\n", encoding="utf-8")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "[ok](there.md#a-heading) [web](https://example.invalid/x) [self](#top)\n# Top\n"
+        "[gone](missing.md) [no heading](there.md#another)\n",
+        encoding="utf-8",
+    )
+    assert broken_links(page) == [
+        "page.md: missing.md: no such file",
+        "page.md: there.md#another: no such heading",
+    ]
+
+
+def test_no_file_cites_the_design_notes_outside_the_repository() -> None:
+    """Code and docs once cited design notes kept beside the project; a clone cannot follow
+    those. The design is docs/design.md, the upstream behaviours docs/kubernetes-facts.md."""
+    citing = []
+    for path in _our_files():
+        text = path.read_text(encoding="utf-8", errors="ignore")
+        for number, line in enumerate(text.splitlines(), 1):
+            if _OUTSIDE_DOC.search(line):
+                citing.append(f"{path.relative_to(REPO)}:{number}")
+    assert citing == []
+    assert _OUTSIDE_DOC.search("see " + "DESIGN" + ".md §2")  # the pattern can fail
+
+
+def test_every_section_the_code_cites_exists() -> None:
+    """A comment citing `docs/design.md, "Trust model"` names a heading that page has."""
+    cited = []
+    for path in _our_files():
+        text = re.sub(r"\s*\n\s*#?\s*", " ", path.read_text(encoding="utf-8", errors="ignore"))
+        for doc, section in _SECTION_CITE.findall(text):
+            cited.append((path.relative_to(REPO).as_posix(), doc, section))
+    assert {"docs/design.md", "docs/kubernetes-facts.md"} <= {doc for _, doc, _ in cited}
+    missing = [
+        c for c in cited if not (REPO / c[1]).is_file() or c[2] not in _headings(REPO / c[1])
+    ]
     assert missing == []

@@ -3,7 +3,7 @@
 Admission runs before the write: between approving a NetworkPolicy change and the informer seeing
 it, the view still shows the cluster as it was. Decisions in that window read the view with the
 approved changes applied, each rule only in the direction that makes it deny more, because any
-client that reaches the port can send a review (DESIGN §3, Trust):
+client that reaches the port can send a review (docs/design.md, "Trust model"):
 
 - `removals(base)`, for the fence rules (`default-deny`, the guard): a version approved to go
   (DELETE, UPDATE) no longer fences, so one process never counts a fence it just let go; what it

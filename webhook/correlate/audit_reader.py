@@ -30,9 +30,9 @@ SENSITIVE = frozenset(
     {("pods", "exec"), ("pods", "attach"), ("pods", "portforward"), ("pods", "proxy")}
     | {("services", "proxy"), ("nodes", "proxy"), ("pods", "ephemeralcontainers")}
 )
-# Audit verb -> the admission operations it may reach the webhook as (DESIGN.md; FACTS: a patch
-# is UPDATE, or CREATE for a server-side apply that creates). create/get on a CONNECT
-# subresource is CONNECT.
+# Audit verb -> the admission operations it may reach the webhook as (docs/kubernetes-facts.md,
+# "Admission and webhooks": a patch is UPDATE, or CREATE for a server-side apply that creates).
+# create/get on a CONNECT subresource is CONNECT.
 VERB_OPERATIONS: dict[str, tuple[str, ...]] = {
     "create": ("CREATE",),
     "update": ("UPDATE",),
