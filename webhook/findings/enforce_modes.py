@@ -1,4 +1,5 @@
-"""The modes `kubefence scan` judges re-creations under: what the chart's `mode: enforce` renders.
+"""The modes enforce judges under, what the chart's `mode: enforce` renders: scan's gate judges
+re-creations under them, and `kubefence check` manifests (unless `--as-configured`).
 
 `charts/kubefence/templates/_helpers.tpl` (`kubefence.config`) maps the chart's `mode` onto each
 rule's mode knob: under `mode: enforce` it renders `enforce` for `defaultDeny.mode`,
