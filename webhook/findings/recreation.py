@@ -30,7 +30,7 @@ from typing import Any
 from webhook.admission import AdmissionRequest, GroupVersionKind, GroupVersionResource, UserInfo
 from webhook.cluster.view import ClusterView
 from webhook.decide import decide
-from webhook.findings.host import WORKLOAD_KINDS, owner_of
+from webhook.findings.host import WORKLOAD_KINDS, controller_ref, owner_of
 from webhook.findings.model import WouldDeny
 from webhook.findings.usual_writers import ANY_USER, Writer, controller_writer
 from webhook.settings import Mode, Settings
@@ -232,21 +232,14 @@ def create_request(
 def _pod_writer(meta: Mapping[str, Any]) -> Writer:
     """Who re-creates a running Pod: its controller, its node's kubelet (a static Pod's mirror),
     or, owned by neither, any user."""
-    kind, name = _controller_ref(meta)
+    ref = _map(controller_ref(meta))
+    kind, name = str(ref.get("kind", "")), str(ref.get("name", ""))
     if kind in MADE and MADE[kind][0] == "Pod":
         return controller_writer(MADE[kind][1])
     if kind == "Node" and name:
         node = f"system:node:{name}"
         return Writer(node, UserInfo(node, ("system:nodes", "system:authenticated")))
     return ANY_USER
-
-
-def _controller_ref(meta: Mapping[str, Any]) -> tuple[str, str]:
-    refs = meta.get("ownerReferences")
-    for ref in refs if isinstance(refs, list) else ():
-        if isinstance(ref, Mapping) and ref.get("controller") is True:
-            return str(ref.get("kind", "")), str(ref.get("name", ""))
-    return "", ""
 
 
 def _map(value: object) -> Mapping[str, Any]:
