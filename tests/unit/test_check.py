@@ -500,6 +500,37 @@ def test_a_rule_enforce_leaves_on_warn_is_a_warning_and_exit_0(
     assert out.endswith("3 objects judged in 1 file: 0 would be denied, 1 warning\n")
 
 
+def test_check_judges_under_the_modes_the_chart_renders_for_enforce(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The modes are scan's gate's (`enforce_settings`): a knob the chart renders `warn` under
+    enforce is raised from audit to warn, and a namespace override stays as configured, since the
+    chart's `config:` (where overrides live) wins over what `mode` renders."""
+    spec = pod_spec(hostNetwork=True)
+    spec["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 8080}]
+    config = tmp_path / "kubefence.yaml"
+    config.write_text(
+        "hostNetwork: {mode: audit, hostPort: audit}\n"
+        "overrides: [{namespaces: [lab], hostNetwork: warn}]\n",
+        encoding="utf-8",
+    )
+    path = manifests(
+        tmp_path / "web.yaml",
+        *(namespace(ns) for ns in ("team", "lab")),
+        *(deny_all(namespace=ns) for ns in ("team", "lab")),
+        *(workload("Deployment", "web", ns, spec) for ns in ("team", "lab")),
+    )
+    found = findings_of(capsys, "--config", config, path)
+    knob = {True: "hostPort", False: "hostNetwork"}
+    modes = {(f["namespace"], knob[" hostPort " in f["message"]]): f["mode"] for f in found}
+    assert modes == {
+        ("team", "hostNetwork"): "enforce",  # audit raised, as the chart's enforce renders it
+        ("team", "hostPort"): "warn",  # audit raised to the chart's warn, not left audit
+        ("lab", "hostNetwork"): "warn",  # the override is the user's config: as configured
+        ("lab", "hostPort"): "warn",
+    }
+
+
 def test_exempt_namespaces_are_noted_not_judged(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,9 +16,11 @@ import yaml
 from objects import deny_all, netpol, workload
 from test_scan import FakeApiServer, fake_cluster, namespace, pod, state  # noqa: F401
 
+from webhook.check.judge import requests_for
 from webhook.cli import main
 from webhook.config import load_settings, parse_settings
 from webhook.findings.enforce_modes import CHART_ENFORCE, enforce_settings
+from webhook.findings.recreation import MADE, recreations
 from webhook.settings import DEFAULT_SETTINGS, MODE_KEYS, Mode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
@@ -96,6 +98,37 @@ def test_a_host_network_template_in_a_state_folder_fails_the_gate(
     text = capsys.readouterr().out
     assert "ENFORCE WOULD DENY what this cluster re-creates: 1 workload\n" in text
     assert "GATE: enforce would deny" in text
+
+
+def test_the_denial_names_the_pod_as_its_controller_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A StatefulSet's Pod is named by its ordinal (`db-0`, `spec.ordinals.start` first), a
+    DaemonSet's is still to be generated from the DaemonSet's name (`agent-`)."""
+    stateful = workload("StatefulSet", "db", "team", HOST_NETWORK)
+    stateful["spec"]["ordinals"] = {"start": 3}
+    folder = state(
+        tmp_path,
+        namespace("team"),
+        deny_all(namespace="team"),
+        stateful,
+        workload("DaemonSet", "agent", "team", HOST_NETWORK),
+    )
+    _, data = scan_json("--state", str(folder), capsys=capsys)
+    named = {d["object"]: d["messages"][0].split(" uses ")[0] for d in data["wouldDeny"]}
+    assert named == {"StatefulSet db": 'Pod "db-3"', "DaemonSet agent": 'Pod "agent-"'}
+
+
+@pytest.mark.parametrize("kind", sorted(MADE))
+def test_check_and_the_gate_judge_the_same_controller_requests(kind: str) -> None:
+    """One table: what check judges after a manifest's own CREATE is what the gate judges for
+    the same object in a cluster, request for request."""
+    obj = workload(kind, "app", "team", HOST_NETWORK)
+    gate = [(r.request.user, r.request.name, r.request.object) for r in recreations(obj)]
+    checked = [(r.user, r.name, r.object) for _, r in requests_for(obj)[1:]]
+    assert checked == gate
+    made = [obj["kind"] for _, _, obj in gate if obj is not None]
+    assert made[-1:] == ["Pod"]
 
 
 def test_what_nothing_re_creates_is_not_judged(

@@ -1,15 +1,14 @@
 """`kubefence check`, the judgement: every object as the requests the API server would send for it,
 decided by `webhook.decide` itself, so check and the webhook cannot disagree.
 
-The requests of an object (`requests_for`):
-- a Namespace or NetworkPolicy: its CREATE, by a user who applies the manifest;
-- a workload: its own CREATE by that user, then each CREATE its controllers make from its
-  template, by their service accounts (`usual_writers.controller_writer`): a Deployment's
-  ReplicaSet (deployment-controller) and that ReplicaSet's Pod (replicaset-controller), a
-  CronJob's Job (cronjob-controller) and its Pod (job-controller), the Pod of a ReplicaSet,
-  StatefulSet, DaemonSet, Job or ReplicationController. A bare Pod is its own CREATE. The
-  controller's requests matter where the user's does not show it: an audit Policy that records
-  Deployments but not the replicaset-controller's Pods (`audit-scope`), an exempt group.
+The requests of an object (`requests_for`): a Namespace's, NetworkPolicy's or workload's own
+CREATE, by a user who applies the manifest; then, for a workload, each CREATE its controllers
+make from its template, by their service accounts: `webhook.findings.recreation.made_by`, the
+table scan's gate judges by too (a Deployment's ReplicaSet and its Pod, a CronJob's Job and its
+Pod, the Pod of the other kinds). A bare Pod is its own CREATE. Status is not read: the API server
+drops a created object's status, so a manifest's finished Job still makes Pods. The controllers'
+requests matter where the user's does not show it: an audit Policy that records Deployments but
+not the replicaset-controller's Pods (`audit-scope`), an exempt group.
 An object's findings are the failed results of its first request, then those of later requests
 whose rule the earlier ones did not fail: the user's CREATE names the fields as the manifest
 has them (`spec.template.spec.hostNetwork`), the Pod's would repeat it as `spec.hostNetwork`.
@@ -25,11 +24,10 @@ cluster without it (a policy it only warns about joins it, and a workload it unf
 with the remedy that names it). A Namespace's CREATE warns that workloads need a fence only when
 that cluster gives it none.
 
-The modes are judged as enforce would judge them (`as_enforced`): every knob the configuration
-sets to warn or audit whose default is enforce (what the chart's `mode: warn` and `mode: audit`
-do) is enforced; the knobs enforce itself leaves on warn (hostPort, otherHostPaths,
-allowAllSelected, allowNearlyAll, namespaceLabels) stay warnings. `denies` marks a finding
-enforce would deny: what makes `check` exit 1. Pure: objects and settings in, a report out.
+The modes are judged as enforce would judge them: the command passes the modes the chart's
+`mode: enforce` renders (`webhook.findings.enforce_modes.enforce_settings`, scan's gate's), unless
+`--as-configured`. `denies` marks a finding enforce would deny: what makes `check` exit 1.
+Pure: objects and settings in, a report out.
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from webhook.admission import AdmissionRequest, GroupVersionKind, GroupVersionResource
+from webhook.admission import AdmissionRequest
 from webhook.check.manifests import Located
 from webhook.cluster.manifest_check import KINDS as REFUSED_KINDS
 from webhook.cluster.manifest_check import refusal
@@ -46,28 +44,21 @@ from webhook.cluster.view import NamespaceFacts, StaticView, namespace_facts
 from webhook.decide import Decision, decide
 from webhook.errors import ManifestError
 from webhook.findings.host import WORKLOAD_KINDS
-from webhook.findings.usual_writers import ANY_USER, Writer, controller_writer
+from webhook.findings.recreation import create_request, made_by
+from webhook.findings.usual_writers import ANY_USER, Writer
 from webhook.labels import NAMESPACE_NAME_LABEL
 from webhook.netpol import Limits, PolicyFacts, analyse_policy
 from webhook.remedy import remedy
 from webhook.rules.default_deny import unfenced_directions
 from webhook.rules.result import AUDIT_SCOPE, DEFAULT_DENY, RuleResult
-from webhook.settings import DEFAULT_SETTINGS, Mode, Settings
-from webhook.workloads import WORKLOAD_TEMPLATES
+from webhook.settings import Mode, Settings
 
-NAMESPACE = ("", "v1", "namespaces")
-NETWORK_POLICY = ("networking.k8s.io", "v1", "networkpolicies")
-_VERSIONS = {"": "v1", "apps": "v1", "batch": "v1"}
-# What each workload kind's controller creates from it: (kind made, the controller's account).
-_MADE_BY = {
-    "Deployment": ("ReplicaSet", "deployment-controller"),
-    "CronJob": ("Job", "cronjob-controller"),
-    "ReplicaSet": ("Pod", "replicaset-controller"),
-    "StatefulSet": ("Pod", "statefulset-controller"),
-    "DaemonSet": ("Pod", "daemon-set-controller"),
-    "Job": ("Pod", "job-controller"),
-    "ReplicationController": ("Pod", "replication-controller"),
+# The (API group, resource) of the kinds judged besides workloads (`WORKLOAD_KINDS`).
+_RESOURCES = {
+    "Namespace": ("", "namespaces"),
+    "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
 }
+UID = "kubefence-check"
 JUDGED_KINDS = frozenset({"Namespace", "NetworkPolicy", *WORKLOAD_KINDS})
 # The kinds a namespace-less manifest is applied to -n's namespace for.
 _CLUSTER_SCOPED = frozenset({"Namespace"})
@@ -122,25 +113,6 @@ class CheckReport:
     @property
     def denied(self) -> int:
         return sum(1 for j in self.judged for f in j.findings if f.denies)
-
-
-def as_enforced(settings: Settings) -> Settings:
-    """`settings` with every warn or audit knob whose default is enforce enforced, globally and
-    in every namespace override: the modes switching to enforce would give."""
-
-    def lifted(key: str, mode: Mode) -> Mode:
-        if mode in (Mode.WARN, Mode.AUDIT) and DEFAULT_SETTINGS.modes.get(key) is Mode.ENFORCE:
-            return Mode.ENFORCE
-        return mode
-
-    return replace(
-        settings,
-        modes={key: lifted(key, mode) for key, mode in settings.modes.items()},
-        overrides={
-            namespace: {key: lifted(key, mode) for key, mode in override.items()}
-            for namespace, override in settings.overrides.items()
-        },
-    )
 
 
 def placed(objects: Iterable[Located], namespace: str | None) -> list[Located]:
@@ -384,105 +356,15 @@ def _finding(
 
 
 def requests_for(obj: Mapping[str, Any]) -> list[tuple[str, AdmissionRequest]]:
-    """The CREATEs an object leads to, each with a label: its own, then its controllers'."""
+    """The CREATEs an object leads to, each with a label: its own by whoever applies it, then
+    those its controllers make from it (`recreation.made_by`, the table scan's gate judges by)."""
     kind = str(obj.get("kind"))
-    meta = obj.get("metadata")
-    meta = meta if isinstance(meta, Mapping) else {}
-    name = str(meta.get("name") or "")
-    namespace = str(meta.get("namespace") or "")
-    if kind == "Namespace":
-        return [_labelled(_request(NAMESPACE, kind, "", name, obj, writer=ANY_USER), ANY_USER)]
-    if kind == "NetworkPolicy":
-        return [
-            _labelled(
-                _request(NETWORK_POLICY, kind, namespace, name, obj, writer=ANY_USER), ANY_USER
-            )
-        ]
-    found = [_labelled(_workload_request(kind, namespace, name, obj, ANY_USER), ANY_USER)]
-    while kind in _MADE_BY:
-        made, account = _MADE_BY[kind]
-        writer = controller_writer(account)
-        obj = _made_from(kind, obj, made, name)
-        kind = made
-        found.append(_labelled(_workload_request(kind, namespace, "", obj, writer), writer))
-    return found
+    resource = _RESOURCES.get(kind) or WORKLOAD_KINDS[kind]
+    own = create_request(resource, obj, ANY_USER, UID)
+    made = made_by(obj, UID) if kind in WORKLOAD_KINDS else ()
+    return [_labelled(own, ANY_USER), *(_labelled(m.request, m.writer) for m in made)]
 
 
 def _labelled(request: AdmissionRequest, writer: Writer) -> tuple[str, AdmissionRequest]:
     who = "whoever applies it" if writer is ANY_USER else writer.user.username
     return f"{request.kind.kind} CREATE by {who}", request
-
-
-def _workload_request(
-    kind: str, namespace: str, name: str, obj: Mapping[str, Any], writer: Writer
-) -> AdmissionRequest:
-    group, resource = WORKLOAD_KINDS[kind]
-    return _request((group, _VERSIONS[group], resource), kind, namespace, name, obj, writer=writer)
-
-
-def _request(
-    gvr: tuple[str, str, str],
-    kind: str,
-    namespace: str,
-    name: str,
-    obj: Mapping[str, Any],
-    *,
-    writer: Writer,
-) -> AdmissionRequest:
-    group, version, resource = gvr
-    return AdmissionRequest(
-        uid="kubefence-check",
-        kind=GroupVersionKind(group, version, kind),
-        resource=GroupVersionResource(group, version, resource),
-        operation="CREATE",
-        user=writer.user,
-        namespace=namespace,
-        name=name,
-        object=obj,
-    )
-
-
-def _made_from(kind: str, obj: Mapping[str, Any], made: str, owner: str) -> dict[str, Any]:
-    """The object a controller creates from `obj`'s template: a ReplicaSet, a Job or a Pod,
-    with the template's labels and annotations and a generated name, as the controller makes it."""
-    group, resource = WORKLOAD_KINDS[kind]
-    node: object = obj
-    for key in WORKLOAD_TEMPLATES[(group, resource)]:
-        node = node.get(key) if isinstance(node, Mapping) else None
-    template = node if isinstance(node, Mapping) else {}
-    meta = obj.get("metadata")
-    namespace = meta.get("namespace") if isinstance(meta, Mapping) else None
-    own = template.get("metadata")
-    own = own if isinstance(own, Mapping) else {}
-    made_meta: dict[str, Any] = {
-        key: own[key] for key in ("labels", "annotations") if isinstance(own.get(key), Mapping)
-    }
-    made_meta["namespace"] = namespace
-    made_meta["generateName"] = f"{owner}-" if owner else ""
-    if made == "Pod":
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": made_meta,
-            "spec": template.get("spec"),
-        }
-    if made == "ReplicaSet":
-        spec = obj.get("spec")
-        selector = spec.get("selector") if isinstance(spec, Mapping) else None
-        return {
-            "apiVersion": "apps/v1",
-            "kind": "ReplicaSet",
-            "metadata": made_meta,
-            "spec": {"selector": selector, "template": template},
-        }
-    # A CronJob's Job: its jobTemplate's spec; the Pod template one level further down.
-    spec = obj.get("spec")
-    job_template = spec.get("jobTemplate") if isinstance(spec, Mapping) else None
-    job_meta = job_template.get("metadata") if isinstance(job_template, Mapping) else None
-    job_spec = job_template.get("spec") if isinstance(job_template, Mapping) else None
-    made_meta = {
-        **{k: v for k, v in (job_meta or {}).items() if k in ("labels", "annotations")},
-        "namespace": namespace,
-        "generateName": f"{owner}-",
-    }
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": made_meta, "spec": job_spec}

@@ -29,8 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from webhook.cluster.view import ClusterView, NamespaceFacts, namespace_facts
-from webhook.label_trust import TrustIndex
+from webhook.cluster.view import ClusterView, NamespaceFacts, OverlaidView, namespace_facts
 from webhook.netpol import PolicyFacts
 
 GRACE_SECONDS = 15.0  # how long a write may take to reach the informer
@@ -186,28 +185,18 @@ def _facts(facts: NamespaceFacts, policies: list[PolicyFacts]) -> NamespaceFacts
     )
 
 
-class _Applied:
+class _Applied(OverlaidView):
     """A ClusterView that answers through the approvals, and otherwise as its base does."""
 
     def __init__(
         self, base: ClusterView, approvals: RecentApprovals | NamespaceApprovals, which: int
     ) -> None:
-        self._base = base
+        super().__init__(base)
         self._approvals = approvals
         self._which = which
 
     def namespace(self, name: str) -> NamespaceFacts | None:
         return self._approvals.apply(name, self._base.namespace(name), self._which)
-
-    @property
-    def synced(self) -> bool:
-        return self._base.synced
-
-    def staleness(self) -> float:
-        return self._base.staleness()
-
-    def label_trust(self) -> TrustIndex:
-        return self._base.label_trust()
 
 
 class NamespaceApprovals:

@@ -102,18 +102,15 @@ class ClusterView(Protocol):
         ...
 
 
-class PinnedView:
-    """A view whose one namespace is read once: a decision made on another thread judges one
-    version of it (and the rest as the base has it) while the loop goes on applying watch
-    events. NamespaceFacts are immutable, so holding one is holding that version."""
+class OverlaidView:
+    """A view over `base` that changes only what `namespace` answers (subclasses override it);
+    whether it is synced, its staleness and its label index are the base's."""
 
-    def __init__(self, base: ClusterView, name: str) -> None:
+    def __init__(self, base: ClusterView) -> None:
         self._base = base
-        self._name = name
-        self._facts = base.namespace(name)
 
     def namespace(self, name: str) -> NamespaceFacts | None:
-        return self._facts if name == self._name else self._base.namespace(name)
+        return self._base.namespace(name)
 
     @property
     def synced(self) -> bool:
@@ -124,6 +121,20 @@ class PinnedView:
 
     def label_trust(self) -> TrustIndex:
         return self._base.label_trust()
+
+
+class PinnedView(OverlaidView):
+    """A view whose one namespace is read once: a decision made on another thread judges one
+    version of it (and the rest as the base has it) while the loop goes on applying watch
+    events. NamespaceFacts are immutable, so holding one is holding that version."""
+
+    def __init__(self, base: ClusterView, name: str) -> None:
+        super().__init__(base)
+        self._name = name
+        self._facts = base.namespace(name)
+
+    def namespace(self, name: str) -> NamespaceFacts | None:
+        return self._facts if name == self._name else self._base.namespace(name)
 
 
 class StaticView:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from webhook import exitcodes
-from webhook.check.judge import as_enforced, check, placed
+from webhook.check.judge import check, placed
 from webhook.check.manifests import Located, parse
 from webhook.check.render import FORMATS, render
 from webhook.cluster.static import load_state
@@ -23,6 +23,7 @@ from webhook.cluster.view import StaticView
 from webhook.commands import cluster_flags
 from webhook.config import load_settings
 from webhook.errors import InputError
+from webhook.findings.enforce_modes import enforce_settings
 from webhook.settings import Settings
 
 HELP = (
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             notes += parsed.notes
             files += 1
     objects = placed(objects, args.namespace)
-    judging = settings if args.as_configured else as_enforced(settings)
+    judging = settings if args.as_configured else enforce_settings(settings)
     base = base_cluster(args, settings)
     report = check(objects, judging, base, notes=notes, files=files)
     sys.stdout.write(render(report, args.output))

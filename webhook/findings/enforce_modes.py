@@ -1,4 +1,5 @@
-"""The modes `kubefence scan` judges re-creations under: what the chart's `mode: enforce` renders.
+"""The modes enforce judges under, what the chart's `mode: enforce` renders: scan's gate judges
+re-creations under them, and `kubefence check` manifests (unless `--as-configured`).
 
 `charts/kubefence/templates/_helpers.tpl` (`kubefence.config`) maps the chart's `mode` onto each
 rule's mode knob: under `mode: enforce` it renders `enforce` for `defaultDeny.mode`,
@@ -19,20 +20,15 @@ from dataclasses import replace
 
 from webhook.settings import Mode, Settings
 
+# The knobs `kubefence.config` sets to `$m.enforce` and to `$m.warn`, as _helpers.tpl lists them.
+_RENDERED_ENFORCE = (
+    *("defaultDeny", "allowAll", "hostNetwork", "hostPID", "hostPIDPtrace", "hostPath"),
+    *("privileged", "capabilities", "probeHost", "auditScope"),
+)
+_RENDERED_WARN = ("allowAllSelected", "hostPort", "otherHostPaths")
 CHART_ENFORCE: Mapping[str, Mode] = {
-    "defaultDeny": Mode.ENFORCE,
-    "allowAll": Mode.ENFORCE,
-    "allowAllSelected": Mode.WARN,
-    "hostNetwork": Mode.ENFORCE,
-    "hostPort": Mode.WARN,
-    "hostPID": Mode.ENFORCE,
-    "hostPIDPtrace": Mode.ENFORCE,
-    "hostPath": Mode.ENFORCE,
-    "otherHostPaths": Mode.WARN,
-    "privileged": Mode.ENFORCE,
-    "capabilities": Mode.ENFORCE,
-    "probeHost": Mode.ENFORCE,
-    "auditScope": Mode.ENFORCE,
+    **dict.fromkeys(_RENDERED_ENFORCE, Mode.ENFORCE),
+    **dict.fromkeys(_RENDERED_WARN, Mode.WARN),
 }
 _STRENGTH = {Mode.OFF: 0, Mode.AUDIT: 1, Mode.WARN: 2, Mode.ENFORCE: 3}
 

@@ -81,10 +81,16 @@ def host_findings(
     return tuple(f for _, f in sorted(found, key=lambda item: item[0]))
 
 
-def owner_of(meta: Mapping[str, Any]) -> str:
-    """`Kind name` of the ownerReference marked controller, "" when there is none."""
+def controller_ref(meta: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ownerReference marked controller, None when there is none."""
     refs = meta.get("ownerReferences")
     for ref in refs if isinstance(refs, list) else ():
         if isinstance(ref, Mapping) and ref.get("controller") is True:
-            return f"{ref.get('kind', '?')} {ref.get('name', '?')}"
-    return ""
+            return ref
+    return None
+
+
+def owner_of(meta: Mapping[str, Any]) -> str:
+    """`Kind name` of the ownerReference marked controller, "" when there is none."""
+    ref = controller_ref(meta)
+    return f"{ref.get('kind', '?')} {ref.get('name', '?')}" if ref is not None else ""

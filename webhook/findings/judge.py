@@ -33,7 +33,7 @@ from typing import Any
 
 from webhook.admission import AdmissionRequest, GroupVersionKind, GroupVersionResource
 from webhook.auditpolicy import describe_rule
-from webhook.cluster.view import ClusterView, NamespaceFacts, namespace_facts
+from webhook.cluster.view import ClusterView, NamespaceFacts, OverlaidView, namespace_facts
 from webhook.findings.enforce_modes import enforce_settings
 from webhook.findings.exposure import NOTHING_READ, Exposure
 from webhook.findings.host import WORKLOAD_KINDS, host_findings
@@ -50,7 +50,6 @@ from webhook.findings.model import (
 )
 from webhook.findings.recreation import would_deny
 from webhook.findings.usual_writers import ANY_USER, CONNECTS, POD_UPDATES, USUAL_WRITERS
-from webhook.label_trust import TrustIndex
 from webhook.labels import NAMESPACE_NAME_LABEL
 from webhook.netpol import DIRECTIONS, opens_selected_to_everyone
 from webhook.rules import audit_scope
@@ -186,26 +185,16 @@ def _namespace_of(obj: Mapping[str, Any]) -> str:
     return namespace if isinstance(namespace, str) and namespace else "default"
 
 
-class _WithNamespaces:
+class _WithNamespaces(OverlaidView):
     """A cluster view with the namespaces only workloads named added (as a live cluster has
     them); they hold no policies, so nothing else of the view changes."""
 
     def __init__(self, base: ClusterView, added: Mapping[str, NamespaceFacts]) -> None:
-        self._base = base
+        super().__init__(base)
         self._added = added
 
     def namespace(self, name: str) -> NamespaceFacts | None:
         return self._base.namespace(name) or self._added.get(name)
-
-    @property
-    def synced(self) -> bool:
-        return self._base.synced
-
-    def staleness(self) -> float:
-        return self._base.staleness()
-
-    def label_trust(self) -> TrustIndex:
-        return self._base.label_trust()
 
 
 POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"

@@ -1,17 +1,18 @@
-"""What this cluster re-creates on its own, decided by the webhook's `decide`: scan's gate.
+"""What the cluster's controllers create from a workload on their own, and scan's gate on it.
 
-Each workload object stands for the requests its controller sends without anyone acting: a
-ReplicaSet's, ReplicationController's, StatefulSet's, DaemonSet's or Job's next Pod (by
-`replicaset-controller`, `replication-controller`, `statefulset-controller`,
-`daemon-set-controller`, `job-controller`); a Deployment's next ReplicaSet (a rollout, by
-`deployment-controller`) and that ReplicaSet's Pod; a CronJob's next Job (by
-`cronjob-controller`) and its Pod. A running Pod stands for its own re-creation by its
-controller (ownerReferences), a static Pod's mirror by its node's kubelet (`system:node:NAME`),
-and a Pod no controller owns for a CREATE of the same Pod by any user. Each request is built as the
-API server sends it (a Pod CREATE whose object is the template's metadata and spec, no name on the
-URL) and decided by `webhook.decide.decide` itself under the given settings, so scan denies
-exactly what the webhook would: exemptions (namespaces, users, groups), every rule that judges
-a Pod or workload CREATE (default-deny, host-network, audit-scope) and their modes.
+The one table of what controllers send (`MADE`, `made_by`; `kubefence check` judges a manifest's
+controller requests by it too): a ReplicaSet's, ReplicationController's, StatefulSet's,
+DaemonSet's or Job's next Pod (by `replicaset-controller`, `replication-controller`,
+`statefulset-controller`, `daemon-set-controller`, `job-controller`); a Deployment's next
+ReplicaSet (a rollout, by `deployment-controller`) and that ReplicaSet's Pod; a CronJob's next Job
+(by `cronjob-controller`) and its Pod. Each made object is built as its controller builds it
+(`_made_from`) and sent as the API server sends a CREATE (`create_request`). For scan, a running
+Pod stands for its own re-creation (`recreations`) by its controller (ownerReferences), a static
+Pod's mirror by its node's kubelet (`system:node:NAME`), and a Pod no controller owns for a
+CREATE of the same Pod by any user. `would_deny` decides each by `webhook.decide.decide` itself
+under the given settings, so scan denies exactly what the webhook would: exemptions (namespaces,
+users, groups), every rule that judges a Pod or workload CREATE (default-deny, host-network,
+audit-scope) and their modes.
 
 Nothing is re-created by a Pod that finished (Succeeded, Failed), a Job that completed or failed
 (a condition `Complete` or `Failed` True: its controller makes no more Pods), or in a Terminating
@@ -29,25 +30,22 @@ from typing import Any
 from webhook.admission import AdmissionRequest, GroupVersionKind, GroupVersionResource, UserInfo
 from webhook.cluster.view import ClusterView
 from webhook.decide import decide
-from webhook.findings.host import WORKLOAD_KINDS, owner_of
+from webhook.findings.host import WORKLOAD_KINDS, controller_ref, owner_of
 from webhook.findings.model import WouldDeny
 from webhook.findings.usual_writers import ANY_USER, Writer, controller_writer
 from webhook.settings import Mode, Settings
 
-# The kind a controller's template makes Pods for -> the controller that sends their CREATE.
-POD_MAKERS: Mapping[str, str] = {
-    "ReplicaSet": "replicaset-controller",
-    "ReplicationController": "replication-controller",
-    "StatefulSet": "statefulset-controller",
-    "DaemonSet": "daemon-set-controller",
-    "Job": "job-controller",
+# What each kind's controller creates from its template -> (the kind made, the controller that
+# sends its CREATE). A Pod's re-creation is `_pod_writer`'s.
+MADE: Mapping[str, tuple[str, str]] = {
+    "Deployment": ("ReplicaSet", "deployment-controller"),
+    "CronJob": ("Job", "cronjob-controller"),
+    "ReplicaSet": ("Pod", "replicaset-controller"),
+    "ReplicationController": ("Pod", "replication-controller"),
+    "StatefulSet": ("Pod", "statefulset-controller"),
+    "DaemonSet": ("Pod", "daemon-set-controller"),
+    "Job": ("Pod", "job-controller"),
 }
-_POD = (GroupVersionKind("", "v1", "Pod"), GroupVersionResource("", "v1", "pods"))
-_REPLICA_SET = (
-    GroupVersionKind("apps", "v1", "ReplicaSet"),
-    GroupVersionResource("apps", "v1", "replicasets"),
-)
-_JOB = (GroupVersionKind("batch", "v1", "Job"), GroupVersionResource("batch", "v1", "jobs"))
 _FINISHED = ("Succeeded", "Failed")
 UID = "kubefence-scan"
 
@@ -130,131 +128,118 @@ _FINISHED_JOB = ("Complete", "Failed")
 
 
 def recreations(obj: Mapping[str, Any]) -> tuple[Recreation, ...]:
-    """The requests the cluster sends on its own for one workload object, in the order sent."""
-    kind = obj.get("kind")
+    """The requests the cluster sends on its own for one workload object, in the order sent: a
+    running Pod's re-creation by whoever made it, else what its controllers make (`made_by`)."""
+    if obj.get("kind") != "Pod":
+        return made_by(obj)
     meta = _map(obj.get("metadata"))
-    name = str(meta.get("name") or "")
     namespace = str(meta.get("namespace") or "default")
-    spec = _map(obj.get("spec"))
-    if kind == "Pod":
-        return (_pod(namespace, meta, spec, _pod_writer(meta), generate=""),)
-    if kind in POD_MAKERS:
-        template = _map(spec.get("template"))
-        writer = controller_writer(POD_MAKERS[str(kind)])
-        return (_from_template(namespace, f"{name}-", template, writer),)
-    if kind == "Deployment":
-        template = _map(spec.get("template"))
-        replica_set = {
-            "apiVersion": "apps/v1",
-            "kind": "ReplicaSet",
-            "metadata": _owned(namespace, f"{name}-", _map(template.get("metadata")), kind, name),
-            "spec": {
-                "replicas": spec.get("replicas", 1),
-                "selector": spec.get("selector"),
-                "template": template,
-            },
-        }
-        return (
-            _create(
-                _REPLICA_SET, namespace, replica_set, controller_writer("deployment-controller")
-            ),
-            _from_template(
-                namespace, f"{name}-", template, controller_writer(POD_MAKERS["ReplicaSet"])
-            ),
-        )
-    if kind == "CronJob":
-        job_template = _map(spec.get("jobTemplate"))
-        job_spec = _map(job_template.get("spec"))
-        job = {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": _owned(
-                namespace, f"{name}-", _map(job_template.get("metadata")), kind, name
-            ),
-            "spec": job_spec,
-        }
-        template = _map(job_spec.get("template"))
-        return (
-            _create(_JOB, namespace, job, controller_writer("cronjob-controller")),
-            _from_template(namespace, f"{name}-", template, controller_writer(POD_MAKERS["Job"])),
-        )
-    return ()
-
-
-def _from_template(
-    namespace: str, owner: str, template: Mapping[str, Any], writer: Writer
-) -> Recreation:
-    """The Pod a controller makes from `template`, named by the API server (generateName)."""
-    return _pod(
-        namespace, _map(template.get("metadata")), _map(template.get("spec")), writer, owner
-    )
-
-
-def _pod(
-    namespace: str,
-    meta: Mapping[str, Any],
-    spec: Mapping[str, Any],
-    writer: Writer,
-    generate: str,
-) -> Recreation:
     metadata: dict[str, Any] = {"namespace": namespace}
-    for key in ("name", "labels", "annotations", "ownerReferences"):
-        if key in meta:
-            metadata[key] = meta[key]
-    if generate:
-        metadata.pop("name", None)
-        metadata["generateName"] = generate
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": dict(spec)}
-    return _create(_POD, namespace, pod, writer)
+    metadata.update(
+        {k: meta[k] for k in ("name", "labels", "annotations", "ownerReferences") if k in meta}
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": dict(_map(obj.get("spec"))),
+    }
+    writer = _pod_writer(meta)
+    return (Recreation(writer, create_request(WORKLOAD_KINDS["Pod"], pod, writer)),)
 
 
-def _owned(
-    namespace: str, generate: str, template_meta: Mapping[str, Any], kind: object, name: str
-) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"generateName": generate, "namespace": namespace}
-    if "labels" in template_meta:
-        metadata["labels"] = template_meta["labels"]
-    metadata["ownerReferences"] = [{"kind": kind, "name": name, "controller": True}]
-    return metadata
+def made_by(obj: Mapping[str, Any], uid: str = UID) -> tuple[Recreation, ...]:
+    """The CREATEs `obj`'s controllers send from its template, in the order sent: a Deployment's
+    ReplicaSet and that ReplicaSet's Pod, a CronJob's Job and its Pod, the Pod of every other
+    kind in `MADE`; none for a Pod."""
+    found: list[Recreation] = []
+    kind = str(obj.get("kind"))
+    while kind in MADE:
+        made, controller = MADE[kind]
+        obj = _made_from(obj, made)
+        writer = controller_writer(controller)
+        found.append(Recreation(writer, create_request(WORKLOAD_KINDS[made], obj, writer, uid)))
+        kind = made
+    return tuple(found)
 
 
-def _create(
-    kind: tuple[GroupVersionKind, GroupVersionResource],
-    namespace: str,
-    obj: Mapping[str, Any],
-    writer: Writer,
-) -> Recreation:
-    """A CREATE as the API server sends it: a POST to the collection, so no name on the URL."""
-    request = AdmissionRequest(
-        uid=UID,
-        kind=kind[0],
-        resource=kind[1],
+def _made_from(owner: Mapping[str, Any], made: str) -> dict[str, Any]:
+    """The object `owner`'s controller creates from its template, as the controller builds it
+    (pkg/controller's GetPodFromTemplate, the deployment and cronjob controllers): the template's
+    labels (a Pod's and a Job's annotations too), a controller ownerReference to `owner`, and a
+    name the API server generates from `owner`'s (a StatefulSet's Pod is named by its ordinal).
+    What the controllers add that no rule reads (pod-template-hash, a Job's scheduled time, a
+    ReplicaSet's annotations, the hash in a ReplicaSet's or Job's name) is left out."""
+    kind = str(owner.get("kind"))
+    meta = _map(owner.get("metadata"))
+    name = str(meta.get("name") or meta.get("generateName") or "")
+    spec = _map(owner.get("spec"))
+    template = _map(spec.get("jobTemplate" if kind == "CronJob" else "template"))
+    own = _map(template.get("metadata"))
+    keys = ("labels",) if made == "ReplicaSet" else ("labels", "annotations")
+    metadata: dict[str, Any] = {
+        "namespace": str(meta.get("namespace") or "default"),
+        **{key: own[key] for key in keys if isinstance(own.get(key), Mapping)},
+        "ownerReferences": [
+            {"apiVersion": _api_version(kind), "kind": kind, "name": name, "controller": True}
+        ],
+    }
+    if kind == "StatefulSet":
+        metadata["name"] = f"{name}-{_first_ordinal(spec)}"
+    else:
+        metadata["generateName"] = name if name.endswith("-") else f"{name}-"
+    made_spec: dict[str, Any] = dict(_map(template.get("spec")))
+    if made == "ReplicaSet":
+        made_spec = {
+            "replicas": spec.get("replicas", 1),
+            "selector": spec.get("selector"),
+            "template": template,
+        }
+    return {"apiVersion": _api_version(made), "kind": made, "metadata": metadata, "spec": made_spec}
+
+
+def _first_ordinal(spec: Mapping[str, Any]) -> int:
+    """A StatefulSet's first Pod's ordinal: `spec.ordinals.start`, else 0."""
+    start = _map(spec.get("ordinals")).get("start")
+    return start if isinstance(start, int) and not isinstance(start, bool) else 0
+
+
+def _api_version(kind: str) -> str:
+    group, _ = WORKLOAD_KINDS[kind]
+    return f"{group}/v1" if group else "v1"
+
+
+def create_request(
+    resource: tuple[str, str], obj: Mapping[str, Any], writer: Writer, uid: str = UID
+) -> AdmissionRequest:
+    """`writer`'s CREATE of `obj` ((API group, resource), v1) as the API server sends it to a
+    validating webhook: a POST to the collection of `obj`'s namespace, with the name `obj` gives
+    (the API server takes it from the object; one still to be generated is not known: none)."""
+    group, plural = resource
+    meta = _map(obj.get("metadata"))
+    return AdmissionRequest(
+        uid=uid,
+        kind=GroupVersionKind(group, "v1", str(obj.get("kind"))),
+        resource=GroupVersionResource(group, "v1", plural),
         operation="CREATE",
         user=writer.user,
-        namespace=namespace,
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta.get("name") or ""),
         object=obj,
     )
-    return Recreation(writer, request)
 
 
 def _pod_writer(meta: Mapping[str, Any]) -> Writer:
     """Who re-creates a running Pod: its controller, its node's kubelet (a static Pod's mirror),
     or, owned by neither, any user."""
-    kind, name = _controller_ref(meta)
-    if kind in POD_MAKERS:
-        return controller_writer(POD_MAKERS[kind])
+    ref = _map(controller_ref(meta))
+    kind, name = str(ref.get("kind", "")), str(ref.get("name", ""))
+    if kind in MADE and MADE[kind][0] == "Pod":
+        return controller_writer(MADE[kind][1])
     if kind == "Node" and name:
         node = f"system:node:{name}"
         return Writer(node, UserInfo(node, ("system:nodes", "system:authenticated")))
     return ANY_USER
-
-
-def _controller_ref(meta: Mapping[str, Any]) -> tuple[str, str]:
-    refs = meta.get("ownerReferences")
-    for ref in refs if isinstance(refs, list) else ():
-        if isinstance(ref, Mapping) and ref.get("controller") is True:
-            return str(ref.get("kind", "")), str(ref.get("name", ""))
-    return "", ""
 
 
 def _map(value: object) -> Mapping[str, Any]:

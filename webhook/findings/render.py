@@ -321,18 +321,14 @@ def _would_deny_section(report: ScanReport) -> list[str]:
         )
         for (ns, by), (objects, requests, rules) in rows.items()
     ]
-    lines = _table(
+    return _table(
         f"ENFORCE WOULD DENY what this cluster re-creates: {len(table)} "
         f"workload{'' if len(table) == 1 else 's'}",
         ("NAMESPACE", "OBJECT", "NEXT REQUEST DENIED", "RULES"),
         table,
+        note="each the webhook's own decision of the request its controller sends next, under "
+        "mode: enforce (the messages: --format json)",
     )
-    if table:
-        lines.append(
-            "  each the webhook's own decision of the request its controller sends next, under "
-            "mode: enforce (the messages: --format json)"
-        )
-    return lines
 
 
 def _gate(report: ScanReport) -> list[str]:
@@ -373,17 +369,13 @@ def _host_network_section(report: ScanReport) -> list[str]:
         (ns, names[0] if len(names) == 1 else f"{len(names)} {by}", check, mode, label, fields)
         for (ns, by, check, mode, label, fields), names in rows.items()
     ]
-    lines = _table(
+    return _table(
         f"WAYS ONTO THE NODE (host-network): {len(found)}",
         ("NAMESPACE", "OBJECT", "CHECK", "MODE", "ENFORCE", "FIELDS"),
         table,
+        note="each is what the webhook answers on the object's next CREATE (the full messages: "
+        "--format json); a Pod is fixed in its template, then re-created",
     )
-    if found:
-        lines.append(
-            "  each is what the webhook answers on the object's next CREATE (the full messages: "
-            "--format json); a Pod is fixed in its template, then re-created"
-        )
-    return lines
 
 
 def _trust_and_exposure(report: ScanReport) -> list[str]:
@@ -392,23 +384,17 @@ def _trust_and_exposure(report: ScanReport) -> list[str]:
         f"ALLOW RULES THAT TRUST NAMESPACE LABELS (advisory): {len(report.label_trust)}",
         ("NAMESPACE", "POLICY", "PEER", "SELECTOR"),
         [(t.namespace, t.policy, t.where, t.selector) for t in report.label_trust],
+        note="whoever may label namespaces decides who these admit or reach: key them on "
+        "kubernetes.io/metadata.name",
     )
-    if report.label_trust:
-        lines.append(
-            "  whoever may label namespaces decides who these admit or reach: key them on "
-            "kubernetes.io/metadata.name"
-        )
     external = report.exposure.external_ips
     lines += _table(
         f"SERVICES WITH EXTERNAL IPS (CVE-2020-8554; advisory): {len(external)}",
         ("NAMESPACE", "SERVICE", "EXTERNAL IPS"),
         [(e.namespace, e.service, ", ".join(e.addresses)) for e in external],
+        note="they capture traffic to those addresses from every pod and node: enable the "
+        f"{DENY_EXTERNAL_IPS} admission plugin (kube-apiserver --enable-admission-plugins)",
     )
-    if external:
-        lines.append(
-            "  they capture traffic to those addresses from every pod and node: enable the "
-            f"{DENY_EXTERNAL_IPS} admission plugin (kube-apiserver --enable-admission-plugins)"
-        )
     holders = report.exposure.node_proxy
     builtin = sum(1 for h in holders if h.builtin)
     lines += _table(
@@ -506,7 +492,10 @@ def audit_fix(group: AuditScopeGroup, minimum: str) -> str:
     return f"put a rule before {named} that {wanted}, or narrow {named}"
 
 
-def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def _table(
+    title: str, header: Sequence[str], rows: Sequence[Sequence[str]], *, note: str = ""
+) -> list[str]:
+    """A titled table, and `note` under it when it has rows."""
     out = ["", title]
     if not rows:
         return out
@@ -515,4 +504,4 @@ def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> 
     out += [
         "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table
     ]
-    return out
+    return [*out, f"  {note}"] if note else out
