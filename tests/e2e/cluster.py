@@ -37,8 +37,7 @@ from typing import Any
 import yaml
 from controlplane import ControlPlane, ControlPlaneError, _Proc, bin_dir, free_port
 from cryptography.hazmat.primitives import serialization
-from kubefence_process import AUDIT_POLICY, RunningWebhook, wait_for_webhook
-from kubernetes import config as k8s_config
+from kubefence_process import AUDIT_POLICY, MARKER_NAMESPACE, RunningWebhook
 
 from webhook import certs
 
@@ -509,18 +508,23 @@ class FencedCluster:
     tests/e2e/kubefence_process.py) registered by the chart's ValidatingWebhookConfiguration
     (``configuration``, named ``configuration_name``), failurePolicy Fail as the chart ships."""
 
-    def __init__(self, cluster: Cluster, hook: RunningWebhook, configuration: dict[str, Any]):
+    def __init__(
+        self, cluster: Cluster, hook: RunningWebhook, work: Path, config_extra: str = ""
+    ) -> None:
         self.cluster = cluster
         self.hook = hook
-        self.configuration = configuration
-        self.configuration_name: str = configuration["metadata"]["name"]
+        self.configuration = chart_webhook_configuration(f"{hook.url}/validate", hook.ca_pem)
+        self.configuration_name: str = self.configuration["metadata"]["name"]
+        self._work = work
+        self._config_extra = config_extra
+        self._restarts = 0
 
     @classmethod
     def start(cls, cluster: Cluster, work: Path, config_extra: str = "") -> FencedCluster:
+        """kubefence serving ``cluster`` (``config_extra``: YAML appended to its config file),
+        registered; ``work`` holds its files."""
         hook = RunningWebhook.start(work, cluster.kubeconfig_path, AUDIT_POLICY, config_extra)
-        fenced = cls(
-            cluster, hook, chart_webhook_configuration(f"{hook.url}/validate", hook.ca_pem)
-        )
+        fenced = cls(cluster, hook, work, config_extra)
         try:
             fenced.register()
         except BaseException:
@@ -528,16 +532,37 @@ class FencedCluster:
             raise
         return fenced
 
+    def restart(self) -> None:
+        """Stop kubefence if it runs, start a new one (its own port and CA, same config) and
+        point the registration at it: "kubefence is back" after an outage."""
+        self.hook.stop()
+        self._restarts += 1
+        work = self._work / f"restart-{self._restarts}"
+        work.mkdir()
+        self.hook = RunningWebhook.start(
+            work, self.cluster.kubeconfig_path, AUDIT_POLICY, self._config_extra
+        )
+        self.configuration = chart_webhook_configuration(
+            f"{self.hook.url}/validate", self.hook.ca_pem
+        )
+        self.register()
+
     def register(self) -> None:
         """Apply the configuration; return once the API server calls kubefence."""
         out = self.cluster.kubectl("apply", "-f", "-", stdin=json.dumps(self.configuration))
         if out.returncode != 0:
             raise ControlPlaneError(f"registering kubefence: {out.stderr.strip()}")
-        api = k8s_config.new_client_from_config(config_file=str(self.cluster.kubeconfig_path))
-        try:
-            wait_for_webhook(api)
-        finally:
-            api.close()
+        # Whatever kubefence's modes: the API server calls it once a dry-run Pod in the marker
+        # namespace reaches its decision log.
+        self.cluster.kubectl("create", "namespace", MARKER_NAMESPACE)
+        wait_for(self._marker_decided, "decision on a dry-run Pod: the API server calls kubefence")
+
+    def _marker_decided(self) -> bool:
+        self.cluster.kubectl(
+            "run", "marker", "-n", MARKER_NAMESPACE, "--image=registry.example/pause:1",
+            "--dry-run=server",
+        )  # fmt: skip
+        return any(d.get("namespace") == MARKER_NAMESPACE for d in self.hook.decisions())
 
     def unregister(self) -> None:
         self.cluster.kubectl(
