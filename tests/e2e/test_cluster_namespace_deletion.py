@@ -65,7 +65,7 @@ def test_namespace_deletion_finishes_with_kubefence_up(fenced_cluster: FencedClu
     c = fenced_cluster.cluster
     populated(c, "nsdel-up")
     # kubectl waits for the deletion to finish (--wait is its default); the bound is its timeout.
-    c.kubectl_ok("delete", "namespace", "nsdel-up", "--timeout=120s")
+    c.kubectl_ok("delete", "namespace", "nsdel-up", "--timeout=90s")
     assert gone(c, "nsdel-up")
     assert terminating(c) == []
     # Each of the namespace's deletions reached kubefence and was allowed, the fence's too.
