@@ -29,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +54,9 @@ NODE_PREFIX = "kwok-node-"
 POD_CIDR = "10.244.0.0/16"
 # The only command found by name in a `kubectl exec` that reaches kwok (see _write_kwok_config).
 EXEC_COMMAND = "echo"
+# What `kubectl logs` and `kubectl attach` show for every container.
+LOG_LINE = "kwok: log line of a simulated container"
+LOG_TIME = "2026-01-01T00:00:00.000000000Z"
 NOBODY = 65534
 
 
@@ -118,7 +122,8 @@ class Cluster:
     the Nodes; ``node_ip`` the host address kwok serves the kubelet API on (None when the machine
     has none: the Nodes and Pods work, the tunnels do not); ``port_forward_port`` the host port
     on 127.0.0.1 every ``kubectl port-forward`` reaches (nothing listens there unless a test
-    does); ``logs_file`` what ``kubectl logs`` and ``attach`` show for every container.
+    does); ``logs_file`` what ``kubectl logs`` and ``attach`` show for every container (LOG_LINE);
+    ``kubectl exec POD -- echo ...`` runs EXEC_COMMAND on the host, as nobody.
     """
 
     local = True
@@ -145,6 +150,8 @@ class Cluster:
         self.audit_log_path = self.control_plane.audit_log_path
         self.ca_path = self.control_plane.ca_path
         self.logs_file = self.work_dir / "kwok" / "container.log"
+        self.exec_dir = Path(tempfile.mkdtemp(prefix="kubefence-kwok-exec-"))
+        self.exec_dir.chmod(0o755)
         self._extra_apiserver_args = list(extra_apiserver_args or [])
         self.start_seconds: float | None = None
         self._procs: dict[str, _Proc] = {}
@@ -211,6 +218,7 @@ class Cluster:
         """Stop, and remove the working directory (logs included)."""
         self.stop()
         self.control_plane.cleanup()
+        shutil.rmtree(self.exec_dir, ignore_errors=True)
 
     @property
     def running(self) -> bool:
@@ -301,6 +309,7 @@ class Cluster:
 
     def _start_kwok(self) -> None:
         kwok_dir = self.work_dir / "kwok"
+        kwok_dir.mkdir(exist_ok=True)
         config = self._write_kwok_config(kwok_dir)
         stages = sorted((self.bin_dir / KWOK_STAGES).glob("*.yaml"))
         stages += sorted(OWN_STAGES.glob("*.yaml"))
@@ -324,7 +333,7 @@ class Cluster:
             ]
         # kwok's exec runs the command ON THIS HOST. Its PATH holds one harmless command
         # (EXEC_COMMAND): a bare name finds nothing else; see _write_kwok_config for the rest.
-        env = {"PATH": str(kwok_dir / "exec-path"), "HOME": str(kwok_dir)}
+        env = {"PATH": str(self.exec_dir / "path"), "HOME": str(kwok_dir)}
         self._spawn("kwok", args, env=env)
 
     def _write_kwok_config(self, kwok_dir: Path) -> Path:
@@ -335,18 +344,21 @@ class Cluster:
         PATH finds only EXEC_COMMAND; an absolute path still runs, as nobody, which is why kwok
         listens on one address only and only while a test runs.
         """
-        exec_path = kwok_dir / "exec-path"
-        exec_path.mkdir(parents=True, exist_ok=True)
+        # Outside work_dir (mkdtemp's 0700, which nobody cannot enter, so nothing would start).
+        exec_path = self.exec_dir / "path"
+        exec_path.mkdir(exist_ok=True)
+        exec_path.chmod(0o755)
         target = shutil.which(EXEC_COMMAND, path="/usr/bin:/bin")
         if target is None:
             raise ControlPlaneError(f"no {EXEC_COMMAND} in /usr/bin or /bin")
         link = exec_path / EXEC_COMMAND
         if not link.exists():
             link.symlink_to(target)
-        workdir = kwok_dir / "exec-workdir"
+        workdir = self.exec_dir / "workdir"
         workdir.mkdir(exist_ok=True)
         workdir.chmod(0o755)
-        self.logs_file.write_text("kwok: log line of a simulated container\n")
+        # CRI log format, which kwok's logs and attach parse: time, stream, tag (F: full line).
+        self.logs_file.write_text(f"{LOG_TIME} stdout F {LOG_LINE}\n")
         objects: list[dict[str, Any]] = [
             {
                 "apiVersion": "kwok.x-k8s.io/v1alpha1",
