@@ -17,11 +17,22 @@ What runs:
   on one host address, so that the API server's ``nodes/proxy`` tunnels (exec, attach, logs,
   port-forward) reach it.
 
-Plain module, no pytest: ``with Cluster() as c: ...`` works from a script too.
+Adding a scenario: a ``tests/e2e/test_cluster_*.py`` file (its tests get the ``cluster`` marker)
+whose tests take the session fixture ``fenced_cluster`` (FencedCluster: kubefence enforcing,
+registered) or ``cluster`` (Cluster alone; the webhook registered only while some test holds
+``fenced_cluster``, so a test that needs it absent calls ``fenced_cluster.unregister()`` and
+``register()`` after). Drive it with the real kubectl: ``cluster.kubectl(...)`` (a
+CompletedProcess, never raises), ``kubectl_ok(...)`` (must succeed; its stdout),
+``kubectl_json(...)``; wait for the controllers with ``wait_for(read, what)``. The tier is shared
+by the session: use namespaces of your own, leave Nodes uncordoned and kubefence registered.
+
+Plain module, no pytest: ``with Cluster() as c: ...`` works from a script too, and
+``python tests/e2e/cluster.py`` starts one and prints its KUBECONFIG.
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import ipaddress
 import json
@@ -44,8 +55,16 @@ from webhook import certs
 
 REPO = Path(__file__).resolve().parents[2]
 OWN_STAGES = REPO / "tests" / "cluster" / "stages"
-# The binaries and folders the cluster tier needs beyond the API-server tier's.
-CLUSTER_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# The binaries the cluster tier runs (kubectl drives it, helm renders the chart's registration).
+CLUSTER_BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "kubectl",
+    "helm",
+)
 KWOK_STAGES = "kwok-stages"  # bin/kwok-stages: kwok's own Stage files, from its module source
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
 NODE_ANNOTATION_VALUE = "fake"
@@ -61,7 +80,8 @@ NOBODY = 65534
 
 
 def missing_cluster_binaries(directory: Path | None = None) -> list[Path]:
-    """What the cluster tier needs that ``directory`` (default: the cache's bin/) lacks."""
+    """What the cluster tier needs that ``directory`` (default: the cache's bin/) lacks: its
+    binaries and kwok's Stage files."""
     d = directory or bin_dir()
     missing = [d / b for b in CLUSTER_BINARIES if not os.access(d / b, os.X_OK)]
     if not (d / KWOK_STAGES).is_dir() or not any((d / KWOK_STAGES).glob("*.yaml")):
@@ -191,6 +211,7 @@ class Cluster:
             "--kubelet-preferred-address-types=InternalIP",
             *self._extra_apiserver_args,
         ]
+        atexit.register(self.stop)
         try:
             cp.start()
             self._start_controller_manager()

@@ -10,8 +10,9 @@ The cluster is, in order of preference:
 Every test under tests/e2e gets the ``e2e`` marker: ``pytest -m "not e2e"`` leaves them out.
 
 The cluster tier (tests/e2e/cluster.py: controllers, scheduler, kwok's fake Nodes) starts once a
-session, for the tests marked ``cluster`` that use the ``cluster`` or ``fenced_cluster`` fixture;
-``pytest -m "not cluster"`` leaves it out.
+session, for the tests that use the ``cluster`` or ``fenced_cluster`` fixture; those live in
+``test_cluster_*.py``, whose tests get the ``cluster`` marker: ``pytest -m "not cluster"`` leaves
+them out.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+            if item.path.name.startswith("test_cluster_"):
+                item.add_marker(pytest.mark.cluster)
 
 
 @pytest.fixture(autouse=True)

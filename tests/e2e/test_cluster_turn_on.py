@@ -8,7 +8,9 @@ once `kubefence scan --fix | kubectl apply -f -` has fenced the namespace the Re
 controller's own retry completes the rollout. Then a node drain: every evicted Pod is re-created
 on another node and Running.
 
-Every step is the real kubectl (~/.cache/kubefence/bin/kubectl).
+Every step is the real kubectl (~/.cache/kubefence/bin/kubectl). The fix is applied whole, as a
+user would: every namespace unfenced at that moment (`default` too) is fenced from then on, for
+the rest of the session's tier.
 """
 
 from __future__ import annotations
