@@ -153,10 +153,13 @@ class Cluster:
         *,
         nodes: int = 3,
         node_ip: str | None = None,
+        serve_kubelet: bool = True,
         start_timeout: float = 120.0,
         extra_apiserver_args: list[str] | None = None,
     ) -> None:
-        self.node_ip = node_ip if node_ip is not None else find_host_address()
+        # node_ip None: the first proxyable host address; serve_kubelet False: none (as on a host
+        # without one).
+        self.node_ip = (node_ip or find_host_address()) if serve_kubelet else None
         self.node_names = [f"{NODE_PREFIX}{i}" for i in range(nodes)]
         self.node_port = free_port()
         self.port_forward_port = free_port()
@@ -244,6 +247,12 @@ class Cluster:
     @property
     def running(self) -> bool:
         return self.control_plane.running and all(p.alive() for p in self._procs.values())
+
+    @property
+    def tunnels(self) -> bool:
+        """Whether kwok serves the kubelet API (exec, attach, logs, port-forward, nodes/proxy):
+        only on a host address the API server proxies to. A tunnel test skips without it."""
+        return self.node_ip is not None
 
     def audit_events(self) -> list[dict[str, Any]]:
         return self.control_plane.audit_events()

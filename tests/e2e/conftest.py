@@ -139,6 +139,12 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         c.stop()
         raise
     print(f"\ncluster tier started in {c.start_seconds:.1f}s", file=sys.stderr)
+    if not c.tunnels:
+        print(
+            "\ncluster tier: this host has no non-loopback IPv4 address (`ip -4 addr`), so kwok"
+            " serves no kubelet API: exec, attach, logs and port-forward tests skip",
+            file=sys.stderr,
+        )
     try:
         yield c
     finally:
