@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Builds the local control plane of the e2e tests (kube-apiserver, kubectl, etcd), helm and
-# Alertmanager (the alert sink of `kubefence monitor --alertmanager`) from source through the Go
-# module proxy, into versioned folders under
+# Builds the local control plane of the e2e tests (kube-apiserver, kubectl, etcd; for the cluster
+# tier also kube-controller-manager, kube-scheduler and kwok, the simulated kubelets, with the
+# Stage files of kwok's module source), helm and Alertmanager (the alert sink of
+# `kubefence monitor --alertmanager`) from source through the Go module proxy, into versioned
+# folders under
 # ${KUBEFENCE_CACHE:-$HOME/.cache/kubefence}/ with stable symlinks in .../bin/.
 # Idempotent: builds only what is missing. Needs Go (>= the `go` line of k8s.io/kubernetes'
 # go.mod, or GOTOOLCHAIN=auto to fetch it) and the Go module proxy; no cgo, no Docker.
 #
-# Usage: hack/build-control-plane.sh [kubernetes] [etcd] [helm] [alertmanager]   (default: all)
+# Usage: hack/build-control-plane.sh [kubernetes] [etcd] [helm] [alertmanager] [kwok]  (default: all)
 set -euo pipefail
 
 KUBERNETES_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
 HELM_VERSION=v3.22.0
 ALERTMANAGER_VERSION=v0.35.0
+KWOK_VERSION=v0.8.0
 
 CACHE=${KUBEFENCE_CACHE:-$HOME/.cache/kubefence}
 BIN=$CACHE/bin
@@ -53,6 +56,16 @@ have() {
   done
 }
 
+# have_files DIR FILE...: true when every file is already there.
+have_files() {
+  local dir=$1
+  shift
+  local name
+  for name in "$@"; do
+    [[ -f "$CACHE/$dir/$name" ]] || return 1
+  done
+}
+
 # install_into DIR: atomically move the binaries built in $WORK/out-DIR to $CACHE/DIR.
 install_into() {
   local dir=$1
@@ -80,17 +93,24 @@ gomod_of() {
   printf '%s\n' "$f"
 }
 
+# The Kubernetes binaries, all from the one wrapper module below: kube-apiserver and kubectl (the
+# API-server tier), kube-controller-manager and kube-scheduler (the cluster tier).
+KUBERNETES_BINARIES=(kube-apiserver kubectl kube-controller-manager kube-scheduler)
+
 build_kubernetes() {
   local dir=kubernetes-$KUBERNETES_VERSION
-  if have "$dir" kube-apiserver kubectl; then
-    link kube-apiserver "$dir"
-    link kubectl "$dir"
-    log "kube-apiserver, kubectl $KUBERNETES_VERSION: present"
-    return
-  fi
-  local start
-  start=$(now)
-  log "building kube-apiserver, kubectl $KUBERNETES_VERSION"
+  local -a missing=()
+  local name
+  for name in "${KUBERNETES_BINARIES[@]}"; do
+    if have "$dir" "$name"; then
+      link "$name" "$dir"
+      log "$name $KUBERNETES_VERSION: present"
+    else
+      missing+=("$name")
+    fi
+  done
+  ((${#missing[@]} > 0)) || return 0
+  log "building ${missing[*]} $KUBERNETES_VERSION"
   local gomod
   gomod=$(gomod_of "k8s.io/kubernetes@$KUBERNETES_VERSION")
 
@@ -141,16 +161,21 @@ build_kubernetes() {
     done
   done
 
-  mkdir -p "$WORK/out-$dir"
-  (
-    cd "$mod"
-    go build -mod=mod -trimpath -ldflags "$ldflags" -o "$WORK/out-$dir/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
-  )
-  install_into "$dir"
-  link kube-apiserver "$dir"
-  link kubectl "$dir"
-  report "$dir" "$(elapsed "$start")" kube-apiserver kubectl
+  # One binary per `go build`, so that each one's build time is reported on its own (the packages
+  # they share are compiled once, by the first, and taken from Go's build cache by the next).
+  local start
+  for name in "${missing[@]}"; do
+    start=$(now)
+    mkdir -p "$WORK/out-$dir"
+    (
+      cd "$mod"
+      go build -mod=mod -trimpath -ldflags "$ldflags" -o "$WORK/out-$dir/$name" \
+        "k8s.io/kubernetes/cmd/$name"
+    )
+    install_into "$dir"
+    link "$name" "$dir"
+    report "$dir" "$(elapsed "$start")" "$name"
+  done
 }
 
 build_etcd() {
@@ -270,8 +295,64 @@ build_alertmanager() {
   report "$dir" "$(elapsed "$start")" alertmanager
 }
 
+# kwok's own Stage files (its module source, kustomize/stage/), copied next to the binary: the
+# `kwok` binary embeds none and exits "no stages found" without them. Fast node initialisation,
+# heartbeat with a Lease (as a kubelet keeps one), and the fast Pod lifecycle: Running and Ready,
+# Succeeded for a Pod whose containers all finish (a Job's), and deletions that finish.
+KWOK_STAGES=(
+  node/fast/node-initialize.yaml
+  node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
+  pod/fast/pod-ready.yaml
+  pod/fast/pod-complete.yaml
+  pod/fast/pod-delete.yaml
+)
+
+build_kwok() {
+  local dir=kwok-$KWOK_VERSION stage f
+  local -a stages=()
+  for stage in "${KWOK_STAGES[@]}"; do
+    stages+=("stages/$(basename "$stage")")
+  done
+  if have "$dir" kwok && have_files "$dir" "${stages[@]}"; then
+    link kwok "$dir"
+    ln -sfn "../$dir/stages" "$BIN/kwok-stages"
+    log "kwok $KWOK_VERSION: present"
+    return
+  fi
+  local start
+  start=$(now)
+  log "building kwok $KWOK_VERSION"
+  local src
+  src=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+  [[ -d $src ]] || { log "no source for kwok $KWOK_VERSION"; exit 1; }
+  mkdir -p "$WORK/out-$dir/stages"
+  for stage in "${KWOK_STAGES[@]}"; do
+    [[ -f $src/kustomize/stage/$stage ]] || { log "kwok $KWOK_VERSION has no stage $stage"; exit 1; }
+    cp "$src/kustomize/stage/$stage" "$WORK/out-$dir/stages/"
+    chmod u+w "$WORK/out-$dir/stages/$(basename "$stage")"
+  done
+  mkdir -p "$CACHE/$dir/stages"
+  for f in "$WORK/out-$dir/stages"/*; do
+    mv -f "$f" "$CACHE/$dir/stages/"
+  done
+  rmdir "$WORK/out-$dir/stages"
+  if ! have "$dir" kwok; then
+    (
+      cd "$WORK"
+      GOBIN="$WORK/out-$dir" go install -trimpath \
+        -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
+        "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+    )
+    install_into "$dir"
+  fi
+  link kwok "$dir"
+  ln -sfn "../$dir/stages" "$BIN/kwok-stages"
+  report "$dir" "$(elapsed "$start")" kwok
+}
+
 components=("$@")
-((${#components[@]} > 0)) || components=(kubernetes etcd helm alertmanager)
+((${#components[@]} > 0)) || components=(kubernetes etcd helm alertmanager kwok)
 total=$(now)
 for c in "${components[@]}"; do
   case $c in
@@ -279,8 +360,9 @@ for c in "${components[@]}"; do
     etcd) build_etcd ;;
     helm) build_helm ;;
     alertmanager) build_alertmanager ;;
+    kwok) build_kwok ;;
     *)
-      log "unknown component $c (want kubernetes, etcd, helm or alertmanager)"
+      log "unknown component $c (want kubernetes, etcd, helm, alertmanager or kwok)"
       exit 2
       ;;
   esac

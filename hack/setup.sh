@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need on a fresh Debian machine: system packages, the Python package with its
-# test extra, and the pinned local control plane (kube-apiserver, etcd, kubectl, helm, alertmanager;
+# test extra, and the pinned local control plane (kube-apiserver, etcd, kubectl, helm, alertmanager,
+# kube-controller-manager, kube-scheduler, kwok and its stages;
 # cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."

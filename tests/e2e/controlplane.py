@@ -116,7 +116,14 @@ class ControlPlaneError(RuntimeError):
 class _Proc:
     """A subprocess whose stdout and stderr go to one log file (appended across restarts)."""
 
-    def __init__(self, name: str, args: list[str], log_path: Path, cwd: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        log_path: Path,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("ab")
@@ -124,7 +131,12 @@ class _Proc:
         self._log.flush()
         try:
             self.popen = subprocess.Popen(
-                args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+                args,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
             )
         except BaseException:
             self._log.close()
@@ -219,9 +231,7 @@ class ControlPlane:
                 f"missing {', '.join(map(str, missing))}: run hack/build-control-plane.sh"
             )
         t0 = time.monotonic()
-        if not self.ca_path.exists():
-            self._write_pki()
-            self._write_kubeconfig()
+        self.prepare()
         if self.webhook_client_cn is not None and not self.admission_config_path.exists():
             cert, key = self.issue_client_certificate(
                 self.webhook_client_cn, self.pki_dir / "webhook-client"
@@ -239,6 +249,13 @@ class ControlPlane:
             self.stop()
             raise
         self.start_seconds = time.monotonic() - t0
+
+    def prepare(self) -> None:
+        """Write the PKI and the admin kubeconfig unless written before (``start`` calls it; call
+        it first to issue certificates that ``extra_apiserver_args`` name)."""
+        if not self.ca_path.exists():
+            self._write_pki()
+            self._write_kubeconfig()
 
     def stop(self) -> None:
         """Stop kube-apiserver, then etcd (SIGTERM, then SIGKILL). Logs stay in ``log_dir``."""
