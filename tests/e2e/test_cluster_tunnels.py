@@ -183,6 +183,22 @@ def test_kubectl_exec_runs_where_it_is_recorded_and_is_denied_where_not(
     out = c.kubectl("exec", "web", "-n", BLIND, "--", EXEC_COMMAND, "hi")
     assert (out.returncode, out.stdout) == (0, "hi\n"), out.stderr
     denied_out_of_scope(c.kubectl("exec", "web", "-n", UNAUDITED, "--", EXEC_COMMAND, "hi"))
+    # kubefence decided each; the audit log records the allowed exec under its decision-id.
+    execs = {
+        d["namespace"]: d
+        for d in tunnels.fenced.hook.decisions()
+        if d.get("operation") == "CONNECT" and d.get("subresource") == "exec"
+    }
+    assert execs[AUDITED]["allowed"]
+    assert not execs[UNAUDITED]["allowed"]
+    recorded = {
+        e["annotations"].get(f"{WEBHOOK_NAME}/decision-id")
+        for e in c.audit_events()
+        if e.get("objectRef", {}).get("namespace") == AUDITED
+        and e["objectRef"].get("subresource") == "exec"
+        and "annotations" in e
+    }
+    assert execs[AUDITED]["decision_id"] in recorded
 
 
 def port_forward(c: Cluster, namespace: str) -> tuple[int, subprocess.Popen[str]]:
