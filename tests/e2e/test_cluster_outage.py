@@ -179,6 +179,7 @@ def test_with_fail_a_rollout_stalls_while_kubefence_is_down_and_resumes_when_it_
         messages = wait_for(
             lambda: [m for m in failed_creates(c, ns, new) if WEBHOOK_FAILED in m],
             "a FailedCreate event naming kubefence's webhook",
+            timeout=180,  # the ReplicaSet controller retries with a growing backoff
         )
         assert "Error creating" in messages[0], messages
         rs = replica_sets(c, ns)[new]

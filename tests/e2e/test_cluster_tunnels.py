@@ -144,6 +144,10 @@ def tunnels(fenced_cluster: FencedCluster) -> Iterator[Tunnels]:
     finally:
         server.shutdown()
         server.server_close()
+        # Bare Pods would stop a later `kubectl drain` (no controller re-creates them); the
+        # fenced namespaces stay, empty.
+        for namespace in (AUDITED, BLIND, UNAUDITED):
+            c.kubectl("delete", "pods", "--all", "-n", namespace, "--timeout=120s")
 
 
 def denied_out_of_scope(out: subprocess.CompletedProcess[str]) -> str:
