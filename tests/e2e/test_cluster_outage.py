@@ -4,9 +4,11 @@ With the chart's ``failurePolicy: Fail`` the rollout stalls: the new ReplicaSet 
 Pods and its FailedCreate events say the webhook call failed; once kubefence is back the
 ReplicaSet controller's retries go through and ``kubectl rollout status`` completes. With
 ``failurePolicy: Ignore`` (the chart rendered with ``--set webhook.failurePolicy=Ignore``) the
-rollout goes on without kubefence, and every Pod that slipped in is named, cause fail-open, by
+rollout goes on without kubefence, and every Pod that slipped in is listed, cause fail-open, by
 ``kubefence correlate`` (the API server's audit log and kubefence's decision logs) and alerted live
-by ``kubefence monitor``, fed by the API server's audit webhook backend.
+by ``kubefence monitor``, fed by the API server's audit webhook backend: one bypass per Pod, by
+audit ID and user; a Pod the user named by its name, a controller's Pod by none (it is created by
+generateName, and a Metadata audit event records the request's objectRef, which has no name).
 
 This module runs its own cluster (not the session's): its API server's audit webhook backend
 points at this module's monitor, which is given at start-up (tests/e2e/test_monitor.py wires the
