@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -532,14 +532,17 @@ def wait_for(read: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
         time.sleep(0.5)
 
 
-def chart_webhook_configuration(url: str, ca_pem: bytes) -> dict[str, Any]:
-    """The chart's ValidatingWebhookConfiguration (``helm template`` with its defaults), each
-    webhook's service reference rewritten to ``url`` with ``ca_pem`` as its caBundle: what the
-    chart installs, pointed at a kubefence on the host."""
+def chart_webhook_configuration(
+    url: str, ca_pem: bytes, values: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The chart's ValidatingWebhookConfiguration (``helm template`` with its defaults, or with
+    ``values`` over them, e.g. ``{"webhook": {"failurePolicy": "Ignore"}}``), each webhook's
+    service reference rewritten to ``url`` with ``ca_pem`` as its caBundle: what the chart
+    installs, pointed at a kubefence on the host."""
     sys.path.insert(0, str(REPO / "tests" / "chart"))
     from helmchart import render
 
-    (vwc,) = [d for d in render() if d["kind"] == "ValidatingWebhookConfiguration"]
+    (vwc,) = [d for d in render(values) if d["kind"] == "ValidatingWebhookConfiguration"]
     for hook in vwc["webhooks"]:
         hook["clientConfig"] = {"url": url, "caBundle": base64.b64encode(ca_pem).decode()}
     return dict(vwc)
@@ -586,6 +589,15 @@ class FencedCluster:
         )
         self.configuration = chart_webhook_configuration(
             f"{self.hook.url}/validate", self.hook.ca_pem
+        )
+        self.register()
+
+    def reconfigure(self, values: Mapping[str, Any] | None = None) -> None:
+        """Register the chart's rendering with ``values`` (None: its defaults) for the running
+        kubefence: ``reconfigure({"webhook": {"failurePolicy": "Ignore"}})``, and
+        ``reconfigure()`` to restore (``restart()`` restores the defaults too)."""
+        self.configuration = chart_webhook_configuration(
+            f"{self.hook.url}/validate", self.hook.ca_pem, values
         )
         self.register()
 
