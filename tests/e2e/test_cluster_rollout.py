@@ -15,8 +15,11 @@ switched to enforce (kubefence re-reads it: ``config.applied``). Then the day: `
 of every Deployment, ``scale`` up and down, ``drain`` of a Node, ``create job --from=cronjob``, a
 StatefulSet Pod and a DaemonSet Pod deleted. Every re-creation completes in FENCED (but the
 escape) and LEGACY, and is denied in OPEN and for the escape, with FailedCreate events whose
-message names the fix. The workloads enforce stopped are exactly those the gate scan listed: the
-property that makes ``scan`` exit 0 a safe gate.
+message names the fix; the admin's own `rollout restart` and `create job --from` of those
+workloads are refused with the same message. The workloads enforce stopped (the FailedCreate
+events' involved objects, traced by ownerReferences to what a user wrote, and the CronJob whose
+manual Job was refused) are exactly those the gate scan listed (``wouldDeny``): the property that
+makes ``scan`` exit 0 a safe gate.
 
 The tier is shared: the fix is applied whole, as a user would (every namespace unfenced then stays
 fenced), the config is restored and the Node uncordoned in ``finally``, and our namespaces are
@@ -496,7 +499,7 @@ def test_rollout_warn_scan_fix_enforce_then_a_day(fenced_cluster: FencedCluster)
 
         print(
             f"\nrollout: {rolled} Deployments x 2 replicas restarted and rolled out in"
-            f" {rollout_seconds:.1f}s; drain of {drained} {drain_seconds:.1f}s"
+            f" {rollout_seconds:.1f}s; drain of {drained} ({len(evicted)} Pods evicted) {drain_seconds:.1f}s"
             f" (re-created and ready {t_drain_done - t0:.1f}s after it began);"
             f" test {time.monotonic() - t_test:.1f}s",
             file=sys.stderr,
@@ -505,5 +508,5 @@ def test_rollout_warn_scan_fix_enforce_then_a_day(fenced_cluster: FencedCluster)
         c.kubectl("uncordon", drained)
         if config_path.read_text() != enforce_config:
             apply_config(fenced_cluster, enforce_config)
-        for namespace in NAMESPACES:
-            c.kubectl("delete", "namespace", namespace, "--wait=false")
+        # Gone before the next test: none of ours is left Terminating.
+        c.kubectl("delete", "namespace", *NAMESPACES, "--timeout=180s", timeout=200)
