@@ -192,8 +192,8 @@ def fix_and_apply(cluster: Cluster, config: Path) -> subprocess.CompletedProcess
 
 
 class Owners:
-    """The controller ownerReferences seen in our namespaces (a ReplicaSet or Job outlives
-    nothing we need: we remember every one we have seen)."""
+    """The controller ownerReferences seen in our namespaces, every one ever read: a Pod scan
+    listed may be gone (evicted, rolled) by the time its workload is compared."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
