@@ -10,9 +10,11 @@ scheduler, kwok with --nodes fake Nodes), creates the fenced namespaces, then th
 tier does (a host process, enforce, the chart's ValidatingWebhookConfiguration, failurePolicy
 Fail); the `none` run registers nothing.
 
-Printed per run: seconds for the creation rollouts and for the rolling update, both from the
-first request to the last Deployment complete (polled every second or so), and their ratio to
-the `none` run; for kubefence, over the workload only (after registration): the API server's own
+Before the Deployments, each namespace's fence must be admissible (kubefence has seen it) and
+its default ServiceAccount exist. Printed per run: seconds for the creation rollouts and for the
+rolling update, both from the first request to the last Deployment complete (polled every second
+or so), and their ratio to the `none` run; for kubefence, over the workload only (after
+registration): the API server's own
 `apiserver_admission_webhook_admission_duration_seconds` for each of the chart's webhooks (mean
 from sum/count, p50 and p99 interpolated inside its buckets, with the bucket bound), kubefence's
 process CPU time divided by its decision lines (CPU per admitted request: the informer's work
@@ -45,6 +47,7 @@ from scale_workload import (  # noqa: E402
     fences_list,
     namespace_names,
     namespaces_list,
+    service_accounts_ready,
     submit,
     wait_for_rollouts,
 )
@@ -100,6 +103,8 @@ def run(kind: str, nodes: int, size: Size, timeout: float) -> dict[str, Any]:
         submit(c, "create", fences_list(PREFIX, size))
         # Under enforce a Deployment is admissible once kubefence has seen its namespace's fence.
         wait_for(lambda: admissible(c, names[-1]) and admissible(c, names[0]), "fences seen",
+                 timeout=timeout)  # fmt: skip
+        wait_for(lambda: service_accounts_ready(c, PREFIX, size), "default ServiceAccounts",
                  timeout=timeout)  # fmt: skip
         out["namespaces_s"] = time.monotonic() - t0
         if fenced is not None:

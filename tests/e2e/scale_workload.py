@@ -133,6 +133,16 @@ def admissible(cluster: Cluster, namespace: str) -> bool:
     return out.returncode == 0
 
 
+def service_accounts_ready(cluster: Cluster, prefix: str, size: Size) -> bool:
+    """Whether the controller manager has given every workload namespace its `default`
+    ServiceAccount (before it, a Pod create is refused and the ReplicaSet controller backs off)."""
+    items = cluster.kubectl_json(
+        "get", "serviceaccounts", "-A", "--field-selector", "metadata.name=default"
+    )["items"]
+    ready = {sa["metadata"]["namespace"] for sa in items}
+    return set(namespace_names(prefix, size)) <= ready
+
+
 def created_pods(cluster: Cluster, prefix: str, webhook: str) -> list[str | None]:
     """For every Pod the ReplicaSet controller created in the workload's namespaces (the API
     server's audit log, response 201), the decision id `webhook` put in its audit annotations
