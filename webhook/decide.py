@@ -3,14 +3,16 @@
 The request's subject (pod template and UPDATE ratchet, or the NetworkPolicy change analysed) is
 built once, and each rule that concerns the request's resource judges it. Verdict: `deny` when an
 enforce-mode rule failed, else `warn` when a warn-mode rule failed, else `audit` when only
-audit-mode rules failed, else `allow`. A `Decision` carries everything the shell needs: the
-response (with the audit annotations that join it with the API server's audit log), the namespace
-to confirm live, and the policy change to remember if the answer stands. `reconsider` re-runs, on
-one fresh cluster snapshot, only the rules that read the cluster. Pure: no I/O, no clock.
+audit-mode rules failed, else `allow`. A `Decision` (`webhook.decision`) carries everything the
+shell needs: the response, the policy change to remember if the answer stands, and the live
+re-check it needs first (`Decision.recheck`). That re-check is a step of the decision too: the
+shell reads the namespace it names and hands the view to `reconsider`, which re-runs on that one
+fresh snapshot only the rules that read the cluster; when the read fails, `unconfirmed` is the
+answer. The shell knows no rule.
 
 An allowed NetworkPolicy CREATE, UPDATE or DELETE that leaves its namespace unfenced or
 neutralised for a required direction fenced before it says so in the `fence-lost` annotation (the
-directions, comma-separated; `fence_guard.left_unfenced`, once per request and view, apart from
+directions, comma-separated; the registry's `FENCE_LOST`, once per request and view, apart from
 what the rules answered); an exempt user's or group's too, analysed though no rule judges it.
 A dry run never carries it: the webhook sees the request's true `dryRun`, the audit log does not
 (a DELETE's body overrides the `dryRun` of its URI, apiserver pkg/endpoints/handlers/delete.go), so
@@ -18,28 +20,39 @@ the annotation alone says a fence really went, and `kubefence correlate`/`monito
 
 An internal error is a denial, except on the `finalize` call of a namespace being deleted: that
 is an allow with a warning (still logged and counted as the internal error it is), since denying
-it would leave the namespace Terminating for good.
+it would leave the namespace Terminating for good (the registry's `STRANDED_BY_DENIAL`).
+Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
-from webhook.admission import AdmissionRequest, AdmissionResponse
+from webhook.admission import AdmissionRequest
 from webhook.cluster.view import ClusterView
 from webhook.controllers import NAMESPACE_CLEANERS
-from webhook.netpol import Direction, PolicyFacts
-from webhook.rules import FENCE_GUARD, RULES, Remembered, Rule
-from webhook.rules.fence_guard import left_unfenced
-from webhook.rules.namespace_labels import FINALIZE, being_deleted
+from webhook.decision import Approval, Decision, Recheck
+from webhook.rules import FENCE_LOST, RULES, STRANDED_BY_DENIAL, Remembered, Rule
 from webhook.rules.result import DEFAULT_DENY, RuleResult
 from webhook.settings import Mode, Settings
 from webhook.subject import Subject, object_name, policy_change, subject_namespace, subject_of
-from webhook.workloads import is_namespace, is_network_policy
+from webhook.workloads import is_network_policy
 
-WARNING_LIMIT = 120
+__all__ = [
+    "INTERNAL_ERROR",
+    "Approval",
+    "Decision",
+    "Memory",
+    "Recheck",
+    "busy",
+    "decide",
+    "internal_error",
+    "pools",
+    "reconsider",
+    "unconfirmed",
+]
+
 INTERNAL_ERROR = "internal-error"
 
 
@@ -53,16 +66,6 @@ def _index() -> dict[tuple[str, str], tuple[Rule, ...]]:
 
 # A request only meets the rules that concern its resource.
 _RULES_BY_RESOURCE = _index()
-
-
-@dataclass(frozen=True, slots=True)
-class Approval:
-    """A NetworkPolicy change this answer lets through: `old` goes (DELETE, UPDATE), `new`
-    comes (CREATE, UPDATE)."""
-
-    namespace: str
-    old: PolicyFacts | None
-    new: PolicyFacts | None
 
 
 class Memory(Protocol):
@@ -87,67 +90,6 @@ def _views(cluster: ClusterView, memory: Memory | None) -> Mapping[Remembered, C
     }
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    uid: str
-    verdict: str  # allow | deny | warn | audit
-    results: tuple[RuleResult, ...]
-    annotations: Mapping[str, str]
-    namespace: str
-    exempt: str = ""  # why no rule ran, when none did
-    failed: tuple[RuleResult, ...] = ()  # the results that did not pass
-    name: str = ""  # the object's name, for the decision log
-    approval: Approval | None = None  # to remember until the cluster view shows it
-    # What `reconsider` needs: the subject, and the results of each rule that judged it.
-    subject: Subject | None = None
-    by_rule: tuple[tuple[Rule, tuple[RuleResult, ...]], ...] = ()
-
-    @property
-    def allowed(self) -> bool:
-        return self.verdict != "deny"
-
-    @property
-    def mode(self) -> str:
-        """The strongest mode among the failed rules ("" when none failed)."""
-        if not self.failed:  # the common case: nothing to look through
-            return ""
-        modes = {r.mode for r in self.failed}
-        return next((m.value for m in (Mode.ENFORCE, Mode.WARN, Mode.AUDIT) if m in modes), "")
-
-    @property
-    def message(self) -> str:
-        if not self.failed:
-            return ""
-        return "\n".join(r.message for r in self.failed if r.mode is Mode.ENFORCE)
-
-    @property
-    def warnings(self) -> tuple[str, ...]:
-        if not self.failed:
-            return ()
-        texts = (r.warning or r.message for r in self.failed if r.mode is Mode.WARN)
-        return tuple(dict.fromkeys(_one_line(t) for t in texts))
-
-    @property
-    def confirm(self) -> str:
-        """A namespace to re-read live before this answer stands ("" when none).
-
-        A denial that rests on cached state (no fence seen) is re-checked so a late watch event
-        does not refuse a valid request; an allowed removal of a fence is re-checked so a stale
-        cache never lets the last fence go.
-        """
-        candidates = self.failed if not self.allowed else self.results
-        return next((r.confirm for r in candidates if r.mode is Mode.ENFORCE and r.confirm), "")
-
-    def response(self) -> AdmissionResponse:
-        return AdmissionResponse(
-            uid=self.uid,
-            allowed=self.allowed,
-            message=self.message,
-            warnings=self.warnings,
-            audit_annotations=self.annotations,
-        )
-
-
 def decide(
     request: AdmissionRequest,
     cluster: ClusterView,
@@ -163,7 +105,7 @@ def decide(
     rules = _RULES_BY_RESOURCE.get((request.resource.group, request.resource.resource), ())
     views = _views(cluster, memory)
     by_rule = tuple((rule, rule.check(subject, views[rule.remembered], settings)) for rule in rules)
-    lost = left_unfenced(subject, views[FENCE_GUARD.remembered], settings)
+    lost = FENCE_LOST.compute(subject, views[FENCE_LOST.remembered], settings)
     return _decision(request, namespace, subject, by_rule, settings, lost=lost)
 
 
@@ -206,7 +148,7 @@ def reconsider(
         )
         for rule, results in decision.by_rule
     )
-    lost = left_unfenced(subject, views[FENCE_GUARD.remembered], settings)
+    lost = FENCE_LOST.compute(subject, views[FENCE_LOST.remembered], settings)
     return _decision(request, subject.namespace, subject, by_rule, settings, lost=lost)
 
 
@@ -219,24 +161,18 @@ def internal_error(request: AdmissionRequest, settings: Settings) -> Decision:
     opens nothing. The caller logs the error either way.
     """
     message = "kubefence could not decide this request (internal error)"
-    if _finalizing(request):
+    if STRANDED_BY_DENIAL(request):
         message += "; not denied: this is the finalize call of a namespace being deleted"
         return _denial(request, settings, INTERNAL_ERROR, message, mode=Mode.WARN)
     return _denial(request, settings, INTERNAL_ERROR, message)
 
 
-def _finalizing(request: AdmissionRequest) -> bool:
-    """Whether `request` is the `finalize` UPDATE of a namespace being deleted."""
-    return (
-        is_namespace(request)
-        and request.operation == "UPDATE"
-        and request.sub_resource == FINALIZE
-        and being_deleted(request)
-    )
-
-
-def unconfirmed(request: AdmissionRequest, settings: Settings, namespace: str) -> Decision:
-    """The answer when the live read that had to confirm a fence removal failed or was late."""
+def unconfirmed(request: AdmissionRequest, decision: Decision, settings: Settings) -> Decision:
+    """The answer when the live read `decision.recheck` asked for failed or was late: a denial
+    stands as it was; an allowed fence removal is refused, never let go on cached state alone."""
+    if not decision.allowed:
+        return decision
+    namespace = decision.confirm
     message = (
         f'kubefence could not read the NetworkPolicies of namespace "{namespace}" from the API '
         "server in time, and does not let a fence go on cached state alone; retry"
@@ -338,14 +274,14 @@ def _exempt(
     An exempt namespace is held to no fence, and a terminating one goes with its Pods: neither
     loses a required one, and neither is analysed.
     """
-    lost: tuple[Direction, ...] = ()
+    lost: tuple[str, ...] = ()
     if (
         is_network_policy(request)
         and request.operation in ("CREATE", "DELETE", "UPDATE")
         and not _namespace_exemption(namespace, cluster, settings)
     ):
         subject = subject or subject_of(request, settings.limits)
-        lost = left_unfenced(subject, _views(cluster, memory)[FENCE_GUARD.remembered], settings)
+        lost = FENCE_LOST.compute(subject, _views(cluster, memory)[FENCE_LOST.remembered], settings)
     return _decision(
         request, namespace, None, (), settings, exempt=reason, analysed=subject, lost=lost
     )
@@ -360,7 +296,7 @@ def _decision(
     *,
     exempt: str = "",
     analysed: Subject | None = None,
-    lost: tuple[Direction, ...] = (),
+    lost: tuple[str, ...] = (),
 ) -> Decision:
     """The verdict of `by_rule`'s results, with what letting the request through leaves
     unfenced (`lost`). An exempt request (`exempt`, no rules) may come with the subject built to
@@ -398,7 +334,7 @@ def _annotations(
     verdict: str,
     failed: tuple[RuleResult, ...],
     settings: Settings,
-    lost: tuple[Direction, ...] = (),
+    lost: tuple[str, ...] = (),
 ) -> dict[str, str]:
     annotations = {
         "decision": verdict,
@@ -408,7 +344,7 @@ def _annotations(
     }
     # A denied removal leaves the fence where it was, and a dry run changes nothing.
     if lost and verdict != "deny" and not request.dry_run:
-        annotations["fence-lost"] = ",".join(lost)
+        annotations[FENCE_LOST.key] = ",".join(lost)
     return annotations
 
 
@@ -431,10 +367,3 @@ def _approval(
     if old is None and new is None:
         return None
     return Approval(subject_namespace(request), old, new)
-
-
-def _one_line(text: str) -> str:
-    line = " ".join(text.split())
-    if len(line) <= WARNING_LIMIT:
-        return line
-    return line[: WARNING_LIMIT - 3].rstrip() + "..."

@@ -21,22 +21,14 @@ from aiohttp import hdrs, web
 from webhook.admission import AdmissionRequest, parse_review, render_response
 from webhook.cluster.approvals import RecentApprovals
 from webhook.cluster.view import ClusterView, PinnedView
-from webhook.decide import (
-    Decision,
-    busy,
-    decide,
-    internal_error,
-    pools,
-    reconsider,
-    unconfirmed,
-)
-from webhook.decisionlog import decision_fields, get_logger, write_decision
+from webhook.decide import busy, decide, internal_error, pools, reconsider, unconfirmed
+from webhook.decision import Decision, decision_fields
+from webhook.decisionlog import get_logger, write_decision
 from webhook.errors import BodyTooLarge, ReviewError
 from webhook.metrics import CONTENT_TYPE, Metrics
 from webhook.offloop import INLINE, Busy, OffLoop, Turn
 from webhook.peers import UNAUTHENTICATED, ClientIdentity, caller, client_identity, peer_address
 from webhook.settings import Settings
-from webhook.workloads import is_network_policy
 
 BODY_READ_TIMEOUT = 10.0  # seconds a client may take to send one request body
 CONFIRM_TIMEOUT = 2.0  # upper bound of a live read before a denial
@@ -181,11 +173,11 @@ async def _decide_live(
     *,
     client: ClientIdentity | None,
 ) -> Decision:
-    """Decide; where the answer rests on cached state, re-read the namespace live and decide
-    again. The final answer's approval is remembered in the same turn that judged it: a
-    NetworkPolicy decision pools its namespace's policies (the costly kind) on a worker thread,
-    one turn of the namespace at a time, so the next change of that namespace is judged with
-    this one's approval (`webhook.offloop`)."""
+    """Decide; carry out the live re-check the decision asks for, if any (read its namespace
+    live, then `reconsider` on that view). The final answer's approval is remembered in the same
+    turn that judged it: a NetworkPolicy decision pools its namespace's policies (the costly
+    kind) on a worker thread, one turn of the namespace at a time, so the next change of that
+    namespace is judged with this one's approval (`webhook.offloop`)."""
     approvals = runtime.approvals
     namespace = review.namespace
     if len(approvals):
@@ -197,24 +189,21 @@ async def _decide_live(
         view = PinnedView(runtime.cluster, namespace) if costly else runtime.cluster
         memory = approvals.of_namespace(namespace) if costly else approvals
         decision = await turn.run(lambda: decide(review, view, settings, memory))
-        if not (decision.confirm and runtime.confirmer is not None):
+        confirmer = runtime.confirmer
+        recheck = decision.recheck if confirmer is not None else None
+        if recheck is None or confirmer is None:
             _remember(runtime, decision, client)
             return decision
-    namespace = decision.confirm
-    # A workload's denial may be lifted on a read shared with others of the last second (only
-    # fence removals pass with a `confirm`, and only NetworkPolicy requests remove fences); a
-    # NetworkPolicy change is judged on a read made for this request: a remembered one may
-    # predate a Pod created, or an opener deleted, since.
-    fresh_only = decision.allowed or is_network_policy(review)
-    fresh = await runtime.confirmer.confirm(
+    namespace = recheck.namespace
+    fresh = await confirmer.confirm(
         namespace,
         min(CONFIRM_TIMEOUT, _remaining(request, arrived)),  # the query is parsed only here
-        not_before=arrived if fresh_only else None,
+        not_before=arrived if recheck.fresh_only else None,
         caller=caller(request),
     )
     runtime.metrics.live_reads.labels("ok" if fresh is not None else "failed").inc()
     if fresh is None:
-        return unconfirmed(review, settings, namespace) if decision.allowed else decision
+        return unconfirmed(review, decision, settings)
     if len(approvals):
         approvals.settle(namespace, fresh.namespace(namespace), live=True)
     cached = decision

@@ -2,9 +2,14 @@
 
 A rule returns nothing when the request is not its business, one result per finding otherwise
 (`passed` or not), each carrying the mode that governs it. `decide` only combines. `RULES` is the
-registry, in evaluation order; `reads_cluster` marks the rules the shell re-runs on a live read,
-and `remembered` which of the NetworkPolicy changes this process approved a rule reads: only those
-that make it deny more (a forged review may cause a denial, never an allow).
+registry, in evaluation order; `reads_cluster` marks the rules `decide.reconsider` re-runs on a
+live read, and `remembered` which of the NetworkPolicy changes this process approved a rule reads:
+only those that make it deny more (a forged review may cause a denial, never an allow).
+
+Besides the rules, the registry declares the two facts `decide` needs of them: `FENCE_LOST`, the
+annotation computed apart from any verdict (what letting a NetworkPolicy change through leaves
+unfenced, on the fence guard's view), and `STRANDED_BY_DENIAL`, the requests a denial would leave
+stuck for good (an internal error lets them through with a warning instead).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from webhook.admission import AdmissionRequest
 from webhook.cluster.view import ClusterView
 from webhook.rules import (
     allow_all,
@@ -47,13 +53,29 @@ class Rule:
     remembered: Remembered = Remembered.NONE
 
 
+@dataclass(frozen=True, slots=True)
+class Annotation:
+    """An audit annotation of every request let through, whatever the rules answered: `compute`
+    on the view `remembered` names gives its comma-separated values (none: no annotation)."""
+
+    key: str
+    compute: Callable[[Subject, ClusterView, Settings], tuple[str, ...]]
+    remembered: Remembered
+
+
 _WORKLOADS = frozenset(WORKLOAD_TEMPLATES)
 _NETWORK_POLICIES = frozenset({("networking.k8s.io", "networkpolicies")})
 
-# `decide` also asks it what an exempt user's removal leaves unfenced, on the view it reads.
 FENCE_GUARD = Rule(
     fence_guard.RULE, fence_guard.check, _NETWORK_POLICIES, True, Remembered.REMOVALS
 )
+
+# What an allowed NetworkPolicy change leaves unfenced, an exempt user's too, on the view the
+# fence guard reads: the audit log's only sign that a fence really went.
+FENCE_LOST = Annotation("fence-lost", fence_guard.left_unfenced, FENCE_GUARD.remembered)
+
+# The namespace controller's finalize call of a namespace being deleted.
+STRANDED_BY_DENIAL: Callable[[AdmissionRequest], bool] = namespace_labels.finalizing
 
 RULES: tuple[Rule, ...] = (
     Rule(

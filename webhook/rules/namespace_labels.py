@@ -59,10 +59,21 @@ def check(subject: Subject, cluster: ClusterView, settings: Settings) -> tuple[R
     if not hits:
         return (passed(RULE, mode, "no allow rule newly matches the namespace"),)
     text = message(subject.namespace, hits, created=created)
-    if mode is Mode.ENFORCE and request.sub_resource == FINALIZE and being_deleted(request):
+    if mode is Mode.ENFORCE and finalizing(request):
         mode = Mode.WARN
         text += " Not denied: this is the finalize call of a namespace being deleted."
     return (RuleResult(RULE, mode, False, text, warning=warning(subject.namespace, hits)),)
+
+
+def finalizing(request: AdmissionRequest) -> bool:
+    """Whether `request` is the `finalize` UPDATE of a namespace being deleted: a denial would
+    leave the namespace Terminating for good."""
+    return (
+        is_namespace(request)
+        and request.operation == "UPDATE"
+        and request.sub_resource == FINALIZE
+        and being_deleted(request)
+    )
 
 
 def being_deleted(request: AdmissionRequest) -> bool:
