@@ -3,17 +3,13 @@ pytest, for the e2e and image tests that share it)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from helmchart import tool
+from prerequisites import unavailable
 
 
 @pytest.fixture(scope="module")
 def helm_required() -> None:
     """Skip without helm; under KUBEFENCE_E2E=1, where it must be there, fail instead."""
     if tool("helm") is None:
-        message = "helm not found: run hack/build-control-plane.sh helm"
-        if os.environ.get("KUBEFENCE_E2E") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("helm not found: run hack/build-control-plane.sh helm")
