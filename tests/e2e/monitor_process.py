@@ -86,14 +86,16 @@ class Monitor:
     def alerts(self, kind: str) -> list[dict[str, Any]]:
         return [line for line in self.lines() if line.get("event") == kind]
 
-    def metric(self, name: str) -> float:
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of `name`'s samples on /metrics: every series, or those with each of `labels`."""
         url = f"http://127.0.0.1:{self.probe_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as r:
             text = r.read().decode()
+        wanted = [f'{label}="{value}"' for label, value in labels.items()]
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
-            if line.startswith((name + "{", name + " "))
+            if line.startswith((name + "{", name + " ")) and all(w in line for w in wanted)
         )
 
 

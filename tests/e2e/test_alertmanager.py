@@ -221,15 +221,7 @@ def test_with_alertmanager_down_intake_goes_on_and_the_alert_comes_once_it_is_ba
 
 
 def _dropped(m: Monitor, reason: str) -> float:
-    url = f"http://127.0.0.1:{m.probe_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as r:
-        text = r.read().decode()
-    name = "kubefence_monitor_alertmanager_dropped_alerts_total{"
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name) and f'reason="{reason}"' in line
-    )
+    return m.metric("kubefence_monitor_alertmanager_dropped_alerts_total", reason=reason)
 
 
 # A bcrypt hash (cost 10) of PASSWORD, for Alertmanager's basic_auth_users: a test credential.

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,15 +231,8 @@ def audit_level_of_the_canary(policy: Path) -> str:
 
 
 def silent_alerts_counted(monitor: Monitor) -> float:
-    """kubefence_monitor_alerts_total for evasion.feed_silent (Monitor.metric sums every kind)."""
-    url = f"http://127.0.0.1:{monitor.probe_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as r:
-        text = r.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("kubefence_monitor_alerts_total{") and f'kind="{FEED_SILENT}"' in line
-    )
+    """kubefence_monitor_alerts_total for evasion.feed_silent."""
+    return monitor.metric("kubefence_monitor_alerts_total", kind=FEED_SILENT)
 
 
 def every_file_event_received(f: Fed) -> bool:
