@@ -93,6 +93,14 @@ gomod_of() {
   printf '%s\n' "$f"
 }
 
+# source_of MODULE@VERSION: that module's source folder in the module cache (downloads it).
+source_of() {
+  local d
+  d=$(go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+  [[ -d $d ]] || { log "no source for $1"; exit 1; }
+  printf '%s\n' "$d"
+}
+
 # The Kubernetes binaries, all from the one wrapper module below: kube-apiserver and kubectl (the
 # API-server tier), kube-controller-manager and kube-scheduler (the cluster tier).
 KUBERNETES_BINARIES=(kube-apiserver kubectl kube-controller-manager kube-scheduler)
@@ -267,9 +275,7 @@ build_alertmanager() {
   # placeholder UI (the tests use only the v2 API), as the main module so its go.mod and go.sum
   # apply unchanged.
   local src
-  src=$(go mod download -json "github.com/prometheus/alertmanager@$ALERTMANAGER_VERSION" |
-    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
-  [[ -d $src ]] || { log "no source for alertmanager $ALERTMANAGER_VERSION"; exit 1; }
+  src=$(source_of "github.com/prometheus/alertmanager@$ALERTMANAGER_VERSION")
   local mod=$WORK/alertmanager
   cp -R "$src" "$mod"
   chmod -R u+w "$mod"
@@ -323,9 +329,7 @@ build_kwok() {
   start=$(now)
   log "building kwok $KWOK_VERSION"
   local src
-  src=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
-    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
-  [[ -d $src ]] || { log "no source for kwok $KWOK_VERSION"; exit 1; }
+  src=$(source_of "sigs.k8s.io/kwok@$KWOK_VERSION")
   mkdir -p "$WORK/out-$dir/stages"
   for stage in "${KWOK_STAGES[@]}"; do
     [[ -f $src/kustomize/stage/$stage ]] || { log "kwok $KWOK_VERSION has no stage $stage"; exit 1; }

@@ -7,7 +7,6 @@ What the real API server says about the rendered objects is in tests/e2e/test_ch
 from __future__ import annotations
 
 import base64
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ from helmchart import (
     readme_install_as_template,
     render,
     render_text,
-    tool,
     values_file,
 )
 
@@ -45,13 +43,7 @@ from webhook.settings import DEFAULT_EXEMPT_NAMESPACES, Mode, Settings
 FULLNAME = f"{RELEASE}-kubefence"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _helm() -> None:
-    if tool("helm") is None:
-        message = "helm not found: run hack/build-control-plane.sh helm"
-        if os.environ.get("KUBEFENCE_E2E") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+pytestmark = pytest.mark.usefixtures("helm_required")
 
 
 def settings_of(docs: list[dict[str, Any]], tmp_path: Path) -> Settings:

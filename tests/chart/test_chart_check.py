@@ -10,7 +10,6 @@ namespace is not fenced, which check says, and which the chart's config explains
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,19 +17,13 @@ from typing import Any
 
 import pytest
 import yaml
-from helmchart import NAMESPACE, NON_DEFAULT, RELEASE, config_files, render_text, tool
+from helmchart import NAMESPACE, NON_DEFAULT, RELEASE, config_files, render_text
 
 DEPLOYMENT = f"Deployment {NAMESPACE}/{RELEASE}-kubefence"
 POLICY = f"NetworkPolicy {NAMESPACE}/{RELEASE}-kubefence"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _helm() -> None:
-    if tool("helm") is None:
-        message = "helm not found: run hack/build-control-plane.sh helm"
-        if os.environ.get("KUBEFENCE_E2E") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+pytestmark = pytest.mark.usefixtures("helm_required")
 
 
 def check(rendered: str, *args: str) -> tuple[int, dict[str, Any]]:

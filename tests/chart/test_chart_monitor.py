@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from helmchart import (
     helm,
     kinds,
     render,
-    tool,
     values_file,
 )
 
@@ -40,13 +38,7 @@ ENABLED: dict[str, Any] = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _helm() -> None:
-    if tool("helm") is None:
-        message = "helm not found: run hack/build-control-plane.sh helm"
-        if os.environ.get("KUBEFENCE_E2E") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+pytestmark = pytest.mark.usefixtures("helm_required")
 
 
 def named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:

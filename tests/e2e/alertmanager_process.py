@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from controlplane import bin_dir, free_port
+from prerequisites import unavailable
 
 # One receiver that notifies nobody; alerts grouped by name and cluster, flushed at once.
 CONFIG = """\
@@ -68,10 +68,7 @@ def require_binary() -> Path:
     """The binary; a skip without it, a failure with KUBEFENCE_E2E=1 (as for the control plane)."""
     path = binary()
     if not os.access(path, os.X_OK):
-        message = f"no {path}: run hack/build-control-plane.sh alertmanager"
-        if os.environ.get("KUBEFENCE_E2E") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"no {path}: run hack/build-control-plane.sh alertmanager")
     return path
 
 

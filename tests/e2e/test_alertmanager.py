@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import ssl
 import time
 import urllib.request
@@ -26,11 +25,12 @@ import pytest
 import trustme
 from alertmanager_process import Alertmanager, bypass_event, event_list, require_binary
 from controlplane import ControlPlane, free_port, missing_binaries
-from kubefence_process import CONFIGURATION, WEBHOOK_NAME, webhook_configuration
+from kubefence_process import CONFIGURATION, WEBHOOK_NAME
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from test_monitor import Monitor, audit_webhook_kubeconfig, eventually, sender_pki
-from test_trail import await_configuration, eventually_created
+from monitor_process import Monitor, audit_feed, eventually
+from prerequisites import unavailable
+from test_trail import await_configuration, eventually_created, failing_open
 from test_webhook import new_namespace
 
 from webhook import certs
@@ -66,49 +66,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     require_binary()
     missing = missing_binaries()
     if missing:
-        message = f"no local control plane (missing {', '.join(p.name for p in missing)})"
-        if os.environ.get("KUBEFENCE_E2E") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"no local control plane (missing {', '.join(p.name for p in missing)})")
     work = tmp_path_factory.mktemp("alertmanager")
     am = Alertmanager(work / "am")
     am.start()
-    pki = sender_pki(work)
-    port, probe_port = free_port(), free_port()
-    audit_kubeconfig = work / "audit-webhook.kubeconfig"
-    audit_webhook_kubeconfig(
-        audit_kubeconfig,
-        f"https://127.0.0.1:{port}/audit",
-        pki.paths.ca_cert,
-        pki.client_cert,
-        pki.client_key,
-    )
-    cp = ControlPlane(
-        work_dir=work / "cp",
-        extra_apiserver_args=[
-            f"--audit-webhook-config-file={audit_kubeconfig}",
-            "--audit-webhook-batch-max-wait=1s",
-        ],
-    )
+    feed = audit_feed(work)
+    cp = ControlPlane(work_dir=work / "cp", extra_apiserver_args=feed.apiserver_args())
     cp.start()
     kube = config.new_client_from_config(config_file=str(cp.kubeconfig_path))
-    monitor = Monitor(
-        work,
-        port,
-        probe_port,
+    monitor = feed.monitor(
         [
-            "--cert", str(pki.paths.cert), "--key", str(pki.paths.key),
-            "--client-ca", str(pki.client_ca),
-            "--host", "127.0.0.1", "--port", str(port), "--probe-port", str(probe_port),
             "--webhook-name", WEBHOOK_NAME,
             "--alertmanager", am.url, "--alertmanager-resend", str(RESEND),
             "--alertmanager-label", f"cluster={CLUSTER}",
         ],
     )  # fmt: skip
-    dead = f"https://127.0.0.1:{free_port()}/validate"
-    manifest = webhook_configuration(
-        CONFIGURATION, WEBHOOK_NAME, dead, pki.paths.ca_cert.read_bytes(), failure_policy="Ignore"
-    )
+    manifest = failing_open(feed.pki.paths.ca_cert.read_bytes())
     try:
         monitor.start()
         client.AdmissionregistrationV1Api(kube).create_validating_webhook_configuration(manifest)
@@ -248,15 +221,7 @@ def test_with_alertmanager_down_intake_goes_on_and_the_alert_comes_once_it_is_ba
 
 
 def _dropped(m: Monitor, reason: str) -> float:
-    url = f"http://127.0.0.1:{m.probe_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as r:
-        text = r.read().decode()
-    name = "kubefence_monitor_alertmanager_dropped_alerts_total{"
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name) and f'reason="{reason}"' in line
-    )
+    return m.metric("kubefence_monitor_alertmanager_dropped_alerts_total", reason=reason)
 
 
 # A bcrypt hash (cost 10) of PASSWORD, for Alertmanager's basic_auth_users: a test credential.

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from controlplane import ControlPlane, free_port
-from kubefence_process import CONFIGURATION, WEBHOOK_NAME, RunningWebhook, webhook_configuration
+from controlplane import ControlPlane
+from kubefence_process import CONFIGURATION, RunningWebhook
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from sigma_kit import PROBING, connect, found, read_rule_files, reported_json
 from test_monitor_blinding import exec_into
-from test_trail import await_configuration, eventually_created, now, reconfigure
+from test_trail import await_configuration, eventually_created, failing_open, now, reconfigure
 from test_tunnels import debug, pod_in
 from test_webhook import create_deployment, fence, new_namespace
 
@@ -81,14 +81,7 @@ def test_the_sigma_rules_find_what_correlate_reports_in_the_real_audit_log(
     fence(kube, outage, "b")
     dodged = new_namespace(kube, "sig-dodged")
     try:
-        dead = f"https://127.0.0.1:{free_port()}/validate"
-        reconfigure(
-            kube,
-            webhook,
-            webhook_configuration(
-                CONFIGURATION, WEBHOOK_NAME, dead, webhook.ca_pem, failure_policy="Ignore"
-            ),
-        )
+        reconfigure(kube, webhook, failing_open(webhook.ca_pem))
         await_configuration(kube, audit_log, probed, failing_open=True)
         eventually_created(kube, probed)  # failed open
         networking.delete_namespaced_network_policy("a", outage)  # failed open: undecided

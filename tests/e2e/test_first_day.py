@@ -19,10 +19,10 @@ from typing import Any
 
 import orjson
 import pytest
-from controlplane import ControlPlane, free_port, missing_binaries
+from controlplane import ControlPlane, missing_binaries
 from kubefence_process import AUDIT_POLICY, CONFIGURATION, WEBHOOK_NAME, RunningWebhook, marker_pod
 from kubernetes import client, config
-from test_monitor import Monitor, audit_webhook_kubeconfig, eventually, sender_pki
+from monitor_process import Monitor, audit_feed, eventually
 from test_trail import await_configuration, eventually_created
 from test_webhook import new_namespace
 
@@ -51,35 +51,11 @@ def first_day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirstDay]:
     if missing_binaries():
         pytest.skip("no local control plane binaries")
     work = tmp_path_factory.mktemp("first-day")
-    pki = sender_pki(work)
-    port, probe_port = free_port(), free_port()
-    audit_kubeconfig = work / "audit-webhook.kubeconfig"
-    audit_webhook_kubeconfig(
-        audit_kubeconfig,
-        f"https://127.0.0.1:{port}/audit",
-        pki.paths.ca_cert,
-        pki.client_cert,
-        pki.client_key,
-    )
+    feed = audit_feed(work)
     config_path = work / "config.yaml"
     config_path.write_text(CONFIG)
-    monitor = Monitor(
-        work,
-        port,
-        probe_port,
-        [
-            "--cert", str(pki.paths.cert), "--key", str(pki.paths.key),
-            "--client-ca", str(pki.client_ca), "--host", "127.0.0.1", "--port", str(port),
-            "--probe-port", str(probe_port), "--config", str(config_path),
-        ],
-    )  # fmt: skip
-    cp = ControlPlane(
-        work_dir=work / "cp",
-        extra_apiserver_args=[
-            f"--audit-webhook-config-file={audit_kubeconfig}",
-            "--audit-webhook-batch-max-wait=1s",
-        ],
-    )
+    monitor = feed.monitor(["--config", str(config_path)])
+    cp = ControlPlane(work_dir=work / "cp", extra_apiserver_args=feed.apiserver_args())
     monitor.start()  # before the API server: it sees the API server's own first requests
     try:
         cp.start()

@@ -9,173 +9,30 @@ wait polls for a condition with a deadline.
 from __future__ import annotations
 
 import contextlib
-import signal
 import ssl
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
-import orjson
 import pytest
-import trustme
-from controlplane import ControlPlane, free_port, missing_binaries, read_audit_log
+from controlplane import ControlPlane, missing_binaries, read_audit_log
 from kubefence_process import (
     AUDIT_POLICY,
     CONFIGURATION,
     WEBHOOK_NAME,
     RunningWebhook,
-    webhook_configuration,
 )
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from test_trail import await_configuration, eventually_created, reconfigure
+from monitor_process import Monitor, audit_feed, eventually
+from test_trail import await_configuration, eventually_created, failing_open, reconfigure
 from test_webhook import create_deployment, fence, new_namespace
 
-from webhook import certs
 from webhook.correlate.model import CorrelateOptions
 from webhook.monitor.follow import follow_alerts
-
-T = TypeVar("T")
-
-
-def eventually(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found is not None and found is not False:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what}")
-        time.sleep(0.2)
-
-
-@dataclass
-class Monitor:
-    work: Path
-    port: int
-    probe_port: int
-    args: list[str]
-    process: subprocess.Popen[bytes] | None = None
-    runs: int = 0
-
-    @property
-    def log(self) -> Path:
-        return self.work / f"monitor-{self.runs}.log"
-
-    def start(self) -> None:
-        self.runs += 1
-        with self.log.open("wb") as out, (self.work / f"stderr-{self.runs}.log").open("wb") as err:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "webhook", "monitor", *self.args], stdout=out, stderr=err
-            )
-        eventually("the monitor is ready", self._ready, timeout=30)
-
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(
-                (self.work / f"stderr-{self.runs}.log").read_text(errors="replace")
-            )
-        try:
-            url = f"http://127.0.0.1:{self.probe_port}/readyz"
-            with urllib.request.urlopen(url, timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(30)
-
-    def lines(self, run: int | None = None) -> list[dict[str, Any]]:
-        out = []
-        for n in [run] if run is not None else range(1, self.runs + 1):
-            for raw in (self.work / f"monitor-{n}.log").read_bytes().splitlines():
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    out.append(orjson.loads(raw))
-        return out
-
-    def alerts(self, kind: str) -> list[dict[str, Any]]:
-        return [line for line in self.lines() if line.get("event") == kind]
-
-    def metric(self, name: str) -> float:
-        url = f"http://127.0.0.1:{self.probe_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as r:
-            text = r.read().decode()
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith((name + "{", name + " "))
-        )
-
-
-@dataclass
-class SenderPki:
-    """The monitor's serving pair (its CA in `paths.ca_cert`) and the API server's client pair,
-    signed by `client_ca`, which the monitor's --client-ca trusts."""
-
-    paths: certs.Paths
-    client_ca: Path
-    client_cert: Path
-    client_key: Path
-    senders: trustme.CA  # signs more senders (serve's --decisions-client-cert)
-
-    def issue_client(self, name: str) -> tuple[Path, Path]:
-        """A client pair of commonName `name` that the monitor's --client-ca trusts."""
-        leaf = self.senders.issue_cert(f"{name}.client", common_name=name)
-        cert, key = self.client_ca.with_name(f"{name}.crt"), self.client_ca.with_name(f"{name}.key")
-        leaf.cert_chain_pems[0].write_to_path(str(cert))
-        leaf.private_key_pem.write_to_path(str(key))
-        return cert, key
-
-
-def sender_pki(work: Path) -> SenderPki:
-    ca_cert, ca_key = certs.generate_ca()
-    cert, key = certs.issue_serving_cert(ca_cert, ca_key, ["localhost"], ["127.0.0.1"])
-    paths = certs.write_bundle(work / "certs", ca_cert, ca_key, cert, key)
-    senders = trustme.CA()
-    client_ca = work / "client-ca.crt"
-    senders.cert_pem.write_to_path(str(client_ca))
-    leaf = senders.issue_cert("kube-apiserver")
-    client_cert, client_key = work / "apiserver.crt", work / "apiserver.key"
-    leaf.cert_chain_pems[0].write_to_path(str(client_cert))
-    leaf.private_key_pem.write_to_path(str(client_key))
-    return SenderPki(paths, client_ca, client_cert, client_key, senders)
-
-
-def audit_webhook_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path) -> None:
-    """The kubeconfig of --audit-webhook-config-file: the receiver's URL and CA, the client pair."""
-    path.write_bytes(
-        orjson.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "monitor",
-                        "cluster": {"server": server, "certificate-authority": str(ca)},
-                    }
-                ],
-                "users": [
-                    {
-                        "name": "apiserver",
-                        "user": {"client-certificate": str(cert), "client-key": str(key)},
-                    }
-                ],
-                "contexts": [
-                    {"name": "monitor", "context": {"cluster": "monitor", "user": "apiserver"}}
-                ],
-                "current-context": "monitor",
-            }
-        )
-    )
 
 
 @dataclass
@@ -193,36 +50,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     if missing_binaries():
         pytest.skip("no local control plane binaries")
     work = tmp_path_factory.mktemp("monitor")
-    pki = sender_pki(work)
-    paths, client_ca = pki.paths, pki.client_ca
-    client_cert, client_key = pki.client_cert, pki.client_key
-    port, probe_port = free_port(), free_port()
-    audit_kubeconfig = work / "audit-webhook.kubeconfig"
-    audit_webhook_kubeconfig(
-        audit_kubeconfig, f"https://127.0.0.1:{port}/audit", paths.ca_cert, client_cert, client_key
-    )
-    cp = ControlPlane(
-        work_dir=work / "cp",
-        extra_apiserver_args=[
-            f"--audit-webhook-config-file={audit_kubeconfig}",
-            "--audit-webhook-batch-max-wait=1s",
-        ],
-    )
+    feed = audit_feed(work)
+    pki = feed.pki
+    cp = ControlPlane(work_dir=work / "cp", extra_apiserver_args=feed.apiserver_args())
     cp.start()
     kube = config.new_client_from_config(config_file=str(cp.kubeconfig_path))
-    monitor = Monitor(
-        work,
-        port,
-        probe_port,
-        [
-            "--cert", str(paths.cert), "--key", str(paths.key), "--client-ca", str(client_ca),
-            "--host", "127.0.0.1", "--port", str(port), "--probe-port", str(probe_port),
-            "--webhook-name", WEBHOOK_NAME, "--probe-threshold", "10",
-        ],
-    )  # fmt: skip
+    monitor = feed.monitor(["--webhook-name", WEBHOOK_NAME, "--probe-threshold", "10"])
     try:
         monitor.start()
-        yield Setup(cp, kube, monitor, paths.ca_cert, (client_cert, client_key), work)
+        yield Setup(cp, kube, monitor, pki.paths.ca_cert, (pki.client_cert, pki.client_key), work)
     finally:
         monitor.stop()
         kube.close()
@@ -246,11 +82,7 @@ def post(s: Setup, body: bytes, *, with_cert: bool) -> int:
 def test_a_fail_open_create_is_alerted_within_seconds(setup: Setup) -> None:
     kube, audit_log = setup.kube, setup.cp.audit_log_path
     open_ns = new_namespace(kube, "mon-open")
-    dead = f"https://127.0.0.1:{free_port()}/validate"
-    ca_pem = setup.server_ca.read_bytes()
-    manifest = webhook_configuration(
-        CONFIGURATION, WEBHOOK_NAME, dead, ca_pem, failure_policy="Ignore"
-    )
+    manifest = failing_open(setup.server_ca.read_bytes())
     client.AdmissionregistrationV1Api(kube).create_validating_webhook_configuration(manifest)
     try:
         await_configuration(kube, audit_log, open_ns, failing_open=True)

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controlplane import ControlPlane, audit_webhook_args, free_port, missing_binaries
+from controlplane import ControlPlane, free_port, missing_binaries
 from forgery import AuthenticatedWebhook
 from kubefence_process import AUDIT_POLICY, WEBHOOK_NAME, RunningWebhook
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from test_monitor import Monitor, audit_webhook_kubeconfig, eventually, sender_pki
+from monitor_process import Monitor, audit_feed, eventually
 from test_webhook import fence, new_namespace
 
 APISERVER_CN = "kubefence-e2e-apiserver"  # the certificate the API server shows webhooks
@@ -51,33 +51,19 @@ def cluster(work: Path, **truncation: int) -> Iterator[Setup]:
     """A control plane whose truncating audit webhook backend feeds a monitor, and serve."""
     if missing_binaries():
         pytest.skip("no local control plane binaries")
-    pki = sender_pki(work)
-    port, probe_port = free_port(), free_port()
-    audit_kubeconfig = work / "audit-webhook.kubeconfig"
-    audit_webhook_kubeconfig(
-        audit_kubeconfig,
-        f"https://127.0.0.1:{port}/audit",
-        pki.paths.ca_cert,
-        pki.client_cert,
-        pki.client_key,
-    )
+    feed = audit_feed(work)
+    pki = feed.pki
     cp = ControlPlane(
         work_dir=work / "cp",
         webhook_client_cn=APISERVER_CN,
-        extra_apiserver_args=audit_webhook_args(audit_kubeconfig, **truncation),
+        extra_apiserver_args=feed.apiserver_args(**truncation),
     )
     cp.start()
     kube = config.new_client_from_config(config_file=str(cp.kubeconfig_path))
-    monitor = Monitor(
-        work,
-        port,
-        probe_port,
+    monitor = feed.monitor(
         [
-            "--cert", str(pki.paths.cert), "--key", str(pki.paths.key),
-            "--client-ca", str(pki.client_ca),
             "--decisions-subject", SERVE_CN,
             "--audit-gap-window", str(WINDOW), "--webhook-client-subject", APISERVER_CN,
-            "--host", "127.0.0.1", "--port", str(port), "--probe-port", str(probe_port),
             "--webhook-name", WEBHOOK_NAME,
         ],
     )  # fmt: skip
@@ -93,7 +79,7 @@ def cluster(work: Path, **truncation: int) -> Iterator[Setup]:
             extra_args=(
                 "--client-ca", str(cp.ca_path), "--client-subject", APISERVER_CN,
                 "--probe-port", str(free_port()),
-                "--decisions-to", f"https://127.0.0.1:{port}/decisions",
+                "--decisions-to", f"https://127.0.0.1:{feed.port}/decisions",
                 "--decisions-ca", str(pki.paths.ca_cert),
                 "--decisions-client-cert", str(serve_cert),
                 "--decisions-client-key", str(serve_key),

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +36,9 @@ from typing import Any, TypeVar
 
 import orjson
 import pytest
-from controlplane import ADMIN_USER, ControlPlane, free_port, missing_binaries, read_audit_log
+from controlplane import ADMIN_USER, ControlPlane, missing_binaries, read_audit_log
 from kubernetes import client, config
-from test_monitor import Monitor, audit_webhook_kubeconfig, eventually, sender_pki
+from monitor_process import Monitor, audit_feed, eventually
 
 from webhook.correlate.detect import CANARY_AGENT, FEED_SILENT
 from webhook.monitor.canary import TIMEOUT as CANARY_REQUEST_TIMEOUT
@@ -184,29 +183,13 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fed]:
     if missing_binaries():
         pytest.skip("no local control plane binaries")
     work = tmp_path_factory.mktemp("monitor-canary")
-    pki = sender_pki(work)
-    paths, client_ca = pki.paths, pki.client_ca
-    client_cert, client_key = pki.client_cert, pki.client_key
-    port, probe_port = free_port(), free_port()
-    relay = Relay(port)
+    feed = audit_feed(work)
+    relay = Relay(feed.port)
     cp: ControlPlane | None = None
     monitor: Monitor | None = None
     try:
-        audit_kubeconfig = work / "audit-webhook.kubeconfig"
-        audit_webhook_kubeconfig(
-            audit_kubeconfig,
-            f"https://127.0.0.1:{relay.port}/audit",  # the monitor's certificate names 127.0.0.1
-            paths.ca_cert,
-            client_cert,
-            client_key,
-        )
-        cp = ControlPlane(
-            work_dir=work / "cp",
-            extra_apiserver_args=[
-                f"--audit-webhook-config-file={audit_kubeconfig}",
-                "--audit-webhook-batch-max-wait=1s",
-            ],
-        )
+        feed.send_to(relay.port)
+        cp = ControlPlane(work_dir=work / "cp", extra_apiserver_args=feed.apiserver_args())
         cp.start()
         kube = config.new_client_from_config(config_file=str(cp.kubeconfig_path))
         try:
@@ -216,13 +199,8 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fed]:
             )
         finally:
             kube.close()
-        monitor = Monitor(
-            work,
-            port,
-            probe_port,
+        monitor = feed.monitor(
             [
-                "--cert", str(paths.cert), "--key", str(paths.key), "--client-ca", str(client_ca),
-                "--host", "127.0.0.1", "--port", str(port), "--probe-port", str(probe_port),
                 "--canary", str(CANARY), "--canary-configmap", "/".join(CANARY_CONFIGMAP),
                 "--kubeconfig", str(cp.kubeconfig_path),
             ],
@@ -253,15 +231,8 @@ def audit_level_of_the_canary(policy: Path) -> str:
 
 
 def silent_alerts_counted(monitor: Monitor) -> float:
-    """kubefence_monitor_alerts_total for evasion.feed_silent (Monitor.metric sums every kind)."""
-    url = f"http://127.0.0.1:{monitor.probe_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as r:
-        text = r.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("kubefence_monitor_alerts_total{") and f'kind="{FEED_SILENT}"' in line
-    )
+    """kubefence_monitor_alerts_total for evasion.feed_silent."""
+    return monitor.metric("kubefence_monitor_alerts_total", kind=FEED_SILENT)
 
 
 def every_file_event_received(f: Fed) -> bool:

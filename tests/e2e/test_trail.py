@@ -25,6 +25,13 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def failing_open(ca_pem: bytes) -> dict[str, Any]:
+    """kubefence's webhook configuration with failurePolicy Ignore, pointed at a loopback port
+    nobody listens on: the API server fails open on every request it covers."""
+    dead = f"https://127.0.0.1:{free_port()}/validate"
+    return webhook_configuration(CONFIGURATION, WEBHOOK_NAME, dead, ca_pem, failure_policy="Ignore")
+
+
 def reconfigure(
     kube: client.ApiClient, hook: RunningWebhook, manifest: dict[str, Any] | None
 ) -> None:
@@ -93,14 +100,7 @@ def test_correlate_reports_fail_open_and_dodged_bypasses(
     open_ns = new_namespace(kube, "trail-open")  # not fenced: anything created here is a bypass
     down_ns = new_namespace(kube, "trail-down")
     try:
-        dead = f"https://127.0.0.1:{free_port()}/validate"
-        reconfigure(
-            kube,
-            webhook,
-            webhook_configuration(
-                CONFIGURATION, WEBHOOK_NAME, dead, webhook.ca_pem, failure_policy="Ignore"
-            ),
-        )
+        reconfigure(kube, webhook, failing_open(webhook.ca_pem))
         audit_log = control_plane.audit_log_path
         await_configuration(kube, audit_log, open_ns, failing_open=True)
         eventually_created(kube, open_ns)  # kubefence is "down": the API server fails open

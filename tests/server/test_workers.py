@@ -130,14 +130,23 @@ async def test_sigterm_drains_every_worker_without_losing_a_request(
     assert exited_after < 25
 
 
-async def test_a_worker_that_dies_takes_the_group_down(
+@pytest.fixture
+async def two_workers(
     serve_process: Callable[[list[str]], ServeProcess],
     tls_material: TlsMaterial,
     state_dir: Path,
     tmp_path: Path,
-) -> None:
+) -> ServeProcess:
+    """serve with two workers and no drain period, both started."""
     server = serve_process(worker_args(tls_material, tmp_path, state_dir, "--drain-seconds", "0"))
     await server.start(started=2)
+    return server
+
+
+async def test_a_worker_that_dies_takes_the_group_down(
+    two_workers: ServeProcess,
+) -> None:
+    server = two_workers
     victim, survivor = (e["pid"] for e in server.events("server.started"))
     os.kill(victim, signal.SIGKILL)
     assert await server.wait(timeout=20) == 128 + signal.SIGKILL
@@ -147,13 +156,9 @@ async def test_a_worker_that_dies_takes_the_group_down(
 
 
 async def test_workers_stop_when_the_parent_is_killed(
-    serve_process: Callable[[list[str]], ServeProcess],
-    tls_material: TlsMaterial,
-    state_dir: Path,
-    tmp_path: Path,
+    two_workers: ServeProcess,
 ) -> None:
-    server = serve_process(worker_args(tls_material, tmp_path, state_dir, "--drain-seconds", "0"))
-    await server.start(started=2)
+    server = two_workers
     pids = [e["pid"] for e in server.events("server.started")]
     server.signal(signal.SIGKILL)
     await server.wait()
@@ -183,13 +188,9 @@ def test_the_worst_exit_code_wins(codes: list[int], expected: int) -> None:
 
 
 async def test_sigint_stops_every_worker_and_exits_130_as_ctrl_c(
-    serve_process: Callable[[list[str]], ServeProcess],
-    tls_material: TlsMaterial,
-    state_dir: Path,
-    tmp_path: Path,
+    two_workers: ServeProcess,
 ) -> None:
-    server = serve_process(worker_args(tls_material, tmp_path, state_dir, "--drain-seconds", "0"))
-    await server.start(started=2)
+    server = two_workers
     server.signal(signal.SIGINT)
     assert await server.wait(timeout=20) == 130
     assert len(server.events("server.stopped")) == 2  # each drained (SIGTERM from the parent)

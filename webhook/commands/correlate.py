@@ -22,10 +22,16 @@ from typing import IO, cast
 
 from webhook.auditpolicy import load_policy
 from webhook.commands.cluster_flags import add_format_argument
-from webhook.commands.running import add_probing_arguments, duration, positive_int
+from webhook.commands.running import (
+    add_probing_arguments,
+    add_webhook_name_argument,
+    detection_options,
+    duration,
+    positive_int,
+)
 from webhook.config import load_settings
 from webhook.correlate.correlation import Correlation
-from webhook.correlate.model import CorrelateOptions, Report
+from webhook.correlate.model import Report
 from webhook.correlate.records import SourceStats
 from webhook.correlate.registration_windows import (
     records_configuration_writes,
@@ -83,13 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " writes of kubefence's ValidatingWebhookConfiguration, nothing is assumed about when"
         " kubefence was registered",
     )
-    parser.add_argument(
-        "--webhook-name",
-        action="append",
-        metavar="NAME",
-        help="the webhook's name in the ValidatingWebhookConfiguration (repeatable; default: the "
-        "config's webhookName or webhookNames)",
-    )
+    add_webhook_name_argument(parser)
     parser.add_argument(
         "--config",
         type=Path,
@@ -170,17 +170,14 @@ def run(args: argparse.Namespace) -> int:
     paths = [*args.audit_log, *args.decision_log]
     if paths.count("-") > 1:
         raise InputError("stdin (-) can be given only once")
-    options = CorrelateOptions(
-        webhook_names=tuple(dict.fromkeys(args.webhook_name or settings.webhook_names)),
-        exempt_namespaces=settings.exemptions.namespaces,
+    options = dataclasses.replace(
+        detection_options(args, settings),
         webhook_configuration=_configuration(settings),
         configuration_recorded=_recorded(args.audit_policy, settings),
         since=args.since,
         until=args.until,
         join_window=args.join_window,
         clock_skew=args.clock_skew,
-        probe_threshold=args.probe_threshold,
-        probe_window=args.probe_window,
         max_items=args.max_items,
         client_subjects=frozenset(args.client_subject or ()),
     )
@@ -240,15 +237,12 @@ def _follow(args: argparse.Namespace, settings: Settings) -> int:
 
     if not args.follow.exists():
         raise InputError(f"{args.follow}: cannot read: No such file or directory")
-    options = CorrelateOptions(
-        webhook_names=tuple(dict.fromkeys(args.webhook_name or settings.webhook_names)),
-        exempt_namespaces=settings.exemptions.namespaces,
+    options = dataclasses.replace(
+        detection_options(args, settings),
         webhook_configuration=_configuration(settings),
         configuration_recorded=_recorded(args.audit_policy, settings),
         since=args.since,
         until=args.until,
-        probe_threshold=args.probe_threshold,
-        probe_window=args.probe_window,
     )
     notice = (
         NO_CONFIG_NOTICE

@@ -13,9 +13,13 @@ from pathlib import Path
 
 import yaml
 
-from webhook.commands.running import add_probing_arguments, positive_int
+from webhook.commands.running import (
+    add_probing_arguments,
+    add_webhook_name_argument,
+    detection_options,
+    positive_int,
+)
 from webhook.config import load_settings
-from webhook.correlate.model import CorrelateOptions
 from webhook.correlate.sigma import Guarded, SigmaRule, sigma_rules
 from webhook.correlate.sigma_fields import DEFAULT_WEBHOOK_SLOTS
 from webhook.errors import InputError
@@ -39,13 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="kubefence config file (webhook names, exemptions, the drift section)",
     )
-    parser.add_argument(
-        "--webhook-name",
-        action="append",
-        metavar="NAME",
-        help="the webhook's name in the ValidatingWebhookConfiguration (repeatable; default: the "
-        "config's webhookName or webhookNames)",
-    )
+    add_webhook_name_argument(parser)
     parser.add_argument(
         "--out",
         type=Path,
@@ -66,12 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    options = CorrelateOptions(
-        webhook_names=tuple(dict.fromkeys(args.webhook_name or settings.webhook_names)),
-        exempt_namespaces=settings.exemptions.namespaces,
-        probe_threshold=args.probe_threshold,
-        probe_window=args.probe_window,
-    )
+    options = detection_options(args, settings)
     drift = settings.drift
     guarded = (
         Guarded(

@@ -13,7 +13,9 @@ from collections.abc import Callable
 
 from webhook import exitcodes
 from webhook.config import parse_duration
+from webhook.correlate.model import CorrelateOptions
 from webhook.errors import InputError
+from webhook.settings import Settings
 
 
 def run_command(
@@ -80,6 +82,30 @@ def add_probing_arguments(parser: argparse.ArgumentParser) -> None:
         default=600.0,
         metavar="DURATION",
         help="the sliding probing window (default 10m)",
+    )
+
+
+def add_webhook_name_argument(parser: argparse.ArgumentParser) -> None:
+    """`--webhook-name`, the same for every command that reads kubefence's webhook in audit
+    events; `detection_options` reads it."""
+    parser.add_argument(
+        "--webhook-name",
+        action="append",
+        metavar="NAME",
+        help="the webhook's name in the ValidatingWebhookConfiguration (repeatable; default: the "
+        "config's webhookName or webhookNames)",
+    )
+
+
+def detection_options(args: argparse.Namespace, settings: Settings) -> CorrelateOptions:
+    """What every detecting command takes alike from its flags and config: the webhook's names
+    (`--webhook-name`, else the config's, each once), the exempt namespaces, the probing flags.
+    The command's own options go on with `dataclasses.replace`."""
+    return CorrelateOptions(
+        webhook_names=tuple(dict.fromkeys(args.webhook_name or settings.webhook_names)),
+        exempt_namespaces=settings.exemptions.namespaces,
+        probe_threshold=args.probe_threshold,
+        probe_window=args.probe_window,
     )
 
 
