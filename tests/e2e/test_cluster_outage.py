@@ -28,10 +28,9 @@ from typing import Any
 
 import pytest
 from cluster import Cluster, FencedCluster, missing_cluster_binaries, wait_for
-from controlplane import free_port
 from kubefence_process import WEBHOOK_NAME
+from monitor_process import Monitor, audit_feed
 from test_cluster_namespace_deletion import POLICIES
-from test_monitor import Monitor, audit_webhook_kubeconfig, sender_pki
 
 pytestmark = pytest.mark.cluster
 
@@ -62,34 +61,12 @@ def watched(
             pytest.fail(message)
         pytest.skip(message)
     work = tmp_path_factory.mktemp("outage")
-    pki = sender_pki(work)
-    port, probe_port = free_port(), free_port()
-    audit_kubeconfig = work / "audit-webhook.kubeconfig"
-    audit_webhook_kubeconfig(
-        audit_kubeconfig,
-        f"https://127.0.0.1:{port}/audit",
-        pki.paths.ca_cert,
-        pki.client_cert,
-        pki.client_key,
-    )
-    monitor = Monitor(
-        work,
-        port,
-        probe_port,
-        [
-            "--cert", str(pki.paths.cert), "--key", str(pki.paths.key),
-            "--client-ca", str(pki.client_ca),
-            "--host", "127.0.0.1", "--port", str(port), "--probe-port", str(probe_port),
-            "--webhook-name", WEBHOOK_NAME,
-        ],
-    )  # fmt: skip
+    feed = audit_feed(work)
+    monitor = feed.monitor(["--webhook-name", WEBHOOK_NAME])
     monitor.start()
     c = Cluster(
         nodes=2,
-        extra_apiserver_args=[
-            f"--audit-webhook-config-file={audit_kubeconfig}",
-            "--audit-webhook-batch-max-wait=1s",
-        ],
+        extra_apiserver_args=feed.apiserver_args(),
     )
     try:
         c.start()
