@@ -33,6 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from webhook import decisionlog, tls
+from webhook.cluster.candidacy import (
+    SERVICE_ACCOUNT_NAMESPACE,
+    Election,
+    election_namespace,
+    identity,
+)
 from webhook.cluster.kubeconfig import Kubeconfig
 from webhook.commands.cluster_flags import (
     add_cluster_arguments,
@@ -42,7 +48,6 @@ from webhook.commands.cluster_flags import (
     named_kubeconfig,
 )
 from webhook.commands.running import add_probing_arguments, port_number
-from webhook.commands.serve import Election, election_namespace, identity
 from webhook.config import load_settings
 from webhook.correlate.detect import CanaryWatch
 from webhook.correlate.model import CorrelateOptions
@@ -69,7 +74,6 @@ HELP = (
     "bypasses, sensitive access, probing, fence removals, a silent feed, audit gaps"
 )
 
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 MONITOR_LEASE_NAME = "kubefence-monitor"
 CONFIG_POLL_SECONDS = 2.0  # as `serve` polls its config file
 
