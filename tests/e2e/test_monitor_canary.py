@@ -41,7 +41,8 @@ from controlplane import ADMIN_USER, ControlPlane, free_port, missing_binaries, 
 from kubernetes import client, config
 from test_monitor import Monitor, audit_webhook_kubeconfig, eventually, sender_pki
 
-from webhook.correlate.detect import CANARY_AGENT, FEED_SILENT
+from webhook.correlate.detect import FEED_SILENT
+from webhook.monitor.canary import CANARY_AGENT
 from webhook.monitor.canary import TIMEOUT as CANARY_REQUEST_TIMEOUT
 from webhook.monitor.server import CHECK_INTERVAL
 

@@ -49,7 +49,6 @@ from webhook.commands.cluster_flags import (
 )
 from webhook.commands.running import add_probing_arguments, port_number
 from webhook.config import load_settings
-from webhook.correlate.detect import CanaryWatch
 from webhook.correlate.model import CorrelateOptions
 from webhook.errors import InputError
 from webhook.monitor.alerting import LIFETIME_SECONDS, RESEND_SECONDS, DeliveryPolicy, parse_label
@@ -61,6 +60,7 @@ from webhook.monitor.alertmanager import (
     client_context,
     read_secret,
 )
+from webhook.monitor.canary import CanaryWatch
 from webhook.monitor.feed import Feed
 from webhook.monitor.gaps import GapWatch
 from webhook.monitor.server import Job, MonitorOptions, MonitorRuntime, read_token, run_monitor
@@ -614,7 +614,7 @@ def _elect(api: ApiClient, election: Election, runtime: MonitorRuntime) -> Job:
 
 
 def _canary(api: ApiClient, target: tuple[str, str], interval: float) -> Job:
-    from webhook.monitor.canary import send_canaries
+    from webhook.monitor.canary.sender import send_canaries
 
     async def job(rt: MonitorRuntime) -> None:
         await send_canaries(
