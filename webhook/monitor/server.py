@@ -49,7 +49,6 @@ import asyncio
 import hashlib
 import hmac
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable, Coroutine
@@ -60,9 +59,10 @@ from typing import Any
 import orjson
 from aiohttp import hdrs, web
 
-from webhook import exitcodes, tls
+from webhook import exitcodes, listener, tls
 from webhook.correlate.decision_reader import decision_record
 from webhook.correlate.detect import Alert
+from webhook.listener import listen
 from webhook.metrics import CONTENT_TYPE
 from webhook.monitor.batch import BatchError, iter_items
 from webhook.monitor.feed import Feed
@@ -77,7 +77,6 @@ from webhook.monitor.intake import (
 )
 from webhook.monitor.metrics import MonitorMetrics
 from webhook.peers import client_identity
-from webhook.serving import HANDSHAKE_TIMEOUT, listen
 
 SLICE = 100  # events judged between yields to the loop
 LOCK_WAIT_SECONDS = 10.0  # a batch read waits this long for the one being judged, then 503
@@ -504,23 +503,23 @@ async def _watch_token(
     """Re-read a rotated token file; an unreadable or empty one keeps the token in force."""
     if path is None:
         return
-    signature = tls.file_signature(path)
-    while True:
-        await asyncio.sleep(CHECK_INTERVAL * 2)
-        current = tls.file_signature(path)
-        if current == signature:
-            continue
-        signature = current
+
+    def changed() -> bool:
         try:
             token = read_token(path)
         except (OSError, ValueError) as exc:
             runtime.log.error("monitor.token_rejected", file=str(path), reason=str(exc))
-            continue
+            return False
         if decisions:
             runtime.decisions_token = token
         else:
             runtime.token = token
         runtime.log.info("monitor.token_reloaded", file=str(path))
+        return False  # a token names no other file
+
+    await listener.watch_files(
+        lambda: tls.file_signature(path), changed, interval=CHECK_INTERVAL * 2
+    )
 
 
 async def _watch_canary(runtime: MonitorRuntime) -> None:
@@ -557,27 +556,18 @@ async def run_monitor(
     )
     app = build_app(runtime)
     sock = listen(options.host, options.port)
-    try:
-        probe_sock = (
-            listen(options.host, options.probe_port) if options.probe_port is not None else None
-        )
-    except Exception:
-        sock.close()
-        raise
+    probe_sock = listener.probe_listener(options.host, options.probe_port, sock)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    assert runner.server is not None
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        runner.server, sock=sock, ssl=reloader.context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
-    )
+    server = await listener.serve_tls(runner, sock, reloader.context)
     probes = await _start_probes(runtime, probe_sock) if probe_sock is not None else None
     decisions = (
         await _start_decisions(runtime, options) if options.decisions_port is not None else None
     )
     port = sock.getsockname()[1]
     stop = stop or asyncio.Event()
-    got = _stop_on_signals(loop, stop)  # before "monitor.started": a signal after it stops in order
+    # Before "monitor.started": a signal right after it stops the monitor in order.
+    got, unhandle_signals = listener.stop_on_signals(stop)
     runtime.log.info(
         "monitor.started",
         port=port,
@@ -600,9 +590,7 @@ async def run_monitor(
         *([decisions[2].run()] if decisions is not None else []),
         *(job(runtime) for job in background or ()),
     ]
-    tasks = [asyncio.create_task(job) for job in jobs]
-    for task in tasks:
-        task.add_done_callback(lambda t: _job_ended(runtime, t))
+    tasks = listener.start_jobs(jobs, runtime.log, "monitor.job_failed")
     try:
         await stop.wait()
         runtime.shutting_down = True
@@ -619,30 +607,12 @@ async def run_monitor(
             await decisions[0].cleanup()
             await decisions[1].wait_closed()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        unhandle_signals()
+        await listener.stop_jobs(tasks)
         if probes is not None:
             await probes.cleanup()
     runtime.log.info("monitor.stopped", events=runtime.received, refused=runtime.refused)
-    # Ctrl-C is 130 as for every command; SIGTERM is the orderly stop of a Pod: 0.
-    return exitcodes.INTERRUPTED if got[:1] == [signal.SIGINT] else exitcodes.OK
-
-
-def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> list[int]:
-    """SIGTERM and SIGINT set `stop`; the list they come in, first first (SIGINT, Ctrl-C, is
-    exit 130)."""
-    got: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        got.append(signum)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-    return got
+    return listener.exit_code(got, sigint=exitcodes.INTERRUPTED, otherwise=exitcodes.OK)
 
 
 async def _start_decisions(
@@ -659,10 +629,7 @@ async def _start_decisions(
         build_decisions_app(runtime), access_log=None, handle_signals=False, shutdown_timeout=1.0
     )
     await runner.setup()
-    assert runner.server is not None
-    server = await asyncio.get_running_loop().create_server(
-        runner.server, sock=sock, ssl=reloader.context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
-    )
+    server = await listener.serve_tls(runner, sock, reloader.context)
     runtime.decisions_port = sock.getsockname()[1]
     return runner, server, reloader
 
@@ -673,10 +640,7 @@ async def _start_probes(runtime: MonitorRuntime, sock: socket.socket) -> web.App
     app[RUNTIME] = runtime
     _add_probes(app)
     app.on_response_prepare.append(_without_server_header)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.SockSite(runner, sock).start()
-    return runner
+    return await listener.start_plain(app, sock)
 
 
 def _report_reload(
@@ -686,9 +650,3 @@ def _report_reload(
         runtime.log.error("certificate.rejected", cert=str(options.cert), reason=reason)
     else:
         runtime.log.info("certificate.reloaded", cert=str(options.cert), serial=pair.serial)
-
-
-def _job_ended(runtime: MonitorRuntime, task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        job = getattr(task.get_coro(), "__qualname__", task.get_name())
-        runtime.log.error("monitor.job_failed", job=job, exc_info=task.exception())
