@@ -1,4 +1,5 @@
-"""Running the webhook: TLS listener, certificate and config reloads, graceful shutdown.
+"""Running the webhook: the admission app on the shared listener (`webhook.listener`, which the
+monitor sits on too), certificate and config reloads, graceful shutdown.
 
 Start-up and shutdown live here, around the thin request layer of `webhook.server`. Invariants:
 start-up either serves or fails with an InputError naming the file or address at fault; on
