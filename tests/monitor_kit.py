@@ -15,8 +15,8 @@ import structlog
 import trustme
 from correlate_kit import WEBHOOK
 
-from webhook.correlate.detect import CanaryWatch
 from webhook.correlate.model import CorrelateOptions
+from webhook.monitor.canary import CanaryWatch
 from webhook.monitor.feed import Feed
 from webhook.monitor.server import MonitorOptions, MonitorRuntime, run_monitor
 

@@ -1,4 +1,5 @@
-"""Running the webhook: TLS listener, certificate and config reloads, graceful shutdown.
+"""Running the webhook: the admission app on the shared listener (`webhook.listener`, which the
+monitor sits on too), certificate and config reloads, graceful shutdown.
 
 Start-up and shutdown live here, around the thin request layer of `webhook.server`. Invariants:
 start-up either serves or fails with an InputError naming the file or address at fault; on
@@ -23,10 +24,11 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from webhook import exitcodes, tls
+from webhook import exitcodes, listener, tls
 from webhook.cluster.view import ClusterView
 from webhook.config import load_settings
 from webhook.errors import InputError
+from webhook.listener import listen
 from webhook.server import (
     RUNTIME,
     Confirmer,
@@ -41,9 +43,7 @@ from webhook.settings import Settings
 
 RELOAD_INTERVAL = 2.0  # config file polling
 KEEPALIVE_SECONDS = 30.0  # idle keep-alive connections are closed after this
-HANDSHAKE_TIMEOUT = 10.0
 SETTLE_SECONDS = 1.0  # after the listener closes, time for just-accepted clients to send
-BACKLOG = 1024  # connections the kernel queues before kubefence accepts them
 
 Job = Callable[[Runtime], Coroutine[Any, Any, None]]
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -107,15 +107,9 @@ async def serve(
     app = build_app(runtime)
     app.on_response_prepare.append(_close_while_draining)
     sock = listen(options.host, options.port, reuse_port=options.reuse_port)
-    try:
-        probe_sock = (
-            listen(options.host, options.probe_port, reuse_port=options.reuse_port)
-            if options.probe_port is not None
-            else None
-        )
-    except InputError:
-        sock.close()
-        raise
+    probe_sock = listener.probe_listener(
+        options.host, options.probe_port, sock, reuse_port=options.reuse_port
+    )
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -127,23 +121,14 @@ async def serve(
     assert runner.server is not None  # set by setup()
     in_flight = _InFlight(runner.server.request_handler)
     runner.server.request_handler = in_flight
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        runner.server,
-        sock=sock,
-        ssl=reloader.context,
-        ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-        backlog=BACKLOG,
-    )
+    server = await listener.serve_tls(runner, sock, reloader.context, backlog=listener.BACKLOG)
     probes = await _start_probes(runtime, probe_sock) if probe_sock is not None else None
     port = sock.getsockname()[1]
     # Before "server.started": a signal right after it stops the server in order.
     if stop is None:
         stop = asyncio.Event()
-    signals = (signal.SIGTERM,) if options.parent_pid else (signal.SIGTERM, signal.SIGINT)
-    got: list[int] = []  # the signals that came, first first
-    for signum in signals:
-        loop.add_signal_handler(signum, _on_signal, got, stop, signum)
+    signals = (signal.SIGTERM,) if options.parent_pid else listener.BOTH_SIGNALS
+    got, unhandle_signals = listener.stop_on_signals(stop, signals)
     runtime.log.info(
         "server.started",
         port=port,
@@ -162,33 +147,17 @@ async def serve(
     ]
     if options.parent_pid is not None:
         jobs.append(_watch_parent(runtime, options.parent_pid, stop))
-    tasks = [asyncio.create_task(job) for job in jobs]
-    for task in tasks:
-        task.add_done_callback(partial(_job_ended, runtime))
+    tasks = listener.start_jobs(jobs, runtime.log, "server.job_failed")
     try:
         await stop.wait()
         await _shut_down(runtime, server, runner, in_flight, options)
     finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        unhandle_signals()
+        await listener.stop_jobs(tasks)
         if probes is not None:
             await probes.cleanup()
     runtime.log.info("server.stopped")
-    return options.sigint_code if got[:1] == [signal.SIGINT] else exitcodes.OK
-
-
-def _job_ended(runtime: Runtime, task: asyncio.Task[None]) -> None:
-    """A background job that fails is logged with its traceback; serving goes on.
-
-    Stopping would turn a broken side job into an outage of every replica at once; a broken
-    informer shows as cache staleness, which `cache.onStale` already answers.
-    """
-    if not task.cancelled() and task.exception() is not None:
-        job = getattr(task.get_coro(), "__qualname__", task.get_name())
-        runtime.log.error("server.job_failed", job=job, exc_info=task.exception())
+    return listener.exit_code(got, sigint=options.sigint_code, otherwise=exitcodes.OK)
 
 
 async def _shut_down(
@@ -252,31 +221,6 @@ async def _close_while_draining(request: web.Request, response: web.StreamRespon
         response.headers[hdrs.CONNECTION] = "close"
 
 
-def listen(
-    host: str, port: int, *, reuse_port: bool = False, backlog: int | None = BACKLOG
-) -> socket.socket:
-    """A TCP socket on host:port (port 0 picks one), listening and non-blocking.
-
-    With `backlog` None it is only bound: a reservation that holds the port and takes no
-    connections. InputError names the address when the port cannot be had.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        if backlog is not None:
-            sock.listen(backlog)
-    except OSError as exc:
-        sock.close()
-        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    if backlog is not None:
-        sock.setblocking(False)
-    return sock
-
-
 async def _start_probes(runtime: Runtime, sock: socket.socket) -> web.AppRunner:
     """Plain-HTTP health, readiness and metrics for kubelet and Prometheus, which have no client
     certificate to show a `--client-ca` listener."""
@@ -286,10 +230,7 @@ async def _start_probes(runtime: Runtime, sock: socket.socket) -> web.AppRunner:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.on_response_prepare.append(without_server_header)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.SockSite(runner, sock).start()
-    return runner
+    return await listener.start_plain(app, sock)
 
 
 def _report_reload(
@@ -302,11 +243,6 @@ def _report_reload(
     runtime.metrics.cert_not_after.set(pair.not_after)
     expiry = dt.datetime.fromtimestamp(pair.not_after, dt.UTC).isoformat()
     runtime.log.info("certificate.reloaded", cert=str(cert), serial=pair.serial, not_after=expiry)
-
-
-def _on_signal(got: list[int], stop: asyncio.Event, signum: int) -> None:
-    got.append(signum)
-    stop.set()
 
 
 async def _watch_parent(runtime: Runtime, parent: int, stop: asyncio.Event) -> None:
@@ -326,22 +262,18 @@ async def _watch_config(runtime: Runtime, path: Path | None) -> None:
         policy = runtime.settings.audit_policy_file
         return tls.file_signature(path, *([policy] if policy else []))
 
-    signature = watched()
-    while True:
-        await asyncio.sleep(RELOAD_INTERVAL)
-        current = watched()
-        if current == signature:
-            continue
-        signature = current
+    def changed() -> bool:
         try:
             settings = load_settings(path)
         except InputError as exc:
             runtime.metrics.config_reloads.labels("rejected").inc()
             runtime.log.error("config.rejected", file=str(path), reason=str(exc))
-            continue
+            return False
         runtime.metrics.policy_revision.clear()
         runtime.metrics.policy_revision.labels(settings.revision).set(1)
         runtime.settings = settings
         runtime.metrics.config_reloads.labels("applied").inc()
         runtime.log.info("config.applied", file=str(path), revision=settings.revision)
-        signature = watched()  # the policy file named may have changed
+        return True  # the policy file named may have changed
+
+    await listener.watch_files(watched, changed, interval=RELOAD_INTERVAL)

@@ -40,7 +40,8 @@ from controlplane import ADMIN_USER, ControlPlane, missing_binaries, read_audit_
 from kubernetes import client, config
 from monitor_process import Monitor, audit_feed, eventually
 
-from webhook.correlate.detect import CANARY_AGENT, FEED_SILENT
+from webhook.correlate.detect import FEED_SILENT
+from webhook.monitor.canary import CANARY_AGENT
 from webhook.monitor.canary import TIMEOUT as CANARY_REQUEST_TIMEOUT
 from webhook.monitor.server import CHECK_INTERVAL
 

@@ -199,7 +199,7 @@ class CountingApi:
 
 async def test_a_follower_sends_no_canaries(monkeypatch: pytest.MonkeyPatch) -> None:
     from webhook.cluster import transport
-    from webhook.correlate.detect import CanaryWatch
+    from webhook.monitor.canary import CanaryWatch
 
     api = CountingApi()
 

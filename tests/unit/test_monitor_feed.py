@@ -13,8 +13,9 @@ import pytest
 from correlate_kit import OPTIONS, at, real_event
 from monitor_kit import event_list
 
-from webhook.correlate.detect import BYPASS, CANARY_AGENT, SENSITIVE_ACCESS, CanaryWatch
+from webhook.correlate.detect import BYPASS, SENSITIVE_ACCESS
 from webhook.monitor.batch import MAX_ITEMS, BatchError, iter_items, parse_batch
+from webhook.monitor.canary import CANARY_AGENT, CanaryWatch
 from webhook.monitor.feed import Feed
 
 CHOSEN = "11111111-2222-3333-4444-555555555555"  # an Audit-ID header the client chose

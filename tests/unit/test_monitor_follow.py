@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from webhook.correlate.detect import CANARY_AGENT, FEED_SILENT, CanaryWatch
+from webhook.correlate.detect import FEED_SILENT
 from webhook.monitor import follow
+from webhook.monitor.canary import CANARY_AGENT, CanaryWatch
 from webhook.monitor.follow import follow_lines
 
 

@@ -33,6 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from webhook import decisionlog, tls
+from webhook.cluster.candidacy import (
+    SERVICE_ACCOUNT_NAMESPACE,
+    Election,
+    election_namespace,
+    identity,
+)
 from webhook.cluster.kubeconfig import Kubeconfig
 from webhook.commands.cluster_flags import (
     add_cluster_arguments,
@@ -42,9 +48,7 @@ from webhook.commands.cluster_flags import (
     named_kubeconfig,
 )
 from webhook.commands.running import add_probing_arguments, port_number
-from webhook.commands.serve import Election, election_namespace, identity
 from webhook.config import load_settings
-from webhook.correlate.detect import CanaryWatch
 from webhook.correlate.model import CorrelateOptions
 from webhook.errors import InputError
 from webhook.monitor.alerting import LIFETIME_SECONDS, RESEND_SECONDS, DeliveryPolicy, parse_label
@@ -56,6 +60,7 @@ from webhook.monitor.alertmanager import (
     client_context,
     read_secret,
 )
+from webhook.monitor.canary import CanaryWatch
 from webhook.monitor.feed import Feed
 from webhook.monitor.gaps import GapWatch
 from webhook.monitor.server import Job, MonitorOptions, MonitorRuntime, read_token, run_monitor
@@ -69,7 +74,6 @@ HELP = (
     "bypasses, sensitive access, probing, fence removals, a silent feed, audit gaps"
 )
 
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 MONITOR_LEASE_NAME = "kubefence-monitor"
 CONFIG_POLL_SECONDS = 2.0  # as `serve` polls its config file
 
@@ -610,7 +614,7 @@ def _elect(api: ApiClient, election: Election, runtime: MonitorRuntime) -> Job:
 
 
 def _canary(api: ApiClient, target: tuple[str, str], interval: float) -> Job:
-    from webhook.monitor.canary import send_canaries
+    from webhook.monitor.canary.sender import send_canaries
 
     async def job(rt: MonitorRuntime) -> None:
         await send_canaries(

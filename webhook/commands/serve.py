@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from webhook import decisionlog, tls
+from webhook.cluster.candidacy import Election, election_namespace, identity
 from webhook.cluster.kubeconfig import Kubeconfig
 from webhook.cluster.leaderelection import DEFAULT_LEASE_NAME
 from webhook.cluster.static import load_state
@@ -277,34 +274,6 @@ def run(args: argparse.Namespace) -> int:
         identity=identity(),
     )
     return asyncio.run(serve_live(options, settings, credentials, election, extra))
-
-
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-
-
-@dataclass(frozen=True)
-class Election:
-    namespace: str  # "": no election
-    name: str
-    identity: str
-
-
-def election_namespace(flag: str | None) -> str:
-    """The Lease's namespace: the flag, else $POD_NAMESPACE, else the Pod's service account's."""
-    if flag is not None:
-        return flag
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
-    try:
-        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
-    except OSError:
-        return ""
-
-
-def identity() -> str:
-    """This process among the candidates: the Pod (or host) and a random suffix, as client-go's
-    users write `hostname + "_" + uuid` — workers of one Pod, and a restarted Pod, differ."""
-    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4()}"
 
 
 async def _sole_notifier(runtime: Runtime) -> None:

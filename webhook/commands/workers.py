@@ -25,7 +25,7 @@ from typing import Any
 from webhook import exitcodes
 from webhook.commands.running import run_command
 from webhook.decisionlog import get_logger
-from webhook.serving import listen
+from webhook.listener import listen
 
 Serve = Callable[[argparse.Namespace], int]  # `serve.run`: module-level, so a spawn can pickle it
 

@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.correlate.audit_reader import AuditReader
-from webhook.correlate.detect import UNJUDGED, Alert, CanaryWatch, Detector, request_digest
+from webhook.correlate.detect import UNJUDGED, Alert, Detector, request_digest
 from webhook.correlate.model import CorrelateOptions
 from webhook.correlate.records import DecisionRecord
 from webhook.correlate.timestamps import format_time, parse_time
 from webhook.monitor.batch import Unjudged
+from webhook.monitor.canary.watch import CanaryWatch
 from webhook.monitor.gaps import GapWatch
 
 MAX_SEEN = 200_000  # events remembered: > 20 s of a 4,000 events/s feed, twice

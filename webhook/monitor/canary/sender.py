@@ -1,4 +1,4 @@
-"""The feed's heartbeat: a small GET of the monitor's own that the audit policy records.
+"""The canary's sender: a small GET of the monitor's own that the audit policy records.
 
 Every `interval` seconds one GET of a ConfigMap (it need not exist: a 404 is audited like a 200)
 goes to the API server with a user agent `kubefence-monitor-canary/<process>/<n>`; once the API
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from webhook.cluster.apiserver import ApiError
-from webhook.correlate.detect import CANARY_AGENT, CanaryWatch
+from webhook.monitor.canary.watch import CANARY_AGENT, CanaryWatch
 
 TIMEOUT = 10.0  # seconds for one canary request
 
