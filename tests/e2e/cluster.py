@@ -53,6 +53,17 @@ from kubefence_process import AUDIT_POLICY, MARKER_NAMESPACE, RunningWebhook
 
 from webhook import certs
 
+# The namespace fence the scenarios apply: a default-deny of every Pod, both directions.
+DEFAULT_DENY = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: default-deny
+spec:
+  podSelector: {}
+  policyTypes: [Ingress, Egress]
+"""
+
 REPO = Path(__file__).resolve().parents[2]
 OWN_STAGES = REPO / "tests" / "cluster" / "stages"
 # The binaries the cluster tier runs (kubectl drives it, helm renders the chart's registration).

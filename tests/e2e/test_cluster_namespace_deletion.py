@@ -14,19 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from cluster import Cluster, FencedCluster, wait_for
+from cluster import DEFAULT_DENY, Cluster, FencedCluster, wait_for
 
 pytestmark = pytest.mark.cluster
 
 IMAGE = "registry.example/web:1"
-POLICIES = """\
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata:
-  name: default-deny
-spec:
-  podSelector: {}
-  policyTypes: [Ingress, Egress]
+POLICIES = (
+    DEFAULT_DENY
+    + """\
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -39,6 +34,7 @@ spec:
     - ports:
         - {protocol: UDP, port: 53}
 """
+)
 
 
 def populated(cluster: Cluster, namespace: str) -> None:

@@ -10,22 +10,13 @@ the webhook's registration or the namespace's labels; `view` may only read the f
 from __future__ import annotations
 
 import pytest
-from cluster import FencedCluster
+from cluster import DEFAULT_DENY, FencedCluster
 
 pytestmark = pytest.mark.cluster
 
 NAMESPACE = "rbac-team"
 EDITOR = "alice@example.com"
 VIEWER = "bob@example.com"
-FENCE = """\
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata:
-  name: default-deny
-spec:
-  podSelector: {}
-  policyTypes: [Ingress, Egress]
-"""
 OPEN_ALL = """\
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -42,7 +33,7 @@ spec:
 def test_edit_and_view_against_the_fence(fenced_cluster: FencedCluster) -> None:
     c = fenced_cluster.cluster
     c.kubectl_ok("create", "namespace", NAMESPACE)
-    c.kubectl_ok("apply", "-n", NAMESPACE, "-f", "-", stdin=FENCE)
+    c.kubectl_ok("apply", "-n", NAMESPACE, "-f", "-", stdin=DEFAULT_DENY)
     c.kubectl_ok("create", "rolebinding", "alice-edit", "--clusterrole=edit", f"--user={EDITOR}",
                  "-n", NAMESPACE)  # fmt: skip
     c.kubectl_ok("create", "rolebinding", "bob-view", "--clusterrole=view", f"--user={VIEWER}",

@@ -21,23 +21,13 @@ import sys
 from typing import Any
 
 import pytest
-from cluster import Cluster, FencedCluster, wait_for
+from cluster import DEFAULT_DENY, Cluster, FencedCluster, wait_for
 
 pytestmark = pytest.mark.cluster
 
 FENCED = "turnon-fenced"
 UNFENCED = "turnon-legacy"
 IMAGE = "registry.example/web:1"
-
-DEFAULT_DENY = """\
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata:
-  name: default-deny
-spec:
-  podSelector: {}
-  policyTypes: [Ingress, Egress]
-"""
 
 
 def pods(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
