@@ -211,6 +211,17 @@ def test_stdin_is_read_for_a_dash_and_named_dash(
     assert err == ""  # a pipe: nothing said about waiting
 
 
+def test_stdin_not_utf8_is_bad_input_as_a_file_is(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        "sys.stdin", io.TextIOWrapper(io.BytesIO(b"kind: Pod\nmetadata: {name: \xff}\n"))
+    )
+    code, out, err = run_check(capsys, "-")
+    assert (code, out) == (2, "")
+    assert err == "kubefence check: -: not UTF-8 text\n"
+
+
 def test_stdin_on_a_terminal_says_what_it_waits_for(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

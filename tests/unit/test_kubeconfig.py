@@ -87,3 +87,21 @@ def test_an_exec_plugin_given_as_a_path_is_read_beside_its_kubeconfig(tmp_path: 
         path.write_text(_kubeconfig('{server: "https://127.0.0.1:6443"}', user=user))
         (entry,) = load([path]).document["users"]
         assert os.path.normpath(entry["user"]["exec"]["command"]) == os.path.normpath(resolved)
+
+
+def test_an_empty_file_in_kubeconfig_is_an_empty_config_as_client_go_loads_it(
+    tmp_path: Path,
+) -> None:
+    empty, good = tmp_path / "empty", tmp_path / "good"
+    empty.write_text("")
+    good.write_text(_kubeconfig('{server: "https://127.0.0.1:6443"}'))
+    assert load([empty, good]).document["current-context"] == "c"
+    with pytest.raises(CredentialsError, match="the file is empty"):
+        load([empty], explicit=True)  # --kubeconfig FILE names it: an empty one is a mistake
+
+
+def test_a_malformed_exec_of_an_unused_user_is_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "kubeconfig"
+    text = _kubeconfig('{server: "https://127.0.0.1:6443"}') + "- name: v\n  user: {exec: oops}\n"
+    path.write_text(text)
+    assert load([path]).document["current-context"] == "c"

@@ -185,6 +185,8 @@ def _read(path: Path, *, explicit: bool) -> Mapping[str, Any] | None:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise fail(f"not a kubeconfig: invalid YAML{where}") from None
     if doc is None:
+        if not explicit:
+            return {}  # client-go loads an empty file of $KUBECONFIG as an empty config
         raise fail("not a kubeconfig: the file is empty")
     if not isinstance(doc, Mapping):
         raise fail("not a kubeconfig: not a mapping of contexts, clusters and users")
@@ -217,7 +219,8 @@ def _resolved(key: str, entry: Mapping[str, Any], base: Path) -> dict[str, Any]:
         value = body.get(field)
         if isinstance(value, str) and value and not os.path.isabs(value):
             body[field] = str(base.absolute() / value)
-    command = (body.get("exec") or {}).get("command") if key == "users" else None
+    plugin = body.get("exec") if key == "users" else None
+    command = plugin.get("command") if isinstance(plugin, dict) else None
     if isinstance(command, str) and os.sep in command and not os.path.isabs(command):
         body["exec"]["command"] = str(base.absolute() / command)
     return out

@@ -119,7 +119,11 @@ def _read(path: str, notes: list[str]) -> list[tuple[str, str]]:
                 file=sys.stderr,
                 flush=True,
             )
-        return [("-", sys.stdin.read())]
+        raw = getattr(sys.stdin, "buffer", None)  # the bytes: decoded strictly, as a file is
+        try:
+            return [("-", raw.read().decode("utf-8") if raw is not None else sys.stdin.read())]
+        except UnicodeDecodeError:
+            raise InputError("-: not UTF-8 text") from None
     root = Path(path)
     if root.is_dir():
         if (root / "Chart.yaml").is_file():
